@@ -1,0 +1,192 @@
+"""Structured config schema: every knob in ``conf/`` is declared here.
+
+The dataclasses are registered in Hydra's ConfigStore as ``ccl_schema`` and
+``conf/config.yaml`` lists it first in its defaults, so a misspelled key is a
+composition error instead of a silently ignored value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ICDConfig:
+    """ICD-10-CM knowledge sources. ``None`` paths fall back to bundled/downloaded files."""
+
+    year: int = 2026
+    tabular_xml: str | None = None  # None: the April 2026 list shipped in simple-icd-10-cm
+    index_xml: str | None = None  # main Alphabetic Index
+    eindex_xml: str | None = None  # External Cause index
+    drug_xml: str | None = None  # Table of Drugs and Chemicals
+    neoplasm_xml: str | None = None  # Neoplasm Table
+    download: bool = True  # try the CDC zip when no index path is given
+
+
+@dataclass
+class BackboneConfig:
+    name: str = MISSING
+    kind: str = "hub"  # tiny | smollm2 | hub
+    pretrained: str | None = None  # hub id or local dir (kind=hub)
+    family: str = ""  # for the scaling-law analysis
+    n_params: float | None = None  # nominal parameter count, for tables
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    attn_implementation: str = "auto"  # auto: flash_attention_2 when available, else sdpa
+    use_chat_template: bool = True
+    max_length: int = 2048
+    code_tokens: bool = False  # one new token per label-space code
+    # tiny (built from a config, tokenizer trained locally)
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 688
+    vocab_size: int = 4096
+
+
+@dataclass
+class DocsConfig:
+    name: str = MISSING
+    source: str = "demo"  # demo | mdace | codiesp | aci_bench | mimic4
+    seed: int = 13
+    # demo world
+    n_train: int = 181
+    n_val: int = 60
+    n_test: int = 61
+    n_codes: int = 30
+    unseen_share: float = 0.3  # share of test codes never in training documents
+    phrases_per_code: int = 1
+    codes_per_note_min: int = 2
+    codes_per_note_max: int = 8
+    distractor_rate: float = 0.5  # negated / ruled-out / family-history mentions per note
+    filler_sentences: int = 3
+    corpus_size: int = 2000  # code-labelled notes without evidence (silver mining)
+    code_pool: list[str] = field(default_factory=list)  # explicit code universe; empty: chosen
+    # real sources (issue 4)
+    path: str | None = None
+    notes_path: str | None = None
+    labels_path: str | None = None
+    split_path: str | None = None
+
+
+@dataclass
+class GoldSpansConfig:
+    sources: list[str] = field(default_factory=lambda: ["index", "description", "inclusion"])
+    restrict: str = "docs"  # docs: the documents' label space and its neighbours | all
+    neighbours: int = 0  # nearest codes added per label-space code when restrict=docs
+    max_pairs_per_code: int | None = None
+
+
+@dataclass
+class SilverSpansConfig:
+    method: str = "lexical"  # lexical | llm
+    corpus: str = "demo_corpus"
+    max_pairs_per_code: int | None = 10
+
+
+@dataclass
+class SyntheticSpansConfig:
+    method: str = "template"  # template | llm
+    max_pairs_per_code: int | None = 3
+
+
+@dataclass
+class SpansConfig:
+    gold: GoldSpansConfig | None = None
+    silver: SilverSpansConfig | None = None
+    synthetic: SyntheticSpansConfig | None = None
+
+
+@dataclass
+class MixConfig:
+    span_share: float = 0.5  # share of span-level examples in each epoch's sample
+    doc_repeats: int = 1  # document passes per epoch
+    max_span_examples_per_epoch: int | None = None
+    resample_each_epoch: bool = True
+    span_warmup_steps: int = 0  # span-only optimisation steps before documents join
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    top_layers: int | None = None  # LoRA on the top N decoder layers only; None: all
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "lora"  # lora | full | none
+    lr: float = 1e-3
+    code_head_lr: float = 3e-3  # output rows of new code tokens
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    max_steps: int = 100
+    max_epochs: int | None = None
+    batch_size: int = 8  # examples per batch (upper bound)
+    max_batch_tokens: int = 8192  # token budget per batch (length-grouped)
+    grad_accum: int = 1
+    precision: str = "32-true"
+    gradient_checkpointing: bool = False
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | fsdp | deepspeed_stage_2 | ...
+    log_every_n_steps: int = 5
+    save_every_n_steps: int = 50
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class InferConfig:
+    engine: str = "hf"  # hf | vllm
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    temperature: float = 0.0
+    human_evidence: bool = False
+    split: str = "test"
+    limit: int | None = None  # evaluate on the first N documents only
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"  # wandb | csv | none
+    project: str = "ccl"
+    mode: str = "offline"  # offline unless the user says online
+    log_note_text: bool = False  # privacy: note text never leaves the machine unless set
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    output_dir: str = "outputs"
+    cache_dir: str = ".cache/ccl"
+
+
+@dataclass
+class CCLConfig:
+    name: str = "default"
+    seed: int = 0
+    stage: str = "all"  # all | data | train | predict | eval, or a comma list
+    task: str = "evidence"  # evidence | codes_only | cot  (prompt template family)
+    ckpt_path: str | None = None
+    icd: ICDConfig = field(default_factory=ICDConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    docs: DocsConfig = field(default_factory=DocsConfig)
+    spans: SpansConfig = field(default_factory=SpansConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra (idempotent)."""
+    ConfigStore.instance().store(name="ccl_schema", node=CCLConfig)

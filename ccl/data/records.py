@@ -1,0 +1,178 @@
+"""Record types shared by every room: documents with evidence, and span pairs.
+
+Offsets are character offsets into ``Document.text`` (end exclusive). Evidence
+is kept in document order. Codes are canonical (see :mod:`ccl.icd.codes`).
+Loading from dicts validates every field and names the file, the record and the
+field in the error, so a bad line in a 10,000-line file is found at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccl.icd.codes import canonical_code, is_well_formed
+
+TIERS = ("gold", "silver", "synthetic")
+
+
+class RecordError(ValueError):
+    """A record failed validation; the message names file, record and field."""
+
+
+@dataclass(frozen=True)
+class EvidenceSpan:
+    """One evidence mention: ``text == document.text[start:end]``, supporting ``code``."""
+
+    start: int
+    end: int
+    text: str
+    code: str
+
+
+@dataclass
+class Document:
+    """A clinical note with its gold codes and (optionally) evidence spans."""
+
+    id: str
+    text: str
+    codes: list[str]
+    spans: list[EvidenceSpan] = field(default_factory=list)
+    split: str | None = None
+    source: str = "unknown"
+
+    @property
+    def has_evidence(self) -> bool:
+        return bool(self.spans)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SpanPair:
+    """A short ``evidence -> code`` training pair from one span tier."""
+
+    evidence: str
+    code: str
+    tier: str
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _fail(where: str, record: str, fieldname: str, problem: str) -> RecordError:
+    return RecordError(f"{where}: record {record}: field '{fieldname}': {problem}")
+
+
+def _require(d: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, rid: str) -> Any:
+    if key not in d:
+        raise _fail(where, rid, key, "missing")
+    value = d[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _fail(where, rid, key, f"expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+    return value
+
+
+def _code(value: Any, where: str, rid: str, fieldname: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(where, rid, fieldname, f"code must be a string, got {type(value).__name__}")
+    code = canonical_code(value)
+    if not is_well_formed(code):
+        raise _fail(where, rid, fieldname, f"not an ICD-10-CM code: {value!r}")
+    return code
+
+
+def document_from_dict(d: dict[str, Any], where: str = "<memory>") -> Document:
+    """Validate and build a :class:`Document`; raise :class:`RecordError` naming the problem."""
+    if not isinstance(d, dict):
+        raise RecordError(f"{where}: record is a {type(d).__name__}, expected an object")
+    rid = str(d.get("id", "<no id>"))
+    doc_id = _require(d, "id", (str, int), where, rid)
+    text = _require(d, "text", str, where, rid)
+    codes = [_code(c, where, rid, "codes") for c in _require(d, "codes", list, where, rid)]
+    spans = []
+    for i, s in enumerate(d.get("spans") or []):
+        name = f"spans[{i}]"
+        if not isinstance(s, dict):
+            raise _fail(where, rid, name, "expected an object")
+        start = _require(s, "start", int, where, rid)
+        end = _require(s, "end", int, where, rid)
+        if not 0 <= start < end <= len(text):
+            raise _fail(where, rid, name, f"offsets {start}:{end} outside text of length {len(text)}")
+        span_text = s.get("text", text[start:end])
+        if span_text != text[start:end]:
+            raise _fail(where, rid, name, f"text {span_text!r} != document text {text[start:end]!r}")
+        spans.append(EvidenceSpan(start, end, span_text, _code(s.get("code"), where, rid, f"{name}.code")))
+    spans.sort(key=lambda s: (s.start, s.end))
+    split = d.get("split")
+    if split is not None and not isinstance(split, str):
+        raise _fail(where, rid, "split", "expected a string")
+    return Document(
+        id=str(doc_id),
+        text=text,
+        codes=list(dict.fromkeys(codes)),
+        spans=spans,
+        split=split,
+        source=str(d.get("source", "unknown")),
+    )
+
+
+def span_pair_from_dict(d: dict[str, Any], where: str = "<memory>") -> SpanPair:
+    """Validate and build a :class:`SpanPair`."""
+    if not isinstance(d, dict):
+        raise RecordError(f"{where}: record is a {type(d).__name__}, expected an object")
+    rid = repr(d.get("evidence", "<no evidence>"))[:60]
+    evidence = _require(d, "evidence", str, where, rid)
+    if not evidence.strip():
+        raise _fail(where, rid, "evidence", "empty")
+    tier = _require(d, "tier", str, where, rid)
+    if tier not in TIERS:
+        raise _fail(where, rid, "tier", f"{tier!r} is not one of {TIERS}")
+    return SpanPair(
+        evidence=evidence,
+        code=_code(d.get("code"), where, rid, "code"),
+        tier=tier,
+        source=str(d.get("source", "unknown")),
+    )
+
+
+def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
+    """Write dataclass records (or dicts) as JSON lines, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            obj = row.to_dict() if hasattr(row, "to_dict") else row
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    path = Path(path)
+    if not path.exists():
+        raise RecordError(f"{path}: file not found")
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecordError(f"{where}: invalid JSON: {e.msg}") from None
+
+
+def read_documents(path: Path) -> list[Document]:
+    """Read and validate documents from a JSON-lines file."""
+    return [document_from_dict(d, where) for where, d in _read_jsonl(path)]
+
+
+def read_span_pairs(path: Path) -> list[SpanPair]:
+    """Read and validate span pairs from a JSON-lines file."""
+    return [span_pair_from_dict(d, where) for where, d in _read_jsonl(path)]
