@@ -10,8 +10,46 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from enum import Enum
+
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+class _Choice(str, Enum):
+    """A closed set of string options: a wrong value is a composition error."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Task(_Choice):
+    evidence = "evidence"
+    codes_only = "codes_only"
+    cot = "cot"
+
+
+class TrainMode(_Choice):
+    lora = "lora"
+    full = "full"
+    none = "none"
+
+
+class Engine(_Choice):
+    hf = "hf"
+    vllm = "vllm"
+
+
+class LoggerKind(_Choice):
+    wandb = "wandb"
+    csv = "csv"
+    none = "none"
+
+
+class BackboneKind(_Choice):
+    tiny = "tiny"
+    smollm2 = "smollm2"
+    hub = "hub"
 
 
 @dataclass
@@ -30,7 +68,7 @@ class ICDConfig:
 @dataclass
 class BackboneConfig:
     name: str = MISSING
-    kind: str = "hub"  # tiny | smollm2 | hub
+    kind: BackboneKind = BackboneKind.hub
     pretrained: str | None = None  # hub id or local dir (kind=hub)
     family: str = ""  # for the scaling-law analysis
     n_params: float | None = None  # nominal parameter count, for tables
@@ -122,7 +160,7 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    mode: str = "lora"  # lora | full | none
+    mode: TrainMode = TrainMode.lora
     lr: float = 1e-3
     code_head_lr: float = 3e-3  # output rows of new code tokens
     weight_decay: float = 0.0
@@ -145,7 +183,7 @@ class TrainConfig:
 
 @dataclass
 class InferConfig:
-    engine: str = "hf"  # hf | vllm
+    engine: Engine = Engine.hf
     max_new_tokens: int = 256
     batch_size: int = 8
     temperature: float = 0.0
@@ -156,7 +194,7 @@ class InferConfig:
 
 @dataclass
 class LoggerConfig:
-    kind: str = "wandb"  # wandb | csv | none
+    kind: LoggerKind = LoggerKind.wandb
     project: str = "ccl"
     mode: str = "offline"  # offline unless the user says online
     log_note_text: bool = False  # privacy: note text never leaves the machine unless set
@@ -174,7 +212,7 @@ class CCLConfig:
     name: str = "default"
     seed: int = 0
     stage: str = "all"  # all | data | train | predict | eval, or a comma list
-    task: str = "evidence"  # evidence | codes_only | cot  (prompt template family)
+    task: Task = Task.evidence  # prompt template family
     ckpt_path: str | None = None
     icd: ICDConfig = field(default_factory=ICDConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)

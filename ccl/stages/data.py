@@ -1,0 +1,201 @@
+"""The data stage: ICD knowledge -> documents -> span tiers -> ``data_manifest.json``.
+
+Everything here is deterministic given the config, and each expensive piece
+(Tabular List, index parse, gold tier, tiny tokenizer) is cached under
+``paths.cache_dir`` by content hash, so the stage is cheap to rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from ccl.data.prompts import PROMPT_VERSION
+from ccl.data.records import Document, SpanPair, write_jsonl
+from ccl.icd.tabular import TabularList, load_tabular
+from ccl.utils.hashing import hash_obj, hash_records
+
+MANIFEST = "data_manifest.json"
+
+
+class MissingTierError(RuntimeError):
+    """A configured span tier cannot be built (its module or its inputs are missing)."""
+
+
+@dataclass
+class DataBundle:
+    """Everything later stages read: documents, span pairs, label space and provenance."""
+
+    tab: TabularList
+    docs: dict[str, list[Document]]
+    corpus: list[Document]
+    spans: dict[str, list[SpanPair]]
+    label_space: list[str]
+    seen_codes: set[str]
+    manifest: dict[str, Any]
+    key: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def describe(self) -> Callable[[str], str]:
+        return self.tab.description
+
+    def span_pairs(self) -> list[SpanPair]:
+        return [p for tier in ("gold", "silver", "synthetic") for p in self.spans.get(tier, [])]
+
+
+def check_tiers_available(cfg: DictConfig) -> None:
+    """Stop at once, before any work, when a configured tier has no implementation yet."""
+    missing = []
+    for tier in ("silver", "synthetic"):
+        if cfg.spans.get(tier) is None:
+            continue
+        try:
+            __import__(f"ccl.expansion.{tier}")
+        except ModuleNotFoundError:
+            missing.append(tier)
+    if missing:
+        raise MissingTierError(
+            f"spans={list(k for k, v in cfg.spans.items() if v is not None)} needs the "
+            f"{' and '.join(missing)} tier(s), which this version of CCL does not build yet "
+            f"(module(s) {', '.join('ccl.expansion.' + t for t in missing)} missing; see issue 5). "
+            "Run with spans=[gold] (ablation_row4) meanwhile."
+        )
+
+
+def load_index_entries(cfg: DictConfig, tab: TabularList, cache_dir: Path, console: Console) -> tuple[list, dict]:
+    """Alphabetic Index entries valid in the tabular year, or [] with a plain fallback report."""
+    from ccl.icd.index import load_valid_entries
+
+    entries, report = load_valid_entries(cfg.icd, tab, cache_dir)
+    if report.get("fallback"):
+        console.print(f"[bold yellow]ICD index:[/] {report['message']}")
+    return entries, report
+
+
+def _build_documents(cfg: DictConfig, tab: TabularList, entries: list) -> tuple[dict, list, dict]:
+    source = cfg.docs.source
+    if source == "demo":
+        from ccl.data.demo import DEFAULT_CODE_POOL, build_demo_world
+        from ccl.expansion.gold import gold_pairs
+
+        pool = set(cfg.docs.code_pool or DEFAULT_CODE_POOL)
+        bank: dict[str, list[str]] = {}
+        for pair in gold_pairs(tab, entries, codes=pool):
+            bank.setdefault(pair.code, []).append(pair.evidence)
+        world = build_demo_world(cfg.docs, tab, bank)
+        docs = {"train": world.train, "val": world.val, "test": world.test}
+        return docs, world.corpus, {"demo": world.stats}
+    raise NotImplementedError(
+        f"docs.source={source!r} is not available in this version (demo only; real sources: issue 4)"
+    )
+
+
+def _label_space(docs: dict[str, list[Document]], split: str) -> list[str]:
+    return sorted({c for d in docs.get(split, []) for c in d.codes})
+
+
+def build_data(cfg: DictConfig, run_dir: Path, console: Console) -> DataBundle:
+    """Build (or load from cache) documents and span tiers; write the manifest and records."""
+    check_tiers_available(cfg)
+    cache_dir = Path(cfg.paths.cache_dir)
+    t0 = time.perf_counter()
+    tab = load_tabular(cfg.icd.tabular_xml, cache_dir)
+    entries, index_report = load_index_entries(cfg, tab, cache_dir, console)
+    docs, corpus, doc_stats = _build_documents(cfg, tab, entries)
+
+    label_space = _label_space(docs, cfg.infer.split)
+    all_doc_codes = sorted({c for split in docs.values() for d in split for c in d.codes})
+    seen_codes = {c for d in docs.get("train", []) for c in d.codes}
+
+    spans: dict[str, list[SpanPair]] = {}
+    tier_reports: dict[str, Any] = {}
+    if cfg.spans.get("gold") is not None:
+        from ccl.expansion.gold import build_gold_tier
+
+        g = cfg.spans.gold
+        codes = None if g.restrict == "all" else set(all_doc_codes)
+        if codes is not None and g.neighbours:
+            from ccl.icd.nearest import nearest_codes
+
+            for c in list(codes):
+                codes.update(n for n, _ in nearest_codes(tab, c, k=g.neighbours))
+        tier = build_gold_tier(
+            tab, entries, list(g.sources), codes, cache_dir, max_pairs_per_code=g.max_pairs_per_code
+        )
+        spans["gold"] = tier.pairs
+        tier_reports["gold"] = {**tier.report, "content_hash": tier.content_hash}
+    for name in ("silver", "synthetic"):
+        if cfg.spans.get(name) is not None:
+            import importlib
+
+            module = importlib.import_module(f"ccl.expansion.{name}")
+            pairs, report = module.build_tier(cfg, tab, docs, corpus, spans, cache_dir)
+            spans[name] = pairs
+            tier_reports[name] = report
+
+    manifest = {
+        "prompt_version": PROMPT_VERSION,
+        "tabular": {"year": tab.year, "source": str(tab.source), "content_hash": tab.content_hash(),
+                    "codes": len(tab), "billable": len(tab.billable_codes())},
+        "index": index_report,
+        "documents": {
+            split: {"count": len(ds), "spans": sum(len(d.spans) for d in ds),
+                    "codes": len({c for d in ds for c in d.codes}), "content_hash": hash_records(ds)}
+            for split, ds in docs.items()
+        },
+        "corpus": {"count": len(corpus), "content_hash": hash_records(corpus)},
+        "documents_stats": doc_stats,
+        "span_tiers": {
+            name: {"pairs": len(pairs), "codes": len({p.code for p in pairs}),
+                   "by_source": dict(Counter(p.source for p in pairs)),
+                   "content_hash": hash_records(pairs), **tier_reports.get(name, {})}
+            for name, pairs in spans.items()
+        },
+        "label_space": {"split": cfg.infer.split, "codes": len(label_space),
+                        "seen": len(set(label_space) & seen_codes),
+                        "unseen": len(set(label_space) - seen_codes)},
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    key = hash_obj({k: v for k, v in manifest.items() if k != "seconds"})
+    manifest["key"] = key
+
+    data_dir = Path(run_dir) / "data"
+    for split, ds in docs.items():
+        write_jsonl(data_dir / f"{split}.jsonl", ds)
+    for name, pairs in spans.items():
+        write_jsonl(data_dir / f"spans_{name}.jsonl", pairs)
+    (Path(run_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return DataBundle(tab, docs, corpus, spans, label_space, seen_codes, manifest, key)
+
+
+def print_data_summary(bundle: DataBundle, console: Console) -> None:
+    """A rich table of documents and span tiers."""
+    table = Table(title="CCL data", show_lines=False)
+    for col in ("part", "count", "codes", "spans / source", "hash"):
+        table.add_column(col)
+    for split, info in bundle.manifest["documents"].items():
+        table.add_row(f"docs:{split}", str(info["count"]), str(info["codes"]), str(info["spans"]),
+                      info["content_hash"])
+    for name, info in bundle.manifest["span_tiers"].items():
+        sources = ", ".join(f"{k} {v}" for k, v in sorted(info["by_source"].items()))
+        table.add_row(f"spans:{name}", str(info["pairs"]), str(info["codes"]), sources, info["content_hash"])
+    ls = bundle.manifest["label_space"]
+    table.add_row("label space", str(ls["codes"]), f"seen {ls['seen']}", f"unseen {ls['unseen']}", "")
+    console.print(table)
+    idx = bundle.manifest["index"]
+    if idx.get("fallback"):
+        console.print("[yellow]No Alphabetic Index was used: gold pairs come from Tabular List terms only.[/]")
+
+
+def config_to_dict(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
