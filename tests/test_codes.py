@@ -19,10 +19,15 @@ def test_extract_codes_in_order_deduplicated():
 
 
 def test_extract_ignores_words_and_partial_tokens():
-    assert extract_codes("vitamin B12vitamin, 3I10, XE11.9") == []
+    assert extract_codes("vitamin B12vitamin, 3I10, ZZE11.9") == []
     assert extract_codes("") == []
 
 
 def test_not_well_formed():
     for bad in ("E1", "11.9", "E11.99999", "E11.", ""):
         assert not is_well_formed(canonical_code(bad)) or bad == "E11."
+
+
+def test_2026_letter_letter_digit_categories():
+    # QA0 (2026) has a letter in second position; abbreviations such as BMI must not match.
+    assert extract_codes("QA0.0101 and qa00101; BMI 31, CKD, HbA1c 8") == ["QA0.0101"]
