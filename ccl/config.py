@@ -8,9 +8,8 @@ composition error instead of a silently ignored value.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
 from enum import Enum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING

@@ -31,3 +31,7 @@ def test_not_well_formed():
 def test_2026_letter_letter_digit_categories():
     # QA0 (2026) has a letter in second position; abbreviations such as BMI must not match.
     assert extract_codes("QA0.0101 and qa00101; BMI 31, CKD, HbA1c 8") == ["QA0.0101"]
+
+
+def test_sentence_ending_in_a_code_keeps_the_code():
+    assert extract_codes("hypertension, I10. The diabetes E11.9.") == ["I10", "E11.9"]

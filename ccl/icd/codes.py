@@ -13,7 +13,7 @@ import re
 # ICD-10-CM: letter, digit, digit or letter (or, since 2026, letter-letter-digit as in QA0), then up to four alphanumerics
 # (after an optional dot). Word boundaries keep us off words like "B12vitamin".
 CODE_PATTERN = re.compile(
-    r"(?<![A-Za-z0-9])([A-Za-z](?:[0-9][0-9A-Za-z]|[A-Za-z][0-9]))(?:\s?\.\s?([0-9A-Za-z]{1,4}))?"
+    r"(?<![A-Za-z0-9])([A-Za-z](?:[0-9][0-9A-Za-z]|[A-Za-z][0-9]))(?:\.([0-9A-Za-z]{1,4}))?"
     r"(?:([0-9A-Za-z]{1,4}))?(?![A-Za-z0-9])"
 )
 _STRIP = re.compile(r"[\s.\-]")
