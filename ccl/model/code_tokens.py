@@ -1,0 +1,96 @@
+"""One new vocabulary token per label-space code (beyond the paper).
+
+Each code string (``E11.9``) becomes a single added token, so decoding gives the
+code back verbatim and :func:`ccl.icd.codes.extract_codes` finds it. The new
+input-embedding row starts as the mean of the rows of the code description's
+tokens (and the output-head row likewise when the head is not tied), which makes
+codes learnable in far fewer steps than a random row.
+
+Under LoRA the new rows are trained through peft's ``trainable_token_indices``
+(see :func:`ccl.model.backbone.apply_training_mode`); :func:`code_head_parameters`
+names the parameters that hold the output-head rows so the optimiser can give
+them ``train.code_head_lr``. The ids are kept in ``model.config`` so they
+survive ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from tokenizers import AddedToken
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ccl.icd.codes import canonical_code
+
+CONFIG_KEY = "ccl_code_token_ids"
+DELTA_PARAM = "token_adapter.trainable_tokens_delta"
+
+
+def code_token_ids(model: nn.Module) -> list[int]:
+    """Ids of the code tokens added to ``model`` (empty when none were)."""
+    config = getattr(model, "config", None)
+    return list(getattr(config, CONFIG_KEY, None) or [])
+
+
+def add_code_tokens(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    codes: Sequence[str],
+    describe: Callable[[str], str],
+) -> list[int]:
+    """Add one token per code, resize and initialise the embeddings; return the codes' token ids.
+
+    Must run before :func:`apply_training_mode` (peft wraps the rows that exist then).
+    Codes are canonicalised; ids are returned in the order of ``codes``.
+    """
+    if hasattr(model, "peft_config"):
+        raise TypeError("add_code_tokens: call it on the base model, before apply_training_mode")
+    canon = list(dict.fromkeys(canonical_code(code) for code in codes))
+    # Tokenise descriptions with the vocabulary as it is before the codes join it.
+    description_ids = {code: _text_ids(tokenizer, describe(code) or "", code) for code in canon}
+    known = tokenizer.get_vocab()
+    old_size = model.get_input_embeddings().weight.shape[0]
+    # single_word: "E11.9" must not match inside "E11.90"; normalized=False keeps the text verbatim.
+    tokenizer.add_tokens(
+        [AddedToken(code, single_word=True, normalized=False, special=False) for code in canon]
+    )
+    ids = tokenizer.convert_tokens_to_ids(canon)
+    model.resize_token_embeddings(max(len(tokenizer), old_size), mean_resizing=False)
+    # Embedding matrices may have spare rows beyond len(tokenizer): "new" means new to the vocabulary.
+    new = [(code, i) for code, i in zip(canon, ids, strict=True) if code not in known]
+    with torch.no_grad():
+        _init_rows(model.get_input_embeddings().weight, new, description_ids)
+        head = model.get_output_embeddings()
+        if head is not None and head.weight is not model.get_input_embeddings().weight:
+            _init_rows(head.weight, new, description_ids)
+    id_of = dict(zip(canon, ids, strict=True))
+    setattr(model.config, CONFIG_KEY, sorted(set(code_token_ids(model)) | set(ids)))
+    return [id_of[canonical_code(code)] for code in codes]
+
+
+def _text_ids(tokenizer: PreTrainedTokenizerBase, text: str, code: str) -> list[int]:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] if text.strip() else []
+    return ids or tokenizer(code, add_special_tokens=False)["input_ids"]
+
+
+def _init_rows(
+    weight: torch.Tensor, new: list[tuple[str, int]], description_ids: dict[str, list[int]]
+) -> None:
+    for code, row in new:
+        source = torch.tensor(description_ids[code], device=weight.device)
+        weight[row] = weight[source].mean(dim=0)
+
+
+def code_head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters that hold the output-head rows of the code tokens (LoRA mode).
+
+    With tied embeddings the input and output rows are one tensor, so that
+    tensor is returned. Empty when the model has no trainable code rows (for
+    instance in full fine-tuning, where the rows live inside the whole matrix).
+    """
+    named = dict(model.named_parameters())
+    deltas = {name: p for name, p in named.items() if DELTA_PARAM in name and p.requires_grad}
+    head = {name: p for name, p in deltas.items() if "lm_head" in name}
+    return list((head or deltas).values())

@@ -1,0 +1,172 @@
+"""The training LightningModule: supervised fine-tuning of a (peft) causal LM."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from ccl.config import TrainConfig
+from ccl.model.code_tokens import code_head_parameters, code_token_ids
+
+IGNORE_INDEX = -100
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "position_ids")
+
+
+def warmup_cosine(warmup_steps: int, max_steps: int):
+    """LR multiplier: linear warm-up to 1 over ``warmup_steps``, then cosine to 0 at ``max_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _step_seed(seed: int, rank: int, step: int, batch_idx: int) -> int:
+    return (((seed * 1_000_003 + rank) * 1_000_003 + step) * 10_007 + batch_idx) % (2**63)
+
+
+class SFTModule(pl.LightningModule):
+    """Causal-LM loss on answer tokens (labels are -100 on prompt and padding).
+
+    Batches are dicts with ``input_ids``, ``labels`` and ``attention_mask`` and/or
+    ``position_ids``. Packed rows (several examples in one row) come without an
+    ``attention_mask`` and with ``position_ids`` restarting at 0 per example; the
+    model then keeps the examples apart (sdpa and flash-attention alike).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_cfg: TrainConfig,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.train_cfg = train_cfg
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self._last_step_end: float | None = None
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> Any:
+        # use_cache=False: with a KV cache present transformers skips the packed-sequence
+        # detection from position_ids, and packed rows would attend across examples.
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        return self.model(**inputs, use_cache=False)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self(batch).loss
+        self.log(
+            "train/loss",
+            loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=False,
+            batch_size=len(batch["input_ids"]),
+        )
+        return loss
+
+    def on_train_start(self) -> None:
+        self._last_step_end = time.perf_counter()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout masks drawn from a seed fixed by (seed, rank, step, batch) rather than
+        # from whatever the global RNG went through before: a run resumed from a
+        # checkpoint then draws exactly the masks the uninterrupted run drew, even
+        # though data loading consumed the global RNG differently in the two runs.
+        torch.manual_seed(
+            _step_seed(self.seed, self.global_rank, self.trainer.global_step, batch_idx)
+        )
+
+    def on_train_batch_end(
+        self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        if self._last_step_end is not None:
+            elapsed = max(now - self._last_step_end, 1e-9)
+            tokens = batch["attention_mask"].sum().item()
+            answer = (batch["labels"] != IGNORE_INDEX).sum().item()
+            self.log("train/tokens_per_s", tokens / elapsed, on_step=True, on_epoch=False)
+            self.log("train/answer_tokens_per_s", answer / elapsed, on_step=True, on_epoch=False)
+        self._last_step_end = now
+        if self.trainer.optimizers:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.log("train/lr", lr, on_step=True, on_epoch=False)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self(batch).loss
+        self.log(
+            "val/loss",
+            loss,
+            prog_bar=True,
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=len(batch["input_ids"]),
+        )
+        return loss
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.train_cfg
+        head_ids = {id(p) for p in code_head_parameters(self.model)}
+        decay, no_decay, head = [], [], []
+        for param in {id(p): p for p in self.model.parameters() if p.requires_grad}.values():
+            if id(param) in head_ids:
+                head.append(param)
+            elif param.ndim >= 2:
+                decay.append(param)
+            else:
+                no_decay.append(param)
+        groups = [
+            {"params": decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "lr": cfg.lr, "weight_decay": 0.0},
+            {"params": head, "lr": cfg.code_head_lr, "weight_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise ValueError("SFTModule: the model has no trainable parameters (train.mode=none?)")
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total = (
+            cfg.max_steps
+            if cfg.max_steps and cfg.max_steps > 0
+            else self.trainer.estimated_stepping_batches
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(cfg.warmup_steps, int(total))
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+
+def save_trained(module: SFTModule, out_dir: Path) -> Path:
+    """Save the adapter (LoRA) or the whole model (full), plus the tokenizer, to ``out_dir``.
+
+    To reload an adapter trained with code tokens: load the backbone, call
+    ``add_code_tokens`` with the same codes, then ``PeftModel.from_pretrained``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = module.model
+    if hasattr(model, "peft_config"):
+        # Code-token rows are saved as peft's trainable-token values; the rest of the
+        # resized matrix is rebuilt by add_code_tokens, so skip a full embedding copy.
+        model.save_pretrained(
+            out_dir, save_embedding_layers=False if code_token_ids(model) else "auto"
+        )
+    else:
+        model.save_pretrained(out_dir)
+    if module.tokenizer is not None:
+        module.tokenizer.save_pretrained(out_dir)
+    return out_dir

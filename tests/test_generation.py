@@ -1,0 +1,177 @@
+"""Generation engines: batched greedy decoding equals one-by-one, stops, engine choice."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ccl.config import BackboneConfig, InferConfig
+from ccl.data.prompts import SYSTEM, document_example
+from ccl.data.sft import render_prompt
+from ccl.inference import engine as engine_mod
+from ccl.inference.engine import GenerationEngine, make_engine
+from ccl.inference.hf_engine import HFEngine
+from ccl.inference.vllm_engine import VLLM_HINT, VLLMEngine, adapter_max_lora_rank
+from ccl.model.tiny import build_tiny
+
+WORDS = [
+    "patient",
+    "diabetes",
+    "mellitus",
+    "type",
+    "hypertension",
+    "essential",
+    "chronic",
+    "kidney",
+    "disease",
+    "denies",
+    "pain",
+    "history",
+    "of",
+    "asthma",
+]
+DESCRIBE = {"I10": "Essential (primary) hypertension"}.get
+NEW_TOKENS = 20
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Two shared cores: one thread per process decodes this tiny model fastest."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny Llama whose weights are re-drawn large enough that its output depends on the prompt.
+
+    (Freshly initialised, std 0.02, it emits one constant token whatever the
+    prompt, which would let a padding bug pass unnoticed.)
+    """
+    rng = random.Random(0)
+    notes = [" ".join(rng.choice(WORDS) for _ in range(n)) for n in (3, 40, 7, 90, 15, 60, 1, 25)]
+    exs = [document_example("evidence", n, [], ["I10"], DESCRIBE) for n in notes]
+    cfg = BackboneConfig(
+        name="tiny",
+        kind="tiny",
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=128,
+        vocab_size=600,
+        max_length=512,
+    )
+    corpus = [
+        *notes,
+        SYSTEM,
+        *(m["content"] for e in exs for m in e.messages),
+        *(e.answer for e in exs),
+    ] * 3
+    path = build_tiny(cfg, corpus, tmp_path_factory.mktemp("cache"))
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    prompts = [render_prompt(tok, e.messages, use_chat_template=False) for e in exs]
+    return model, tok, prompts
+
+
+@pytest.fixture(scope="module")
+def reference(tiny):
+    model, tok, prompts = tiny
+    return HFEngine(model, tok, batch_size=1).generate_ids(prompts, NEW_TOKENS)
+
+
+def test_batched_greedy_equals_one_by_one(tiny, reference):
+    model, tok, prompts = tiny
+    assert len({tuple(r) for r in reference}) == len(prompts)  # outputs differ, so order is checked
+    assert len({len(p) for p in prompts}) == len(prompts)  # and prompts need padding in a batch
+    for batch_size in (3, 8):
+        assert (
+            HFEngine(model, tok, batch_size=batch_size).generate_ids(prompts, NEW_TOKENS)
+            == reference
+        )
+    texts = HFEngine(model, tok, batch_size=8).generate(prompts, NEW_TOKENS)
+    assert texts == tok.batch_decode(reference, skip_special_tokens=True)
+
+
+def test_stops_at_stop_token_and_honours_max_new_tokens(tiny, reference):
+    model, tok, prompts = tiny
+    assert all(len(r) == NEW_TOKENS for r in reference)
+    first = reference[0]
+    k = next(k for k in range(2, NEW_TOKENS) if first[k] not in first[:k])
+    engine = HFEngine(model, tok, batch_size=4, stop_token_ids=[first[k]])
+    assert engine.generate_ids(prompts[:1], NEW_TOKENS) == [first[:k]]
+    assert engine.generate(prompts[:1], NEW_TOKENS) == [
+        tok.decode(first[:k], skip_special_tokens=True)
+    ]
+    assert HFEngine(model, tok).generate_ids(prompts[:2], 5) == [r[:5] for r in reference[:2]]
+
+
+def test_generation_leaves_training_mode_as_it_was(tiny):
+    model, tok, prompts = tiny
+    model.train()
+    HFEngine(model, tok).generate(prompts[:2], 3)
+    assert model.training
+    model.eval()
+
+
+def test_make_engine_hf(tiny):
+    model, tok, _ = tiny
+    eng = make_engine(InferConfig(engine="hf", batch_size=5), model, tok)
+    assert isinstance(eng, HFEngine) and isinstance(eng, GenerationEngine) and eng.batch_size == 5
+
+
+@pytest.mark.skipif(
+    engine_mod.vllm_unavailable_reason() is None, reason="vLLM and a GPU are available here"
+)
+def test_make_engine_vllm_falls_back_to_hf_with_a_warning(tiny):
+    model, tok, _ = tiny
+    match = r"vLLM needs a CUDA GPU and `pip install ccl\[gpu\]`; falling back to HF generate"
+    with pytest.warns(RuntimeWarning, match=match):
+        eng = make_engine(InferConfig(engine="vllm", batch_size=256), model, tok)
+    assert isinstance(eng, HFEngine) and eng.batch_size == engine_mod.HF_FALLBACK_BATCH
+
+
+def test_make_engine_errors(tiny, monkeypatch):
+    model, tok, _ = tiny
+    with pytest.raises(ValueError, match="unknown infer.engine 'tgi'"):
+        make_engine(InferConfig(engine="tgi"), model, tok)
+    with pytest.raises(ValueError, match="needs the loaded model"):
+        make_engine(InferConfig(engine="hf"), None, None)
+    monkeypatch.setattr(engine_mod, "vllm_unavailable_reason", lambda: None)
+    with pytest.raises(ValueError, match="needs model_dir"):
+        make_engine(InferConfig(engine="vllm"), model, tok)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_vllm_engine_without_vllm_says_how_to_get_it(tmp_path):
+    with pytest.raises(ImportError, match=r"pip install ccl\[gpu\]") as err:
+        VLLMEngine(tmp_path)
+    assert str(err.value) == VLLM_HINT
+
+
+def test_adapter_max_lora_rank(tmp_path):
+    def adapter(cfg: dict):
+        (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+        return adapter_max_lora_rank(tmp_path)
+
+    assert adapter({"r": 16}) == 16
+    assert adapter({"r": 12}) == 16
+    assert adapter({"r": 8, "rank_pattern": {"q_proj": 40}}) == 64
+    with pytest.raises(ValueError, match="above vLLM's largest"):
+        adapter({"r": 1000})
+    with pytest.raises(ValueError, match="adapter_config.json: cannot read the LoRA rank"):
+        adapter({"alpha": 3})
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
+        adapter_max_lora_rank(tmp_path / "missing")
