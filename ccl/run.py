@@ -88,7 +88,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
         if not preds.exists():
             raise FileNotFoundError(f"{preds}: no predictions to evaluate; run stage=predict first")
         split = cfg.infer.split
-        metrics = evaluate(read_predictions(preds), bundle.docs[split], bundle.label_space, bundle.seen_codes)
+        # With infer.limit only part of the split is scored: its label space is that part's codes.
+        label_space = None if cfg.infer.limit else bundle.label_space
+        metrics = evaluate(read_predictions(preds), bundle.docs[split], label_space, bundle.seen_codes)
         metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
         metrics["run"] = {"name": cfg.name, "backbone": cfg.backbone.name, "task": cfg.task,
                           "spans": [k for k, v in cfg.spans.items() if v is not None],

@@ -32,7 +32,7 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
 def evaluate(
     predictions: list[dict[str, Any]],
     docs: list[Document],
-    label_space: list[str],
+    label_space: list[str] | None,
     seen_codes: set[str],
 ) -> dict[str, Any]:
     """Code metrics overall / seen / unseen, plus evidence metrics where gold evidence exists.
@@ -45,6 +45,8 @@ def evaluate(
     if missing:
         raise ValueError(f"predictions for unknown document ids: {missing[:5]}")
     gold = [p["gold_codes"] for p in predictions]
+    if label_space is None:
+        label_space = sorted({c for codes in gold for c in codes})
     pred = [p["codes"] for p in predictions]
     result: dict[str, Any] = {
         "codes": seen_unseen_metrics(gold, pred, seen_codes, label_space=label_space),

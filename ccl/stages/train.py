@@ -1,0 +1,172 @@
+"""The train stage: records -> SFT examples -> mixed datamodule -> Lightning fit -> ``model/``.
+
+``model/`` holds the adapter (LoRA) or the full model, the tokenizer (with code
+tokens when used) and ``ccl_model.json`` saying how to rebuild it for inference.
+Checkpoints go to ``checkpoints/``; an interrupted run resumes from ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from ccl.data.prompts import PROMPT_VERSION, Example, document_example, span_example
+from ccl.data.sft import tokenize_examples
+from ccl.stages.data import DataBundle
+from ccl.utils.hashing import hash_obj
+from ccl.utils.loggers import finish_logger, make_logger
+
+MODEL_META = "ccl_model.json"
+
+
+def train_key(cfg: DictConfig, bundle: DataBundle) -> str:
+    """Content key of the training stage: data key + everything that shapes the model."""
+    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("backbone", "mix", "train")}
+    return hash_obj({"data": bundle.key, "task": str(cfg.task), "seed": cfg.seed,
+                     "prompts": PROMPT_VERSION, **parts})
+
+
+def tiny_corpus(bundle: DataBundle) -> list[str]:
+    """Texts the tiny backbone's tokenizer is trained on: notes, span evidence, label descriptions."""
+    texts = [d.text for split in ("train", "val") for d in bundle.docs.get(split, [])]
+    texts += [p.evidence for p in bundle.span_pairs()]
+    texts += [f"{c} - {bundle.describe(c)}" for c in sorted(bundle.tab.billable_codes())[::25]]
+    texts += [f"{c} - {bundle.describe(c)}" for c in bundle.label_space]
+    return texts
+
+
+def model_codes(bundle: DataBundle) -> list[str]:
+    """Codes that get their own token: every code the model may need to write."""
+    codes = {c for split in bundle.docs.values() for d in split for c in d.codes}
+    codes |= {p.code for p in bundle.span_pairs()}
+    return sorted(codes)
+
+
+def build_examples(cfg: DictConfig, bundle: DataBundle) -> tuple[list[Example], list[Example], list[Example]]:
+    """Document examples (train, val) for ``cfg.task`` and span examples from all tiers."""
+    task = str(cfg.task)
+    describe = bundle.describe
+
+    def docs(split: str) -> list[Example]:
+        return [document_example(task, d.text, [s.text for s in d.spans], d.codes, describe)
+                for d in bundle.docs.get(split, [])]
+
+    spans = [span_example(p.evidence, p.code, describe) for p in bundle.span_pairs()]
+    return docs("train"), spans, docs("val")
+
+
+def load_model(cfg: DictConfig, bundle: DataBundle, cache_dir: Path) -> tuple[Any, Any]:
+    """Backbone (+ code tokens when configured), before any training wrapper."""
+    from ccl.model.backbone import load_backbone
+    from ccl.model.code_tokens import add_code_tokens
+
+    model, tokenizer = load_backbone(cfg.backbone, cache_dir, tiny_corpus(bundle))
+    if cfg.backbone.code_tokens:
+        add_code_tokens(model, tokenizer, model_codes(bundle), bundle.describe)
+    return model, tokenizer
+
+
+def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Console) -> Path:
+    """Fit the model; save it to ``run_dir/model``; return that path."""
+    from ccl.data.datamodule import MixDataModule
+    from ccl.model.backbone import apply_training_mode, count_parameters
+    from ccl.model.module import SFTModule, save_trained
+
+    pl.seed_everything(cfg.seed, workers=True)
+    cache_dir = Path(cfg.paths.cache_dir)
+    model, tokenizer = load_model(cfg, bundle, cache_dir)
+    model = apply_training_mode(model, cfg.train)
+    trainable, total = count_parameters(model)
+
+    use_chat = bool(cfg.backbone.use_chat_template)
+    max_len = int(cfg.backbone.max_length)
+    doc_ex, span_ex, val_ex = build_examples(cfg, bundle)
+    doc_tok, doc_stats = tokenize_examples(tokenizer, doc_ex, use_chat, max_len)
+    span_tok, span_stats = tokenize_examples(tokenizer, span_ex, use_chat, max_len) if span_ex else ([], None)
+    val_tok, _ = tokenize_examples(tokenizer, val_ex[:32], use_chat, max_len) if val_ex else ([], None)
+
+    dm = MixDataModule(doc_tok, span_tok, cfg.mix, cfg.train, seed=cfg.seed,
+                       pad_token_id=tokenizer.pad_token_id, val_examples=val_tok)
+    dm.build_plan()
+    module = SFTModule(model, cfg.train, tokenizer=tokenizer, seed=cfg.seed)
+    logger = make_logger(cfg, run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, save_last=True, save_top_k=0,
+        every_n_train_steps=max(1, int(cfg.train.save_every_n_steps)),
+    )
+    steps = dm.planned_steps
+    trainer = pl.Trainer(
+        max_steps=steps, max_epochs=1, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
+        num_nodes=cfg.train.num_nodes, strategy=cfg.train.strategy, precision=cfg.train.precision,
+        accumulate_grad_batches=int(cfg.train.grad_accum), logger=logger, callbacks=[checkpoint],
+        log_every_n_steps=int(cfg.train.log_every_n_steps), enable_model_summary=False,
+        num_sanity_val_steps=0, limit_val_batches=0 if not val_tok else None,
+        val_check_interval=max(1, steps) if val_tok else None, deterministic=True,
+        default_root_dir=str(run_dir), use_distributed_sampler=False,
+    )
+    ckpt_path = cfg.get("ckpt_path") or (str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").exists() else None)
+    if ckpt_path:
+        console.print(f"[cyan]train[/]: resuming from {ckpt_path}")
+    console.print(
+        f"[cyan]train[/]: {cfg.backbone.name} ({str(cfg.train.mode)}, {trainable:,}/{total:,} trainable), "
+        f"{len(doc_tok)} document + {len(span_tok)} span examples, {steps} steps"
+    )
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    seconds = time.perf_counter() - t0
+    out = save_trained(module, run_dir / "model")
+    report = {
+        "mode": str(cfg.train.mode), "backbone": cfg.backbone.name,
+        "base_dir": str(getattr(module.model.config, "_name_or_path", "")), "code_tokens": bool(cfg.backbone.code_tokens),
+        "codes": model_codes(bundle) if cfg.backbone.code_tokens else [],
+        "trainable_params": trainable, "total_params": total, "steps": steps, "fit_seconds": round(seconds, 1),
+        "final_loss": float(trainer.callback_metrics.get("train/loss", torch.tensor(float("nan")))),
+        "tokenize": {"docs": doc_stats.as_dict(), "spans": span_stats.as_dict() if span_stats else None},
+        "plan": dm.report(),
+    }
+    (out / MODEL_META).write_text(json.dumps(report, indent=2, default=str))
+    finish_logger(logger)
+    console.print(f"[cyan]train[/]: done in {seconds:.0f} s, final loss {report['final_loss']:.3f}")
+    return out
+
+
+def load_trained(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path) -> tuple[Any, Any]:
+    """The model to predict with: the trained one in ``run_dir/model``, or the bare backbone."""
+    from ccl.model.backbone import load_backbone
+
+    cache_dir = Path(cfg.paths.cache_dir)
+    model_dir = Path(run_dir) / "model"
+    if str(cfg.train.mode) == "none" or not model_dir.exists():
+        if str(cfg.train.mode) != "none":
+            raise FileNotFoundError(f"{model_dir}: no trained model; run stage=train first")
+        if bundle is None:
+            raise ValueError("a zero-shot model needs the data bundle (tiny tokenizer corpus)")
+        model, tokenizer = load_model(cfg, bundle, cache_dir)
+        return model.eval(), tokenizer
+    meta = json.loads((model_dir / MODEL_META).read_text())
+    if meta["mode"] == "full":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        return AutoModelForCausalLM.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
+    from peft import PeftModel
+
+    from ccl.model.code_tokens import add_code_tokens
+
+    # The exact base the adapter was trained on (a tiny model's dir depends on its corpus).
+    base = OmegaConf.merge(cfg.backbone, {"kind": "hub", "pretrained": meta["base_dir"]})
+    model, tokenizer = load_backbone(base, cache_dir)
+    if meta.get("code_tokens"):
+        from ccl.icd.tabular import load_tabular
+
+        tab = bundle.tab if bundle is not None else load_tabular(cfg.icd.tabular_xml, cache_dir)
+        add_code_tokens(model, tokenizer, meta["codes"], tab.description)
+    model = PeftModel.from_pretrained(model, model_dir)
+    return model.eval(), tokenizer
