@@ -1,0 +1,175 @@
+"""Obtain the ICD-10-CM Alphabetic Index files: configured paths, a cache, or the CDC zip.
+
+The CDC publishes each fiscal year's index, External Cause index, Table of
+Drugs and Chemicals and Neoplasm Table as XML inside one "table and index" zip
+(:data:`CDC_TABLE_INDEX_URL`). Without network access the caller gets
+:class:`IndexUnavailable` with instructions, or (through
+:func:`resolve_index_files`) an empty :class:`IndexFiles` marked ``fallback``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CDC_TABLE_INDEX_URL = (
+    "https://ftp.cdc.gov/pub/Health_Statistics/NCHS/Publications/ICD10CM/"
+    "{year}/icd10cm-table-index-{year}.zip"
+)
+INDEX_KINDS = ("index", "eindex", "drug", "neoplasm")
+CONFIG_KEYS = {kind: f"{kind}_xml" for kind in INDEX_KINDS}  # icd.index_xml, ...
+# "icd10cm-index-2025.xml", "icd10cm_eindex_2025.xml", "icd10cm-drug-April-1-2026-XML.xml", ...
+_MEMBER = re.compile(r"^icd10cm[-_](index|eindex|drug|neoplasm)[-_].*\.xml$", re.IGNORECASE)
+FALLBACK_MESSAGE = (
+    "No Alphabetic Index available: gold pairs come from Tabular List terms only "
+    "(code descriptions and inclusion terms)."
+)
+
+
+class IndexUnavailable(RuntimeError):
+    """The index files could not be obtained; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class IndexFiles:
+    """Index XML paths by kind (``index``, ``eindex``, ``drug``, ``neoplasm``)."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+    origin: str = "none"  # config | cache | download | none
+    fallback: bool = False
+    message: str = ""
+
+
+def zip_url(year: int, url: str | None = None) -> str:
+    """The CDC "table and index" zip URL for ``year``, or ``url`` when given."""
+    return url or CDC_TABLE_INDEX_URL.format(year=year)
+
+
+def _expected_names(year: int) -> str:
+    return ", ".join(f"icd10cm-{kind}-{year}.xml" for kind in INDEX_KINDS)
+
+
+def _help(year: int, url: str, reason: str) -> str:
+    keys = ", ".join(f"icd.{key}" for key in CONFIG_KEYS.values())
+    return (
+        f"Cannot get the ICD-10-CM Alphabetic Index for {year} from {url}: {reason}. "
+        f"The zip should hold the index XML files ({_expected_names(year)}, or the same "
+        f"names with '_' or another date suffix). Download and unzip it on a machine with network "
+        f"access and point the config keys {keys} at the extracted files "
+        f"(or set icd.download=false to use Tabular List terms only)."
+    )
+
+
+def find_index_files(folder: Path) -> dict[str, Path]:
+    """Index XML files in ``folder`` by kind, recognised by their CDC names (addenda skipped)."""
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.iterdir()):
+        match = _MEMBER.match(path.name)
+        if match and "addenda" not in path.name.lower():
+            found.setdefault(match.group(1).lower(), path)
+    return found
+
+
+def extract_index(zip_path: Path, dest_dir: Path) -> dict[str, Path]:
+    """Extract the four index XML files of a CDC zip into ``dest_dir``; return them by kind."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            members: dict[str, zipfile.ZipInfo] = {}
+            for info in archive.infolist():
+                name = Path(info.filename).name  # flattens folders; no path escapes dest_dir
+                match = _MEMBER.match(name)
+                if info.is_dir() or not match or "addenda" in name.lower():
+                    continue
+                members.setdefault(match.group(1).lower(), info)
+            missing = [kind for kind in INDEX_KINDS if kind not in members]
+            if missing:
+                names = ", ".join(Path(i.filename).name for i in archive.infolist()) or "nothing"
+                raise IndexUnavailable(
+                    f"{zip_path}: no {'/'.join(missing)} XML file in the zip (it holds: {names})"
+                )
+            out: dict[str, Path] = {}
+            for kind, info in members.items():
+                target = dest_dir / Path(info.filename).name
+                with archive.open(info) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                out[kind] = target
+    except zipfile.BadZipFile as err:
+        raise IndexUnavailable(f"{zip_path}: not a valid zip file ({err})") from None
+    return {kind: out[kind] for kind in INDEX_KINDS}
+
+
+def download_index(
+    year: int, dest_dir: Path, timeout: float = 30, url: str | None = None
+) -> dict[str, Path]:
+    """Download the CDC "table and index" zip for ``year`` and extract the index XML files.
+
+    The zip is kept in ``dest_dir`` so a second call does not download again.
+    Raises :class:`IndexUnavailable` (naming the URL, the expected files and the
+    config keys to set instead) when offline, on an HTTP error or a bad zip.
+    """
+    dest_dir = Path(dest_dir)
+    source = zip_url(year, url)
+    zip_path = dest_dir / Path(source.split("?")[0]).name
+    if not zip_path.is_file():
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source, timeout=timeout) as r:
+                shutil.copyfileobj(r, out)
+            os.replace(tmp, zip_path)
+        except urllib.error.HTTPError as err:
+            raise IndexUnavailable(_help(year, source, f"HTTP {err.code} {err.reason}")) from None
+        except OSError as err:  # URLError, timeouts, connection resets
+            reason = getattr(err, "reason", None) or err
+            raise IndexUnavailable(_help(year, source, f"network error ({reason})")) from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    try:
+        return extract_index(zip_path, dest_dir)
+    except IndexUnavailable as err:
+        raise IndexUnavailable(_help(year, source, str(err))) from None
+
+
+def resolve_index_files(icd_cfg: Any, cache_dir: str | Path, timeout: float = 10) -> IndexFiles:
+    """Index files for ``icd_cfg`` (an ``ICDConfig`` or its DictConfig).
+
+    Order: the configured ``icd.*_xml`` paths (a missing file is an error);
+    else files already cached under ``cache_dir/icd10cm-index/<year>``; else a
+    download when ``icd.download`` is true; else an empty set with
+    ``fallback=True`` and a plain-language ``message``.
+    """
+    configured: dict[str, Path] = {}
+    for kind, key in CONFIG_KEYS.items():
+        value = getattr(icd_cfg, key, None)
+        if value:
+            path = Path(str(value)).expanduser()
+            if not path.is_file():
+                raise IndexUnavailable(f"icd.{key} points to {path}, which is not a file")
+            configured[kind] = path
+    if configured:
+        missing = [CONFIG_KEYS[k] for k in INDEX_KINDS if k not in configured]
+        note = f"icd.{', icd.'.join(missing)} not set: those files are not used." if missing else ""
+        return IndexFiles(configured, "config", False, note)
+    year = int(getattr(icd_cfg, "year", 2026))
+    folder = Path(cache_dir) / "icd10cm-index" / str(year)
+    cached = find_index_files(folder)
+    if all(kind in cached for kind in INDEX_KINDS):
+        return IndexFiles(cached, "cache")
+    if getattr(icd_cfg, "download", False):
+        try:
+            return IndexFiles(download_index(year, folder, timeout=timeout), "download")
+        except IndexUnavailable as err:
+            return IndexFiles({}, "none", True, f"{FALLBACK_MESSAGE} {err}")
+    return IndexFiles({}, "none", True, f"{FALLBACK_MESSAGE} (icd.download is false)")
