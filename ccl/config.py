@@ -107,6 +107,9 @@ class DocsConfig:
     notes_path: str | None = None
     labels_path: str | None = None
     split_path: str | None = None
+    language: str = "es"  # codiesp: es | en (English translations as code-only documents)
+    text_field: str = "note"  # aci_bench: note | dialogue
+    note_categories: list[str] = field(default_factory=list)  # mdace: empty keeps all notes
 
 
 @dataclass
@@ -175,6 +178,7 @@ class TrainConfig:
     devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | fsdp | deepspeed_stage_2 | ...
+    val_docs: int = 0  # validation documents for a val loss at the end (0: none; costs CPU time)
     log_every_n_steps: int = 5
     save_every_n_steps: int = 50
     lora: LoraConfig = field(default_factory=LoraConfig)

@@ -44,3 +44,13 @@ def test_ablation_rows_differ_as_in_the_paper():
 def test_typos_and_bad_types_are_errors(override):
     with pytest.raises(ConfigCompositionException):
         _compose([override])
+
+
+def test_stage_lists():
+    from ccl.utils.stages import parse_stages
+
+    assert parse_stages("all") == ["data", "train", "predict", "eval"]
+    assert parse_stages("eval+data") == ["data", "eval"]
+    assert parse_stages("data,train") == ["data", "train"]
+    with pytest.raises(ValueError, match="unknown stage"):
+        parse_stages("data+trian")

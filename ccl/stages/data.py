@@ -95,9 +95,10 @@ def _build_documents(cfg: DictConfig, tab: TabularList, entries: list) -> tuple[
         world = build_demo_world(cfg.docs, tab, bank)
         docs = {"train": world.train, "val": world.val, "test": world.test}
         return docs, world.corpus, {"demo": world.stats}
-    raise NotImplementedError(
-        f"docs.source={source!r} is not available in this version (demo only; real sources: issue 4)"
-    )
+    from ccl.data.sources import load_source
+
+    data = load_source(cfg.docs, tab, Path(cfg.paths.cache_dir))
+    return data.docs, data.corpus, {source: data.stats}
 
 
 def _label_space(docs: dict[str, list[Document]], split: str) -> list[str]:

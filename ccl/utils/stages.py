@@ -8,16 +8,20 @@ upstream changes the key and reruns that stage and everything after it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 STAGES = ("data", "train", "predict", "eval")
 
 
 def parse_stages(spec: str) -> list[str]:
-    """``"all"`` or a comma list such as ``"data,train"`` -> ordered stage names."""
+    """``"all"`` or a list such as ``"data+train"`` (or ``"data,train"``) -> ordered stage names.
+
+    ``+`` needs no quoting on Hydra's command line; a comma does (``'stage="data,train"'``).
+    """
     if spec.strip() == "all":
         return list(STAGES)
-    wanted = [s.strip() for s in spec.split(",") if s.strip()]
+    wanted = [s.strip() for s in re.split(r"[,+]", spec) if s.strip()]
     unknown = [s for s in wanted if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}: choose from {list(STAGES)} or 'all'")

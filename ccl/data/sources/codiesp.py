@@ -1,0 +1,245 @@
+"""CodiEsp (CLEF eHealth 2020): Spanish clinical cases coded in CIE-10-ES, CC BY 4.0.
+
+``docs.path`` is the folder holding ``train/`` and ``dev/`` as in the Zenodo
+release (record 3837305, ``codiesp.zip`` -> ``final_dataset_v4_to_publish/``);
+left null, the zip is downloaded once into ``<cache_dir>/sources/codiesp``.
+Per split folder:
+
+- ``text_files/<id>.txt``: the Spanish case; evidence offsets index this text;
+- ``text_files_en/<id>.txt``: its sentence-split machine translation (no offsets);
+- ``<split>D.tsv``: ``id<TAB>code`` diagnosis codes (CIE-10-ES diagnoses are
+  ICD-10-CM codes, written lower case);
+- ``<split>X.tsv``: ``id<TAB>DIAGNOSTICO|PROCEDIMIENTO<TAB>code<TAB>text<TAB>offsets``
+  with offsets ``"start end"``, ``;``-separated when the mention is discontinuous.
+
+Conventions (fixed, so runs compare):
+
+- splits: ``train`` minus ``docs.n_val`` seeded picks is train, those picks are
+  val, ``dev`` is test (the official test split is not used);
+- diagnoses only: procedure (ICD-10-PCS) mentions are dropped and counted;
+  codes go through the mapping rule of :mod:`ccl.data.sources.common`, and the
+  ones not in ICD-10-CM are counted and listed in ``stats["codes"]``;
+- a discontinuous mention ``"a b;c d"`` becomes one evidence span per piece,
+  each with the mention's code (pieces are what the text says; the gap between
+  them may hold other findings); every piece is trimmed of edge whitespace and
+  punctuation, and a piece left empty is skipped;
+- ``docs.language``: ``es`` (default) gives Spanish documents with evidence and
+  a corpus of the English translations of the training documents (code-only);
+  ``en`` gives the English translations, code-only, for every split (the
+  document-level SFT baseline on public data) and the same corpus.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ccl.data.records import Document, RecordError, document_from_dict
+from ccl.data.sources import SourceData
+from ccl.data.sources.common import (
+    CodeMapper,
+    carve_validation,
+    download,
+    extract_zip,
+    option,
+    require,
+    trim_span,
+    with_split,
+)
+from ccl.icd.tabular import TabularList
+
+ZENODO_URL = "https://zenodo.org/record/3837305/files/codiesp.zip?download=1"
+SPLITS = {"train": "train", "test": "dev"}  # our split -> CodiEsp folder (val is carved from train)
+LANGUAGES = ("es", "en")
+FIX = (
+    "CodiEsp comes from Zenodo record 3837305 (codiesp.zip, CC BY 4.0); set docs.path "
+    "to the folder holding its train/ and dev/ folders (final_dataset_v4_to_publish)."
+)
+
+
+def codiesp_root(cfg: Any, cache_dir: Path) -> Path:
+    """The folder with ``train/`` and ``dev/``: ``docs.path``, or the downloaded release."""
+    if cfg.path:
+        return require(cfg.path, "CodiEsp folder", FIX)
+    target = Path(cache_dir) / "sources" / "codiesp"
+    found = sorted(target.glob("**/train/trainD.tsv"))
+    if not found:
+        archive = download(ZENODO_URL, target / "codiesp.zip", "the CodiEsp corpus", "docs.path")
+        extract_zip(archive, target)
+        found = sorted(target.glob("**/train/trainD.tsv"))
+        if not found:
+            raise RecordError(f"{archive}: no train/trainD.tsv inside; is it the CodiEsp release?")
+    return found[0].parent.parent
+
+
+def _read_tsv(path: Path, columns: int) -> list[tuple[str, list[str]]]:
+    """Rows of a tab-separated file as ``(where, fields)``; a short or long row is an error."""
+    require(path, "CodiEsp annotation file", FIX)
+    rows = []
+    with path.open(encoding="utf-8", newline="") as f:
+        # QUOTE_NONE: evidence text may contain quote characters.
+        for lineno, fields in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
+            if not fields or fields == [""]:
+                continue
+            where = f"{path}:{lineno}"
+            if len(fields) != columns:
+                raise RecordError(
+                    f"{where}: expected {columns} tab-separated columns, got {len(fields)}"
+                )
+            rows.append((where, fields))
+    return rows
+
+
+def _offsets(value: str, where: str) -> list[tuple[int, int]]:
+    pieces = []
+    for part in value.split(";"):
+        bounds = part.split()
+        try:
+            start, end = (int(b) for b in bounds)
+        except ValueError:
+            raise RecordError(
+                f"{where}: offsets {value!r} are not 'start end[;start end...]'"
+            ) from None
+        if start > end:
+            raise RecordError(f"{where}: offsets {part!r} end before they start")
+        pieces.append((start, end))
+    return pieces
+
+
+class _SplitReader:
+    """Reads one CodiEsp split folder into Spanish (with evidence) and English documents."""
+
+    def __init__(self, root: Path, folder: str, mapper: CodeMapper, counts: Counter[str]) -> None:
+        self.dir = root / folder
+        self.folder = folder
+        self.mapper = mapper
+        self.counts = counts
+
+    def ids(self) -> list[str]:
+        text_dir = require(self.dir / "text_files", "CodiEsp text folder", FIX)
+        return sorted(p.stem for p in text_dir.glob("*.txt"))
+
+    def codes(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for _, (doc_id, code) in _read_tsv(self.dir / f"{self.folder}D.tsv", 2):
+            mapped = self.mapper(code)
+            if mapped is not None and mapped not in out.setdefault(doc_id, []):
+                out[doc_id].append(mapped)
+        return out
+
+    def mentions(self) -> dict[str, list[tuple[str, str, list[tuple[int, int]]]]]:
+        out: dict[str, list[tuple[str, str, list[tuple[int, int]]]]] = {}
+        for where, (doc_id, kind, code, _text, offsets) in _read_tsv(
+            self.dir / f"{self.folder}X.tsv", 5
+        ):
+            if kind == "PROCEDIMIENTO":
+                self.counts["procedure_mentions_dropped"] += 1
+                continue
+            if kind != "DIAGNOSTICO":
+                raise RecordError(
+                    f"{where}: type {kind!r} is neither DIAGNOSTICO nor PROCEDIMIENTO"
+                )
+            out.setdefault(doc_id, []).append((where, code, _offsets(offsets, where)))
+        return out
+
+    def read_text(self, doc_id: str, language: str) -> tuple[Path, str]:
+        sub = "text_files" if language == "es" else "text_files_en"
+        path = require(self.dir / sub / f"{doc_id}.txt", f"CodiEsp {language} text", FIX)
+        with path.open(encoding="utf-8", newline="") as f:  # keep \r: offsets count it
+            return path, f.read()
+
+    def spans(
+        self, doc_id: str, text: str, text_path: Path, mentions: list
+    ) -> list[dict[str, Any]]:
+        spans: dict[tuple[int, int, str], None] = {}
+        for where, code, pieces in mentions:
+            mapped = self.mapper(code, count=False)
+            if mapped is None:
+                self.counts["mentions_with_dropped_code"] += 1
+                continue
+            self.counts["discontinuous_mentions"] += len(pieces) > 1
+            for start, end in pieces:
+                if end > len(text):
+                    raise RecordError(
+                        f"{where}: offsets {start}:{end} run past the end of {text_path} ({len(text)} characters)"
+                    )
+                s, e = trim_span(text, start, end)
+                if s == e:
+                    self.counts["pieces_empty_after_trim"] += 1
+                    continue
+                if (s, e, mapped) in spans:
+                    self.counts["duplicate_spans"] += 1
+                spans[(s, e, mapped)] = None
+        return [{"start": s, "end": e, "code": c} for s, e, c in spans]
+
+    def documents(self, language: str) -> tuple[list[Document], list[Document]]:
+        """(Spanish documents with evidence or [] when language=en, English code-only documents)."""
+        codes, mentions = self.codes(), self.mentions()
+        spanish, english = [], []
+        for doc_id in self.ids():
+            doc_codes = codes.get(doc_id, [])
+            self.counts["documents_without_codes"] += not doc_codes
+            if language == "es":
+                path, text = self.read_text(doc_id, "es")
+                spans = self.spans(doc_id, text, path, mentions.get(doc_id, []))
+                record = {
+                    "id": doc_id,
+                    "text": text,
+                    "codes": doc_codes,
+                    "spans": spans,
+                    "source": "codiesp",
+                }
+                spanish.append(document_from_dict(record, str(path)))
+            path, text = self.read_text(doc_id, "en")
+            record = {"id": doc_id, "text": text, "codes": doc_codes, "source": "codiesp_en"}
+            english.append(document_from_dict(record, str(path)))
+        unknown = sorted(set(codes) - {d.id for d in english})
+        if unknown:
+            raise RecordError(
+                f"{self.dir / f'{self.folder}D.tsv'}: codes for documents with no text file: {unknown[:5]}"
+            )
+        return spanish, english
+
+
+def load_codiesp(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
+    """CodiEsp documents (see the module doc for splits, spans and languages)."""
+    language = str(option(cfg, "language", "es"))
+    if language not in LANGUAGES:
+        raise ValueError(f"docs.language={language!r}: CodiEsp has {LANGUAGES}")
+    root = codiesp_root(cfg, cache_dir)
+    mapper = CodeMapper(tab)
+    counts: Counter[str] = Counter()
+    by_split: dict[str, tuple[list[Document], list[Document]]] = {}
+    for split, folder in SPLITS.items():
+        by_split[split] = _SplitReader(root, folder, mapper, counts).documents(language)
+    pick = 0 if language == "es" else 1
+    train_es, val_es = carve_validation(
+        by_split["train"][pick], int(cfg.n_val), int(cfg.seed), "codiesp"
+    )
+    val_ids = {d.id for d in val_es}
+    corpus = [d for d in by_split["train"][1] if d.id not in val_ids]
+    docs = {
+        "train": with_split(train_es, "train"),
+        "val": with_split(val_es, "val"),
+        "test": with_split(by_split["test"][pick], "test"),
+    }
+    if language == "es":  # with en the corpus is the train split itself
+        corpus = with_split(corpus, "corpus")
+    stats = {
+        "source": "codiesp",
+        "language": language,
+        "root": str(root),
+        "splits": {
+            "train": f"train minus {cfg.n_val} seeded picks",
+            "val": "picked from train",
+            "test": "dev",
+        },
+        "documents": {k: len(v) for k, v in docs.items()},
+        "corpus": len(corpus),
+        "evidence_spans": sum(len(d.spans) for v in docs.values() for d in v),
+        "counts": dict(sorted(counts.items())),
+        "codes": mapper.report(),
+    }
+    return SourceData(docs=docs, corpus=corpus, stats=stats)

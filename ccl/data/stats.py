@@ -1,0 +1,176 @@
+"""``python -m ccl.data.stats docs=NAME [overrides]``: what a document source holds, as a table.
+
+Composes the Hydra config of ``conf/`` (any override works: ``docs.path=...``,
+``docs.notes_path=...``), loads the documents as a run would, and prints per
+split: documents, documents with evidence, evidence spans, distinct codes,
+codes per document, and mean note length in words (whitespace-separated) and
+in tokens. Tokens are counted by :data:`TOKEN_PATTERN`, a model-free
+tokenizer: each run of letters/digits is a token and so is each other
+non-space character (``"HbA1c 7.2%"`` -> ``HbA1c 7 . 2 %``, 5 tokens), so the
+numbers compare across backbones. MDACE without ``docs.notes_path`` gets what
+its annotation files alone give (no text: no lengths). The demo world is built
+with Tabular phrases only (no Alphabetic Index bank), so its text differs
+slightly from a run's.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ccl.data.records import Document
+
+TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+SPLITS = ("train", "val", "test")
+
+
+def count_tokens(text: str) -> int:
+    return len(TOKEN_PATTERN.findall(text))
+
+
+def _mean(values: Sequence[float]) -> float:
+    return round(sum(values) / len(values), 1) if values else 0.0
+
+
+def describe(docs: Sequence[Document]) -> dict[str, float]:
+    """Counts and means for one group of documents."""
+    return {
+        "documents": len(docs),
+        "with_evidence": sum(d.has_evidence for d in docs),
+        "evidence_spans": sum(len(d.spans) for d in docs),
+        "distinct_codes": len({c for d in docs for c in d.codes}),
+        "codes_per_doc": _mean([len(d.codes) for d in docs]),
+        "words_per_doc": _mean([len(d.text.split()) for d in docs]),
+        "tokens_per_doc": _mean([count_tokens(d.text) for d in docs]),
+    }
+
+
+def summarize(
+    docs: dict[str, list[Document]], corpus: Sequence[Document]
+) -> dict[str, dict[str, float]]:
+    """Rows for each split, all splits together, and the corpus (when not empty)."""
+    rows = {split: describe(docs.get(split, [])) for split in SPLITS}
+    rows["all"] = describe([d for split in SPLITS for d in docs.get(split, [])])
+    if corpus:
+        rows["corpus"] = describe(corpus)
+    return rows
+
+
+def _mdace_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for split, s in summary["splits"].items():
+        rows[split] = {
+            "documents": s["documents"],
+            "notes": s["notes"],
+            "evidence_spans": s["evidence_spans"],
+            "distinct_codes": s["distinct_codes"],
+            "codes_per_doc": round(s["code_assignments"] / s["documents"], 1)
+            if s["documents"]
+            else 0.0,
+        }
+    rows["all"] = {
+        "documents": sum(r["documents"] for r in rows.values()),
+        "notes": sum(r["notes"] for r in rows.values()),
+        "evidence_spans": sum(r["evidence_spans"] for r in rows.values()),
+        "distinct_codes": summary["distinct_codes"],
+        "codes_per_doc": round(
+            sum(s["code_assignments"] for s in summary["splits"].values())
+            / max(1, sum(s["documents"] for s in summary["splits"].values())),
+            1,
+        ),
+    }
+    return rows
+
+
+def collect(cfg: Any) -> dict[str, Any]:
+    """Load ``cfg.docs`` and return ``{"rows": {group: stats}, "source": ..., "notes": [...]}``."""
+    from ccl.icd.tabular import load_tabular
+
+    cache_dir = Path(cfg.paths.cache_dir)
+    tab = load_tabular(cfg.icd.tabular_xml, cache_dir)
+    source = str(cfg.docs.source)
+    if source == "demo":
+        from ccl.data.demo import build_demo_world
+
+        world = build_demo_world(cfg.docs, tab, None)
+        return {
+            "source": source,
+            "rows": summarize(world.splits(), world.corpus),
+            "details": world.stats,
+        }
+    if source == "mdace" and not cfg.docs.notes_path:
+        from ccl.data.sources.mdace import annotation_summary
+
+        summary = annotation_summary(cfg.docs, tab, cache_dir)
+        note = "annotations only (docs.notes_path not set): no text, so no lengths"
+        return {"source": source, "rows": _mdace_rows(summary), "details": summary, "note": note}
+    from ccl.data.sources import load_source
+
+    data = load_source(cfg.docs, tab, cache_dir)
+    return {"source": source, "rows": summarize(data.docs, data.corpus), "details": data.stats}
+
+
+COLUMNS = {
+    "documents": "documents",
+    "notes": "notes",
+    "with_evidence": "with evidence",
+    "evidence_spans": "evidence spans",
+    "distinct_codes": "codes",
+    "codes_per_doc": "codes/doc",
+    "words_per_doc": "words/doc",
+    "tokens_per_doc": "tokens/doc",
+}
+
+
+def render(result: dict[str, Any], console: Console) -> None:
+    """Print the split table and one line on code mapping (and the mode, when there is one)."""
+    rows = result["rows"]
+    keys = [k for k in COLUMNS if any(k in r for r in rows.values())]
+    table = Table(title=f"docs={result['source']}")
+    table.add_column("split")
+    for k in keys:
+        table.add_column(COLUMNS[k], justify="right")
+    for group, row in rows.items():
+        table.add_row(group, *(str(row.get(k, "")) for k in keys))
+    console.print(table)
+    details = result.get("details") or {}
+    codes = details.get("codes")
+    if isinstance(codes, dict) and "valid" in codes:  # a CodeMapper report (demo stats differ)
+        mapped = sum(codes.get("mapped", {}).values())
+        dropped = codes.get("dropped", {})
+        console.print(
+            f"codes (Tabular List {codes.get('tabular_year')}): {codes.get('valid', 0)} valid, "
+            f"{mapped} mapped to a billable code, {sum(dropped.values())} dropped {dropped or ''}"
+        )
+    for key in ("mode", "counts"):
+        if details.get(key):
+            console.print(f"{key}: {details[key]}")
+    if result.get("note"):
+        console.print(f"[yellow]{result['note']}[/]")
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Compose the config from Hydra overrides, collect and print the statistics."""
+    from hydra import compose, initialize_config_dir
+
+    from ccl.config import register_configs
+
+    register_configs()
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    result = collect(cfg)
+    # Piped output (CI logs, reports) gets a table wide enough not to wrap.
+    render(result, Console(width=None if sys.stdout.isatty() else 120))
+    return result
+
+
+if __name__ == "__main__":
+    main()

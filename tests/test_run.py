@@ -1,0 +1,112 @@
+"""End to end: every experiment composes and fast-runs on `tiny`; reruns resume."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from rich.console import Console
+
+from ccl.config import register_configs
+from ccl.run import run
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+INDEX = ROOT.parent / "shared" / "data" / "icd10cm" / "icd10cm-index-2025-rebuilt.xml"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+FAST = [
+    "backbone=tiny", "logger=none", "icd.download=false",
+    "docs.n_train=16", "docs.n_val=4", "docs.n_test=6", "docs.n_codes=12", "docs.corpus_size=30",
+    "train.max_steps=3", "train.batch_size=4", "train.save_every_n_steps=2", "mix.span_warmup_steps=1",
+    "infer.max_new_tokens=24", "infer.batch_size=6",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def compose_cfg(tmp_path: Path, *overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=[*FAST, f"paths.cache_dir={tmp_path.parent / 'ccl-cache'}",
+                                            *overrides])
+
+
+def quiet() -> Console:
+    return Console(quiet=True)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_fast_runs_on_tiny(tmp_path, experiment):
+    cfg = compose_cfg(tmp_path, f"+experiment={experiment}")
+    metrics = run(cfg, tmp_path / "run", quiet())
+    folder = tmp_path / "run"
+    for name in ("config.yaml", "data_manifest.json", "predictions.jsonl", "metrics.json", "stages.json"):
+        assert (folder / name).exists(), name
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and {"id", "raw_output", "evidence", "codes", "gold_codes"} <= set(rows[0])
+    for subset in ("overall", "seen", "unseen"):
+        m = metrics["codes"][subset]
+        assert 0.0 <= m["micro_f1"] <= 1.0 and 0.0 <= m["macro_f1"] <= 1.0
+    manifest = json.loads((folder / "data_manifest.json").read_text())
+    assert manifest["documents"]["train"]["count"] == 16
+    assert manifest["index"]["fallback"] is True  # icd.download=false and no index file
+    assert (folder / "model").exists() == (cfg.train.mode != "none")
+
+
+def test_rerun_skips_finished_stages_and_changes_rerun_them(tmp_path):
+    cfg = compose_cfg(tmp_path, "+experiment=ablation_row4")
+    folder = tmp_path / "run"
+    first = run(cfg, folder, quiet())
+    adapter = next((folder / "model").glob("adapter_model.*"))
+    stamp = adapter.stat().st_mtime_ns
+    second = run(cfg, folder, quiet())
+    assert adapter.stat().st_mtime_ns == stamp, "cached train stage must not retrain"
+    assert "train" not in second["timings_s"] and "predict" not in second["timings_s"]
+    assert first["codes"] == second["codes"]
+    changed = compose_cfg(tmp_path, "+experiment=ablation_row4", "infer.max_new_tokens=8")
+    third = run(changed, folder, quiet())
+    assert "predict" in third["timings_s"] and "train" not in third["timings_s"]
+
+
+def test_stage_data_only_writes_manifest_with_index(tmp_path):
+    if not INDEX.exists():
+        pytest.skip(f"{INDEX} not available")
+    cfg = compose_cfg(tmp_path, "+experiment=ablation_row4", "stage=data", f"icd.index_xml={INDEX}")
+    assert run(cfg, tmp_path / "run", quiet()) == {}
+    manifest = json.loads((tmp_path / "run" / "data_manifest.json").read_text())
+    assert manifest["index"]["fallback"] is False
+    gold = manifest["span_tiers"]["gold"]
+    assert gold["by_source"].get("index:main", 0) > 0 and gold["codes"] == 12
+    assert not (tmp_path / "run" / "predictions.jsonl").exists()
+
+
+def test_human_evidence_mode_prefixes_gold_evidence(tmp_path):
+    cfg = compose_cfg(tmp_path, "+experiment=ablation_row4", "infer.human_evidence=true")
+    run(cfg, tmp_path / "run", quiet())
+    test_docs = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "run" / "data" / "test.jsonl").read_text().splitlines()}
+    for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        gold_evidence = [" ".join(s["text"].split()) for s in test_docs[row["id"]]["spans"]]
+        assert row["evidence"] == gold_evidence
+
+
+def test_predict_cli_codes_a_note(tmp_path, capsys):
+    from ccl.predict import main as predict_main
+
+    cfg = compose_cfg(tmp_path, "+experiment=ablation_row4", "stage=data+train")
+    run(cfg, tmp_path / "run", quiet())
+    note = tmp_path / "note.txt"
+    note.write_text("Assessment: essential hypertension, stable. Denies chest pain.")
+    assert predict_main([str(tmp_path / "run"), str(note), "--max-new-tokens", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "Evidence" in out and "ICD-10-CM codes" in out
+    with pytest.raises(SystemExit, match="not a CCL run folder"):
+        predict_main([str(tmp_path), str(note)])
