@@ -90,7 +90,8 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     doc_ex, span_ex, val_ex = build_examples(cfg, bundle)
     doc_tok, doc_stats = tokenize_examples(tokenizer, doc_ex, use_chat, max_len)
     span_tok, span_stats = tokenize_examples(tokenizer, span_ex, use_chat, max_len) if span_ex else ([], None)
-    val_tok, _ = tokenize_examples(tokenizer, val_ex[:32], use_chat, max_len) if val_ex else ([], None)
+    n_val = int(cfg.train.val_docs)
+    val_tok, _ = tokenize_examples(tokenizer, val_ex[:n_val], use_chat, max_len) if n_val and val_ex else ([], None)
 
     dm = MixDataModule(doc_tok, span_tok, cfg.mix, cfg.train, seed=cfg.seed,
                        pad_token_id=tokenizer.pad_token_id, val_examples=val_tok)
