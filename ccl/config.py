@@ -114,7 +114,7 @@ class DocsConfig:
 
 @dataclass
 class GoldSpansConfig:
-    sources: list[str] = field(default_factory=lambda: ["index", "description", "inclusion"])
+    sources: list[str] = field(default_factory=lambda: ["index", "description", "inclusion", "short"])
     restrict: str = "docs"  # docs: the documents' label space and its neighbours | all
     neighbours: int = 0  # nearest codes added per label-space code when restrict=docs
     max_pairs_per_code: int | None = None

@@ -85,6 +85,7 @@ def test_pairs_from_index_and_tabular(tab, mini):
     e11 = [(p.source, p.evidence) for p in pairs if p.code == "E11.40"]
     assert e11 == [
         ("tabular:description", "Type 2 diabetes mellitus with diabetic neuropathy, unspecified"),
+        ("tabular:short", "type 2 diabetes mellitus with diabetic neuropathy"),
         ("index:main", "type 2 diabetes with neuropathy"),
     ]
     # order: by code, then source priority
@@ -102,6 +103,7 @@ def test_dedup_keeps_the_first_source_by_priority(tab):
     pairs = gold_pairs(tab, [same, other, other], codes={"E11.40"})
     assert [(p.source, p.evidence) for p in pairs] == [
         ("tabular:description", "Type 2 diabetes mellitus with diabetic neuropathy, unspecified"),
+        ("tabular:short", "type 2 diabetes mellitus with diabetic neuropathy"),
         ("index:eindex", "diabetic neuropathy"),
     ]
     # the same text for another code is another pair
@@ -220,3 +222,15 @@ def test_full_gold_tier(tab, tmp_path):
     assert set(r["pairs_per_source"]) == set(SOURCE_PRIORITY)
     assert r["codes_per_source"]["index:main"] > 10000
     assert seconds < 30
+
+
+def test_short_source_drops_coding_qualifiers(tab):
+    pairs = gold_pairs(tab, [], sources=("short",), codes={"M10.9", "J18.9", "E11.9"})
+    got = {(p.code, p.evidence) for p in pairs}
+    assert ("M10.9", "gout") in got and ("J18.9", "pneumonia") in got
+    assert all(p.source == "tabular:short" for p in pairs)
+    both = gold_pairs(tab, [], sources=("description", "short"), codes={"I10"})
+    assert [(p.source, p.evidence) for p in both] == [
+        ("tabular:description", "Essential (primary) hypertension"),
+        ("tabular:short", "essential hypertension"),  # nonessential modifier dropped
+    ]

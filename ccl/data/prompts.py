@@ -17,25 +17,25 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-PROMPT_VERSION = "ccl-prompts-v1"
+PROMPT_VERSION = "ccl-prompts-v2"
 
 EVIDENCE_HEADER = "Evidence:"
 CODES_HEADER = "Codes:"
 NO_EVIDENCE = "- none"
 
-SYSTEM = "You are an expert clinical coder who assigns ICD-10-CM diagnosis codes."
+# Kept short on purpose: every training example pays for these tokens.
+SYSTEM = "You are an expert ICD-10-CM coder."
 
 _DOC_EVIDENCE = (
-    "Read the clinical note. First list, in document order, the exact phrases that are "
-    "evidence for a reportable diagnosis, one per line after '{ev}'. Do not list negated, "
-    "ruled-out or family-history mentions. Then list the ICD-10-CM codes after '{co}', one "
-    "per line as 'CODE - description'.\n\nNote:\n{note}"
+    "List the exact phrases of the note that support a diagnosis, in note order, after "
+    "'{ev}' (skip negated, ruled-out and family-history mentions), then the ICD-10-CM codes "
+    "after '{co}' as 'CODE - description'.\n\nNote:\n{note}"
 )
 _DOC_CODES = (
-    "Read the clinical note and list the ICD-10-CM codes of its reportable diagnoses after "
-    "'{co}', one per line as 'CODE - description'.\n\nNote:\n{note}"
+    "List the ICD-10-CM codes of the note's diagnoses after '{co}' as "
+    "'CODE - description'.\n\nNote:\n{note}"
 )
-_SPAN = "Assign the ICD-10-CM code for this clinical evidence.\n\nEvidence: {evidence}"
+_SPAN = "ICD-10-CM code for this evidence:\n{evidence}"
 _COT = (
     "Read the clinical note. Think step by step: find each diagnosis the note supports "
     "(ignore negated, ruled-out and family-history mentions), quote its evidence after "

@@ -31,14 +31,16 @@ from typing import Any
 from ccl.data.records import SpanPair
 from ccl.icd.codes import canonical_code
 from ccl.icd.index import IndexEntry, IndexParse, gc_paused, validate_entries
+from ccl.icd.phrases import natural_phrase
 from ccl.icd.tabular import TabularList
 
 # Bump when pair building changes, so cached tiers are rebuilt.
-GOLD_VERSION = "1"
+GOLD_VERSION = "2"
 TIER = "gold"
 SOURCE_PRIORITY = (
     "tabular:description",
     "tabular:inclusion",
+    "tabular:short",  # description / inclusion term without coding qualifiers ("gout")
     "index:main",
     "index:eindex",
     "index:drug",
@@ -55,6 +57,7 @@ _ALIASES = {
     "index": tuple(_INDEX_SOURCE.values()),
     "description": ("tabular:description",),
     "inclusion": ("tabular:inclusion",),
+    "short": ("tabular:short",),
     **{name: (name,) for name in SOURCE_PRIORITY},
 }
 
@@ -89,7 +92,7 @@ def _canonical_codes(codes: set[str] | Sequence[str] | None) -> set[str] | None:
 def gold_pairs(
     tab: TabularList,
     entries: Sequence[IndexEntry],
-    sources: Sequence[str] = ("index", "description", "inclusion"),
+    sources: Sequence[str] = ("index", "description", "inclusion", "short"),
     codes: set[str] | None = None,
     max_pairs_per_code: int | None = None,
 ) -> list[SpanPair]:
@@ -117,6 +120,11 @@ def gold_pairs(
         for code in billable:
             for term in tab.inclusion_terms(code):
                 offer(term, code, rank)
+    if "tabular:short" in chosen:
+        rank = _RANK["tabular:short"]
+        for code in billable:
+            for term in (tab.description(code), *tab.inclusion_terms(code)):
+                offer(natural_phrase(term), code, rank)
     ranks = {kind: _RANK[name] for kind, name in _INDEX_SOURCE.items() if name in chosen}
     for e in entries:
         if e.source in ranks and e.code in billable_set:
@@ -214,7 +222,7 @@ def _load(folder: Path) -> tuple[list[SpanPair], dict[str, Any]] | None:
 def build_gold_tier(
     tab: TabularList,
     index_parse_or_entries: IndexParse | Sequence[IndexParse] | Sequence[IndexEntry] | None,
-    sources: Sequence[str] = ("index", "description", "inclusion"),
+    sources: Sequence[str] = ("index", "description", "inclusion", "short"),
     codes: set[str] | None = None,
     cache_dir: str | Path = ".cache/ccl",
     max_pairs_per_code: int | None = None,
