@@ -147,6 +147,10 @@ class MixConfig:
     max_span_examples_per_epoch: int | None = None
     resample_each_epoch: bool = True
     span_warmup_steps: int = 0  # span-only optimisation steps before documents join
+    # How span pairs are shown: "span" (the paper's span-level prompt), "document" (the
+    # pair as a one-sentence note under the document prompt, so the model also learns to
+    # copy that phrase out of a note as evidence), or "both" (each pair twice).
+    span_template: str = "span"
 
 
 @dataclass

@@ -136,11 +136,10 @@ class SFTModule(pl.LightningModule):
         if not groups:
             raise ValueError("SFTModule: the model has no trainable parameters (train.mode=none?)")
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        total = (
-            cfg.max_steps
-            if cfg.max_steps and cfg.max_steps > 0
-            else self.trainer.estimated_stepping_batches
-        )
+        # The schedule spans the steps the trainer will really run (the data plan may
+        # stop before train.max_steps, e.g. when train.max_epochs bounds it).
+        planned = self.trainer.estimated_stepping_batches
+        total = min(cfg.max_steps, planned) if cfg.max_steps and cfg.max_steps > 0 else planned
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(cfg.warmup_steps, int(total))
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,23 @@ def build_examples(cfg: DictConfig, bundle: DataBundle) -> tuple[list[Example], 
         return [document_example(task, d.text, [s.text for s in d.spans], d.codes, describe)
                 for d in bundle.docs.get(split, [])]
 
-    spans = [span_example(p.evidence, p.code, describe) for p in bundle.span_pairs()]
-    return docs("train"), spans, docs("val")
+    return docs("train"), span_examples(cfg, bundle), docs("val")
+
+
+def span_examples(cfg: DictConfig, bundle: DataBundle) -> list[Example]:
+    """Span pairs as training examples, in the format(s) ``mix.span_template`` names."""
+    fmt = str(cfg.mix.span_template)
+    if fmt not in ("span", "document", "both"):
+        raise ValueError(f"mix.span_template={fmt!r}: expected span, document or both")
+    task, describe = str(cfg.task), bundle.describe
+    out: list[Example] = []
+    for p in bundle.span_pairs():
+        if fmt in ("span", "both"):
+            out.append(span_example(p.evidence, p.code, describe))
+        if fmt in ("document", "both"):
+            note = f"Assessment: {p.evidence}."
+            out.append(replace(document_example(task, note, [p.evidence], [p.code], describe), kind="span"))
+    return out
 
 
 def load_model(cfg: DictConfig, bundle: DataBundle, cache_dir: Path) -> tuple[Any, Any]:
