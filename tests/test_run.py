@@ -110,3 +110,32 @@ def test_predict_cli_codes_a_note(tmp_path, capsys):
     assert "Evidence" in out and "ICD-10-CM codes" in out
     with pytest.raises(SystemExit, match="not a CCL run folder"):
         predict_main([str(tmp_path), str(note)])
+
+
+def test_interrupted_run_resumes_to_identical_weights_and_metrics(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from ccl.model.module import SFTModule
+
+    overrides = ("+experiment=ablation_row4", "train.max_steps=4", "train.save_every_n_steps=2")
+    whole = run(compose_cfg(tmp_path, *overrides), tmp_path / "whole", quiet())
+
+    original = SFTModule.training_step
+
+    def crash_at_step_3(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise RuntimeError("simulated crash")
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(SFTModule, "training_step", crash_at_step_3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(compose_cfg(tmp_path, *overrides), tmp_path / "resumed", quiet())
+    assert list((tmp_path / "resumed" / "checkpoints").glob("*/last.ckpt")), "no checkpoint to resume from"
+    monkeypatch.setattr(SFTModule, "training_step", original)
+    resumed = run(compose_cfg(tmp_path, *overrides), tmp_path / "resumed", quiet())
+
+    weights = [load_file(next((tmp_path / r / "model").glob("adapter_model.safetensors"))) for r in ("whole", "resumed")]
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+    assert whole["codes"] == resumed["codes"]

@@ -136,10 +136,11 @@ class SFTModule(pl.LightningModule):
         if not groups:
             raise ValueError("SFTModule: the model has no trainable parameters (train.mode=none?)")
         optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        # The schedule spans the steps the trainer will really run (the data plan may
-        # stop before train.max_steps, e.g. when train.max_epochs bounds it).
-        planned = self.trainer.estimated_stepping_batches
-        total = min(cfg.max_steps, planned) if cfg.max_steps and cfg.max_steps > 0 else planned
+        # Not trainer.estimated_stepping_batches when max_steps is unset: it sets up the
+        # train dataloader before a checkpoint's dataloader state is restored, so a resumed
+        # run would replay batches. The run passes max_steps = the data plan's length.
+        trainer = self._trainer
+        total = cfg.max_steps if cfg.max_steps and cfg.max_steps > 0 else trainer.max_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(cfg.warmup_steps, int(total))
         )

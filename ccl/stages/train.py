@@ -112,9 +112,12 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     dm = MixDataModule(doc_tok, span_tok, cfg.mix, cfg.train, seed=cfg.seed,
                        pad_token_id=tokenizer.pad_token_id, val_examples=val_tok)
     dm.build_plan()
-    module = SFTModule(model, cfg.train, tokenizer=tokenizer, seed=cfg.seed)
+    # The LR schedule spans the planned steps (train.max_epochs may end the plan early).
+    schedule_cfg = OmegaConf.merge(cfg.train, {"max_steps": dm.planned_steps})
+    module = SFTModule(model, schedule_cfg, tokenizer=tokenizer, seed=cfg.seed)
     logger = make_logger(cfg, run_dir)
-    ckpt_dir = run_dir / "checkpoints"
+    # Checkpoints live under the stage key: a changed config never resumes a stale run.
+    ckpt_dir = run_dir / "checkpoints" / train_key(cfg, bundle)
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, save_last=True, save_top_k=0,
         every_n_train_steps=max(1, int(cfg.train.save_every_n_steps)),
