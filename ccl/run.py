@@ -98,6 +98,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
         (run_dir / METRICS).write_text(json.dumps(metrics, indent=2))
         ledger.mark_done("eval", pkey)
         print_metrics(metrics, console, title=f"{cfg.name} ({cfg.backbone.name})")
+        if str(cfg.logger.kind) == "wandb":
+            from ccl.report.wandb_log import log_run_results
+
+            log_run_results(run_dir, cfg.logger)
     console.print(f"run folder: {run_dir}")
     return metrics
 

@@ -1,0 +1,48 @@
+"""``python -m ccl.report RUN_DIR... [--out DIR]``: the results table and every analysis."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ccl.report.collect import RunFolderError, is_run_dir
+
+
+def default_out(paths: list[Path]) -> Path:
+    """``<sweep>/report`` for one sweep folder; ``./report`` otherwise."""
+    if len(paths) == 1 and not is_run_dir(paths[0]):
+        return paths[0] / "report"
+    return Path("report")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ccl.report",
+        description="Collect CCL run folders into one results table (Parquet, CSV) and render the "
+                    "paper's tables (Markdown, LaTeX) and figures (PNG, PDF).",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="run folders, or folders searched for them (a multirun sweep folder)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="report folder (default: SWEEP/report for one sweep folder, else ./report)")
+    args = parser.parse_args(argv)
+
+    from ccl.report.build import build_report
+
+    out = args.out or default_out(args.paths)
+    try:
+        report = build_report(args.paths, out)
+    except RunFolderError as e:
+        print(f"ccl.report: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(report.results)} runs -> {out}")
+    for name in report.tables:
+        print(f"  table  {out / 'tables' / name}.md|.tex")
+    for path in report.files:
+        if path.suffix == ".png":
+            print(f"  figure {path.with_suffix('')}.png|.pdf")
+    for note in report.notes:
+        print(f"  note   {note}")
+    print(f"  index  {out / 'report.md'}")
+    return 0

@@ -1,0 +1,140 @@
+"""Unseen codes: which span tier introduced each test code, and what each tier gained.
+
+A test code is *seen* when a training document carries it, *unseen* otherwise.
+Span data *covers* a code when a span tier has a pair for it; the tier that
+*introduced* it is the first of gold -> silver -> synthetic with such a pair
+(tiers are built in that order; synthetic only fills codes no other tier has).
+The gain of a tier is the mean per-code F1 change, from a run without span
+data to a run with it (same backbone, test documents, task, training mode and seed),
+over the unseen codes that tier introduced.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ccl.data.records import read_documents, read_span_pairs
+from ccl.eval.metrics import per_code_metrics
+from ccl.report.collect import TIERS, RunFolderError
+from ccl.report.tables import ResultTable, Skip
+
+NOT_COVERED = "none"
+# Runs compared with each other: same model, same test documents (content hash), same task.
+GROUP_KEYS = ["backbone", "test_hash", "task", "train_mode", "seed"]
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """``predictions.jsonl`` rows; a broken line or a row without codes is an error naming it."""
+    if not path.is_file():
+        raise RunFolderError(f"{path}: file not found")
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RunFolderError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+        if not isinstance(row.get("codes"), list) or not isinstance(row.get("gold_codes"), list):
+            raise RunFolderError(f"{path}:{lineno}: 'codes' and 'gold_codes' must be lists")
+        rows.append(row)
+    return rows
+
+
+def code_table(run_dir: str | Path) -> pd.DataFrame:
+    """Per test code of one run: seen, pairs per tier, the introducing tier, tp/fp/fn/F1."""
+    run_dir = Path(run_dir)
+    preds = read_predictions(run_dir / "predictions.jsonl")
+    seen = {c for d in read_documents(run_dir / "data" / "train.jsonl") for c in d.codes}
+    pairs: dict[str, dict[str, int]] = {}
+    for tier in TIERS:
+        path = run_dir / "data" / f"spans_{tier}.jsonl"
+        counts: dict[str, int] = {}
+        if path.is_file():
+            for pair in read_span_pairs(path):
+                counts[pair.code] = counts.get(pair.code, 0) + 1
+        pairs[tier] = counts
+    per_code = per_code_metrics([p["gold_codes"] for p in preds], [p["codes"] for p in preds])
+    rows = []
+    for code, m in per_code.items():
+        introduced = next((t for t in TIERS if pairs[t].get(code)), NOT_COVERED)
+        rows.append({
+            "code": code, "seen": code in seen, "introduced_by": introduced,
+            **{f"pairs_{t}": pairs[t].get(code, 0) for t in TIERS},
+            **{k: m[k] for k in ("support", "tp", "fp", "fn", "precision", "recall", "f1")},
+        })
+    return pd.DataFrame(rows)
+
+
+def _baseline(group: pd.DataFrame) -> pd.Series | None:
+    base = group[group["spans"] == "none"]
+    return base.iloc[0] if not base.empty else None
+
+
+def unseen_code_tables(results: pd.DataFrame) -> tuple[pd.DataFrame, ResultTable]:
+    """(per-code table of every run with span data and its baseline, Table of the gain per tier).
+
+    The per-code table has one row per (run, test code): the run's recipe,
+    the code's coverage and introducing tier, its F1 in the run and in the
+    baseline run without span data, and ``newly_correct`` (baseline F1 0, now > 0).
+    """
+    trained = results[results["train_mode"] != "none"]
+    per_code_rows: list[pd.DataFrame] = []
+    gains = []
+    for _, group in trained.groupby(GROUP_KEYS, dropna=False, sort=True):
+        base = _baseline(group)
+        if base is None:
+            continue
+        before = code_table(base["run_dir"]).set_index("code")["f1"]
+        for _, run in group[group["spans"] != "none"].iterrows():
+            codes = code_table(run["run_dir"])
+            codes["f1_before"] = codes["code"].map(before).fillna(0.0)
+            codes["gain"] = codes["f1"] - codes["f1_before"]
+            codes["newly_correct"] = (codes["f1_before"] == 0) & (codes["f1"] > 0)
+            codes.insert(0, "recipe", run["recipe"])
+            codes.insert(1, "backbone", run["backbone"])
+            codes.insert(2, "test_set", run["test_set"])
+            codes.insert(3, "run_dir", run["run_dir"])
+            codes.insert(4, "baseline_run_dir", base["run_dir"])
+            per_code_rows.append(codes)
+            unseen = codes[~codes["seen"]]
+            for tier in [*TIERS, NOT_COVERED]:
+                if tier != NOT_COVERED and not run[f"span_{tier}"]:
+                    continue
+                picked = unseen[unseen["introduced_by"] == tier]
+                if tier == NOT_COVERED and picked.empty:
+                    continue
+                gains.append({
+                    "Recipe": run["recipe"], "Backbone": run["backbone"], "Test set": run["test_set"],
+                    "Tier": tier if tier != NOT_COVERED else "not covered",
+                    "Unseen codes": len(picked),
+                    "F1 before": picked["f1_before"].mean() * 100 if len(picked) else np.nan,
+                    "F1 after": picked["f1"].mean() * 100 if len(picked) else np.nan,
+                    "Gain": picked["gain"].mean() * 100 if len(picked) else np.nan,
+                    "Newly correct": int(picked["newly_correct"].sum()),
+                })
+    if not gains:
+        raise Skip("the unseen-code gain per tier needs a trained run without span data (spans=[], "
+                   "e.g. ablation_row3) and runs with span data of the same backbone, test set and task")
+    frame = pd.DataFrame(gains)
+    if frame["Test set"].nunique() == 1:
+        frame = frame.drop(columns="Test set")
+    table = ResultTable(
+        "fig3_tier_gain", "Figure 3: unseen codes introduced and gained per span tier", frame,
+        ["Unseen codes: unseen test codes whose first span pairs come from the tier "
+         "(gold, then silver, then synthetic). F1 before: in the run without span data; "
+         "gain: mean per-code F1 change (points); newly correct: F1 0 before, > 0 after."],
+    )
+    return pd.concat(per_code_rows, ignore_index=True), table
+
+
+def coverage_summary(per_code: pd.DataFrame) -> pd.DataFrame:
+    """Unseen test codes per run and introducing tier (counts), for a quick look."""
+    unseen = per_code[~per_code["seen"]]
+    return unseen.pivot_table(index="recipe", columns="introduced_by", values="code", aggfunc="count",
+                              fill_value=0)
+

@@ -1,0 +1,417 @@
+"""Results table, analyses, the multirun callback and W&B logging, on real mini runs.
+
+One Hydra multirun of ablation rows 1-5 on ``backbone=tiny`` (a few steps each,
+with the ReportCallback) and one row-4 run on ``tiny_s`` are built once per
+session (:func:`mini_runs`, shared with tests/test_notebooks.py). Tests that
+need known non-zero numbers copy those run folders and write the numbers in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import MissingConfigException
+from rich.console import Console
+
+from ccl.config import register_configs
+from ccl.report.cli import main as report_main
+from ccl.report.collect import RunFolderError, collect_runs, read_run
+from ccl.report.unseen import unseen_code_tables
+from ccl.report.wandb_log import build_payload, log_run_results
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+ROWS = [f"ablation_row{i}" for i in range(1, 6)]
+# The data settings of tests/test_run.py, so that both share the tiny backbones cached under
+# <basetemp>/ccl-cache; fewer training steps and new tokens, to keep this file fast.
+FAST = [
+    "backbone=tiny", "logger=none", "icd.download=false",
+    "docs.n_train=16", "docs.n_val=4", "docs.n_test=6", "docs.n_codes=12", "docs.corpus_size=30",
+    "train.max_steps=2", "train.batch_size=2", "train.save_every_n_steps=2", "mix.span_warmup_steps=1",
+    "infer.max_new_tokens=12", "infer.batch_size=6",
+]
+_RUNS: dict[str, Path] = {}
+
+
+def mini_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{"sweep": multirun folder of rows 1-5, "scaling": folder holding a tiny_s row-4 run}."""
+    if _RUNS:
+        return _RUNS
+    import ccl.run
+
+    base = tmp_path_factory.mktemp("report-runs")
+    cache = tmp_path_factory.getbasetemp() / "ccl-cache"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        argv = ["ccl.run", "-m", f"--config-path={CONF}", "+experiment=" + ",".join(ROWS), *FAST,
+                f"paths.cache_dir={cache}", f"hydra.sweep.dir={base / 'sweep'}",
+                "++hydra.callbacks.report._target_=ccl.report.callback.ReportCallback",
+                "hydra/job_logging=none", "hydra/hydra_logging=none"]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sys, "argv", argv)
+            mp.delenv("CCL_SWEEP_GROUP", raising=False)
+            mp.setenv("HYDRA_FULL_ERROR", "1")  # a failing job raises its own error, not SystemExit(1)
+            ccl.run.main()
+            assert "CCL_SWEEP_GROUP" not in os.environ, "the callback must restore the W&B group variable"
+            # Hydra keeps its singletons after a multirun; later compose() calls need them clear.
+            GlobalHydra.instance().clear()
+            HydraConfig.instance().cfg = None
+        cfg = compose_cfg(cache, "+experiment=ablation_row4", "backbone=tiny_s")
+        ccl.run.run(cfg, base / "scaling" / "row4_tiny_s", Console(quiet=True))
+    finally:
+        torch.set_num_threads(threads)
+    _RUNS.update(sweep=base / "sweep", scaling=base / "scaling")
+    return _RUNS
+
+
+def compose_cfg(cache: Path, *overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=[*FAST, f"paths.cache_dir={cache}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    return mini_runs(tmp_path_factory)
+
+
+def run_dirs(sweep: Path) -> dict[str, Path]:
+    """Run folder of each ablation row in the sweep, by experiment name."""
+    out = {}
+    for d in sweep.iterdir():
+        if (d / "metrics.json").is_file():
+            out[yaml.safe_load((d / "config.yaml").read_text())["name"]] = d
+    return out
+
+
+def copy_runs(src: Path, dst: Path, names: list[str] | None = None) -> dict[str, Path]:
+    """Copy the sweep's run folders (without checkpoints and weights) to ``dst``."""
+    dst.mkdir(parents=True)
+    shutil.copy(src / "multirun.yaml", dst / "multirun.yaml")
+    out = {}
+    for name, folder in run_dirs(src).items():
+        if names is None or name in names:
+            out[name] = Path(shutil.copytree(folder, dst / folder.name,
+                                             ignore=shutil.ignore_patterns("checkpoints", "*.safetensors")))
+    return out
+
+
+def md_rows(path: Path) -> list[list[str]]:
+    """Data rows of the first Markdown table in a file, as stripped cells."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[2:]]
+
+
+def md_header(path: Path) -> list[str]:
+    line = next(line for line in path.read_text().splitlines() if line.startswith("|"))
+    return [c.strip() for c in line.strip("|").split(" | ")]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# --- the callback on a real multirun ------------------------------------------------------------
+
+
+def test_callback_collects_every_job_into_the_results_table(runs):
+    sweep = runs["sweep"]
+    report = sweep / "report"
+    df = pd.read_parquet(report / "results.parquet")
+    assert sorted(df["name"]) == ROWS
+    assert len(pd.read_csv(report / "results.csv")) == 5
+    assert set(df["sweep"]) == {sweep.name}
+    for _, row in df.iterrows():
+        metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        for subset in ("overall", "seen", "unseen"):
+            for key in ("micro_f1", "macro_f1", "tp", "fp", "fn", "n_codes"):
+                assert row[f"{subset}_{key}"] == metrics["codes"][subset][key], (row["name"], subset, key)
+        assert row["evidence_n_gold"] == metrics["evidence"]["n_gold"]
+        assert row["label_space_unseen"] == metrics["label_space"]["unseen"]
+        assert row["cfg.train.max_steps"] == 2 and row["backbone"] == "tiny"
+        model_meta = Path(row["run_dir"]) / "model" / "ccl_model.json"
+        if row["name"] == "ablation_row1":
+            assert row["method"] == "zero-shot" and pd.isna(row["train_tokens"]) and not model_meta.exists()
+        else:
+            meta = json.loads(model_meta.read_text())
+            assert row["train_tokens"] == meta["plan"]["total"]["tokens"]
+            assert row["train_seconds"] == meta["fit_seconds"]
+            assert row["dataset_tokens"] == meta["tokenize"]["docs"]["tokens"] + (
+                (meta["tokenize"]["spans"] or {}).get("tokens", 0))
+    by_name = df.set_index("name")
+    assert by_name.loc["ablation_row5", "spans"] == "gold+silver+synthetic"
+    assert by_name.loc["ablation_row4", "recipe"] == "doc SFT (evidence) + gold"
+    assert by_name.loc["ablation_row2", "recipe"] == "doc SFT (codes only)"
+    assert by_name.loc["ablation_row5", "span_pairs_silver"] == len(
+        read_jsonl(Path(by_name.loc["ablation_row5", "run_dir"]) / "data" / "spans_silver.jsonl"))
+
+
+def test_callback_renders_tables_figures_and_skip_notes(runs):
+    report = runs["sweep"] / "report"
+    for name in ("table3_ablation", "table1_main", "table2_efficiency", "table4_evidence",
+                 "fig3_seen_unseen", "fig3_tier_gain"):
+        assert (report / "tables" / f"{name}.md").is_file(), name
+        assert (report / "tables" / f"{name}.tex").read_text().startswith(r"\begin{table}"), name
+    assert (report / "figures" / "fig3_unseen_codes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (report / "figures" / "fig3_unseen_codes.pdf").read_bytes()[:4] == b"%PDF"
+    assert (report / "unseen_codes.csv").is_file()
+    rows = md_rows(report / "tables" / "table3_ablation.md")
+    assert [r[0] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert [r[1] for r in rows] == ["zero-shot CoT", "doc SFT (codes only)", "doc SFT (evidence)",
+                                    "doc SFT (evidence) + gold", "doc SFT (evidence) + gold + silver + synthetic"]
+    efficiency = md_rows(report / "tables" / "table2_efficiency.md")
+    assert len(efficiency) == 4  # the zero-shot row trains nothing
+    evidence = md_rows(report / "tables" / "table4_evidence.md")
+    assert "doc SFT (codes only)" not in {r[0] for r in evidence}  # it writes no evidence
+    index = (report / "report.md").read_text()
+    assert "Skipped: the scaling law needs runs of at least two backbone sizes" in index
+    assert "![fig3_unseen_codes](figures/fig3_unseen_codes.png)" in index
+
+
+# --- tables show the numbers of metrics.json ------------------------------------------------------
+
+
+def _fake_rates(row: int) -> dict[str, float]:
+    # Distinct per row and metric, away from .x5 so one-decimal rounding is unambiguous.
+    keys = ["micro_f1", "macro_f1", "micro_recall", "macro_recall", "micro_precision", "macro_precision"]
+    return {k: (10 * row + j) / 100 + 0.0012 for j, k in enumerate(keys)}
+
+
+def test_tables_print_the_numbers_of_metrics_json(runs, tmp_path):
+    copies = copy_runs(runs["sweep"], tmp_path / "sweep")
+    for name, folder in copies.items():
+        row = int(name[-1])
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics["codes"]["overall"].update(_fake_rates(row))
+        metrics["evidence"].update(exact_precision=0.5 + row / 100, exact_recall=0.4 + row / 100,
+                                   exact_f1=0.3 + row / 100)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "out"
+    assert report_main([str(tmp_path / "sweep"), "--out", str(out)]) == 0
+
+    table3 = out / "tables" / "table3_ablation.md"
+    assert md_header(table3)[3:] == ["Micro F1", "Macro F1", "Micro R", "Macro R", "Micro P", "Macro P"]
+    tex = (out / "tables" / "table3_ablation.tex").read_text()
+    for cells in md_rows(table3):
+        expected = [f"{100 * v:.1f}" for v in _fake_rates(int(cells[0])).values()]
+        assert cells[3:] == expected
+        assert " & ".join(expected) + r" \\" in tex
+    assert "doc SFT (evidence) + gold + silver + synthetic" in tex
+
+    table1 = out / "tables" / "table1_main.md"
+    col = md_header(table1).index("demo / tiny micro F1")
+    by_method = {r[0]: r for r in md_rows(table1)}
+    assert by_method["doc SFT (evidence) + gold"][col] == "40.1"  # row 4 micro F1 0.4012
+    assert by_method["zero-shot CoT"][col + 1] == "11.1"  # row 1 macro F1 0.1112
+
+    table4 = out / "tables" / "table4_evidence.md"
+    header = md_header(table4)
+    row4 = next(r for r in md_rows(table4) if r[0] == "doc SFT (evidence) + gold")
+    assert [row4[header.index(c)] for c in ("Exact P", "Exact R", "Exact F1")] == ["54.0", "44.0", "34.0"]
+
+
+# --- unseen codes: which tier introduced each code, and the gain per tier -------------------------
+
+
+def test_unseen_codes_attributed_to_the_tier_that_introduced_them(runs, tmp_path):
+    copies = copy_runs(runs["sweep"], tmp_path / "sweep", ["ablation_row3", "ablation_row5"])
+    base, full = copies["ablation_row3"], copies["ablation_row5"]
+    preds = read_jsonl(full / "predictions.jsonl")
+    train_codes = {c for d in read_jsonl(full / "data" / "train.jsonl") for c in d["codes"]}
+    label_space = {c for p in preds for c in p["gold_codes"]}
+    unseen = sorted(label_space - train_codes)
+    tiers = {t: read_jsonl(full / "data" / f"spans_{t}.jsonl") for t in ("gold", "silver", "synthetic")}
+    assert len(unseen) >= 3 and set(unseen) <= {p["code"] for p in tiers["gold"]}
+    g_code, s_code, y_code = unseen[:3]
+    # Move the gold pairs of s_code to the silver tier and those of y_code to the synthetic
+    # tier (and drop their own pairs for them): these tiers now introduce one code each.
+    moved = {"silver": s_code, "synthetic": y_code}
+    for tier, code in moved.items():
+        tiers[tier] = [p for p in tiers[tier] if p["code"] not in moved.values()]
+        tiers[tier] += [{**p, "tier": tier} for p in tiers["gold"] if p["code"] == code]
+    tiers["gold"] = [p for p in tiers["gold"] if p["code"] not in moved.values()]
+    for tier, pairs in tiers.items():
+        write_jsonl(full / "data" / f"spans_{tier}.jsonl", pairs)
+
+    # Baseline: g_code right everywhere, nothing else. With spans: g_code still right; s_code
+    # found in every gold document and once more in a document without it (one false positive).
+    write_jsonl(base / "predictions.jsonl",
+                [{**p, "codes": [g_code] if g_code in p["gold_codes"] else []} for p in preds])
+    extra = next(p["id"] for p in preds if s_code not in p["gold_codes"])
+    write_jsonl(full / "predictions.jsonl", [
+        {**p, "codes": [c for c in (g_code, s_code) if c in p["gold_codes"] or (c == s_code and p["id"] == extra)]}
+        for p in preds
+    ])
+    support = sum(s_code in p["gold_codes"] for p in preds)
+    s_f1 = 2 * support / (2 * support + 1)  # precision support/(support+1), recall 1
+
+    per_code, gain = unseen_code_tables(collect_runs([tmp_path / "sweep"]))
+    codes = per_code.set_index("code")
+    assert set(codes.index) == label_space
+    assert [codes.loc[c, "introduced_by"] for c in (g_code, s_code, y_code)] == ["gold", "silver", "synthetic"]
+    assert codes.loc[s_code, "f1"] == pytest.approx(s_f1) and codes.loc[s_code, "f1_before"] == 0
+    assert codes.loc[g_code, "f1"] == codes.loc[g_code, "f1_before"] == 1.0
+    assert bool(codes.loc[s_code, "newly_correct"]) and not bool(codes.loc[g_code, "newly_correct"])
+    assert not codes.loc[sorted(train_codes & label_space), "newly_correct"].any()
+
+    by_tier = gain.frame.set_index("Tier")
+    n_gold = len(unseen) - 2
+    assert by_tier.loc["gold", "Unseen codes"] == n_gold
+    assert by_tier.loc["gold", "F1 before"] == pytest.approx(100 / n_gold)
+    assert by_tier.loc["gold", "Gain"] == pytest.approx(0.0)
+    assert by_tier.loc["silver", "Unseen codes"] == 1 and by_tier.loc["silver", "Newly correct"] == 1
+    assert by_tier.loc["silver", "Gain"] == pytest.approx(100 * s_f1)
+    assert by_tier.loc["synthetic", "Unseen codes"] == 1
+    assert by_tier.loc["synthetic", "F1 after"] == 0 and by_tier.loc["synthetic", "Gain"] == 0
+
+
+# --- scaling law ----------------------------------------------------------------------------------
+
+
+def test_scaling_table_and_plot_over_the_tiny_family(runs, tmp_path):
+    out = tmp_path / "out"
+    assert report_main([str(runs["sweep"]), str(runs["scaling"]), "--out", str(out)]) == 0
+    rows = md_rows(out / "tables" / "table6_scaling.md")
+    tiny = float(yaml.safe_load((CONF / "backbone" / "tiny.yaml").read_text())["n_params"])  # "3.4e6" is text to YAML 1.1
+    assert tiny > 920192, "tiny must be larger than tiny_s"
+    assert [(r[1], r[2]) for r in rows] == [("tiny_s", "0.92M"), ("tiny", f"{tiny / 1e6:.3g}M")]
+    assert {r[3] for r in rows} == {"doc SFT (evidence) + gold"}
+    assert (out / "figures" / "scaling_law.png").stat().st_size > 1000
+    assert (out / "figures" / "scaling_law.pdf").read_bytes()[:4] == b"%PDF"
+    df = pd.read_parquet(out / "results.parquet")
+    assert df.loc[df["backbone"] == "tiny_s", "n_params"].item() == 920192
+
+
+def test_tiny_family_parameter_counts_match_the_configs():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    counts = []
+    for name in ("tiny_s", "tiny_m", "tiny_l"):
+        cfg = yaml.safe_load((CONF / "backbone" / f"{name}.yaml").read_text())
+        assert (cfg["name"], cfg["kind"], cfg["family"]) == (name, "tiny", "tiny")
+        config = LlamaConfig(
+            vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"], num_hidden_layers=cfg["num_layers"],
+            num_attention_heads=cfg["num_heads"], num_key_value_heads=cfg["num_heads"],
+            intermediate_size=cfg["intermediate_size"], max_position_embeddings=cfg["max_length"],
+            tie_word_embeddings=True,
+        )
+        with torch.device("meta"):
+            model = LlamaForCausalLM(config)
+        counted = sum(p.numel() for p in model.parameters())
+        assert cfg["n_params"] == counted, name
+        counts.append(counted)
+    assert counts == sorted(counts) and counts[-1] > 10 * counts[0]
+    tiny = yaml.safe_load((CONF / "backbone" / "tiny.yaml").read_text())
+    tiny_m = yaml.safe_load((CONF / "backbone" / "tiny_m.yaml").read_text())
+    keys = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size")
+    assert [tiny[k] for k in keys] == [tiny_m[k] for k in keys]
+
+
+# --- launchers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("choice", "plugin", "target"), [
+    ("local_parallel", "joblib", "JoblibLauncher"), ("slurm", "submitit_slurm", "SlurmLauncher"),
+])
+def test_launcher_configs_extend_the_plugins(choice, plugin, target):
+    import importlib.util
+
+    module = {"joblib": "hydra_plugins.hydra_joblib_launcher",
+              "submitit_slurm": "hydra_plugins.hydra_submitit_launcher"}[plugin]
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        if importlib.util.find_spec("hydra_plugins") and importlib.util.find_spec(module):
+            cfg = compose("config", overrides=[f"hydra/launcher={choice}"], return_hydra_config=True)
+            assert cfg.hydra.launcher._target_.endswith(target)
+        else:  # without the `sweep` extra the error names the missing plugin config
+            with pytest.raises(MissingConfigException, match=f"hydra/launcher/{plugin}"):
+                compose("config", overrides=[f"hydra/launcher={choice}"], return_hydra_config=True)
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def test_bad_run_folders_are_errors_that_name_the_file(runs, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunFolderError, match="no CCL run folder"):
+        collect_runs([tmp_path / "empty"])
+    assert report_main([str(tmp_path / "missing")]) == 2
+    assert f"{tmp_path / 'missing'}: no such folder" in capsys.readouterr().err
+
+    folder = copy_runs(runs["sweep"], tmp_path / "sweep", ["ablation_row4"])["ablation_row4"]
+    (folder / "metrics.json").write_text('{"codes": ')
+    with pytest.raises(RunFolderError, match=re.escape(str(folder / "metrics.json")) + ": invalid JSON"):
+        read_run(folder)
+    (folder / "metrics.json").write_text('{"n_docs": 3}')
+    with pytest.raises(RunFolderError, match="no 'codes.overall' section"):
+        read_run(folder)
+
+
+# --- W&B ------------------------------------------------------------------------------------------
+
+
+def test_wandb_payload_has_per_code_results_and_no_note_text(runs, monkeypatch):
+    monkeypatch.delenv("CCL_SWEEP_GROUP", raising=False)
+    folder = run_dirs(runs["sweep"])["ablation_row4"]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    payload = build_payload(folder, {"project": "ccl", "mode": "offline", "log_note_text": False})
+    assert payload.group == runs["sweep"].name  # grouped by the multirun folder
+    assert payload.name == "ablation_row4-tiny" and payload.mode == "offline"
+    assert payload.summary["codes/overall/micro_f1"] == metrics["codes"]["overall"]["micro_f1"]
+    columns = payload.per_code_columns
+    per_code = [dict(zip(columns, r, strict=True)) for r in payload.per_code_rows]
+    assert len(per_code) == metrics["label_space"]["size"]
+    assert sum(r["subset"] == "unseen" for r in per_code) == metrics["label_space"]["unseen"]
+    for key in ("tp", "fp", "fn"):
+        assert sum(r[key] for r in per_code) == metrics["codes"]["overall"][key]
+    assert not {"note", "evidence", "raw_output"} & set(payload.sample_columns)
+    assert all(set(r) == {"id", "codes", "gold_codes"} for r in payload.predictions_rows)
+    notes = [d["text"] for d in read_jsonl(folder / "data" / "test.jsonl")]
+    flat = json.dumps([payload.sample_rows, payload.predictions_rows, payload.per_code_rows])
+    assert not any(note[:40] in flat for note in notes)
+
+    opted_in = build_payload(folder, {"log_note_text": True, "group": "my-sweep"})
+    assert opted_in.group == "my-sweep"
+    sample = [dict(zip(opted_in.sample_columns, r, strict=True)) for r in opted_in.sample_rows]
+    assert sample[0]["note"] == notes[0] and "raw_output" in opted_in.predictions_rows[0]
+
+
+def test_wandb_offline_run_logs_tables_and_artifacts_without_network(runs, tmp_path, monkeypatch):
+    folder = Path(shutil.copytree(run_dirs(runs["sweep"])["ablation_row4"], tmp_path / "run",
+                                  ignore=shutil.ignore_patterns("checkpoints")))
+    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # any network attempt would fail
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("CCL_SWEEP_GROUP", "sweep-42")
+    payload = log_run_results(folder, {"project": "ccl-test", "mode": "offline"})
+    assert payload.group == "sweep-42"
+    (offline,) = (folder / "wandb").glob("offline-run-*")
+    assert list(offline.glob("run-*.wandb"))
+    tables = {p.name.split("_")[0]: json.loads(p.read_text()) for p in offline.rglob("*.table.json")}
+    assert tables["per"]["columns"] == payload.per_code_columns
+    assert tables["per"]["data"] == [list(r) for r in payload.per_code_rows]
+    assert tables["predictions"]["columns"] == payload.sample_columns
+    staged = [p.read_bytes() for p in (tmp_path / "wandb_data_dir").rglob("*") if p.is_file()]
+    predictions = [b for b in staged if b.startswith(b'{"id"')]
+    assert predictions and all(b"raw_output" not in b for b in predictions)
+    adapter_config = (folder / "model" / "adapter_config.json").read_bytes()
+    assert adapter_config in staged
