@@ -14,6 +14,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from ccl.expansion.llm.base import LLMConfig
+
 
 class _Choice(str, Enum):
     """A closed set of string options: a wrong value is a composition error."""
@@ -131,6 +133,8 @@ class SilverSpansConfig:
 class SyntheticSpansConfig:
     method: str = "template"  # template | llm
     max_pairs_per_code: int | None = 3
+    targets: str = "docs"  # docs: billable codes of every document split | all: every billable code
+    neighbours: int = 3  # nearest covered codes consulted per target
 
 
 @dataclass
@@ -230,6 +234,7 @@ class CCLConfig:
     infer: InferConfig = field(default_factory=InferConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
 
 
 def register_configs() -> None:

@@ -1,0 +1,42 @@
+"""Expansion LLMs: one batched interface (hf, openai, vllm), a persistent call cache, the lexical miner.
+
+Imports here stay light (no torch, no vllm): backends load their heavy
+dependencies when first used.
+"""
+
+from ccl.expansion.llm.base import (
+    BACKENDS,
+    CREDENTIALED_SOURCES,
+    GenerationParams,
+    LLMBackend,
+    LLMBackendError,
+    LLMConfig,
+    LLMError,
+    PrivacyError,
+    as_llm_config,
+    check_privacy,
+    is_local_url,
+    llm_config,
+    make_backend,
+)
+from ccl.expansion.llm.cache import CachedLLM, CallCache, CallStats, call_key
+
+__all__ = [
+    "BACKENDS",
+    "CREDENTIALED_SOURCES",
+    "CachedLLM",
+    "CallCache",
+    "CallStats",
+    "GenerationParams",
+    "LLMBackend",
+    "LLMBackendError",
+    "LLMConfig",
+    "LLMError",
+    "PrivacyError",
+    "as_llm_config",
+    "call_key",
+    "check_privacy",
+    "is_local_url",
+    "llm_config",
+    "make_backend",
+]

@@ -1,0 +1,219 @@
+"""The expansion-LLM interface: config, generation parameters, backends, the privacy guard.
+
+A backend turns a batch of chat conversations into a batch of completions
+(:meth:`LLMBackend.generate`). Backends do no caching; wrap them in
+:class:`ccl.expansion.llm.cache.CachedLLM`, which every tier uses. The
+``lexical`` choice is not a text generator: it mines spans directly (see
+:mod:`ccl.expansion.llm.lexical`), so :func:`make_backend` refuses it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig, OmegaConf
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
+Conversation = Sequence[Message]
+
+BACKENDS = ("lexical", "hf", "openai", "vllm")
+# Sources whose text is under a PhysioNet credentialed data use agreement.
+CREDENTIALED_SOURCES = frozenset({"mimic3", "mimic4", "mdace"})
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+@dataclass
+class LLMConfig:
+    """The ``llm`` config group (``conf/llm/*.yaml``): which expansion LLM and how to call it."""
+
+    backend: str = "lexical"  # lexical | hf | openai | vllm
+    model: str | None = None  # hf: local dir or smollm2_135m; vllm: weights dir; openai: model name
+    base_url: str | None = None  # openai: e.g. http://localhost:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int = 0
+    batch_size: int = 8  # conversations per backend call (and per cache commit)
+    concurrency: int = 4  # openai: requests in flight at once
+    timeout_s: float = 120.0  # openai: per request
+    max_retries: int = 5  # openai: retries of 429 / 5xx / network errors
+    backoff_s: float = 1.0  # openai: first retry delay, doubled each time
+    requests_per_minute: float | None = None  # openai: client-side rate limit
+    dtype: str = "auto"  # hf / vllm weights dtype
+    device: str = "auto"  # hf: auto | cpu | cuda
+    tensor_parallel_size: int = 1  # vllm
+    gpu_memory_utilization: float = 0.9  # vllm
+    max_model_len: int | None = None  # vllm
+    allow_credentialed_remote: bool = False  # send MIMIC/MDACE text to a non-local endpoint
+    max_documents: int | None = None  # silver: mine the first N corpus documents only
+    max_candidates: int = 30  # silver stage 2: candidates shown to the LLM per code
+    fuzzy_edits: int = 1  # typo edits allowed per word (5+ letters) when finding spans in notes
+    negation_window: int = 6  # lexical: tokens around a mention searched for cues
+    progress: bool = True  # rich progress bars
+
+
+def llm_config(run_cfg: Any) -> LLMConfig:
+    """The ``llm`` group of a full run config; absent or ``None``: the lexical default."""
+    node = run_cfg.get("llm") if run_cfg is not None else None
+    return as_llm_config(node)
+
+
+def as_llm_config(node: Any) -> LLMConfig:
+    """An :class:`LLMConfig` from a DictConfig, a mapping, an LLMConfig or ``None``."""
+    if node is None:
+        return LLMConfig()
+    if isinstance(node, LLMConfig):
+        return node
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, Mapping):
+        raise TypeError(f"llm config must be a mapping, got {type(node).__name__}")
+    known = {f.name for f in fields(LLMConfig)}
+    unknown = sorted(set(node) - known)
+    if unknown:
+        raise ValueError(f"llm config: unknown key(s) {unknown}; known: {sorted(known)}")
+    out = LLMConfig(**node)
+    if out.backend not in BACKENDS:
+        raise ValueError(f"llm.backend={out.backend!r}: choose one of {BACKENDS}")
+    return out
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings; part of every cache key."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_config(cls, cfg: LLMConfig, **overrides: Any) -> GenerationParams:
+        base = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+                "top_p": cfg.top_p, "seed": cfg.seed}  # fmt: skip
+        return cls(**{**base, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "stop": list(self.stop)}
+
+
+class LLMError(RuntimeError):
+    """Base class of expansion-LLM errors."""
+
+
+class LLMBackendError(LLMError):
+    """A backend cannot run (missing package, no GPU, bad endpoint or key)."""
+
+
+class PrivacyError(LLMError, PermissionError):
+    """Credentialed text would leave the machine."""
+
+
+class LLMBackend(ABC):
+    """Batched chat completion. Subclasses set :attr:`name` and implement :meth:`generate`."""
+
+    name: str = "abstract"
+
+    @property
+    @abstractmethod
+    def model_id(self) -> str:
+        """The model as it enters cache keys (a served name or a local path)."""
+
+    @property
+    def is_local(self) -> bool:
+        """True when prompts never leave this machine (or its loopback interface)."""
+        return True
+
+    @property
+    def endpoint(self) -> str:
+        """Where prompts go, for messages."""
+        return "this machine"
+
+    @abstractmethod
+    def generate(self, batch: Sequence[Conversation], params: GenerationParams) -> list[str]:
+        """One completion per conversation, in order. Raise :class:`LLMBackendError` to stop."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release engines or sessions."""
+
+
+def apply_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` cut at the first stop string."""
+    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
+
+
+def is_local_url(url: str | None) -> bool:
+    """True for loopback hosts (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    if not url:
+        return False
+    host = (urlparse(url if "//" in url else f"//{url}").hostname or "").lower()
+    if host in LOCAL_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_credentialed(source: str | None) -> bool:
+    return (source or "").lower() in CREDENTIALED_SOURCES
+
+
+def check_privacy(backend: LLMBackend, credentialed: bool, allow_remote: bool) -> None:
+    """Refuse to send credentialed text to a non-local endpoint unless explicitly allowed."""
+    if not credentialed or backend.is_local or allow_remote:
+        return
+    raise PrivacyError(
+        f"refusing to send credentialed clinical text (MIMIC-III/IV, MDACE) to "
+        f"{backend.endpoint}, which is not on this machine. These notes are released under the "
+        "PhysioNet Credentialed Health Data Use Agreement, which forbids sharing the data with "
+        "third parties; PhysioNet's guidance names online services such as commercial LLM APIs. "
+        "Serve a model locally instead (llm=vllm, llm=hf, or llm=openai with a base_url on "
+        "localhost). If your agreement and provider allow it (e.g. a deployment approved for "
+        "this data with no retention), set llm.allow_credentialed_remote=true."
+    )
+
+
+def make_backend(cfg: LLMConfig, cache_dir: str | Path = ".cache/ccl") -> LLMBackend:
+    """The generating backend named by ``cfg.backend`` (imports are lazy)."""
+    if cfg.backend == "hf":
+        from ccl.expansion.llm.hf_backend import HFBackend
+
+        if not cfg.model:
+            raise LLMBackendError("llm=hf needs llm.model: a local model directory or smollm2_135m")
+        return HFBackend(cfg.model, cache_dir=Path(cache_dir), dtype=cfg.dtype, device=cfg.device)
+    if cfg.backend == "openai":
+        from ccl.expansion.llm.openai_backend import OpenAIBackend
+
+        if not cfg.base_url or not cfg.model:
+            raise LLMBackendError("llm=openai needs llm.base_url and llm.model")
+        return OpenAIBackend(
+            cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries, backoff_s=cfg.backoff_s,
+            requests_per_minute=cfg.requests_per_minute, concurrency=cfg.concurrency,
+        )  # fmt: skip
+    if cfg.backend == "vllm":
+        from ccl.expansion.llm.vllm_backend import VLLMBackend
+
+        if not cfg.model:
+            raise LLMBackendError("llm=vllm needs llm.model: a local weights directory")
+        return VLLMBackend(
+            cfg.model, tensor_parallel_size=cfg.tensor_parallel_size, dtype=cfg.dtype,
+            gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
+            seed=cfg.seed,
+        )  # fmt: skip
+    if cfg.backend == "lexical":
+        raise LLMBackendError(
+            "llm=lexical does not generate text; it mines spans directly "
+            "(ccl.expansion.llm.lexical.LexicalMiner). Pick llm=hf, llm=openai or llm=vllm."
+        )
+    raise LLMBackendError(f"llm.backend={cfg.backend!r}: choose one of {BACKENDS}")

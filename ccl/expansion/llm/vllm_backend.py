@@ -1,0 +1,91 @@
+"""An offline vLLM engine on local weights (GPU), e.g. Llama-3.1-70B-Instruct as in the paper.
+
+vLLM is an optional extra (``pip install -e .[gpu]``) and needs a CUDA GPU;
+both are checked when the engine is first needed, with an error that names the
+alternatives. Conversations go through ``LLM.chat`` (the model's own chat
+template) in one batched call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ccl.expansion.llm.base import (
+    Conversation,
+    GenerationParams,
+    LLMBackend,
+    LLMBackendError,
+    apply_stop,
+)
+
+INSTALL_HINT = (
+    "install the GPU extra (pip install -e '.[gpu]') on a machine with a CUDA GPU, "
+    "or use llm=hf (transformers, CPU or GPU) or llm=openai (a served model)"
+)
+
+
+class VLLMBackend(LLMBackend):
+    """``vllm.LLM`` built on first use."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str,
+        tensor_parallel_size: int = 1,
+        dtype: str = "auto",
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.engine_args: dict[str, Any] = {
+            "model": model,
+            "tensor_parallel_size": tensor_parallel_size,
+            "dtype": dtype,
+            "gpu_memory_utilization": gpu_memory_utilization,
+            "seed": seed,
+        }
+        if max_model_len is not None:
+            self.engine_args["max_model_len"] = max_model_len
+        self._llm: Any = None
+        self._vllm: Any = None
+
+    @property
+    def model_id(self) -> str:
+        return self.model
+
+    def _engine(self) -> Any:
+        if self._llm is not None:
+            return self._llm
+        try:
+            import vllm
+        except ImportError as err:
+            raise LLMBackendError(
+                f"llm=vllm: the 'vllm' package is not installed; {INSTALL_HINT}"
+            ) from err
+        import torch
+
+        if not torch.cuda.is_available():
+            raise LLMBackendError(f"llm=vllm: no CUDA GPU is visible; {INSTALL_HINT}")
+        self._vllm = vllm
+        self._llm = vllm.LLM(**self.engine_args)
+        return self._llm
+
+    def generate(self, batch: Sequence[Conversation], params: GenerationParams) -> list[str]:
+        if not batch:
+            return []
+        llm = self._engine()
+        sampling = self._vllm.SamplingParams(
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_new_tokens,
+            seed=params.seed,
+            stop=list(params.stop) or None,
+        )
+        outputs = llm.chat([[dict(m) for m in c] for c in batch], sampling, use_tqdm=False)
+        return [apply_stop(o.outputs[0].text if o.outputs else "", params.stop) for o in outputs]
+
+    def close(self) -> None:
+        self._llm = None

@@ -1,0 +1,469 @@
+"""The silver span tier: evidence phrases mined from a code-labelled corpus.
+
+Stage 1, per labelled document: extract verbatim minimal spans per code
+(``method: llm``: the extraction prompt, answers kept only where the span
+really occurs in the note, located fuzzily; ``method: lexical``: the
+:class:`~ccl.expansion.llm.lexical.LexicalMiner`). Unique phrases are
+aggregated per code with the number of documents and mentions they come from.
+
+Stage 2, per code: the frequency-ranked candidates, minus phrases the code
+already has in earlier tiers, are refined into a small representative set
+(``llm``: the refinement prompt with the code's description, index terms and
+existing evidence; answers outside the candidate list are ignored and a
+malformed answer falls back to frequency order; ``lexical``: frequency order).
+
+The tier is cached under ``cache_dir/silver/<hash>`` (pairs and report), the
+LLM calls under ``cache_dir/llm/calls.sqlite``, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ccl.data.records import Document, SpanPair, read_span_pairs, write_jsonl
+from ccl.expansion.llm.base import (
+    GenerationParams,
+    LLMConfig,
+    Message,
+    is_credentialed,
+    llm_config,
+    make_backend,
+)
+from ccl.expansion.llm.cache import CachedLLM
+from ccl.expansion.llm.lexical import LexicalMiner, locate
+from ccl.expansion.llm.parse import parse_code_spans, parse_string_list
+from ccl.expansion.llm.progress import track
+from ccl.icd.codes import canonical_code
+from ccl.icd.tabular import TabularList
+from ccl.utils.hashing import hash_obj, hash_records
+
+# Bump when mining or refinement changes, so cached tiers are rebuilt.
+SILVER_VERSION = "1"
+TIER = "silver"
+MAX_SPAN_WORDS = 25
+CORPUS_NAMES = ("demo_corpus", "corpus")
+_EDGE_PUNCT = re.compile(r"^[\s,;:.\-]+|[\s,;:.\-]+$")
+
+SYSTEM = "You are an expert clinical coder. You cite evidence exactly as it is written in the note."
+EXTRACTION = """Below is a clinical note and the ICD-10-CM codes assigned to it.
+
+For each code, copy the evidence from the note: the shortest verbatim phrases (usually 1 to 8 words) that show the condition was documented for this patient. Copy the words exactly as they are written, including abbreviations and spelling. Do not paraphrase or add words. Leave out mentions that are negated, ruled out, hypothetical or about family members. Give an empty list for a code without evidence.
+
+Codes:
+{codes}
+
+Note:
+<<<
+{note}
+>>>
+
+Answer with one JSON object only, mapping each code to a list of strings, for example {example}"""
+REFINEMENT = """You are curating evidence phrases for the ICD-10-CM code {code}: {description}.
+
+Index and tabular terms for this code:
+{terms}
+
+Evidence phrases already collected for this code:
+{existing}
+
+Candidate phrases found in clinical notes, with the number of notes each came from:
+{candidates}
+
+Choose at most {k} candidate phrases that together represent how clinicians document this diagnosis: keep distinct wordings (abbreviations, synonyms, specific qualifiers), and drop near-duplicates, phrases that do not support this code, and phrases already collected. Copy the chosen phrases exactly. Answer with a JSON list of strings only."""
+
+
+def normalise(phrase: str) -> str:
+    """The dedup key of a phrase: case-folded, whitespace collapsed, edge punctuation dropped."""
+    return _EDGE_PUNCT.sub("", " ".join(phrase.split())).casefold()
+
+
+def extraction_prompt(
+    note: str, codes: Sequence[str], describe: Callable[[str], str]
+) -> list[Message]:
+    """The stage-1 prompt: ``{code: [verbatim spans]}`` for the note's codes."""
+    lines = "\n".join(f"- {c}: {describe(c)}" for c in codes)
+    example = json.dumps({c: ["..."] for c in codes[:2]})
+    user = EXTRACTION.format(codes=lines, note=note, example=example)
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def refinement_prompt(
+    code: str,
+    description: str,
+    terms: Sequence[str],
+    existing: Sequence[str],
+    candidates: Sequence[tuple[str, int]],
+    k: int,
+) -> list[Message]:
+    """The stage-2 prompt: pick at most ``k`` representative phrases among the candidates."""
+
+    def bullets(items: Sequence[str]) -> str:
+        return "\n".join(f"- {t}" for t in items) or "- (none)"
+
+    ranked = "\n".join(f"{i}. {json.dumps(p)} ({n})" for i, (p, n) in enumerate(candidates, 1))
+    user = REFINEMENT.format(code=code, description=description, terms=bullets(terms),
+                             existing=bullets(existing), candidates=ranked, k=k)  # fmt: skip
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+@dataclass
+class Candidates:
+    """Stage-1 output: per code, unique phrases with document and mention counts."""
+
+    docs: Counter[tuple[str, str]] = field(default_factory=Counter)
+    mentions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    surfaces: dict[tuple[str, str], Counter[str]] = field(default_factory=dict)
+    labelled_docs: Counter[str] = field(default_factory=Counter)
+    evidence_docs: Counter[str] = field(default_factory=Counter)
+    documents: int = 0
+    documents_with_evidence: int = 0
+
+    def add(self, codes: Sequence[str], spans: Mapping[str, Sequence[str]]) -> None:
+        """Record one document: its labelled codes and the spans found per code."""
+        self.documents += 1
+        found = False
+        for code in dict.fromkeys(codes):
+            self.labelled_docs[code] += 1
+            keys: set[str] = set()
+            for span in spans.get(code, ()):
+                key = normalise(span)
+                if not key:
+                    continue
+                keys.add(key)
+                self.mentions[code, key] += 1
+                self.surfaces.setdefault((code, key), Counter())[" ".join(span.split())] += 1
+            for key in keys:
+                self.docs[code, key] += 1
+            self.evidence_docs[code] += bool(keys)
+            found = found or bool(keys)
+        self.documents_with_evidence += found
+
+    def codes(self) -> list[str]:
+        return sorted({code for code, _ in self.docs})
+
+    def ranked(self, code: str) -> list[tuple[str, str, int, int]]:
+        """``(surface, key, documents, mentions)`` by documents, then mentions, then text."""
+        rows = []
+        for (c, key), n_docs in self.docs.items():
+            if c == code:
+                surface = min(self.surfaces[c, key].items(), key=lambda kv: (-kv[1], kv[0]))[0]
+                rows.append((surface, key, n_docs, self.mentions[c, key]))
+        return sorted(rows, key=lambda r: (-r[2], -r[3], r[1]))
+
+
+@dataclass
+class ParseCounts:
+    """Malformed or unusable LLM answers, by kind (never fatal)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, kind: str, n: int = 1) -> None:
+        if n:
+            self.counts[kind] += n
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(sorted(self.counts.items()))
+
+
+# ------------------------------------------------------------------ stage 1
+
+
+def mine_lexical(
+    documents: Sequence[Document], miner: LexicalMiner, progress: bool = False
+) -> Candidates:
+    """Stage 1 without an LLM."""
+    out = Candidates()
+    with track(len(documents), "silver: lexical mining", progress, show_hits=False) as bar:
+        for doc in documents:
+            out.add(doc.codes, miner.extract(doc.text, doc.codes))
+            bar.advance()
+    return out
+
+
+def extract_with_llm(
+    llm: CachedLLM,
+    documents: Sequence[Document],
+    describe: Callable[[str], str],
+    params: GenerationParams,
+    counts: ParseCounts,
+    credentialed: bool,
+    fuzzy_edits: int = 1,
+) -> Candidates:
+    """Stage 1 with an LLM: prompt, parse defensively, keep spans found in the note."""
+    prompts = [extraction_prompt(d.text, d.codes, describe) for d in documents]
+    answers = llm.complete(prompts, params, desc="silver: extract", credentialed=credentialed)
+    out = Candidates()
+    for doc, answer in zip(documents, answers, strict=True):
+        parsed, lenient = parse_code_spans(answer)
+        counts.add("lenient_answers", int(lenient))
+        if parsed is None:
+            counts.add("malformed_answers")
+            out.add(doc.codes, {})
+            continue
+        labelled = set(doc.codes)
+        spans: dict[str, list[str]] = {}
+        for code, texts in parsed.items():
+            if code not in labelled:
+                counts.add("codes_not_labelled")
+                continue
+            for text in texts:
+                if len(text.split()) > MAX_SPAN_WORDS:
+                    counts.add("spans_too_long")
+                    continue
+                where = locate(text, doc.text, fuzzy_edits)
+                if where is None:
+                    counts.add("spans_not_in_note")
+                    continue
+                spans.setdefault(code, []).append(doc.text[where[0] : where[1]])
+        out.add(doc.codes, spans)
+    return out
+
+
+# ------------------------------------------------------------------ stage 2
+
+
+def refine_by_frequency(
+    candidates: Candidates, existing: Mapping[str, set[str]], k: int | None
+) -> dict[str, list[tuple[str, int, int]]]:
+    """Stage 2 without an LLM: the ``k`` most frequent phrases not already in ``existing``."""
+    out: dict[str, list[tuple[str, int, int]]] = {}
+    for code in candidates.codes():
+        have = existing.get(code, set())
+        rows = [(s, d, m) for s, key, d, m in candidates.ranked(code) if key not in have]
+        if rows:
+            out[code] = rows[:k] if k is not None else rows
+    return out
+
+
+def refine_with_llm(
+    llm: CachedLLM,
+    tab: TabularList,
+    candidates: Candidates,
+    existing: Mapping[str, Sequence[str]],
+    k: int | None,
+    params: GenerationParams,
+    counts: ParseCounts,
+    max_candidates: int = 30,
+    credentialed: bool = False,
+) -> dict[str, list[tuple[str, int, int]]]:
+    """Stage 2 with an LLM; codes whose answer is unusable fall back to frequency order.
+
+    The candidates are copied from the notes, so ``credentialed`` follows the corpus.
+    """
+    keep = k if k is not None else max_candidates
+    have = {c: {normalise(e) for e in ev} for c, ev in existing.items()}
+    pools: dict[str, list[tuple[str, str, int, int]]] = {}
+    for code in candidates.codes():
+        rows = [r for r in candidates.ranked(code) if r[1] not in have.get(code, set())]
+        if rows:
+            pools[code] = rows[:max_candidates]
+    codes = sorted(pools)
+    prompts = [
+        refinement_prompt(
+            c, tab.description(c), [tab.description(c), *tab.inclusion_terms(c)],
+            list(existing.get(c, ()))[:15], [(r[0], r[2]) for r in pools[c]], keep,
+        )
+        for c in codes
+    ]  # fmt: skip
+    answers = llm.complete(prompts, params, desc="silver: refine", credentialed=credentialed)
+    out: dict[str, list[tuple[str, int, int]]] = {}
+    for code, answer in zip(codes, answers, strict=True):
+        by_key = {r[1]: r for r in pools[code]}
+        chosen, lenient = parse_string_list(answer)
+        counts.add("lenient_answers", int(lenient))
+        picked: dict[str, tuple[str, int, int]] = {}
+        for phrase in chosen or ():
+            row = by_key.get(normalise(phrase))
+            if row is None:
+                counts.add("refined_not_a_candidate")
+            elif len(picked) < keep:
+                picked.setdefault(row[1], (row[0], row[2], row[3]))
+        if not picked:
+            counts.add("malformed_answers" if chosen is None else "refine_fallbacks")
+            picked = {r[1]: (r[0], r[2], r[3]) for r in pools[code][:keep]}
+        out[code] = list(picked.values())
+    return out
+
+
+# ------------------------------------------------------------------ the tier
+
+
+def select_corpus(
+    name: str, docs: Mapping[str, Sequence[Document]], corpus: Sequence[Document]
+) -> list[Document]:
+    """The labelled documents to mine: the run's corpus, or one document split by name."""
+    if name in CORPUS_NAMES:
+        return list(corpus)
+    if name in docs:
+        return list(docs[name])
+    raise ValueError(
+        f"spans.silver.corpus={name!r}: choose {' or '.join(CORPUS_NAMES)} (the code-labelled "
+        f"corpus of the docs source) or a document split: {sorted(docs)}"
+    )
+
+
+def lexical_terms(
+    tab: TabularList, pairs: Sequence[SpanPair], codes: Sequence[str]
+) -> dict[str, list[str]]:
+    """Per code: its earlier-tier evidence, Tabular description and inclusion terms."""
+    wanted = set(codes)
+    terms: dict[str, list[str]] = {c: [] for c in sorted(wanted)}
+    for p in pairs:
+        if p.code in wanted:
+            terms[p.code].append(p.evidence)
+    for code in terms:
+        terms[code] += [tab.description(code), *tab.inclusion_terms(code)]
+        terms[code] = [t for t in dict.fromkeys(terms[code]) if t]
+    return terms
+
+
+def _existing(spans: Mapping[str, Sequence[SpanPair]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for pairs in spans.values():
+        for p in pairs:
+            out.setdefault(p.code, []).append(p.evidence)
+    return out
+
+
+def _setting(cfg: Any) -> tuple[str, str, int | None]:
+    silver = cfg.spans.silver
+    method = str(silver.get("method", "lexical"))
+    if method not in ("lexical", "llm"):
+        raise ValueError(f"spans.silver.method={method!r}: choose lexical or llm")
+    k = silver.get("max_pairs_per_code")
+    return method, str(silver.get("corpus", CORPUS_NAMES[0])), int(k) if k is not None else None
+
+
+def _tier_key(method: str, llm: LLMConfig, corpus_name: str, documents: Sequence[Document],
+              spans: Mapping[str, Sequence[SpanPair]], tab: TabularList, k: int | None) -> str:  # fmt: skip
+    relevant = {"fuzzy_edits": llm.fuzzy_edits, "max_documents": llm.max_documents}
+    if method == "lexical":
+        relevant["negation_window"] = llm.negation_window
+    else:
+        relevant.update(backend=llm.backend, model=llm.model, base_url=llm.base_url,
+                        temperature=llm.temperature, top_p=llm.top_p, seed=llm.seed,
+                        max_new_tokens=llm.max_new_tokens, max_candidates=llm.max_candidates)  # fmt: skip
+    return hash_obj({
+        "version": SILVER_VERSION, "method": method, "llm": relevant, "corpus": corpus_name,
+        "documents": hash_records(documents), "tabular": tab.content_hash(), "k": k,
+        "existing": {t: hash_records(p) for t, p in sorted(spans.items())},
+    })  # fmt: skip
+
+
+def _load(folder: Path) -> tuple[list[SpanPair], dict[str, Any]] | None:
+    report = folder / "report.json"
+    if not report.is_file():
+        return None
+    try:
+        return read_span_pairs(folder / "pairs.jsonl"), json.loads(report.read_text())
+    except (OSError, ValueError):
+        return None  # damaged entry: rebuild
+
+
+def _save(folder: Path, pairs: list[SpanPair], report: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "pairs.jsonl", pairs)
+    tmp = folder / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True))
+    tmp.replace(folder / "report.json")  # last: its presence marks a complete entry
+
+
+def build_tier(
+    cfg: Any,
+    tab: TabularList,
+    docs: Mapping[str, Sequence[Document]],
+    corpus: Sequence[Document],
+    spans: Mapping[str, Sequence[SpanPair]],
+    cache_dir: str | Path,
+    console: Console | None = None,
+) -> tuple[list[SpanPair], dict[str, Any]]:
+    """Build (or load) the silver tier for a composed run config; return pairs and report."""
+    method, corpus_name, k = _setting(cfg)
+    llm_cfg = llm_config(cfg)
+    documents = [d for d in select_corpus(corpus_name, docs, corpus) if d.codes]
+    if llm_cfg.max_documents is not None:
+        documents = documents[: llm_cfg.max_documents]
+    key = _tier_key(method, llm_cfg, corpus_name, documents, spans, tab, k)
+    folder = Path(cache_dir) / "silver" / key
+    loaded = _load(folder)
+    if loaded is not None:
+        return loaded
+
+    start = time.perf_counter()
+    existing = _existing(spans)
+    counts = ParseCounts()
+    report: dict[str, Any] = {
+        "silver_version": SILVER_VERSION,
+        "method": method,
+        "corpus": corpus_name,
+    }
+    if method == "lexical":
+        labelled = sorted({c for d in documents for c in d.codes})
+        miner = LexicalMiner(
+            lexical_terms(tab, [p for ps in spans.values() for p in ps], labelled),
+            fuzzy_edits=llm_cfg.fuzzy_edits, window=llm_cfg.negation_window,
+        )  # fmt: skip
+        cands = mine_lexical(documents, miner, llm_cfg.progress)
+        have = {c: {normalise(e) for e in ev} for c, ev in existing.items()}
+        chosen = refine_by_frequency(cands, have, k)
+        report["skipped_mentions"] = {r: miner.skipped[r] for r in ("negated", "family")}
+        source = "silver:lexical"
+    else:
+        if llm_cfg.backend == "lexical":
+            raise ValueError(
+                "spans.silver.method=llm needs a generating backend: llm=hf, openai or vllm"
+            )
+        credentialed = is_credentialed(cfg.docs.get("source")) or any(
+            is_credentialed(d.source) for d in documents
+        )
+        llm = CachedLLM(
+            make_backend(llm_cfg, cache_dir), Path(cache_dir) / "llm" / "calls.sqlite",
+            batch_size=llm_cfg.batch_size, progress=llm_cfg.progress,
+            allow_credentialed_remote=llm_cfg.allow_credentialed_remote, console=console,
+        )  # fmt: skip
+        try:
+            params = GenerationParams.from_config(llm_cfg)
+            cands = extract_with_llm(llm, documents, tab.description, params, counts,
+                                     credentialed, llm_cfg.fuzzy_edits)  # fmt: skip
+            chosen = refine_with_llm(llm, tab, cands, existing, k, params, counts,
+                                     llm_cfg.max_candidates, credentialed)  # fmt: skip
+        finally:
+            llm.close()
+        report.update(backend=llm_cfg.backend, model=llm_cfg.model, llm_calls=llm.stats.to_dict())
+        source = f"silver:llm:{llm_cfg.backend}"
+    pairs = [
+        SpanPair(s, canonical_code(code), TIER, source)
+        for code in sorted(chosen)
+        for s, _, _ in chosen[code]
+    ]
+    seconds = time.perf_counter() - start
+    covered_before = set(existing)
+    report.update(
+        documents=len(documents),
+        documents_with_evidence=cands.documents_with_evidence,
+        codes_labelled=len(cands.labelled_docs),
+        codes_with_candidates=len(cands.codes()),
+        candidates=len(cands.docs),
+        pairs=len(pairs),
+        codes=len({p.code for p in pairs}),
+        new_codes=len({p.code for p in pairs} - covered_before),
+        parse=counts.to_dict(),
+        seconds=round(seconds, 2),
+        seconds_per_document=round(seconds / len(documents), 5) if documents else 0.0,
+        per_code={
+            code: {"labelled_docs": cands.labelled_docs[code], "evidence_docs": cands.evidence_docs[code],
+                   "kept": [[s, d, m] for s, d, m in chosen.get(code, [])]}
+            for code in sorted(cands.labelled_docs)
+        },
+    )  # fmt: skip
+    _save(folder, pairs, report)
+    return pairs, report

@@ -1,0 +1,157 @@
+"""The persistent call cache: keys, dedup, and a real kill -9 in the middle of a run."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ccl.expansion.llm.base import GenerationParams, LLMBackend, LLMError
+from ccl.expansion.llm.cache import CachedLLM, CallCache, call_key
+
+ROOT = Path(__file__).resolve().parents[1]
+N_PROMPTS = 20
+
+# A run of N fake-slow calls through the real cache; each backend invocation is
+# appended (and fsynced) to a log before the call "returns".
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from ccl.expansion.llm.base import GenerationParams, LLMBackend, LLMError
+    from ccl.expansion.llm.cache import CachedLLM
+
+    db, log, out, delay, n = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+
+    class Slow(LLMBackend):
+        name = "slow"
+
+        @property
+        def model_id(self):
+            return "fake-1"
+
+        def generate(self, batch, params):
+            answers = []
+            for conv in batch:
+                prompt = conv[-1]["content"]
+                with open(log, "a") as f:
+                    f.write(prompt + "\\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                time.sleep(delay)
+                answers.append(prompt.upper())
+            return answers
+
+    llm = CachedLLM(Slow(), db, batch_size=2, progress=False)
+    prompts = [[{"role": "user", "content": f"prompt {i:02d}"}] for i in range(n)]
+    outputs = llm.complete(prompts, GenerationParams(max_new_tokens=5))
+    with open(out, "w") as f:
+        json.dump({"outputs": outputs, "stats": llm.stats.to_dict()}, f)
+    """
+)
+
+
+def _run(tmp_path, tag, delay):
+    script = tmp_path / "run_calls.py"
+    script.write_text(SCRIPT)
+    log, out = tmp_path / f"log_{tag}.txt", tmp_path / f"out_{tag}.json"
+    args = [sys.executable, str(script), str(tmp_path / "calls.sqlite"), str(log), str(out), str(delay), str(N_PROMPTS)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(args, cwd=ROOT, env=env), log, out
+
+
+def _lines(path):
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _cached_prompts(db):
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT request FROM calls").fetchall()
+    return [json.loads(r[0])["messages"][-1]["content"] for r in rows]
+
+
+def test_kill_9_midway_then_resume_repeats_no_finished_call(tmp_path):
+    proc, log1, out1 = _run(tmp_path, "killed", delay=0.15)
+    deadline = time.monotonic() + 60
+    while len(_lines(log1)) < 7 and time.monotonic() < deadline:  # >= 3 batches of 2 committed
+        assert proc.poll() is None, "the first run ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and not out1.exists()
+
+    everything = {f"prompt {i:02d}" for i in range(N_PROMPTS)}
+    cached = _cached_prompts(tmp_path / "calls.sqlite")
+    assert 6 <= len(cached) < N_PROMPTS
+    assert len(cached) == len(set(cached))
+    assert set(cached) <= set(_lines(log1))  # only calls that ran were stored
+
+    proc, log2, out2 = _run(tmp_path, "resumed", delay=0.0)
+    assert proc.wait(timeout=60) == 0
+    invoked = _lines(log2)
+    assert len(invoked) == len(set(invoked))
+    assert set(invoked) == everything - set(cached)  # finished calls are not repeated
+    result = json.loads(out2.read_text())
+    assert result["outputs"] == [f"PROMPT {i:02d}" for i in range(N_PROMPTS)]
+    assert result["stats"]["cache_hits"] == len(cached)
+    assert result["stats"]["generated"] == N_PROMPTS - len(cached)
+    final = _cached_prompts(tmp_path / "calls.sqlite")
+    assert sorted(final) == sorted(everything)  # one row per call, no duplicates
+
+    proc, log3, out3 = _run(tmp_path, "again", delay=0.0)
+    assert proc.wait(timeout=60) == 0
+    assert _lines(log3) == []
+    assert json.loads(out3.read_text())["stats"]["cache_hits"] == N_PROMPTS
+
+
+class _Echo(LLMBackend):
+    name = "echo"
+
+    def __init__(self):
+        self.seen = []
+
+    @property
+    def model_id(self):
+        return "echo-1"
+
+    def generate(self, batch, params):
+        self.seen.extend(c[-1]["content"] for c in batch)
+        return [f"{c[-1]['content']}@{params.temperature}" for c in batch]
+
+
+def test_keys_cover_backend_model_prompt_and_parameters():
+    conv = [{"role": "user", "content": "x"}]
+    base = call_key("hf", "m", conv, GenerationParams())
+    assert base == call_key("hf", "m", [{"content": "x", "role": "user"}], GenerationParams())
+    others = {
+        call_key("openai", "m", conv, GenerationParams()),
+        call_key("hf", "m2", conv, GenerationParams()),
+        call_key("hf", "m", [{"role": "user", "content": "y"}], GenerationParams()),
+        call_key("hf", "m", conv, GenerationParams(temperature=0.7)),
+        call_key("hf", "m", conv, GenerationParams(max_new_tokens=7)),
+        call_key("hf", "m", conv, GenerationParams(stop=("\n",))),
+    }
+    assert base not in others and len(others) == 6
+
+
+def test_duplicate_prompts_in_one_request_are_generated_once(tmp_path):
+    echo = _Echo()
+    llm = CachedLLM(echo, tmp_path / "c.sqlite", batch_size=3, progress=False)
+    convs = [[{"role": "user", "content": t}] for t in ["a", "b", "a", "c", "b"]]
+    assert llm.complete(convs, GenerationParams()) == ["a@0.0", "b@0.0", "a@0.0", "c@0.0", "b@0.0"]
+    assert echo.seen == ["a", "b", "c"]
+    assert llm.complete(convs, GenerationParams(temperature=0.5))[0] == "a@0.5"  # new params: new calls
+    assert echo.seen == ["a", "b", "c", "a", "b", "c"]
+    assert len(CallCache(tmp_path / "c.sqlite")) == 6
+
+
+def test_a_file_that_is_not_a_cache_is_a_clear_error(tmp_path):
+    bad = tmp_path / "calls.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(LLMError, match="calls.sqlite.*not a usable"):
+        CallCache(bad)
