@@ -27,10 +27,6 @@ from ccl.utils.hashing import hash_obj, hash_records
 MANIFEST = "data_manifest.json"
 
 
-class MissingTierError(RuntimeError):
-    """A configured span tier cannot be built (its module or its inputs are missing)."""
-
-
 @dataclass
 class DataBundle:
     """Everything later stages read: documents, span pairs, label space and provenance."""
@@ -51,25 +47,6 @@ class DataBundle:
 
     def span_pairs(self) -> list[SpanPair]:
         return [p for tier in ("gold", "silver", "synthetic") for p in self.spans.get(tier, [])]
-
-
-def check_tiers_available(cfg: DictConfig) -> None:
-    """Stop at once, before any work, when a configured tier has no implementation yet."""
-    missing = []
-    for tier in ("silver", "synthetic"):
-        if cfg.spans.get(tier) is None:
-            continue
-        try:
-            __import__(f"ccl.expansion.{tier}")
-        except ModuleNotFoundError:
-            missing.append(tier)
-    if missing:
-        raise MissingTierError(
-            f"spans={list(k for k, v in cfg.spans.items() if v is not None)} needs the "
-            f"{' and '.join(missing)} tier(s), which this version of CCL does not build yet "
-            f"(module(s) {', '.join('ccl.expansion.' + t for t in missing)} missing; see issue 5). "
-            "Run with spans=[gold] (ablation_row4) meanwhile."
-        )
 
 
 def load_index_entries(cfg: DictConfig, tab: TabularList, cache_dir: Path, console: Console) -> tuple[list, dict]:
@@ -107,7 +84,6 @@ def _label_space(docs: dict[str, list[Document]], split: str) -> list[str]:
 
 def build_data(cfg: DictConfig, run_dir: Path, console: Console) -> DataBundle:
     """Build (or load from cache) documents and span tiers; write the manifest and records."""
-    check_tiers_available(cfg)
     cache_dir = Path(cfg.paths.cache_dir)
     t0 = time.perf_counter()
     tab = load_tabular(cfg.icd.tabular_xml, cache_dir)
