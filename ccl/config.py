@@ -179,6 +179,7 @@ class TrainConfig:
     max_epochs: int | None = None
     batch_size: int = 8  # examples per batch (upper bound)
     max_batch_tokens: int = 8192  # token budget per batch (length-grouped)
+    packing: bool = False  # pack a batch's examples into rows (isolated attention, no padding)
     grad_accum: int = 1
     precision: str = "32-true"
     gradient_checkpointing: bool = False

@@ -139,3 +139,10 @@ def test_interrupted_run_resumes_to_identical_weights_and_metrics(tmp_path, monk
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key
     assert whole["codes"] == resumed["codes"]
+
+
+def test_packed_training_runs_end_to_end(tmp_path):
+    cfg = compose_cfg(tmp_path, "+experiment=ablation_row4", "train.packing=true", "train.batch_size=16")
+    metrics = run(cfg, tmp_path / "run", quiet())
+    meta = json.loads((tmp_path / "run" / "model" / "ccl_model.json").read_text())
+    assert meta["steps"] == 3 and metrics["n_docs"] == 6

@@ -13,10 +13,10 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ccl.config import TrainConfig
+from ccl.data.packing import MODEL_INPUTS
 from ccl.model.code_tokens import code_head_parameters, code_token_ids
 
 IGNORE_INDEX = -100
-MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "position_ids")
 
 
 def warmup_cosine(warmup_steps: int, max_steps: int):
@@ -94,7 +94,7 @@ class SFTModule(pl.LightningModule):
         now = time.perf_counter()
         if self._last_step_end is not None:
             elapsed = max(now - self._last_step_end, 1e-9)
-            tokens = batch["attention_mask"].sum().item()
+            tokens = int(batch["num_tokens"]) if "num_tokens" in batch else batch["attention_mask"].sum().item()
             answer = (batch["labels"] != IGNORE_INDEX).sum().item()
             self.log("train/tokens_per_s", tokens / elapsed, on_step=True, on_epoch=False)
             self.log("train/answer_tokens_per_s", answer / elapsed, on_step=True, on_epoch=False)

@@ -92,12 +92,16 @@ def load_model(cfg: DictConfig, bundle: DataBundle, cache_dir: Path) -> tuple[An
 def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Console) -> Path:
     """Fit the model; save it to ``run_dir/model``; return that path."""
     from ccl.data.datamodule import MixDataModule
+    from ccl.data.packing import PackingCollator, use_packed_attention
     from ccl.model.backbone import apply_training_mode, count_parameters
     from ccl.model.module import SFTModule, save_trained
 
     pl.seed_everything(cfg.seed, workers=True)
     cache_dir = Path(cfg.paths.cache_dir)
     model, tokenizer = load_model(cfg, bundle, cache_dir)
+    packing = bool(cfg.train.packing)
+    if packing and model.config._attn_implementation == "sdpa":
+        use_packed_attention(model)  # per-example causal SDPA inside a packed row
     model = apply_training_mode(model, cfg.train)
     trainable, total = count_parameters(model)
 
@@ -109,8 +113,12 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     n_val = int(cfg.train.val_docs)
     val_tok, _ = tokenize_examples(tokenizer, val_ex[:n_val], use_chat, max_len) if n_val and val_ex else ([], None)
 
+    collator = (
+        PackingCollator(max_len, tokenizer.pad_token_id, attn_implementation=model.config._attn_implementation)
+        if packing else None
+    )
     dm = MixDataModule(doc_tok, span_tok, cfg.mix, cfg.train, seed=cfg.seed,
-                       pad_token_id=tokenizer.pad_token_id, val_examples=val_tok)
+                       pad_token_id=tokenizer.pad_token_id, collator=collator, val_examples=val_tok)
     dm.build_plan()
     # The LR schedule spans the planned steps (train.max_epochs may end the plan early).
     schedule_cfg = OmegaConf.merge(cfg.train, {"max_steps": dm.planned_steps})
