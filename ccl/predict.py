@@ -22,9 +22,10 @@ def _load_run_config(run_dir: Path):
     path = run_dir / "config.yaml"
     if not path.exists():
         raise SystemExit(f"{path}: not a CCL run folder (no config.yaml); give the folder of a finished run")
-    if not (run_dir / "model").exists():
+    cfg = OmegaConf.load(path)
+    if cfg.train.mode != "none" and not (run_dir / "model").exists():
         raise SystemExit(f"{run_dir / 'model'}: the run has no trained model; run its train stage first")
-    return OmegaConf.load(path)
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:

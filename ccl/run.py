@@ -19,12 +19,22 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ccl.config import register_configs
+from ccl.inference.parser import PARSER_VERSION
 from ccl.stages.data import build_data, print_data_summary
 from ccl.utils.hashing import hash_obj
 from ccl.utils.stages import StageLedger, parse_stages
 
 log = logging.getLogger(__name__)
 register_configs()
+
+
+def _require_current(ledger: StageLedger, stage: str, key: str, output: str) -> None:
+    """Running a later stage alone must not silently use outputs of another config."""
+    if ledger.state.get(stage) != key:
+        raise RuntimeError(
+            f"{output} in this run folder was not made by the current config's {stage} stage "
+            f"(its key {ledger.state.get(stage)!r} != {key!r}): include stage {stage} in stage=..."
+        )
 
 
 def _run_dir() -> Path:
@@ -69,7 +79,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
             timings["train"] = time.perf_counter() - t
             ledger.mark_done("train", tkey)
 
-    pkey = hash_obj({"train": tkey, "infer": OmegaConf.to_container(cfg.infer, resolve=True), "task": cfg.task})
+    if "predict" in stages and "train" not in stages and cfg.train.mode != "none":
+        _require_current(ledger, "train", tkey, "model/")
+    pkey = hash_obj({"train": tkey, "infer": OmegaConf.to_container(cfg.infer, resolve=True),
+                     "task": str(cfg.task), "parser": PARSER_VERSION})
     preds = run_dir / "predictions.jsonl"
     if "predict" in stages:
         if ledger.is_done("predict", pkey, [preds]):
@@ -87,7 +100,13 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
 
         if not preds.exists():
             raise FileNotFoundError(f"{preds}: no predictions to evaluate; run stage=predict first")
+        if "predict" not in stages:
+            _require_current(ledger, "predict", pkey, "predictions.jsonl")
         split = cfg.infer.split
+        if not any(d.codes for d in bundle.docs[split]):
+            console.print(f"[yellow]eval[/]: the {split} documents have no gold codes (predict-only): "
+                          "predictions written, nothing scored")
+            return {}
         # With infer.limit only part of the split is scored: its label space is that part's codes.
         label_space = None if cfg.infer.limit else bundle.label_space
         metrics = evaluate(read_predictions(preds), bundle.docs[split], label_space, bundle.seen_codes)
@@ -98,7 +117,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
         (run_dir / METRICS).write_text(json.dumps(metrics, indent=2))
         ledger.mark_done("eval", pkey)
         print_metrics(metrics, console, title=f"{cfg.name} ({cfg.backbone.name})")
-        if str(cfg.logger.kind) == "wandb":
+        if str(cfg.logger.kind) == "wandb" and {"train", "predict"} & set(timings):
             from ccl.report.wandb_log import log_run_results
 
             log_run_results(run_dir, cfg.logger)

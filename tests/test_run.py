@@ -146,3 +146,23 @@ def test_packed_training_runs_end_to_end(tmp_path):
     metrics = run(cfg, tmp_path / "run", quiet())
     meta = json.loads((tmp_path / "run" / "model" / "ccl_model.json").read_text())
     assert meta["steps"] == 3 and metrics["n_docs"] == 6
+
+
+def test_later_stage_alone_refuses_outputs_of_another_config(tmp_path):
+    folder = tmp_path / "run"
+    run(compose_cfg(tmp_path, "+experiment=ablation_row4"), folder, quiet())
+    changed = compose_cfg(tmp_path, "+experiment=ablation_row4", "train.lr=0.01", "stage=predict+eval")
+    with pytest.raises(RuntimeError, match="not made by the current config's train stage"):
+        run(changed, folder, quiet())
+    reparsed = compose_cfg(tmp_path, "+experiment=ablation_row4", "infer.max_new_tokens=9", "stage=eval")
+    with pytest.raises(RuntimeError, match="not made by the current config's predict stage"):
+        run(reparsed, folder, quiet())
+
+
+def test_data_key_is_stable_across_reruns_and_split_choice(tmp_path):
+    first = run(compose_cfg(tmp_path, "+experiment=ablation_row4", "stage=data"), tmp_path / "a", quiet())
+    assert first == {}
+    keys = [json.loads((tmp_path / r / "data_manifest.json").read_text())["key"] for r in ("a",)]
+    run(compose_cfg(tmp_path, "+experiment=ablation_row4", "stage=data", "infer.split=val"), tmp_path / "b", quiet())
+    keys.append(json.loads((tmp_path / "b" / "data_manifest.json").read_text())["key"])
+    assert keys[0] == keys[1]

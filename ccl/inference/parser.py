@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from ccl.data.prompts import CODES_HEADER, EVIDENCE_HEADER, NO_EVIDENCE
 from ccl.icd.codes import CODE_PATTERN, extract_codes
 
+# Bump when parsing changes: it is part of the predict stage's key.
+PARSER_VERSION = "1"
+
 _EVIDENCE_WORD = re.escape(EVIDENCE_HEADER.rstrip(":").strip())
 _CODES_WORD = re.escape(CODES_HEADER.rstrip(":").strip().rstrip("sS"))
 _HEADER = re.compile(

@@ -51,6 +51,7 @@ class WandbPayload:
     predictions_rows: list[dict[str, Any]]  # what the predictions artifact holds
     adapter_dir: Path | None
     tags: list[str] = field(default_factory=list)
+    with_text: bool = False  # logger.log_note_text: note-derived content may be uploaded
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -129,6 +130,7 @@ def build_payload(run_dir: str | Path, logger_cfg: Any = None, sample_size: int 
         # LoRA adapters are small; full checkpoints (GBs) are not uploaded.
         adapter_dir=model_dir if (model_dir / "adapter_config.json").is_file() else None,
         tags=[str(config.get("task", "")), backbone],
+        with_text=with_text,
     )
 
 
@@ -173,7 +175,12 @@ def log_run_results(run_dir: str | Path, logger_cfg: Any = None, sample_size: in
         run.log_artifact(artifact)
         if payload.adapter_dir is not None:
             adapter = wandb.Artifact(_artifact_name(f"{payload.name}-adapter"), type="model")
-            adapter.add_dir(str(payload.adapter_dir))
+            # Weights and configs only: a tiny backbone's tokenizer is trained on note
+            # text, so tokenizer files stay local unless note text may leave the machine.
+            for f in sorted(payload.adapter_dir.iterdir()):
+                if f.is_file() and (f.name.startswith("adapter_") or f.name == "ccl_model.json"
+                                    or payload.with_text):
+                    adapter.add_file(str(f))
             run.log_artifact(adapter)
     finally:
         if own_run:

@@ -143,7 +143,15 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console) -> DataBundle:
                         "unseen": len(set(label_space) - seen_codes)},
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    key = hash_obj({k: v for k, v in manifest.items() if k != "seconds"})
+    # The key covers content only (tabular, documents, pairs, prompts), never paths,
+    # timings, where a file came from or which split is scored: a rerun of the same
+    # data must find the same key, or every later stage would be redone.
+    key = hash_obj({
+        "prompt_version": PROMPT_VERSION,
+        "tabular": tab.content_hash(),
+        "documents": {split: info["content_hash"] for split, info in manifest["documents"].items()},
+        "spans": {name: info["content_hash"] for name, info in manifest["span_tiers"].items()},
+    })
     manifest["key"] = key
 
     data_dir = Path(run_dir) / "data"

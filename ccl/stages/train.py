@@ -8,6 +8,7 @@ Checkpoints go to ``checkpoints/``; an interrupted run resumes from ``last.ckpt`
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,9 +28,20 @@ from ccl.utils.loggers import finish_logger, make_logger
 MODEL_META = "ccl_model.json"
 
 
+# Settings that change how a run is executed or reported, not the weights it ends with.
+_NOT_IN_TRAIN_KEY = {
+    "backbone": ("family", "n_params"),
+    "train": ("log_every_n_steps", "save_every_n_steps", "val_docs", "devices", "num_nodes",
+              "strategy", "accelerator"),
+}
+
+
 def train_key(cfg: DictConfig, bundle: DataBundle) -> str:
     """Content key of the training stage: data key + everything that shapes the model."""
-    parts = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("backbone", "mix", "train")}
+    parts = {}
+    for group in ("backbone", "mix", "train"):
+        values = OmegaConf.to_container(cfg[group], resolve=True)
+        parts[group] = {k: v for k, v in values.items() if k not in _NOT_IN_TRAIN_KEY.get(group, ())}
     return hash_obj({"data": bundle.key, "task": str(cfg.task), "seed": cfg.seed,
                      "prompts": PROMPT_VERSION, **parts})
 
@@ -39,7 +51,7 @@ def tiny_corpus(bundle: DataBundle) -> list[str]:
     texts = [d.text for split in ("train", "val") for d in bundle.docs.get(split, [])]
     texts += [p.evidence for p in bundle.span_pairs()]
     texts += [f"{c} - {bundle.describe(c)}" for c in sorted(bundle.tab.billable_codes())[::25]]
-    texts += [f"{c} - {bundle.describe(c)}" for c in bundle.label_space]
+    texts += [f"{c} - {bundle.describe(c)}" for c in model_codes(bundle)]
     return texts
 
 
@@ -96,6 +108,7 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     from ccl.model.backbone import apply_training_mode, count_parameters
     from ccl.model.module import SFTModule, save_trained
 
+    check_trainable(bundle)
     pl.seed_everything(cfg.seed, workers=True)
     cache_dir = Path(cfg.paths.cache_dir)
     model, tokenizer = load_model(cfg, bundle, cache_dir)
@@ -150,10 +163,13 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - t0
+    # A fresh folder: files of an earlier mode (an adapter beside a full model) must not linger.
+    shutil.rmtree(run_dir / "model", ignore_errors=True)
     out = save_trained(module, run_dir / "model")
     report = {
         "mode": str(cfg.train.mode), "backbone": cfg.backbone.name,
-        "base_dir": str(getattr(module.model.config, "_name_or_path", "")), "code_tokens": bool(cfg.backbone.code_tokens),
+        "base_dir": _absolute(str(getattr(module.model.config, "_name_or_path", ""))),
+        "code_tokens": bool(cfg.backbone.code_tokens),
         "codes": model_codes(bundle) if cfg.backbone.code_tokens else [],
         "trainable_params": trainable, "total_params": total, "steps": steps, "fit_seconds": round(seconds, 1),
         "final_loss": float(trainer.callback_metrics.get("train/loss", torch.tensor(float("nan")))),
@@ -166,6 +182,20 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     return out
 
 
+def _absolute(name: str) -> str:
+    """A local model folder as an absolute path (the run may be used from anywhere); hub ids as they are."""
+    return str(Path(name).resolve()) if name and Path(name).is_dir() else name
+
+
+def check_trainable(bundle: DataBundle) -> None:
+    """Refuse to fine-tune on documents that carry no codes (e.g. ACI-Bench without labels)."""
+    if not any(d.codes for d in bundle.docs.get("train", [])):
+        raise ValueError(
+            "the training documents have no codes (a predict-only source such as ACI-Bench without "
+            "docs.labels_path?): give labels, or run zero-shot with train=none"
+        )
+
+
 def load_trained(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path) -> tuple[Any, Any]:
     """The model to predict with: the trained one in ``run_dir/model``, or the bare backbone."""
     from ccl.model.backbone import load_backbone
@@ -176,7 +206,10 @@ def load_trained(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path) -> t
         if str(cfg.train.mode) != "none":
             raise FileNotFoundError(f"{model_dir}: no trained model; run stage=train first")
         if bundle is None:
-            raise ValueError("a zero-shot model needs the data bundle (tiny tokenizer corpus)")
+            if str(cfg.backbone.kind) == "tiny":
+                raise ValueError("a zero-shot tiny model is rebuilt from the run's data; use ccl.run stage=predict")
+            model, tokenizer = load_backbone(cfg.backbone, cache_dir)
+            return model.eval(), tokenizer
         model, tokenizer = load_model(cfg, bundle, cache_dir)
         return model.eval(), tokenizer
     meta = json.loads((model_dir / MODEL_META).read_text())
