@@ -166,3 +166,18 @@ def test_data_key_is_stable_across_reruns_and_split_choice(tmp_path):
     run(compose_cfg(tmp_path, "+experiment=ablation_row4", "stage=data", "infer.split=val"), tmp_path / "b", quiet())
     keys.append(json.loads((tmp_path / "b" / "data_manifest.json").read_text())["key"])
     assert keys[0] == keys[1]
+
+
+CODIESP = ROOT.parent / "shared" / "data" / "codiesp"
+
+
+def test_codiesp_runs_end_to_end_on_real_files(tmp_path):
+    if not CODIESP.exists():
+        pytest.skip(f"{CODIESP} not available")
+    cfg = compose_cfg(tmp_path, "+experiment=codiesp_ccl", f"docs.path={CODIESP}", "infer.limit=4",
+                      "backbone.max_length=384")
+    metrics = run(cfg, tmp_path / "run", quiet())
+    manifest = json.loads((tmp_path / "run" / "data_manifest.json").read_text())
+    assert manifest["documents"]["train"]["count"] == 400 and manifest["documents"]["test"]["count"] == 250
+    assert manifest["span_tiers"]["gold"]["pairs"] > 1000
+    assert metrics["n_docs"] == 4 and "evidence" in metrics
