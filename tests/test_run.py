@@ -14,7 +14,8 @@ from ccl.run import run
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 INDEX = ROOT.parent / "shared" / "data" / "icd10cm" / "icd10cm-index-2025-rebuilt.xml"
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+# Experiments on real corpora need their files: they have their own tests below.
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("codiesp"))
 
 FAST = [
     "backbone=tiny", "logger=none", "icd.download=false",
@@ -174,10 +175,10 @@ CODIESP = ROOT.parent / "shared" / "data" / "codiesp"
 def test_codiesp_runs_end_to_end_on_real_files(tmp_path):
     if not CODIESP.exists():
         pytest.skip(f"{CODIESP} not available")
-    cfg = compose_cfg(tmp_path, "+experiment=codiesp_ccl", f"docs.path={CODIESP}", "infer.limit=4",
-                      "backbone.max_length=384")
+    cfg = compose_cfg(tmp_path, "+experiment=codiesp_ccl", f"docs.path={CODIESP}", "infer.limit=4")
     metrics = run(cfg, tmp_path / "run", quiet())
     manifest = json.loads((tmp_path / "run" / "data_manifest.json").read_text())
-    assert manifest["documents"]["train"]["count"] == 400 and manifest["documents"]["test"]["count"] == 250
+    # 500 training cases minus docs.n_val=4 (FAST) carved out for validation
+    assert manifest["documents"]["train"]["count"] == 496 and manifest["documents"]["test"]["count"] == 250
     assert manifest["span_tiers"]["gold"]["pairs"] > 1000
     assert metrics["n_docs"] == 4 and "evidence" in metrics
