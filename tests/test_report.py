@@ -415,3 +415,14 @@ def test_wandb_offline_run_logs_tables_and_artifacts_without_network(runs, tmp_p
     assert predictions and all(b"raw_output" not in b for b in predictions)
     adapter_config = (folder / "model" / "adapter_config.json").read_bytes()
     assert adapter_config in staged
+
+
+def test_hidden_folders_are_not_incomplete_runs(tmp_path):
+    from ccl.report.collect import incomplete_runs
+
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "run" / ".hydra" / "config.yaml").write_text("name: x\n")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.yaml").write_text("name: y\n")
+    assert incomplete_runs(tmp_path / "run") == []
+    assert incomplete_runs(tmp_path) == [tmp_path / "other"]

@@ -69,8 +69,10 @@ def incomplete_runs(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
+    # Hidden folders (Hydra's .hydra/ holds a config.yaml too) are never runs.
     return sorted((d for d in folder.iterdir()
-                   if d.is_dir() and (d / "config.yaml").is_file() and not (d / "metrics.json").is_file()),
+                   if d.is_dir() and not d.name.startswith(".") and (d / "config.yaml").is_file()
+                   and not (d / "metrics.json").is_file()),
                   key=_natural_key)
 
 
