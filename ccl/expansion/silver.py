@@ -29,7 +29,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ccl.data.records import Document, SpanPair, read_span_pairs, write_jsonl
+from ccl.data.records import Document, SpanPair
 from ccl.expansion.llm.base import (
     GenerationParams,
     LLMConfig,
@@ -42,6 +42,7 @@ from ccl.expansion.llm.cache import CachedLLM
 from ccl.expansion.llm.lexical import LexicalMiner, locate
 from ccl.expansion.llm.parse import parse_code_spans, parse_string_list
 from ccl.expansion.llm.progress import track
+from ccl.expansion.tier_cache import load_tier, save_tier
 from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList
 from ccl.utils.hashing import hash_obj, hash_records
@@ -359,24 +360,6 @@ def _tier_key(method: str, llm: LLMConfig, corpus_name: str, documents: Sequence
     })  # fmt: skip
 
 
-def _load(folder: Path) -> tuple[list[SpanPair], dict[str, Any]] | None:
-    report = folder / "report.json"
-    if not report.is_file():
-        return None
-    try:
-        return read_span_pairs(folder / "pairs.jsonl"), json.loads(report.read_text())
-    except (OSError, ValueError):
-        return None  # damaged entry: rebuild
-
-
-def _save(folder: Path, pairs: list[SpanPair], report: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "pairs.jsonl", pairs)
-    tmp = folder / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True))
-    tmp.replace(folder / "report.json")  # last: its presence marks a complete entry
-
-
 def build_tier(
     cfg: Any,
     tab: TabularList,
@@ -394,7 +377,7 @@ def build_tier(
         documents = documents[: llm_cfg.max_documents]
     key = _tier_key(method, llm_cfg, corpus_name, documents, spans, tab, k)
     folder = Path(cache_dir) / "silver" / key
-    loaded = _load(folder)
+    loaded = load_tier(folder)
     if loaded is not None:
         return loaded
 
@@ -465,5 +448,5 @@ def build_tier(
             for code in sorted(cands.labelled_docs)
         },
     )  # fmt: skip
-    _save(folder, pairs, report)
+    save_tier(folder, pairs, report)
     return pairs, report

@@ -23,7 +23,6 @@ behind every pair.
 from __future__ import annotations
 
 import functools
-import json
 import re
 import time
 from bisect import bisect_left
@@ -36,7 +35,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ccl.data.records import Document, SpanPair, read_span_pairs, write_jsonl
+from ccl.data.records import Document, SpanPair
 from ccl.expansion.llm.base import (
     GenerationParams,
     LLMConfig,
@@ -48,6 +47,7 @@ from ccl.expansion.llm.base import (
 from ccl.expansion.llm.cache import CachedLLM
 from ccl.expansion.llm.parse import parse_string_list
 from ccl.expansion.llm.progress import track
+from ccl.expansion.tier_cache import load_tier, save_tier
 from ccl.icd.codes import CODE_PATTERN, canonical_code
 from ccl.icd.nearest import _levels
 from ccl.icd.tabular import TabularList
@@ -475,25 +475,6 @@ def _evidence(spans: Mapping[str, Sequence[SpanPair]]) -> dict[str, list[str]]:
     return {c: list(v.values()) for c, v in out.items()}
 
 
-def _load(folder: Path) -> tuple[list[SpanPair], dict[str, Any]] | None:
-    report = folder / "report.json"
-    if not report.is_file():
-        return None
-    try:
-        return read_span_pairs(folder / "pairs.jsonl"), json.loads(report.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _save(folder: Path, result: Synthesis, report: dict[str, Any]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "pairs.jsonl", result.pairs)
-    write_jsonl(folder / "provenance.jsonl", result.provenance)
-    tmp = folder / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True))
-    tmp.replace(folder / "report.json")  # last: its presence marks a complete entry
-
-
 def _setting(cfg: Any) -> tuple[str, int, str, int]:
     syn = cfg.spans.synthetic
     method = str(syn.get("method", "template"))
@@ -538,7 +519,7 @@ def build_tier(
     targets = target_codes(which, tab, docs)
     key = _tier_key(method, llm_cfg, targets, spans, tab, k, n_neighbours)
     folder = Path(cache_dir) / "synthetic" / key
-    loaded = _load(folder)
+    loaded = load_tier(folder)
     if loaded is not None:
         return loaded
 
@@ -590,5 +571,5 @@ def build_tier(
     }
     if llm is not None:
         report.update(backend=llm_cfg.backend, model=llm_cfg.model, llm_calls=llm.stats.to_dict())
-    _save(folder, result, report)
+    save_tier(folder, result.pairs, report, {"provenance.jsonl": result.provenance})
     return result.pairs, report
