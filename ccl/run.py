@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +70,19 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
 
     tkey = train_key(cfg, bundle)
     model_dir = run_dir / "model"
+    def run_stage(name: str, key: str, output: Path, work: Callable[..., Any]) -> None:
+        """Skip a stage finished under ``key``; else redo it and everything after it."""
+        if ledger.is_done(name, key, [output]):
+            console.print(f"[green]{name}[/]: cached ({key}), skipping")
+            return
+        ledger.invalidate_from(name)
+        t = time.perf_counter()
+        work(cfg, bundle, run_dir, console)
+        timings[name] = time.perf_counter() - t
+        ledger.mark_done(name, key)
+
     if "train" in stages and cfg.train.mode != "none":
-        if ledger.is_done("train", tkey, [model_dir]):
-            console.print(f"[green]train[/]: cached ({tkey}), skipping")
-        else:
-            ledger.invalidate_from("train")
-            t = time.perf_counter()
-            train_stage(cfg, bundle, run_dir, console)
-            timings["train"] = time.perf_counter() - t
-            ledger.mark_done("train", tkey)
+        run_stage("train", tkey, model_dir, train_stage)
 
     if "predict" in stages and "train" not in stages and cfg.train.mode != "none":
         _require_current(ledger, "train", tkey, "model/")
@@ -85,14 +90,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
                      "task": str(cfg.task), "parser": PARSER_VERSION})
     preds = run_dir / "predictions.jsonl"
     if "predict" in stages:
-        if ledger.is_done("predict", pkey, [preds]):
-            console.print(f"[green]predict[/]: cached ({pkey}), skipping")
-        else:
-            ledger.invalidate_from("predict")
-            t = time.perf_counter()
-            predict_stage(cfg, bundle, run_dir, console)
-            timings["predict"] = time.perf_counter() - t
-            ledger.mark_done("predict", pkey)
+        run_stage("predict", pkey, preds, predict_stage)
 
     metrics: dict[str, Any] = {}
     if "eval" in stages:
