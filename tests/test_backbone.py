@@ -24,8 +24,6 @@ from ccl.model.backbone import (
 from ccl.model.code_tokens import add_code_tokens, code_head_parameters, code_token_ids
 from ccl.model.tiny import build_tiny
 
-torch.set_num_threads(1)
-
 HIDDEN, LAYERS, INTER = 64, 2, 128
 CORPUS = [
     "Type 2 diabetes mellitus without complications E11.9",

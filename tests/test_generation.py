@@ -39,15 +39,6 @@ DESCRIBE = {"I10": "Essential (primary) hypertension"}.get
 NEW_TOKENS = 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two shared cores: one thread per process decodes this tiny model fastest."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny Llama whose weights are re-drawn large enough that its output depends on the prompt.

@@ -21,8 +21,6 @@ from ccl.model.backbone import apply_training_mode, load_backbone
 from ccl.model.code_tokens import add_code_tokens, code_head_parameters
 from ccl.model.module import IGNORE_INDEX, SFTModule, save_trained, warmup_cosine
 
-torch.set_num_threads(1)
-
 PAIRS = {
     "E11.9": "Type 2 diabetes mellitus without complications",
     "I10": "Essential hypertension",

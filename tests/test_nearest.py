@@ -12,18 +12,12 @@ from ccl.icd.nearest import (
     nearest_codes,
     nearest_covered,
 )
-from ccl.icd.tabular import TabularList, default_xml_path, load_tabular
+from ccl.icd.tabular import TabularList, load_tabular
 
 
 @pytest.fixture(scope="module")
-def tab() -> TabularList:
-    try:
-        path = default_xml_path()
-    except FileNotFoundError as err:
-        pytest.skip(str(err))
-    if not path.exists():
-        pytest.skip(f"{path} is not shipped with this simple-icd-10-cm version")
-    return load_tabular(path)
+def tab(xml_path) -> TabularList:
+    return load_tabular(xml_path)
 
 
 def test_siblings_first(tab: TabularList) -> None:

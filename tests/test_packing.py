@@ -23,14 +23,6 @@ PAD = 0
 LENGTHS = (3, 41, 7, 90, 2, 15)  # very different lengths; 2 tokens: a one-target example
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=32, num_layers=2, num_heads=4,

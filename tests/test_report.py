@@ -53,26 +53,21 @@ def mini_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     base = tmp_path_factory.mktemp("report-runs")
     cache = tmp_path_factory.getbasetemp() / "ccl-cache"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        argv = ["ccl.run", "-m", f"--config-path={CONF}", "+experiment=" + ",".join(ROWS), *FAST,
-                f"paths.cache_dir={cache}", f"hydra.sweep.dir={base / 'sweep'}",
-                "++hydra.callbacks.report._target_=ccl.report.callback.ReportCallback",
-                "hydra/job_logging=none", "hydra/hydra_logging=none"]
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(sys, "argv", argv)
-            mp.delenv("CCL_SWEEP_GROUP", raising=False)
-            mp.setenv("HYDRA_FULL_ERROR", "1")  # a failing job raises its own error, not SystemExit(1)
-            ccl.run.main()
-            assert "CCL_SWEEP_GROUP" not in os.environ, "the callback must restore the W&B group variable"
-            # Hydra keeps its singletons after a multirun; later compose() calls need them clear.
-            GlobalHydra.instance().clear()
-            HydraConfig.instance().cfg = None
-        cfg = compose_cfg(cache, "+experiment=ablation_row4", "backbone=tiny_s")
-        ccl.run.run(cfg, base / "scaling" / "row4_tiny_s", Console(quiet=True))
-    finally:
-        torch.set_num_threads(threads)
+    argv = ["ccl.run", "-m", f"--config-path={CONF}", "+experiment=" + ",".join(ROWS), *FAST,
+            f"paths.cache_dir={cache}", f"hydra.sweep.dir={base / 'sweep'}",
+            "++hydra.callbacks.report._target_=ccl.report.callback.ReportCallback",
+            "hydra/job_logging=none", "hydra/hydra_logging=none"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", argv)
+        mp.delenv("CCL_SWEEP_GROUP", raising=False)
+        mp.setenv("HYDRA_FULL_ERROR", "1")  # a failing job raises its own error, not SystemExit(1)
+        ccl.run.main()
+        assert "CCL_SWEEP_GROUP" not in os.environ, "the callback must restore the W&B group variable"
+        # Hydra keeps its singletons after a multirun; later compose() calls need them clear.
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None
+    cfg = compose_cfg(cache, "+experiment=ablation_row4", "backbone=tiny_s")
+    ccl.run.run(cfg, base / "scaling" / "row4_tiny_s", Console(quiet=True))
     _RUNS.update(sweep=base / "sweep", scaling=base / "scaling")
     return _RUNS
 

@@ -25,14 +25,6 @@ FAST = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def compose_cfg(tmp_path: Path, *overrides: str):
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -8,22 +8,7 @@ from pathlib import Path
 import pytest
 
 from ccl.icd import tabular
-from ccl.icd.tabular import TabularError, TabularList, default_xml_path, load_tabular
-
-
-def _default_or_skip() -> Path:
-    try:
-        path = default_xml_path()
-    except FileNotFoundError as err:
-        pytest.skip(str(err))
-    if not path.exists():
-        pytest.skip(f"{path} is not shipped with this simple-icd-10-cm version")
-    return path
-
-
-@pytest.fixture(scope="module")
-def xml_path() -> Path:
-    return _default_or_skip()
+from ccl.icd.tabular import TabularError, TabularList, load_tabular
 
 
 @pytest.fixture(scope="module")
