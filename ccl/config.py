@@ -200,6 +200,9 @@ class InferConfig:
     batch_size: int = 8
     temperature: float = 0.0
     human_evidence: bool = False
+    # End a section whose line repeats (HF engine; see ccl/inference/guards.py): a looping
+    # model still reaches its codes. vLLM ignores it.
+    stop_repeated_lines: bool = True
     split: str = "test"
     limit: int | None = None  # evaluate on the first N documents only
 

@@ -166,3 +166,65 @@ def test_adapter_max_lora_rank(tmp_path):
         adapter({"alpha": 3})
     with pytest.raises(FileNotFoundError, match="no adapter_config.json"):
         adapter_max_lora_rank(tmp_path / "missing")
+
+
+# --- the repeated-line guard ----------------------------------------------------------------
+
+
+def test_repeated_last_line_looks_at_complete_lines_of_one_section():
+    from ccl.inference.guards import repeated_last_line
+
+    assert repeated_last_line("Evidence:\n- fever\n- cough\n- fever\n")
+    assert not repeated_last_line("Evidence:\n- fever\n- cough\n- fever")  # line not finished
+    assert not repeated_last_line("Evidence:\n- fever\n- fever cough\n")
+    assert not repeated_last_line("Evidence:\n- fever\nCodes:\n- fever\n")  # other section
+    assert repeated_last_line("Evidence:\n- a\nCodes:\nI10 - x\nI10 - x\n")
+    assert not repeated_last_line("\n\n")  # blank lines are not evidence
+
+
+def _scripted_decode(tok, script: str, in_codes: bool, steps: int) -> str:
+    """Greedy decoding of a 'model' that always wants the next token of ``script``, guarded."""
+    from ccl.inference.guards import RepeatedLineGuard
+
+    want = tok.encode(script, add_special_tokens=False)
+    prompt = [7, 7, 7]
+    stop = tok.eos_token_id
+    guard = RepeatedLineGuard(tok, prompt_width=len(prompt), in_codes=[in_codes], stop_id=stop)
+    seq = list(prompt)
+    for t in range(min(steps, len(want))):
+        scores = torch.zeros(1, len(tok))
+        scores[0, want[t]] = 10.0
+        nxt = int(guard(torch.tensor([seq]), scores).argmax(-1))
+        if nxt == stop:
+            break
+        seq.append(nxt)
+    return tok.decode(seq[len(prompt) :])
+
+
+def test_guard_ends_a_looping_evidence_section_with_the_codes_header(tiny):
+    _, tok, _ = tiny
+    loop = "Evidence:\n- fever\n- cough\n" + "- fever\n" * 6
+    out = _scripted_decode(tok, loop, in_codes=False, steps=60)
+    assert out.startswith("Evidence:\n- fever\n- cough\n- fever\nCodes:\n")
+    # unguarded, the same script never reaches the codes
+    assert "Codes:" not in loop
+
+
+def test_guard_stops_a_looping_codes_section(tiny):
+    _, tok, _ = tiny
+    out = _scripted_decode(tok, "I10 - x\nE11.9 - y\n" + "I10 - x\n" * 5, in_codes=True, steps=80)
+    assert out == "I10 - x\nE11.9 - y\nI10 - x\n"
+    out = _scripted_decode(tok, "Evidence:\n- a\nCodes:\nI10 - x\nI10 - x\nI10 - x\n", False, 80)
+    assert out == "Evidence:\n- a\nCodes:\nI10 - x\nI10 - x\n"
+
+
+def test_guarded_batched_decoding_equals_one_by_one(tiny):
+    model, tok, prompts = tiny
+    one = HFEngine(model, tok, batch_size=1, repeat_guard=True).generate_ids(prompts, NEW_TOKENS)
+    assert HFEngine(model, tok, batch_size=8, repeat_guard=True).generate_ids(prompts, NEW_TOKENS) == one
+
+
+def test_make_engine_guards_by_default(tiny):
+    model, tok, _ = tiny
+    assert make_engine(InferConfig(engine="hf"), model, tok).repeat_guard
+    assert not make_engine(InferConfig(engine="hf", stop_repeated_lines=False), model, tok).repeat_guard

@@ -67,4 +67,7 @@ def make_engine(
         raise ValueError(f"unknown infer.engine {engine!r}: expected 'hf' or 'vllm'")
     if model is None or tokenizer is None:
         raise ValueError("HF generation needs the loaded model and tokenizer")
-    return HFEngine(model, tokenizer, batch_size=batch_size, temperature=temperature)
+    return HFEngine(
+        model, tokenizer, batch_size=batch_size, temperature=temperature,
+        repeat_guard=bool(infer_cfg.stop_repeated_lines),
+    )

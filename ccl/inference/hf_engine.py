@@ -12,6 +12,10 @@ default dynamic cache concatenates every layer's keys and values at each step,
 which for a batch of 8-16 rows on a CPU costs as much as the model itself
 (``python -m ccl.bench predict``). A single prompt keeps the dynamic cache,
 which is faster for one row. ``static_cache=False`` turns this off.
+
+``repeat_guard=True`` ends a section whose line repeats
+(:class:`~ccl.inference.guards.RepeatedLineGuard`), so a looping model still
+reaches its codes.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
+from transformers import LogitsProcessorList
 
 from ccl.data.sft import encode_prompts
+from ccl.inference.guards import RepeatedLineGuard, starts_in_codes
 
 
 def _as_set(ids: Any) -> set[int]:
@@ -43,12 +49,15 @@ class HFEngine:
         stop_token_ids: Sequence[int] = (),
         progress: bool = False,
         static_cache: bool = True,
+        repeat_guard: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer = model, tokenizer
         self.batch_size, self.temperature, self.progress = int(batch_size), float(temperature), progress
         self.static_cache = bool(static_cache)
+        self.repeat_guard = bool(repeat_guard)
+        self.guard_cuts = 0  # rows' sections ended by the guard in the last call
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         self.stop_ids = sorted(_as_set(tokenizer.eos_token_id) | _as_set(gen_eos) | _as_set(list(stop_token_ids)))
         if not self.stop_ids:
@@ -68,6 +77,11 @@ class HFEngine:
     def _cache(self, rows: int) -> dict[str, Any]:
         return {"cache_implementation": "static"} if self.static_cache and rows > 1 else {}
 
+    def _guard(self, width: int, in_codes: list[bool]) -> RepeatedLineGuard | None:
+        if not self.repeat_guard:
+            return None
+        return RepeatedLineGuard(self.tokenizer, width, in_codes, stop_id=self.stop_ids[0])
+
     def generate_ids(self, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
         """New token ids per prompt, in input order, cut before the first stop token."""
         ids = encode_prompts(self.tokenizer, prompts)
@@ -77,6 +91,7 @@ class HFEngine:
         was_training = self.model.training
         self.model.eval()
         stop = set(self.stop_ids)
+        self.guard_cuts = 0
         try:
             with torch.inference_mode(), self._bar(len(ids)) as advance:
                 for batch in self._batches(order):
@@ -86,6 +101,7 @@ class HFEngine:
                     for row, i in enumerate(batch):
                         input_ids[row, width - len(ids[i]) :] = torch.as_tensor(ids[i], dtype=torch.long)
                         mask[row, width - len(ids[i]) :] = 1
+                    guard = self._guard(width, [starts_in_codes(prompts[i]) for i in batch])
                     generated = self.model.generate(
                         input_ids=input_ids.to(device),
                         attention_mask=mask.to(device),
@@ -95,7 +111,9 @@ class HFEngine:
                         pad_token_id=self.pad_id,
                         **self._cache(len(batch)),
                         **self._sampling(),
+                        **({"logits_processor": LogitsProcessorList([guard])} if guard else {}),
                     )[:, width:].tolist()
+                    self.guard_cuts += sum(guard.fired) if guard else 0
                     for i, new in zip(batch, generated, strict=True):
                         cut = next((k for k, t in enumerate(new) if t in stop), len(new))
                         out[i] = new[:cut]

@@ -45,7 +45,9 @@ def predict_documents(
     t0 = time.perf_counter()
     outputs = engine.generate(prompts, int(cfg.infer.max_new_tokens))
     if console:
-        console.print(f"[cyan]predict[/]: {len(docs)} documents in {time.perf_counter() - t0:.0f} s")
+        cuts = getattr(engine, "guard_cuts", 0)
+        note = f"; {cuts} looping sections ended by the repeated-line guard" if cuts else ""
+        console.print(f"[cyan]predict[/]: {len(docs)} documents in {time.perf_counter() - t0:.0f} s{note}")
     rows = []
     for d, out, prefix in zip(docs, outputs, prefixes, strict=True):
         parsed = parse_output(out, prefix=prefix)

@@ -1,0 +1,80 @@
+"""A decoding guard against the loops of small or briefly trained models.
+
+Greedy decoding of an undertrained model often falls into a loop: the same
+evidence line again and again until ``max_new_tokens`` runs out, so the answer
+never reaches its codes (seen on SmolLM2-135M after a few dozen CPU steps).
+Evidence phrases and code lines are sets, so a repeated line never adds
+anything. :class:`RepeatedLineGuard` reads each row's generated text as it
+grows, and when a line repeats an earlier line of the same section it ends that
+section: in the evidence section it forces the codes header next, in the codes
+section it forces a stop token. The repeated line itself stays in the output
+(the parser drops duplicates).
+
+Each row is guarded on its own, so batched and one-at-a-time decoding still
+give the same output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor
+
+from ccl.data.prompts import CODES_HEADER
+
+
+def starts_in_codes(prompt: str) -> bool:
+    """Whether generation after ``prompt`` starts in the codes section (human-evidence mode)."""
+    return prompt.rstrip().endswith(CODES_HEADER)
+
+
+def repeated_last_line(text: str) -> bool:
+    """Whether the last complete line of ``text`` repeats an earlier line of its section."""
+    if not text.endswith("\n"):
+        return False
+    section = text.rsplit(CODES_HEADER, 1)[-1] if CODES_HEADER in text else text
+    lines = [line.strip() for line in section.split("\n")[:-1]]
+    last = lines[-1] if lines else ""
+    return bool(last) and last in lines[:-1]
+
+
+class RepeatedLineGuard(LogitsProcessor):
+    """Forces the codes header (or a stop) when a generated line repeats; see the module doc."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        prompt_width: int,
+        in_codes: Sequence[bool],
+        stop_id: int,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.width = int(prompt_width)
+        self.in_codes = list(in_codes)
+        self.header_ids = tokenizer.encode(f"{CODES_HEADER}\n", add_special_tokens=False)
+        self.stop_id = int(stop_id)
+        self.forced: list[list[int]] = [[] for _ in self.in_codes]
+        self.fired = [0 for _ in self.in_codes]  # how often each row was cut (for reports)
+
+    def _newline_ended(self, token: int) -> bool:
+        return self.tokenizer.decode([token]).endswith("\n")
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.width :]
+        if generated.shape[1] == 0:
+            return scores
+        last = generated[:, -1].tolist()
+        for row, token in enumerate(last):
+            if not self.forced[row] and self._newline_ended(token):
+                text = self.tokenizer.decode(generated[row].tolist(), skip_special_tokens=True)
+                if repeated_last_line(text):
+                    codes = self.in_codes[row] or CODES_HEADER in text
+                    self.forced[row] = [self.stop_id] if codes else list(self.header_ids)
+                    self.fired[row] += 1
+            if self.forced[row]:
+                forced = self.forced[row].pop(0)
+                scores[row] = torch.finfo(scores.dtype).min
+                scores[row, forced] = 0.0
+        return scores
