@@ -228,3 +228,22 @@ def test_make_engine_guards_by_default(tiny):
     model, tok, _ = tiny
     assert make_engine(InferConfig(engine="hf"), model, tok).repeat_guard
     assert not make_engine(InferConfig(engine="hf", stop_repeated_lines=False), model, tok).repeat_guard
+
+
+def test_periodic_tail_finds_a_loop_inside_a_line():
+    from ccl.inference.guards import periodic_tail
+
+    assert periodic_tail([5, 1, 2, 1, 2, 1, 2, 1, 2])
+    assert periodic_tail([9] * 4) and not periodic_tail([9] * 3)
+    assert not periodic_tail([1, 2, 3, 1, 2, 3, 1, 2, 3])  # three copies only
+    assert not periodic_tail(list(range(40)))
+
+
+def test_guard_ends_a_line_that_loops_inside(tiny):
+    _, tok, _ = tiny
+    script = "Evidence:\n- pain," + " pain," * 12 + "\n- fever\n"
+    assert len(tok.encode(" pain,", add_special_tokens=False)) <= 8  # a loop the guard can see
+    out = _scripted_decode(tok, script, in_codes=False, steps=80)
+    first, second = out.split("\n")[1:3]
+    assert first.startswith("- pain,") and first.count("pain") <= 6
+    assert "pain" in second  # the script goes on after the cut line

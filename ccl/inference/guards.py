@@ -8,7 +8,9 @@ anything. :class:`RepeatedLineGuard` reads each row's generated text as it
 grows, and when a line repeats an earlier line of the same section it ends that
 section: in the evidence section it forces the codes header next, in the codes
 section it forces a stop token. The repeated line itself stays in the output
-(the parser drops duplicates).
+(the parser drops duplicates). A loop inside one line ("unspecified,
+unspecified, unspecified, ...": the same few tokens :data:`PERIOD_REPEATS` times
+in a row) ends that line with a newline.
 
 Each row is guarded on its own, so batched and one-at-a-time decoding still
 give the same output.
@@ -23,6 +25,20 @@ import torch
 from transformers import LogitsProcessor
 
 from ccl.data.prompts import CODES_HEADER
+
+PERIOD_REPEATS = 4  # copies of the same token chunk in a row that count as a loop
+MAX_PERIOD = 8  # longest chunk (in tokens) checked
+
+
+def periodic_tail(tokens: Sequence[int], repeats: int = PERIOD_REPEATS, max_period: int = MAX_PERIOD) -> bool:
+    """Whether ``tokens`` ends with one chunk of 1..``max_period`` tokens ``repeats`` times in a row."""
+    for p in range(1, max_period + 1):
+        if len(tokens) < p * repeats:
+            break
+        chunk = list(tokens[-p:])
+        if all(list(tokens[-(k + 1) * p : len(tokens) - k * p]) == chunk for k in range(1, repeats)):
+            return True
+    return False
 
 
 def starts_in_codes(prompt: str) -> bool:
@@ -49,12 +65,15 @@ class RepeatedLineGuard(LogitsProcessor):
         prompt_width: int,
         in_codes: Sequence[bool],
         stop_id: int,
+        finished_ids: Sequence[int] = (),
     ) -> None:
         self.tokenizer = tokenizer
         self.width = int(prompt_width)
         self.in_codes = list(in_codes)
         self.header_ids = tokenizer.encode(f"{CODES_HEADER}\n", add_special_tokens=False)
         self.stop_id = int(stop_id)
+        self.newline_ids = tokenizer.encode("\n", add_special_tokens=False)
+        self.finished_ids = {int(i) for i in finished_ids} | {self.stop_id}  # rows that ended
         self.forced: list[list[int]] = [[] for _ in self.in_codes]
         self.fired = [0 for _ in self.in_codes]  # how often each row was cut (for reports)
 
@@ -67,7 +86,14 @@ class RepeatedLineGuard(LogitsProcessor):
             return scores
         last = generated[:, -1].tolist()
         for row, token in enumerate(last):
-            if not self.forced[row] and self._newline_ended(token):
+            if token in self.finished_ids:  # generate pads a finished row; nothing to guard
+                continue
+            if not self.forced[row] and not self._newline_ended(token):
+                tail = generated[row, -PERIOD_REPEATS * MAX_PERIOD :].tolist()
+                if periodic_tail(tail):
+                    self.forced[row] = list(self.newline_ids)
+                    self.fired[row] += 1
+            elif not self.forced[row]:
                 text = self.tokenizer.decode(generated[row].tolist(), skip_special_tokens=True)
                 if repeated_last_line(text):
                     codes = self.in_codes[row] or CODES_HEADER in text

@@ -80,7 +80,9 @@ class HFEngine:
     def _guard(self, width: int, in_codes: list[bool]) -> RepeatedLineGuard | None:
         if not self.repeat_guard:
             return None
-        return RepeatedLineGuard(self.tokenizer, width, in_codes, stop_id=self.stop_ids[0])
+        return RepeatedLineGuard(
+            self.tokenizer, width, in_codes, stop_id=self.stop_ids[0], finished_ids=[*self.stop_ids, self.pad_id]
+        )
 
     def generate_ids(self, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
         """New token ids per prompt, in input order, cut before the first stop token."""
