@@ -203,8 +203,10 @@ class InferConfig:
     # End a section whose line repeats (HF engine; see ccl/inference/guards.py): a looping
     # model still reaches its codes. vLLM ignores it.
     stop_repeated_lines: bool = True
-    split: str = "test"
-    limit: int | None = None  # evaluate on the first N documents only
+    # The split of ``docs`` that is predicted and scored; null: none, the run is scored on its
+    # ``test_sets`` only (e.g. a model trained on MIMIC-IV, tested on MDACE and ACI-Bench).
+    split: str | None = "test"
+    limit: int | None = None  # evaluate on the first N documents only (of every test set too)
 
 
 @dataclass
@@ -232,6 +234,10 @@ class CCLConfig:
     icd: ICDConfig = field(default_factory=ICDConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     docs: DocsConfig = field(default_factory=DocsConfig)
+    # Extra test sets, name -> a docs config whose test split is predicted and scored besides
+    # the run's own (``test_sets/<name>/``). Filled by composing docs configs with a package:
+    # ``+docs@test_sets.mdace=mdace``, or a preset of the test_sets group (``+test_sets=table1``).
+    test_sets: dict[str, DocsConfig] = field(default_factory=dict)
     spans: SpansConfig = field(default_factory=SpansConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,17 +25,63 @@ from ccl.stages.data import build_data, print_data_summary
 from ccl.utils.hashing import hash_obj
 from ccl.utils.stages import StageLedger, parse_stages
 
+if TYPE_CHECKING:
+    from ccl.stages.predict import Target
+
 log = logging.getLogger(__name__)
 register_configs()
 
 
-def _require_current(ledger: StageLedger, stage: str, key: str, output: str) -> None:
-    """Running a later stage alone must not silently use outputs of another config."""
-    if ledger.state.get(stage) != key:
+def _require_current(ledger: StageLedger, stage: str, key: str, output: str, entry: str | None = None) -> None:
+    """Running a later stage alone must not silently use outputs of another config.
+
+    ``entry`` is the ledger entry when it is not the stage's name (``predict@NAME``).
+    """
+    found = ledger.state.get(entry or stage)
+    if found != key:
         raise RuntimeError(
             f"{output} in this run folder was not made by the current config's {stage} stage "
-            f"(its key {ledger.state.get(stage)!r} != {key!r}): include stage {stage} in stage=..."
+            f"(its key {found!r} != {key!r}): include stage {stage} in stage=..."
         )
+
+
+def _evaluate(
+    cfg: DictConfig, bundle: Any, targets: list[Target], ledger: StageLedger, eval_only: bool, console: Console
+) -> dict[str, Any]:
+    """Score each target: the run's own split at the top level, test sets under ``test_sets``.
+
+    Empty when nothing could be scored (no target has gold codes).
+    """
+    from ccl.stages.evaluate import evaluate, print_metrics, read_predictions
+    from ccl.stages.predict import TEST_SETS_DIR
+
+    metrics: dict[str, Any] = {}
+    for target in targets:
+        where = "predictions.jsonl" if target.name is None else f"{TEST_SETS_DIR}/{target.name}/predictions.jsonl"
+        if not target.predictions.exists():
+            raise FileNotFoundError(f"{target.predictions}: no predictions to evaluate; run stage=predict first")
+        if eval_only:
+            _require_current(ledger, "predict", target.key, where, target.stage)
+        if not any(d.codes for d in target.docs):
+            console.print(f"[yellow]eval[/]: {target.label} has no gold codes (predict-only): "
+                          "predictions written, nothing scored")
+            if target.name is not None:
+                (target.out_dir / "metrics.json").unlink(missing_ok=True)
+            continue
+        # With infer.limit only part of a split is scored: its label space is that part's codes.
+        label_space = bundle.label_space if target.name is None and not cfg.infer.limit else target.label_space
+        result = evaluate(read_predictions(target.predictions), target.docs, label_space, bundle.seen_codes)
+        title = f"{cfg.name} ({cfg.backbone.name})"
+        if target.name is None:
+            metrics.update(result)
+        else:
+            info = bundle.manifest.get("test_sets", {}).get(target.name, {})
+            result["test_set"] = {"name": target.name, "docs": info.get("docs"), "split": info.get("split"),
+                                  "content_hash": info.get("content_hash")}
+            metrics.setdefault("test_sets", {})[target.name] = result
+            title += f" on {target.name}"
+        print_metrics(result, console, title=title)
+    return metrics
 
 
 def _run_dir() -> Path:
@@ -65,7 +111,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
     if stages == ["data"]:
         return {}
 
-    from ccl.stages.predict import predict_stage
+    from ccl.stages.predict import TEST_SETS_DIR, clear_outputs, predict_stage, prediction_targets
     from ccl.stages.train import train_key, train_stage
 
     tkey = train_key(cfg, bundle)
@@ -88,33 +134,44 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
         _require_current(ledger, "train", tkey, "model/")
     pkey = hash_obj({"train": tkey, "infer": OmegaConf.to_container(cfg.infer, resolve=True),
                      "task": str(cfg.task), "parser": PARSER_VERSION})
-    preds = run_dir / "predictions.jsonl"
+    targets = prediction_targets(cfg, bundle, run_dir, pkey) if {"predict", "eval"} & set(stages) else []
+    for target in targets:
+        if target.skip:
+            console.print(f"[yellow]{target.label}[/]: skipped: {target.skip}")
+            clear_outputs(target)
+            ledger.state.pop(target.stage, None)
+    active = [t for t in targets if not t.skip]
+
     if "predict" in stages:
-        run_stage("predict", pkey, preds, predict_stage)
+        pending = [t for t in active if not ledger.is_done(t.stage, t.key, [t.predictions])]
+        for target in active:
+            if target not in pending:
+                console.print(f"[green]predict[/] ({target.label}): cached ({target.key}), skipping")
+        if pending:
+            # Predictions of the run's own split feed its eval; a new test set only its own.
+            ledger.invalidate_from("predict" if any(t.name is None for t in pending) else "eval")
+            t = time.perf_counter()
+            predict_stage(cfg, bundle, run_dir, console, pending,
+                          on_done=lambda target: ledger.mark_done(target.stage, target.key))
+            timings["predict"] = time.perf_counter() - t
 
     metrics: dict[str, Any] = {}
     if "eval" in stages:
-        from ccl.stages.evaluate import METRICS, evaluate, print_metrics, read_predictions
-
-        if not preds.exists():
-            raise FileNotFoundError(f"{preds}: no predictions to evaluate; run stage=predict first")
-        if "predict" not in stages:
-            _require_current(ledger, "predict", pkey, "predictions.jsonl")
-        split = cfg.infer.split
-        if not any(d.codes for d in bundle.docs[split]):
-            console.print(f"[yellow]eval[/]: the {split} documents have no gold codes (predict-only): "
-                          "predictions written, nothing scored")
+        metrics = _evaluate(cfg, bundle, active, ledger, "predict" not in stages, console)
+        if not metrics:
+            console.print(f"run folder: {run_dir}")
             return {}
-        # With infer.limit only part of the split is scored: its label space is that part's codes.
-        label_space = None if cfg.infer.limit else bundle.label_space
-        metrics = evaluate(read_predictions(preds), bundle.docs[split], label_space, bundle.seen_codes)
         metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
         metrics["run"] = {"name": cfg.name, "backbone": cfg.backbone.name, "task": cfg.task,
                           "spans": [k for k, v in cfg.spans.items() if v is not None],
                           "human_evidence": bool(cfg.infer.human_evidence)}
+        from ccl.stages.evaluate import METRICS
+
+        for name, part in metrics.get("test_sets", {}).items():
+            part = {**part, "timings_s": metrics["timings_s"], "run": metrics["run"]}
+            (run_dir / TEST_SETS_DIR / name / METRICS).write_text(json.dumps(part, indent=2))
         (run_dir / METRICS).write_text(json.dumps(metrics, indent=2))
         ledger.mark_done("eval", pkey)
-        print_metrics(metrics, console, title=f"{cfg.name} ({cfg.backbone.name})")
         if str(cfg.logger.kind) == "wandb" and {"train", "predict"} & set(timings):
             from ccl.report.wandb_log import log_run_results
 

@@ -92,7 +92,9 @@ def build_payload(run_dir: str | Path, logger_cfg: Any = None, sample_size: int 
     except json.JSONDecodeError as e:
         raise RunFolderError(f"{metrics_path}: invalid JSON ({e.msg})") from None
     with_text = bool(_get(logger_cfg, "log_note_text", False))
-    preds = read_predictions(run_dir / "predictions.jsonl")
+    # A run scored on its test_sets only (infer.split=null) has no predictions of its own.
+    own = run_dir / "predictions.jsonl"
+    preds = read_predictions(own) if own.is_file() or "codes" in metrics else []
     seen = _seen_codes(run_dir)
 
     summary = {k.replace(".", "/"): v for k, v in flatten(metrics).items()

@@ -8,6 +8,7 @@ Everything here is deterministic given the config, and each expensive piece
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -40,6 +41,8 @@ class DataBundle:
     manifest: dict[str, Any]
     key: str
     extra: dict[str, Any] = field(default_factory=dict)
+    # Extra test sets (``cfg.test_sets``): name -> the test split of that docs config.
+    test_sets: dict[str, list[Document]] = field(default_factory=dict)
 
     @property
     def describe(self) -> Callable[[str], str]:
@@ -59,23 +62,66 @@ def load_index_entries(cfg: DictConfig, tab: TabularList, cache_dir: Path, conso
     return entries, report
 
 
-def _build_documents(cfg: DictConfig, tab: TabularList, entries: list) -> tuple[dict, list, dict]:
-    source = cfg.docs.source
+def _build_documents(docs_cfg: DictConfig, cache_dir: Path, tab: TabularList, entries: list) -> tuple[dict, list, dict]:
+    """Documents by split, the code-only corpus and the source's stats for one docs config."""
+    source = docs_cfg.source
     if source == "demo":
         from ccl.data.demo import DEFAULT_CODE_POOL, build_demo_world
         from ccl.expansion.gold import gold_pairs
 
-        pool = set(cfg.docs.code_pool or DEFAULT_CODE_POOL)
+        pool = set(docs_cfg.code_pool or DEFAULT_CODE_POOL)
         bank: dict[str, list[str]] = {}
         for pair in gold_pairs(tab, entries, codes=pool):
             bank.setdefault(pair.code, []).append(pair.evidence)
-        world = build_demo_world(cfg.docs, tab, bank)
+        world = build_demo_world(docs_cfg, tab, bank)
         docs = {"train": world.train, "val": world.val, "test": world.test}
         return docs, world.corpus, {"demo": world.stats}
     from ccl.data.sources import load_source
 
-    data = load_source(cfg.docs, tab, Path(cfg.paths.cache_dir))
+    data = load_source(docs_cfg, tab, cache_dir)
     return data.docs, data.corpus, {source: data.stats}
+
+
+TEST_SET_SPLIT = "test"
+_DOCS_KEY = re.compile(r"(?<![\w/.-])docs\.(?=[a-z_]+\b)")
+
+
+def _build_test_sets(
+    cfg: DictConfig, tab: TabularList, entries: list, seen_codes: set[str]
+) -> tuple[dict[str, list[Document]], dict[str, Any]]:
+    """The test split of each ``cfg.test_sets`` entry, and its manifest section.
+
+    A source that cannot load raises its own error, re-worded so that its ``docs.KEY``
+    hints name the test set's keys (``test_sets.NAME.KEY``): the data stage runs
+    before training, so a missing file stops the run before any GPU time is spent.
+    """
+    sets: dict[str, list[Document]] = {}
+    manifest: dict[str, Any] = {}
+    for name, docs_cfg in (cfg.get("test_sets") or {}).items():
+        try:
+            docs, _, stats = _build_documents(docs_cfg, Path(cfg.paths.cache_dir), tab, entries)
+        except (OSError, ValueError, RuntimeError) as err:
+            message = f"test_sets.{name} (docs={docs_cfg.name}): " + _DOCS_KEY.sub(f"test_sets.{name}.", str(err))
+            try:
+                renamed = type(err)(message)
+            except TypeError:  # an exception type that takes other arguments: keep it as is
+                renamed = None
+            if renamed is None:
+                raise
+            raise renamed from err
+        test = docs.get(TEST_SET_SPLIT) or []
+        if not test:
+            raise ValueError(f"test_sets.{name} (docs={docs_cfg.name}): its source has no "
+                             f"{TEST_SET_SPLIT!r} documents")
+        codes = {c for d in test for c in d.codes}
+        sets[name] = test
+        manifest[name] = {
+            "docs": str(docs_cfg.name), "source": str(docs_cfg.source), "split": TEST_SET_SPLIT,
+            "count": len(test), "spans": sum(len(d.spans) for d in test), "codes": len(codes),
+            "seen": len(codes & seen_codes), "unseen": len(codes - seen_codes),
+            "content_hash": hash_records(test), "stats": stats,
+        }
+    return sets, manifest
 
 
 def _label_space(docs: dict[str, list[Document]], split: str) -> list[str]:
@@ -88,11 +134,14 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console) -> DataBundle:
     t0 = time.perf_counter()
     tab = load_tabular(cfg.icd.tabular_xml, cache_dir)
     entries, index_report = load_index_entries(cfg, tab, cache_dir, console)
-    docs, corpus, doc_stats = _build_documents(cfg, tab, entries)
+    docs, corpus, doc_stats = _build_documents(cfg.docs, cache_dir, tab, entries)
 
     label_space = _label_space(docs, cfg.infer.split)
     all_doc_codes = sorted({c for split in docs.values() for d in split for c in d.codes})
     seen_codes = {c for d in docs.get("train", []) for c in d.codes}
+    # Before the span tiers (the slow part): a test set that cannot load fails fast. Test
+    # sets never shape the training data, so adding one keeps the data and train keys.
+    test_sets, test_manifest = _build_test_sets(cfg, tab, entries, seen_codes)
 
     spans: dict[str, list[SpanPair]] = {}
     tier_reports: dict[str, Any] = {}
@@ -141,11 +190,13 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console) -> DataBundle:
         "label_space": {"split": cfg.infer.split, "codes": len(label_space),
                         "seen": len(set(label_space) & seen_codes),
                         "unseen": len(set(label_space) - seen_codes)},
+        "test_sets": test_manifest,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     # The key covers content only (tabular, documents, pairs, prompts), never paths,
-    # timings, where a file came from or which split is scored: a rerun of the same
-    # data must find the same key, or every later stage would be redone.
+    # timings, where a file came from, which split is scored or which extra test sets are
+    # loaded: a rerun of the same data must find the same key, or every later stage would
+    # be redone (test sets are keyed in the predict stage).
     key = hash_obj({
         "prompt_version": PROMPT_VERSION,
         "tabular": tab.content_hash(),
@@ -159,8 +210,10 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console) -> DataBundle:
         write_jsonl(data_dir / f"{split}.jsonl", ds)
     for name, pairs in spans.items():
         write_jsonl(data_dir / f"spans_{name}.jsonl", pairs)
+    for name, ds in test_sets.items():
+        write_jsonl(data_dir / "test_sets" / f"{name}.jsonl", ds)
     (Path(run_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return DataBundle(tab, docs, corpus, spans, label_space, seen_codes, manifest, key)
+    return DataBundle(tab, docs, corpus, spans, label_space, seen_codes, manifest, key, test_sets=test_sets)
 
 
 def print_data_summary(bundle: DataBundle, console: Console) -> None:
@@ -176,6 +229,9 @@ def print_data_summary(bundle: DataBundle, console: Console) -> None:
         table.add_row(f"spans:{name}", str(info["pairs"]), str(info["codes"]), sources, info["content_hash"])
     ls = bundle.manifest["label_space"]
     table.add_row("label space", str(ls["codes"]), f"seen {ls['seen']}", f"unseen {ls['unseen']}", "")
+    for name, info in bundle.manifest.get("test_sets", {}).items():
+        table.add_row(f"test set:{name}", str(info["count"]), str(info["codes"]),
+                      f"{info['spans']} (seen {info['seen']}, unseen {info['unseen']})", info["content_hash"])
     console.print(table)
     idx = bundle.manifest["index"]
     if idx.get("fallback"):

@@ -1,9 +1,16 @@
-"""The predict stage: notes -> prompts -> generation -> ``predictions.jsonl``."""
+"""The predict stage: notes -> prompts -> generation -> ``predictions.jsonl``.
+
+A run predicts its own split (``infer.split`` of ``docs``) into the run folder and
+each extra test set (``cfg.test_sets``) into ``test_sets/<name>/``; each of these
+targets has its own content key, so adding a test set predicts that set only.
+"""
 
 from __future__ import annotations
 
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +22,69 @@ from ccl.data.records import Document, write_jsonl
 from ccl.data.sft import render_prompt
 from ccl.inference.parser import parse_output
 from ccl.stages.data import DataBundle
+from ccl.utils.hashing import hash_obj, hash_records
 
 PREDICTIONS = "predictions.jsonl"
+TEST_SETS_DIR = "test_sets"
+
+
+@dataclass
+class Target:
+    """Documents a run predicts and scores: its own split, or one extra test set."""
+
+    name: str | None  # None: the run's own split (infer.split of docs)
+    docs: list[Document]
+    out_dir: Path  # predictions.jsonl and metrics.json go here
+    stage: str  # its entry in stages.json: "predict", or "predict@NAME" for a test set
+    key: str
+    skip: str = ""  # why it is not predicted, when it is not
+
+    @property
+    def predictions(self) -> Path:
+        return self.out_dir / PREDICTIONS
+
+    @property
+    def label(self) -> str:
+        return "the test split" if self.name is None else f"test set {self.name}"
+
+    @property
+    def label_space(self) -> list[str]:
+        """Gold codes of the documents scored: predictions outside them are dropped."""
+        return sorted({c for d in self.docs for c in d.codes})
+
+
+def prediction_targets(cfg: DictConfig, bundle: DataBundle, run_dir: Path, key: str) -> list[Target]:
+    """The run's own split (unless ``infer.split`` is null), then each extra test set.
+
+    ``key`` is the predict key of the run's own split; a test set's key adds its
+    documents' content hash. Human-evidence mode skips a test set without gold evidence
+    on every document (for the run's own split it is an error, as before).
+    """
+    limit = int(cfg.infer.limit) if cfg.infer.limit else None
+    targets = []
+    split = cfg.infer.split
+    if split is not None:
+        docs = bundle.docs.get(str(split))
+        if not docs:
+            raise ValueError(f"infer.split={split!r}: no documents in that split ({sorted(bundle.docs)})")
+        targets.append(Target(None, docs[:limit], Path(run_dir), "predict", key))
+    human = bool(cfg.infer.human_evidence)
+    for name, all_docs in bundle.test_sets.items():
+        docs = all_docs[:limit]
+        skip = ""
+        if human and not all(d.spans for d in docs):
+            missing = sum(not d.spans for d in docs)
+            skip = (f"infer.human_evidence=true needs gold evidence on every document; {missing} of "
+                    f"{len(docs)} have none (no evidence in its labels)")
+        targets.append(Target(name, docs, Path(run_dir) / TEST_SETS_DIR / name, f"predict@{name}",
+                              hash_obj({"predict": key, "test_set": hash_records(docs)}), skip))
+    return targets
+
+
+def clear_outputs(target: Target) -> None:
+    """Remove a skipped test set's earlier outputs, so that no stale metrics get reported."""
+    if target.name is not None and target.out_dir.exists():
+        shutil.rmtree(target.out_dir)
 
 
 def build_prompts(
@@ -56,17 +124,31 @@ def predict_documents(
     return rows
 
 
-def predict_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Console) -> Path:
+def predict_stage(
+    cfg: DictConfig,
+    bundle: DataBundle,
+    run_dir: Path,
+    console: Console,
+    targets: Sequence[Target] | None = None,
+    on_done: Callable[[Target], None] | None = None,
+) -> list[Path]:
+    """Load the model once and write ``predictions.jsonl`` of each target (default: all).
+
+    ``on_done`` is called after each target's file is written (the run marks it finished
+    there, so an interrupted run keeps the targets it completed).
+    """
     from ccl.stages.train import load_trained
 
-    split = str(cfg.infer.split)
-    docs = bundle.docs.get(split)
-    if not docs:
-        raise ValueError(f"infer.split={split!r}: no documents in that split ({sorted(bundle.docs)})")
-    if cfg.infer.limit:
-        docs = docs[: int(cfg.infer.limit)]
+    if targets is None:
+        targets = [t for t in prediction_targets(cfg, bundle, run_dir, "") if not t.skip]
     model, tokenizer = load_trained(cfg, bundle, run_dir)
-    rows = predict_documents(cfg, model, tokenizer, docs, console)
-    path = Path(run_dir) / PREDICTIONS
-    write_jsonl(path, rows)
-    return path
+    paths = []
+    for target in targets:
+        if target.name is not None:
+            console.print(f"[cyan]predict[/]: {target.label}")
+        rows = predict_documents(cfg, model, tokenizer, target.docs, console)
+        write_jsonl(target.predictions, rows)
+        paths.append(target.predictions)
+        if on_done is not None:
+            on_done(target)
+    return paths
