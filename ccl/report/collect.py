@@ -1,8 +1,9 @@
 """Run folders -> one results table: a row per run, written as Parquet and CSV.
 
 A run folder is what ``ccl.run`` writes: ``config.yaml`` and ``metrics.json``
-(required), ``data_manifest.json`` and ``model/ccl_model.json`` (optional). The
-row holds a few named columns the analyses use (``recipe``, ``backbone``,
+(required), ``data_manifest.json`` and ``model/ccl_model.json`` (optional). A run
+gives a row for its own test split (when ``metrics.json`` scores one) and a row per
+extra test set (``test_sets/<name>/metrics.json``, ``test_set=<name>``). A row holds a few named columns the analyses use (``recipe``, ``backbone``,
 ``overall_micro_f1``, ``train_tokens`` ...) and the whole resolved config
 flattened under ``cfg.`` (lists as JSON strings). Rates stay fractions in [0, 1];
 the tables turn them into percentages.
@@ -179,20 +180,36 @@ def _train_columns(report: dict[str, Any] | None) -> dict[str, Any]:
     return cols
 
 
-def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """One results-table row for a run folder; a missing or broken file is an error naming it."""
-    run_dir = Path(run_dir).resolve()
+def _read_run_files(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict | None, list]:
     cfg = _read_yaml(run_dir / "config.yaml")
     if not isinstance(cfg, dict) or "backbone" not in cfg:
         raise RunFolderError(f"{run_dir / 'config.yaml'}: not a CCL config (no 'backbone' key)")
     metrics = _read_json(run_dir / "metrics.json")
     assert metrics is not None
-    if "codes" not in metrics or "overall" not in metrics["codes"]:
-        raise RunFolderError(f"{run_dir / 'metrics.json'}: no 'codes.overall' section")
     manifest = _read_json(run_dir / "data_manifest.json", required=False) or {}
     train_report = _read_json(run_dir / "model" / "ccl_model.json", required=False)
     overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml", required=False) or []
+    return cfg, metrics, manifest, train_report, overrides
 
+
+def _metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Code, evidence and label-space columns of one ``metrics.json`` (own split or test set)."""
+    row: dict[str, Any] = {"n_docs": metrics.get("n_docs", NAN)}
+    for subset in SUBSETS:
+        values = metrics["codes"].get(subset) or {}
+        row.update({f"{subset}_{k}": values.get(k, NAN) for k in CODE_METRICS})
+    evidence = metrics.get("evidence") or {}
+    row.update({f"evidence_{k}": evidence.get(k, NAN) for k in EVIDENCE_METRICS})
+    label_space = metrics.get("label_space") or {}
+    row.update({f"label_space_{k}": label_space.get(k, NAN) for k in ("size", "seen", "unseen")})
+    timings = metrics.get("timings_s") or {}
+    row.update({f"time_{k}_s": timings.get(k, NAN) for k in ("data", "train", "predict")})
+    return row
+
+
+def _base_row(run_dir: Path, cfg: dict[str, Any], manifest: dict[str, Any], train_report: dict | None,
+              overrides: list) -> dict[str, Any]:
+    """The columns every row of a run shares: its identity, recipe, data and training."""
     backbone = cfg["backbone"]
     docs = cfg.get("docs") or {}
     infer = cfg.get("infer") or {}
@@ -218,21 +235,13 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
         "n_params": float(n_params) if n_params is not None else NAN,
         "docs": str(docs.get("name", "")), "split": split,
         "test_set": str(docs.get("name", "")) + ("" if split == "test" else f":{split}"),
+        "test_set_docs": str(docs.get("name", "")),
+        "predictions": str(run_dir / "predictions.jsonl"),
         "spans": "+".join(tiers) or "none",
         **{f"span_{t}": t in tiers for t in TIERS},
         "human_evidence": bool(infer.get("human_evidence", False)),
         "method": method_of(mode, tiers), "recipe": recipe_of(task, mode, tiers),
-        "n_docs": metrics.get("n_docs", NAN),
     }
-    for subset in SUBSETS:
-        values = metrics["codes"].get(subset) or {}
-        row.update({f"{subset}_{k}": values.get(k, NAN) for k in CODE_METRICS})
-    evidence = metrics.get("evidence") or {}
-    row.update({f"evidence_{k}": evidence.get(k, NAN) for k in EVIDENCE_METRICS})
-    label_space = metrics.get("label_space") or {}
-    row.update({f"label_space_{k}": label_space.get(k, NAN) for k in ("size", "seen", "unseen")})
-    timings = metrics.get("timings_s") or {}
-    row.update({f"time_{k}_s": timings.get(k, NAN) for k in ("data", "train", "predict")})
     documents = manifest.get("documents") or {}
     row.update({f"docs_{s}": (documents.get(s) or {}).get("count", 0) for s in ("train", "val", "test")})
     # Same docs name, other settings (n_codes, seed ...) -> another test set: compare by content.
@@ -247,9 +256,62 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     return row
 
 
+def read_runs(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The results-table rows of a run folder: its own test split, then each extra test set.
+
+    A test set of the config without ``test_sets/<name>/metrics.json`` (predict-only, or
+    skipped in human-evidence mode) gives no row. A missing or broken file is an error
+    naming it, as is a run that scored nothing.
+    """
+    run_dir = Path(run_dir).resolve()
+    cfg, metrics, manifest, train_report, overrides = _read_run_files(run_dir)
+    base = _base_row(run_dir, cfg, manifest, train_report, overrides)
+    rows = []
+    if "codes" in metrics:
+        if "overall" not in metrics["codes"]:
+            raise RunFolderError(f"{run_dir / 'metrics.json'}: no 'codes.overall' section")
+        rows.append(_ordered({**base, **_metric_columns(metrics)}))
+    test_manifest = manifest.get("test_sets") or {}
+    for name in cfg.get("test_sets") or {}:
+        path = run_dir / "test_sets" / name / "metrics.json"
+        if not path.is_file():
+            continue
+        part = _read_json(path)
+        assert part is not None
+        if "overall" not in (part.get("codes") or {}):
+            raise RunFolderError(f"{path}: no 'codes.overall' section")
+        info = test_manifest.get(name) or {}
+        rows.append(_ordered({
+            **base, **_metric_columns(part),
+            "split": str(info.get("split", "test")), "test_set": str(name),
+            "test_set_docs": str(info.get("docs") or (cfg["test_sets"][name] or {}).get("name", "")),
+            "predictions": str(path.parent / "predictions.jsonl"),
+            "docs_test": info.get("count", 0), "test_hash": str(info.get("content_hash", "")),
+        }))
+    if not rows:
+        raise RunFolderError(f"{run_dir / 'metrics.json'}: no 'codes.overall' section and no scored test set")
+    return rows
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """The row of a run folder's own test split (see :func:`read_runs` for its test sets)."""
+    run_dir = Path(run_dir).resolve()
+    cfg, metrics, manifest, train_report, overrides = _read_run_files(run_dir)
+    if "codes" not in metrics or "overall" not in metrics["codes"]:
+        raise RunFolderError(f"{run_dir / 'metrics.json'}: no 'codes.overall' section")
+    return _ordered({**_base_row(run_dir, cfg, manifest, train_report, overrides), **_metric_columns(metrics)})
+
+
+def _ordered(row: dict[str, Any]) -> dict[str, Any]:
+    """The flattened config columns last, after the named ones."""
+    return {**{k: v for k, v in row.items() if not k.startswith("cfg.")},
+            **{k: v for k, v in row.items() if k.startswith("cfg.")}}
+
+
 def collect_runs(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """The results table of every run folder found under ``paths`` (see :func:`find_run_dirs`)."""
-    rows = [read_run(d) for d in find_run_dirs(paths)]
+    """The results table of every run folder found under ``paths`` (see :func:`find_run_dirs`):
+    a row per run and scored test set (see :func:`read_runs`)."""
+    rows = [row for d in find_run_dirs(paths) for row in read_runs(d)]
     return pd.DataFrame(rows)
 
 

@@ -104,7 +104,10 @@ def main_table(results: pd.DataFrame) -> ResultTable:
     """Table 1: methods x backbones x test sets, micro / macro F1 (mean over repeated runs)."""
     if results.empty:
         raise Skip("Table 1 needs at least one run")
-    runs = results.assign(_rank=results["method"].map(_method_rank))
+    # CCL + human evidence is its own row: same recipe, gold evidence given at inference.
+    human = results["human_evidence"].fillna(False).astype(bool)
+    runs = results.assign(_rank=results["method"].map(_method_rank),
+                          recipe=results["recipe"].where(~human, results["recipe"] + " + human evidence"))
     grouped = runs.groupby(["_rank", "recipe", "test_set", "backbone"], sort=True)
     means = grouped[["overall_micro_f1", "overall_macro_f1"]].mean()
     counts = grouped.size()

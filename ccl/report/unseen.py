@@ -45,10 +45,14 @@ def read_predictions(path: Path) -> list[dict]:
     return rows
 
 
-def code_table(run_dir: str | Path) -> pd.DataFrame:
-    """Per test code of one run: seen, pairs per tier, the introducing tier, tp/fp/fn/F1."""
+def code_table(run_dir: str | Path, predictions: str | Path | None = None) -> pd.DataFrame:
+    """Per test code of one run: seen, pairs per tier, the introducing tier, tp/fp/fn/F1.
+
+    ``predictions`` defaults to the run's own ``predictions.jsonl``; an extra test set's
+    are in ``test_sets/<name>/`` (the results table's ``predictions`` column).
+    """
     run_dir = Path(run_dir)
-    preds = read_predictions(run_dir / "predictions.jsonl")
+    preds = read_predictions(Path(predictions) if predictions else run_dir / "predictions.jsonl")
     seen = {c for d in read_documents(run_dir / "data" / "train.jsonl") for c in d.codes}
     pairs: dict[str, dict[str, int]] = {}
     for tier in TIERS:
@@ -70,6 +74,12 @@ def code_table(run_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _predictions(run: pd.Series) -> str | None:
+    """The row's predictions file (results tables written before the column: None)."""
+    path = run.get("predictions")
+    return str(path) if isinstance(path, str) and path else None
+
+
 def _baseline(group: pd.DataFrame) -> pd.Series | None:
     base = group[group["spans"] == "none"]
     return base.iloc[0] if not base.empty else None
@@ -89,9 +99,9 @@ def unseen_code_tables(results: pd.DataFrame) -> tuple[pd.DataFrame, ResultTable
         base = _baseline(group)
         if base is None:
             continue
-        before = code_table(base["run_dir"]).set_index("code")["f1"]
+        before = code_table(base["run_dir"], _predictions(base)).set_index("code")["f1"]
         for _, run in group[group["spans"] != "none"].iterrows():
-            codes = code_table(run["run_dir"])
+            codes = code_table(run["run_dir"], _predictions(run))
             codes["f1_before"] = codes["code"].map(before).fillna(0.0)
             codes["gain"] = codes["f1"] - codes["f1_before"]
             codes["newly_correct"] = (codes["f1_before"] == 0) & (codes["f1"] > 0)
