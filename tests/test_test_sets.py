@@ -1,0 +1,217 @@
+"""Extra test sets per run (``test_sets``), Table 1's experiment configs and their report rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from rich.console import Console
+from test_run import compose_cfg, quiet
+
+from ccl.config import register_configs
+from ccl.data.records import read_documents
+from ccl.report.collect import collect_runs, read_runs
+from ccl.report.tables import main_table
+from ccl.run import run
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+DATA = ROOT.parent / "shared" / "data"
+TABLE1 = ["table1_cot", "table1_sft", "table1_ccl", "table1_ccl_he"]
+# A second demo world (another seed, so other codes) as the extra test set "other".
+OTHER = ["+docs@test_sets.other=demo", "test_sets.other.seed=7", "test_sets.other.n_train=16",
+         "test_sets.other.n_val=4", "test_sets.other.n_test=5", "test_sets.other.n_codes=12",
+         "test_sets.other.corpus_size=30"]
+OUTSIDE = "Z99.89"  # a valid code in no demo world's label space
+
+
+def _compose(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+# --- configs -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backbone", ["qwen3_4b", "llama31_8b"])
+@pytest.mark.parametrize("experiment", TABLE1)
+def test_table1_configs_compose_per_backbone_with_mdace_and_aci_bench(experiment, backbone):
+    cfg = _compose(f"+experiment={experiment}", f"backbone={backbone}")
+    resolved = OmegaConf.to_container(cfg, resolve=True)  # composed only: no source is loaded
+    assert cfg.name == experiment and cfg.backbone.name == backbone
+    assert {k: v["source"] for k, v in resolved["test_sets"].items()} == {"mdace": "mdace", "aci_bench": "aci_bench"}
+    assert cfg.infer.split is None  # scored on the test sets only
+
+
+def test_table1_methods_differ_as_in_the_paper():
+    cot, sft, ccl, he = (_compose(f"+experiment={name}") for name in TABLE1)
+    assert cot.train.mode == "none" and cot.task == "cot"
+    assert sft.docs.source == "mimic4" and sft.task == "codes_only" and sft.spans.gold is None
+    assert ccl.docs.source == "mdace" and ccl.task == "evidence" and ccl.spans.gold is not None
+    assert he.infer.human_evidence and not ccl.infer.human_evidence
+    # CCL + human evidence trains exactly as CCL: everything but inference is the same.
+    same = {k: v for k, v in OmegaConf.to_container(he, resolve=True).items() if k not in ("name", "infer")}
+    assert same == {k: v for k, v in OmegaConf.to_container(ccl, resolve=True).items() if k not in ("name", "infer")}
+
+
+def test_test_sets_compose_from_docs_configs_and_presets():
+    cfg = _compose("+docs@test_sets.mdace=mdace", "+docs@test_sets.codiesp=codiesp_en")
+    assert cfg.test_sets.mdace.source == "mdace" and cfg.test_sets.codiesp.language == "en"
+    assert dict(_compose().test_sets) == {}  # none by default
+    cpu = _compose("+experiment=table1_sft", "test_sets=codiesp", "docs=codiesp_en")
+    assert sorted(cpu.test_sets) == ["codiesp", "codiesp_en"] and cpu.docs.language == "en"
+    # The MDACE notes file is given once, for the test set; the CCL training docs follow it.
+    ccl = _compose("+experiment=table1_ccl", "test_sets.mdace.notes_path=/x/NOTEEVENTS.csv.gz")
+    assert OmegaConf.to_container(ccl, resolve=True)["docs"]["notes_path"] == "/x/NOTEEVENTS.csv.gz"
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException):  # a test set is schema-checked like docs
+        _compose("+docs@test_sets.mdace=mdace", "test_sets.mdace.n_trian=3")
+
+
+def test_table1_has_a_column_per_test_set_and_a_row_for_human_evidence():
+    import pandas as pd
+
+    rows = [
+        {"method": method, "recipe": recipe, "human_evidence": he, "test_set": test_set, "backbone": backbone,
+         "overall_micro_f1": f1, "overall_macro_f1": f1 / 2}
+        for method, recipe, he, f1 in (("zero-shot", "zero-shot CoT", False, 0.1),
+                                       ("CCL", "doc SFT (evidence) + gold", False, 0.5),
+                                       ("CCL", "doc SFT (evidence) + gold", True, 0.7))
+        for test_set in ("mdace", "aci_bench") for backbone in ("qwen3_4b", "llama31_8b")
+    ]
+    frame = main_table(pd.DataFrame(rows)).frame
+    assert list(frame["Method"]) == ["zero-shot CoT", "doc SFT (evidence) + gold",
+                                     "doc SFT (evidence) + gold + human evidence"]
+    assert len(frame.columns) == 1 + 2 * 2 * 2  # test sets x backbones x (micro, macro)
+    assert frame["mdace / qwen3_4b micro F1"].tolist() == pytest.approx([10.0, 50.0, 70.0])
+
+
+# --- runs --------------------------------------------------------------------------------
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_test_set_is_scored_in_its_label_space_and_adding_it_keeps_the_model(tmp_path):
+    folder = tmp_path / "run"
+    run(compose_cfg(tmp_path, "+experiment=ablation_row4"), folder, quiet())
+    adapter = next((folder / "model").glob("adapter_model.*"))
+    stamps = adapter.stat().st_mtime_ns, (folder / "predictions.jsonl").stat().st_mtime_ns
+    train_key = json.loads((folder / "stages.json").read_text())["train"]
+
+    # Adding a test set: data and predictions of it, no retraining, own predictions cached.
+    metrics = run(compose_cfg(tmp_path, "+experiment=ablation_row4", *OTHER), folder, quiet())
+    assert "train" not in metrics["timings_s"] and "predict" in metrics["timings_s"]
+    assert (adapter.stat().st_mtime_ns, (folder / "predictions.jsonl").stat().st_mtime_ns) == stamps
+    ledger = json.loads((folder / "stages.json").read_text())
+    assert ledger["train"] == train_key and "predict@other" in ledger
+
+    test_docs = read_documents(folder / "data" / "test_sets" / "other.jsonl")
+    gold = sorted({c for d in test_docs for c in d.codes})
+    train_codes = {c for d in read_documents(folder / "data" / "train.jsonl") for c in d.codes}
+    manifest = json.loads((folder / "data_manifest.json").read_text())["test_sets"]["other"]
+    assert manifest["count"] == len(test_docs) == 5 and manifest["codes"] == len(gold)
+    part = json.loads((folder / "test_sets" / "other" / "metrics.json").read_text())
+    assert part["label_space"]["size"] == len(gold) == part["codes"]["overall"]["n_labels"]
+    assert part["label_space"]["unseen"] == len(set(gold) - train_codes)  # relative to training codes
+    assert part["test_set"]["name"] == "other" and part["n_docs"] == 5
+    assert metrics["test_sets"]["other"]["codes"] == part["codes"]
+    assert len(_rows(folder / "test_sets" / "other" / "predictions.jsonl")) == 5
+
+    # Predictions outside the test set's label space are dropped and counted.
+    preds = _rows(folder / "test_sets" / "other" / "predictions.jsonl")
+    for i, row in enumerate(preds):
+        row["codes"] = [row["gold_codes"][0], OUTSIDE] if i == 0 else []
+    (folder / "test_sets" / "other" / "predictions.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in preds))
+    scored = run(compose_cfg(tmp_path, "+experiment=ablation_row4", *OTHER, "stage=eval"), folder, quiet())
+    overall = scored["test_sets"]["other"]["codes"]["overall"]
+    assert (overall["tp"], overall["fp"], overall["dropped_predictions"]) == (1, 0, 1)
+    assert OUTSIDE not in gold
+
+    # The report: one row for the run's own test split, one for the test set.
+    rows = {r["test_set"]: r for r in read_runs(folder)}
+    assert set(rows) == {"demo", "other"}
+    assert rows["other"]["overall_tp"] == 1 and rows["other"]["overall_dropped_predictions"] == 1
+    assert rows["other"]["predictions"].endswith("test_sets/other/predictions.jsonl")
+    assert rows["other"]["test_hash"] == manifest["content_hash"] != rows["demo"]["test_hash"]
+
+    # Removing it: nothing is predicted again, and the run reports its own split only.
+    again = run(compose_cfg(tmp_path, "+experiment=ablation_row4"), folder, quiet())
+    assert "train" not in again["timings_s"] and "predict" not in again["timings_s"]
+    assert "test_sets" not in again and [r["test_set"] for r in read_runs(folder)] == ["demo"]
+
+
+@pytest.mark.skipif(not (DATA / "codiesp").exists() or not (DATA / "aci-bench").exists(),
+                    reason="shared CodiEsp / ACI-Bench files not available")
+def test_human_evidence_skips_a_test_set_without_evidence_and_unlabelled_sets_are_predict_only(tmp_path):
+    console = Console(record=True, width=200)
+    cfg = compose_cfg(tmp_path, "+experiment=ablation_row1", "infer.limit=2", "infer.max_new_tokens=8",
+                      "+docs@test_sets.codiesp_en=codiesp_en", f"test_sets.codiesp_en.path={DATA / 'codiesp'}",
+                      "+docs@test_sets.aci_bench=aci_bench", f"test_sets.aci_bench.path={DATA / 'aci-bench'}",
+                      "infer.human_evidence=true")
+    metrics = run(cfg, tmp_path / "run", console)
+    out = console.export_text()
+    assert "test set codiesp_en: skipped" in out and "test set aci_bench: skipped" in out
+    assert "codes" in metrics and "test_sets" not in metrics
+    assert not (tmp_path / "run" / "test_sets").exists()
+    manifest = json.loads((tmp_path / "run" / "data_manifest.json").read_text())["test_sets"]
+    assert manifest["codiesp_en"]["count"] == 250 and manifest["aci_bench"]["count"] == 120
+
+    # Without human evidence: CodiEsp English is scored, ACI-Bench (no labels) predict-only.
+    console = Console(record=True, width=200)
+    metrics = run(compose_cfg(tmp_path, *cfg_overrides(cfg)), tmp_path / "run", console)
+    assert "test set aci_bench has no gold codes (predict-only)" in console.export_text()
+    assert list(metrics["test_sets"]) == ["codiesp_en"]
+    assert len(_rows(tmp_path / "run" / "test_sets" / "aci_bench" / "predictions.jsonl")) == 2
+    assert not (tmp_path / "run" / "test_sets" / "aci_bench" / "metrics.json").exists()
+    assert "evidence" not in metrics["test_sets"]["codiesp_en"]  # no gold evidence to score
+    assert sorted(r["test_set"] for r in read_runs(tmp_path / "run")) == ["codiesp_en", "demo"]
+
+
+def cfg_overrides(cfg) -> list[str]:
+    """The overrides of the human-evidence run above, with human evidence off."""
+    return ["+experiment=ablation_row1", "infer.limit=2", "infer.max_new_tokens=8",
+            "+docs@test_sets.codiesp_en=codiesp_en", f"test_sets.codiesp_en.path={cfg.test_sets.codiesp_en.path}",
+            "+docs@test_sets.aci_bench=aci_bench", f"test_sets.aci_bench.path={cfg.test_sets.aci_bench.path}"]
+
+
+@pytest.mark.skipif(not (DATA / "mdace").exists(), reason="shared MDACE annotations not available")
+def test_a_test_set_that_cannot_load_stops_the_run_before_training(tmp_path):
+    from ccl.data.sources.common import MissingDataError
+
+    cfg = compose_cfg(tmp_path, "+experiment=ablation_row4", "+docs@test_sets.mdace=mdace",
+                      f"test_sets.mdace.path={DATA / 'mdace'}")
+    with pytest.raises(MissingDataError, match=r"test_sets\.mdace.*test_sets\.mdace\.notes_path is not set"):
+        run(cfg, tmp_path / "run", quiet())
+    assert not (tmp_path / "run" / "model").exists() and not (tmp_path / "run" / "stages.json").exists()
+
+
+def test_table1_configs_smoke_run_on_the_demo_world(tmp_path):
+    """The four methods on tiny, with the demo world standing in for the training docs and MDACE."""
+    demo = ["docs=demo", "docs@test_sets.mdace=demo", "~docs@test_sets.aci_bench",
+            *(f"test_sets.mdace.{k}={v}" for k, v in
+              (("n_train", 16), ("n_val", 4), ("n_test", 6), ("n_codes", 12), ("corpus_size", 30))),
+            "infer.limit=3"]
+    results = {}
+    for name, folder in (("table1_cot", "cot"), ("table1_sft", "sft"), ("table1_ccl", "ccl"),
+                         ("table1_ccl_he", "ccl")):  # CCL + human evidence: CCL's folder, its model
+        metrics = run(compose_cfg(tmp_path, f"+experiment={name}", *demo), tmp_path / folder, quiet())
+        assert "codes" not in metrics and metrics["test_sets"]["mdace"]["n_docs"] == 3  # test sets only
+        assert not (tmp_path / folder / "predictions.jsonl").exists()
+        results[name] = metrics
+    assert "train" in results["table1_ccl"]["timings_s"] and "train" not in results["table1_ccl_he"]["timings_s"]
+    ccl_preds = _rows(tmp_path / "ccl" / "test_sets" / "mdace" / "predictions.jsonl")
+    test_docs = {d.id: d for d in read_documents(tmp_path / "ccl" / "data" / "test_sets" / "mdace.jsonl")}
+    for row in ccl_preds:  # the last run was human evidence: the gold evidence is the prompt's
+        assert row["evidence"] == [" ".join(s.text.split()) for s in test_docs[row["id"]].spans]
+
+    # Table 1 from these runs: one row per method, the CCL folder's test set as in its last run.
+    table = main_table(collect_runs([tmp_path / "cot", tmp_path / "sft", tmp_path / "ccl"])).frame
+    assert list(table["Method"]) == ["zero-shot CoT", "doc SFT (codes only)",
+                                     "doc SFT (evidence) + gold + human evidence"]
+    assert list(table.columns[1:]) == ["mdace / tiny micro F1", "mdace / tiny macro F1"]
