@@ -236,7 +236,7 @@ class CCLConfig:
     docs: DocsConfig = field(default_factory=DocsConfig)
     # Extra test sets, name -> a docs config whose test split is predicted and scored besides
     # the run's own (``test_sets/<name>/``). Filled by composing docs configs with a package:
-    # ``+docs@test_sets.mdace=mdace``, or a preset of the test_sets group (``+test_sets=table1``).
+    # ``+docs@test_sets.mdace=mdace``, or a preset of the test_sets group (``test_sets=table1``).
     test_sets: dict[str, DocsConfig] = field(default_factory=dict)
     spans: SpansConfig = field(default_factory=SpansConfig)
     mix: MixConfig = field(default_factory=MixConfig)
