@@ -14,7 +14,7 @@ from test_run import compose_cfg, quiet
 from ccl.config import register_configs
 from ccl.data.records import read_documents
 from ccl.report.collect import collect_runs, read_runs
-from ccl.report.tables import main_table
+from ccl.report.tables import efficiency_table, main_table
 from ccl.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +139,7 @@ def test_test_set_is_scored_in_its_label_space_and_adding_it_keeps_the_model(tmp
     assert rows["other"]["overall_tp"] == 1 and rows["other"]["overall_dropped_predictions"] == 1
     assert rows["other"]["predictions"].endswith("test_sets/other/predictions.jsonl")
     assert rows["other"]["test_hash"] == manifest["content_hash"] != rows["demo"]["test_hash"]
+    assert len(efficiency_table(collect_runs([folder])).frame) == 1  # training cost: one row per run
 
     # Removing it: nothing is predicted again, and the run reports its own split only.
     again = run(compose_cfg(tmp_path, "+experiment=ablation_row4"), folder, quiet())

@@ -2,7 +2,7 @@
 
 Layout of ``out_dir``::
 
-    results.parquet, results.csv      one row per run (ccl.report.collect)
+    results.parquet, results.csv      one row per run and test set (ccl.report.collect)
     report.md                         every table inline, figure links, skipped analyses
     tables/<name>.md, <name>.tex      Tables 1, 2, 3, 4, 6 and Figure 3's numbers
     figures/<name>.png, <name>.pdf    scaling law, Figure 3

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     except RunFolderError as e:
         print(f"ccl.report: {e}", file=sys.stderr)
         return 2
-    print(f"{len(report.results)} runs -> {out}")
+    runs = report.results["run_dir"].nunique() if len(report.results) else 0
+    print(f"{runs} runs ({len(report.results)} results rows: one per run and test set) -> {out}")
     for name in report.tables:
         print(f"  table  {out / 'tables' / name}.md|.tex")
     for path in report.files:

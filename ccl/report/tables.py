@@ -184,6 +184,8 @@ def efficiency_table(results: pd.DataFrame) -> ResultTable:
     runs = results[results["train_tokens"].notna()]
     if runs.empty:
         raise Skip("Table 2 needs trained runs (model/ccl_model.json); only zero-shot runs or none found")
+    # Training cost is a run's, whichever test sets it was scored on: one row per run.
+    runs = runs.drop_duplicates("run_dir").assign(test_set="")
     runs = _with_run_label(runs.assign(_rank=runs["method"].map(_method_rank)).sort_values(
         ["_rank", "recipe", "backbone", "test_set"], kind="stable"))
     frame = pd.DataFrame({"Method": runs["method"], "Recipe": runs["recipe"]})
