@@ -421,3 +421,15 @@ def test_hidden_folders_are_not_incomplete_runs(tmp_path):
     (tmp_path / "other" / "config.yaml").write_text("name: y\n")
     assert incomplete_runs(tmp_path / "run") == []
     assert incomplete_runs(tmp_path) == [tmp_path / "other"]
+
+
+def test_efficiency_table_keeps_a_run_without_epochs(runs):
+    """A run of span warm-up steps only has no epoch: its per-epoch cells are empty, not a crash."""
+    from ccl.report.tables import efficiency_table
+
+    results = collect_runs([runs["sweep"]])
+    trained = results["train_tokens"].notna()
+    results.loc[trained.idxmax(), ["tokens_per_epoch", "seconds_per_epoch", "data_epochs"]] = float("nan")
+    table = efficiency_table(results).frame
+    assert table["Tokens/epoch"].isna().sum() == 1
+    assert table["Trained tokens"].notna().all() and len(table) == trained.sum()

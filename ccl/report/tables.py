@@ -179,6 +179,11 @@ def scaling_fits(runs: pd.DataFrame, metric: str = "overall_micro_f1") -> list[t
     return fits
 
 
+def _counts(values: pd.Series) -> pd.Series:
+    """Whole numbers that may be missing (a run of span warm-up steps only has no epoch)."""
+    return pd.to_numeric(values, errors="coerce").round().astype("Int64")
+
+
 def efficiency_table(results: pd.DataFrame) -> ResultTable:
     """Table 2: training tokens, time per epoch and in total, per recipe (trained runs only)."""
     runs = results[results["train_tokens"].notna()]
@@ -191,12 +196,12 @@ def efficiency_table(results: pd.DataFrame) -> ResultTable:
     frame = pd.DataFrame({"Method": runs["method"], "Recipe": runs["recipe"]})
     for display, col in _identity(runs):
         frame[display] = runs[col]
-    frame["Doc examples"] = runs["dataset_doc_examples"].astype(int)
-    frame["Span examples"] = runs["dataset_span_examples"].astype(int)
-    frame["Dataset tokens"] = runs["dataset_tokens"].astype(int)
-    frame["Trained tokens"] = runs["train_tokens"].astype(int)
-    frame["Epochs"] = runs["data_epochs"].astype(int)
-    frame["Tokens/epoch"] = runs["tokens_per_epoch"].round().astype(int)
+    frame["Doc examples"] = _counts(runs["dataset_doc_examples"])
+    frame["Span examples"] = _counts(runs["dataset_span_examples"])
+    frame["Dataset tokens"] = _counts(runs["dataset_tokens"])
+    frame["Trained tokens"] = _counts(runs["train_tokens"])
+    frame["Epochs"] = _counts(runs["data_epochs"])
+    frame["Tokens/epoch"] = _counts(runs["tokens_per_epoch"])
     frame["s/epoch"] = runs["seconds_per_epoch"].astype(float)
     frame["Train s"] = runs["train_seconds"].astype(float)
     frame["Tokens/s"] = runs["tokens_per_second"].astype(float)
