@@ -96,6 +96,45 @@ def test_batched_greedy_equals_one_by_one(tiny, reference):
     assert texts == tok.batch_decode(reference, skip_special_tokens=True)
 
 
+@pytest.mark.parametrize("static_cache", [True, False])
+@pytest.mark.parametrize(("shared_prefix", "row_prefill"), [(True, True), (True, False), (False, True), (False, False)])
+def test_shared_prefix_and_row_prefill_keep_greedy_equal_to_one_by_one(
+    tiny, reference, static_cache, shared_prefix, row_prefill
+):
+    """The prompt prefix every row shares is computed once; each row's own tokens, one row at a time."""
+    model, tok, prompts = tiny
+    for batch_size in (3, 8):
+        engine = HFEngine(model, tok, batch_size, static_cache=static_cache, shared_prefix=shared_prefix,
+                          row_prefill=row_prefill)
+        assert engine.generate_ids(prompts, NEW_TOKENS) == reference
+        assert (engine.shared_tokens > 0) == shared_prefix  # the prefix path was taken
+    assert HFEngine(model, tok).row_prefill  # the default on a CPU
+
+
+def test_row_prefill_without_a_shared_prefix_and_with_one_token_prompts(tiny):
+    model, tok, _ = tiny
+    prompts = ["of", "diabetes type chronic kidney disease", "pain", "history of asthma denies pain"]
+    one = HFEngine(model, tok, batch_size=1).generate_ids(prompts, 6)
+    engine = HFEngine(model, tok, batch_size=4, row_prefill=True)
+    assert engine.generate_ids(prompts, 6) == one
+    assert engine.shared_tokens == 0
+
+
+def test_shared_prefix_through_a_lora_model(tiny):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    model, tok, prompts = tiny
+    lora = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                           init_lora_weights=False))
+    one = HFEngine(lora, tok, batch_size=1).generate_ids(prompts, NEW_TOKENS)
+    for row_prefill in (True, False):
+        engine = HFEngine(lora, tok, batch_size=8, row_prefill=row_prefill)
+        assert engine.generate_ids(prompts, NEW_TOKENS) == one
+        assert engine.shared_tokens > 0
+
+
 def test_stops_at_stop_token_and_honours_max_new_tokens(tiny, reference):
     model, tok, prompts = tiny
     assert all(len(r) == NEW_TOKENS for r in reference)

@@ -13,6 +13,18 @@ which for a batch of 8-16 rows on a CPU costs as much as the model itself
 (``python -m ccl.bench predict``). A single prompt keeps the dynamic cache,
 which is faster for one row. ``static_cache=False`` turns this off.
 
+The prompt tokens a batch shares are computed once (``shared_prefix``): every CCL
+prompt starts with the same chat template, system prompt and instruction (about a
+quarter of its tokens). Their keys and values are computed for one row and copied
+to every row of the batch's cache, and the batch is laid out as
+``[shared prefix][padding][the row's own tokens]`` with the attention mask zero at the
+padding; ``generate`` takes its positions from the mask, so each token keeps the
+position it has in its prompt alone. With ``row_prefill`` (the default on a CPU)
+each row's own tokens but its last are computed one row at a time, so no padding
+is computed at all, and ``generate`` starts from the last column. Greedy outputs
+equal one-at-a-time decoding (``tests/test_generation.py``); the logits differ
+from it in the last float bits, as any batching does (other matrix shapes).
+
 ``repeat_guard=True`` ends a section whose line repeats
 (:class:`~ccl.inference.guards.RepeatedLineGuard`), so a looping model still
 reaches its codes.
@@ -25,10 +37,13 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-from transformers import LogitsProcessorList
+from transformers import DynamicCache, LogitsProcessorList, StaticCache
+from transformers.cache_utils import DynamicLayer, StaticLayer
 
 from ccl.data.sft import encode_prompts
 from ccl.inference.guards import RepeatedLineGuard, starts_in_codes
+
+MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth an extra forward
 
 
 def _as_set(ids: Any) -> set[int]:
@@ -50,6 +65,8 @@ class HFEngine:
         progress: bool = False,
         static_cache: bool = True,
         repeat_guard: bool = False,
+        shared_prefix: bool = True,
+        row_prefill: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -57,7 +74,11 @@ class HFEngine:
         self.batch_size, self.temperature, self.progress = int(batch_size), float(temperature), progress
         self.static_cache = bool(static_cache)
         self.repeat_guard = bool(repeat_guard)
+        self.shared_prefix = bool(shared_prefix)
+        device = next(model.parameters()).device
+        self.row_prefill = device.type == "cpu" if row_prefill is None else bool(row_prefill)
         self.guard_cuts = 0  # rows' sections ended by the guard in the last call
+        self.shared_tokens = 0  # prompt tokens the last call computed once for several rows
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         self.stop_ids = sorted(_as_set(tokenizer.eos_token_id) | _as_set(gen_eos) | _as_set(list(stop_token_ids)))
         if not self.stop_ids:
@@ -74,8 +95,11 @@ class HFEngine:
             return {"do_sample": True, "temperature": self.temperature}
         return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
 
+    def _static(self, rows: int) -> bool:
+        return self.static_cache and rows > 1
+
     def _cache(self, rows: int) -> dict[str, Any]:
-        return {"cache_implementation": "static"} if self.static_cache and rows > 1 else {}
+        return {"cache_implementation": "static"} if self._static(rows) else {}
 
     def _guard(self, width: int, in_codes: list[bool]) -> RepeatedLineGuard | None:
         if not self.repeat_guard:
@@ -83,6 +107,65 @@ class HFEngine:
         return RepeatedLineGuard(
             self.tokenizer, width, in_codes, stop_id=self.stop_ids[0], finished_ids=[*self.stop_ids, self.pad_id]
         )
+
+    def _shared_prefix(self, rows: list[list[int]]) -> int:
+        """Tokens every row of a batch starts with (0: not worth sharing), each row keeping one of its own."""
+        if not self.shared_prefix or len(rows) < 2:
+            return 0
+        first, n = rows[0], min(len(r) for r in rows) - 1
+        k = 0
+        while k < n and all(r[k] == first[k] for r in rows):
+            k += 1
+        return k if k >= MIN_SHARED_PREFIX else 0
+
+    def _new_cache(self, rows: int, max_len: int) -> Any | None:
+        """An empty cache for ``rows`` rows, None unless every layer is plain full attention."""
+        config = self.model.config
+        dst = StaticCache(config=config, max_cache_len=max_len) if self._static(rows) else DynamicCache(config=config)
+        kind = StaticLayer if isinstance(dst, StaticCache) else DynamicLayer
+        return dst if all(type(layer) is kind for layer in dst.layers) else None
+
+    def _prefix_cache(self, rows: list[list[int]], shared: int, width: int, max_len: int, device: Any) -> Any | None:
+        """The batch's KV cache holding the shared prefix (and, with ``row_prefill``, all but the last column).
+
+        None if the model's cache has other layers than plain full attention.
+        """
+        dst = self._new_cache(len(rows), max_len)
+        if dst is None:
+            return None
+        src = DynamicCache(config=self.model.config)
+        if shared:
+            prefix = torch.as_tensor(rows[0][:shared], dtype=torch.long, device=device)[None]
+            self.model(input_ids=prefix, cache=src, use_cache=True, logits_to_keep=1)
+        if not self.row_prefill:
+            for s, d in zip(src.layers, dst.layers, strict=True):
+                d.update(s.keys.expand(len(rows), -1, -1, -1), s.values.expand(len(rows), -1, -1, -1))
+            return dst
+        # Each row's own tokens but its last, one row at a time after the shared prefix: no
+        # padding is computed; the batch's forward then starts at the last column.
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        for row, r in enumerate(rows):  # longest first, so the first row has tokens to compute
+            own = DynamicCache(config=self.model.config)
+            if shared:
+                for s, o in zip(src.layers, own.layers, strict=True):
+                    o.update(s.keys, s.values)
+            if len(r) - 1 > shared:
+                tokens = torch.as_tensor(r[shared:-1], dtype=torch.long, device=device)[None]
+                self.model(input_ids=tokens, cache=own, use_cache=True, logits_to_keep=1)
+            if not keys:
+                keys = [o.keys.new_zeros((len(rows), o.keys.shape[1], width - 1, o.keys.shape[-1])) for o in own.layers]
+                values = [o.values.new_zeros((len(rows), o.values.shape[1], width - 1, o.values.shape[-1]))
+                          for o in own.layers]
+            start = width - len(r)
+            for o, k, v in zip(own.layers, keys, values, strict=True):
+                if len(r) > 1:
+                    k[row, :, :shared], v[row, :, :shared] = o.keys[0, :, :shared], o.values[0, :, :shared]
+                    k[row, :, start + shared :] = o.keys[0, :, shared:]
+                    v[row, :, start + shared :] = o.values[0, :, shared:]
+        for d, k, v in zip(dst.layers, keys, values, strict=True):
+            d.update(k, v)
+        return dst
 
     def generate_ids(self, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
         """New token ids per prompt, in input order, cut before the first stop token."""
@@ -94,28 +177,41 @@ class HFEngine:
         self.model.eval()
         stop = set(self.stop_ids)
         self.guard_cuts = 0
+        self.shared_tokens = 0
+        new_tokens = int(max_new_tokens)
         try:
             with torch.inference_mode(), self._bar(len(ids)) as advance:
                 for batch in self._batches(order):
-                    width = max(len(ids[i]) for i in batch)
-                    input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-                    mask = torch.zeros((len(batch), width), dtype=torch.long)
-                    for row, i in enumerate(batch):
-                        input_ids[row, width - len(ids[i]) :] = torch.as_tensor(ids[i], dtype=torch.long)
-                        mask[row, width - len(ids[i]) :] = 1
+                    rows = [ids[i] for i in batch]
+                    width = max(len(r) for r in rows)
+                    shared = self._shared_prefix(rows)
+                    cache = None
+                    if shared or (self.row_prefill and len(rows) > 1 and width > 1):
+                        cache = self._prefix_cache(rows, shared, width, width + new_tokens, device)
+                        shared = shared if cache is not None else 0
+                    # [shared prefix][padding][the row's own tokens]: positions come from the mask,
+                    # so every row's tokens keep the positions they have alone.
+                    input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+                    mask = torch.zeros((len(rows), width), dtype=torch.long)
+                    for row, r in enumerate(rows):
+                        input_ids[row, :shared] = torch.as_tensor(r[:shared], dtype=torch.long)
+                        input_ids[row, width - len(r) + shared :] = torch.as_tensor(r[shared:], dtype=torch.long)
+                        mask[row, :shared] = 1
+                        mask[row, width - len(r) + shared :] = 1
                     guard = self._guard(width, [starts_in_codes(prompts[i]) for i in batch])
                     generated = self.model.generate(
                         input_ids=input_ids.to(device),
                         attention_mask=mask.to(device),
-                        max_new_tokens=int(max_new_tokens),
+                        max_new_tokens=new_tokens,
                         num_beams=1,
                         eos_token_id=self.stop_ids,
                         pad_token_id=self.pad_id,
-                        **self._cache(len(batch)),
+                        **({"cache": cache} if cache is not None else self._cache(len(rows))),
                         **self._sampling(),
                         **({"logits_processor": LogitsProcessorList([guard])} if guard else {}),
                     )[:, width:].tolist()
                     self.guard_cuts += sum(guard.fired) if guard else 0
+                    self.shared_tokens += shared * (len(rows) - 1)
                     for i, new in zip(batch, generated, strict=True):
                         cut = next((k for k, t in enumerate(new) if t in stop), len(new))
                         out[i] = new[:cut]
