@@ -199,7 +199,14 @@ class InferConfig:
     max_new_tokens: int = 256
     batch_size: int = 8
     temperature: float = 0.0
+    # The run's only predictions in human-evidence mode ("CCL + human evidence": the gold evidence
+    # is written into the prompt, the model generates the codes). Part of the predict key.
     human_evidence: bool = False
+    # Besides the normal predictions, also predict and score in human-evidence mode the run's
+    # split and every test set with gold evidence on each document (human_evidence/ and
+    # test_sets/<name>/human_evidence/). Keyed apart: switching it on for a finished run adds
+    # those predictions only (no retraining, the normal predictions stay cached).
+    also_human_evidence: bool = False
     # End a section whose line repeats (HF engine; see ccl/inference/guards.py): a looping
     # model still reaches its codes. vLLM ignores it.
     stop_repeated_lines: bool = True

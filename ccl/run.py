@@ -3,6 +3,10 @@
 Each stage is keyed by a content hash of what it reads; a rerun in the same run
 folder skips finished stages and resumes an interrupted training from its last
 checkpoint. ``stage=data`` (or a comma list) runs a subset.
+
+``infer.also_human_evidence`` adds human-evidence predictions and metrics of the same
+model (``human_evidence/``, ``test_sets/<name>/human_evidence/``); it is left out of
+the predict key, so switching it on for a finished run predicts those only.
 """
 
 from __future__ import annotations
@@ -45,19 +49,30 @@ def _require_current(ledger: StageLedger, stage: str, key: str, output: str, ent
         )
 
 
+# Infer settings that do not shape a target's predictions (each extra mode has its own key).
+_NOT_IN_PREDICT_KEY = ("also_human_evidence",)
+
+
+def predict_key(cfg: DictConfig, tkey: str) -> str:
+    """Content key of the run's own predictions: the model, inference settings, task, parser."""
+    infer = {k: v for k, v in OmegaConf.to_container(cfg.infer, resolve=True).items()
+             if k not in _NOT_IN_PREDICT_KEY}
+    return hash_obj({"train": tkey, "infer": infer, "task": str(cfg.task), "parser": PARSER_VERSION})
+
+
 def _evaluate(
     cfg: DictConfig, bundle: Any, targets: list[Target], ledger: StageLedger, eval_only: bool, console: Console
 ) -> dict[str, Any]:
-    """Score each target: the run's own split at the top level, test sets under ``test_sets``.
+    """Score each target: the run's own split at the top level, test sets under ``test_sets``,
+    human-evidence copies likewise under ``human_evidence``.
 
     Empty when nothing could be scored (no target has gold codes).
     """
     from ccl.stages.evaluate import evaluate, print_metrics, read_predictions
-    from ccl.stages.predict import TEST_SETS_DIR
 
     metrics: dict[str, Any] = {}
     for target in targets:
-        where = "predictions.jsonl" if target.name is None else f"{TEST_SETS_DIR}/{target.name}/predictions.jsonl"
+        where = target.predictions.relative_to(ledger.path.parent).as_posix()
         if not target.predictions.exists():
             raise FileNotFoundError(f"{target.predictions}: no predictions to evaluate; run stage=predict first")
         if eval_only:
@@ -65,23 +80,46 @@ def _evaluate(
         if not any(d.codes for d in target.docs):
             console.print(f"[yellow]eval[/]: {target.label} has no gold codes (predict-only): "
                           "predictions written, nothing scored")
-            if target.name is not None:
+            if target.name is not None or target.extra:
                 (target.out_dir / "metrics.json").unlink(missing_ok=True)
             continue
         # With infer.limit only part of a split is scored: its label space is that part's codes.
         label_space = bundle.label_space if target.name is None and not cfg.infer.limit else target.label_space
         result = evaluate(read_predictions(target.predictions), target.docs, label_space, bundle.seen_codes)
         title = f"{cfg.name} ({cfg.backbone.name})"
+        # The human-evidence copies mirror the layout of the normal results under "human_evidence".
+        into = metrics.setdefault("human_evidence", {}) if target.extra else metrics
         if target.name is None:
-            metrics.update(result)
+            into.update(result)
         else:
             info = bundle.manifest.get("test_sets", {}).get(target.name, {})
             result["test_set"] = {"name": target.name, "docs": info.get("docs"), "split": info.get("split"),
                                   "content_hash": info.get("content_hash")}
-            metrics.setdefault("test_sets", {})[target.name] = result
+            into.setdefault("test_sets", {})[target.name] = result
             title += f" on {target.name}"
-        print_metrics(result, console, title=title)
+        print_metrics(result, console, title=title + (", human evidence" if target.extra else ""))
+    if metrics.get("human_evidence") == {}:
+        del metrics["human_evidence"]
     return metrics
+
+
+def _write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """``metrics.json`` of the run, of each test set, and of each human-evidence copy."""
+    from ccl.stages.evaluate import METRICS
+    from ccl.stages.predict import HUMAN_EVIDENCE_DIR, TEST_SETS_DIR
+
+    shared = {"timings_s": metrics["timings_s"], "run": metrics["run"]}
+    human = metrics.get("human_evidence") or {}
+    he_run = {**metrics["run"], "human_evidence": True, "also_human_evidence": True}
+    for name, part in metrics.get("test_sets", {}).items():
+        (run_dir / TEST_SETS_DIR / name / METRICS).write_text(json.dumps({**part, **shared}, indent=2))
+    for name, part in human.get("test_sets", {}).items():
+        (run_dir / TEST_SETS_DIR / name / HUMAN_EVIDENCE_DIR / METRICS).write_text(
+            json.dumps({**part, **shared, "run": he_run}, indent=2))
+    if "codes" in human:
+        own = {k: v for k, v in human.items() if k != "test_sets"}
+        (run_dir / HUMAN_EVIDENCE_DIR / METRICS).write_text(json.dumps({**own, **shared, "run": he_run}, indent=2))
+    (run_dir / METRICS).write_text(json.dumps(metrics, indent=2))
 
 
 def _run_dir() -> Path:
@@ -111,7 +149,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
     if stages == ["data"]:
         return {}
 
-    from ccl.stages.predict import TEST_SETS_DIR, clear_outputs, predict_stage, prediction_targets
+    from ccl.stages.predict import clear_outputs, predict_stage, prediction_targets
     from ccl.stages.train import train_key, train_stage
 
     tkey = train_key(cfg, bundle)
@@ -132,8 +170,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
 
     if "predict" in stages and "train" not in stages and cfg.train.mode != "none":
         _require_current(ledger, "train", tkey, "model/")
-    pkey = hash_obj({"train": tkey, "infer": OmegaConf.to_container(cfg.infer, resolve=True),
-                     "task": str(cfg.task), "parser": PARSER_VERSION})
+    pkey = predict_key(cfg, tkey)
+    if cfg.infer.human_evidence and cfg.infer.also_human_evidence:
+        console.print("[yellow]infer.also_human_evidence[/]: ignored, infer.human_evidence=true already "
+                      "makes the run's predictions human-evidence ones")
     targets = prediction_targets(cfg, bundle, run_dir, pkey) if {"predict", "eval"} & set(stages) else []
     for target in targets:
         if target.skip:
@@ -148,12 +188,21 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
             if target not in pending:
                 console.print(f"[green]predict[/] ({target.label}): cached ({target.key}), skipping")
         if pending:
-            # Predictions of the run's own split feed its eval; a new test set only its own.
-            ledger.invalidate_from("predict" if any(t.name is None for t in pending) else "eval")
-            t = time.perf_counter()
-            predict_stage(cfg, bundle, run_dir, console, pending,
-                          on_done=lambda target: ledger.mark_done(target.stage, target.key))
-            timings["predict"] = time.perf_counter() - t
+            # Predictions of the run's own split feed its eval; a new test set (or a
+            # human-evidence copy) only its own.
+            ledger.invalidate_from("predict" if any(t.name is None and not t.extra for t in pending) else "eval")
+            last = time.perf_counter()
+
+            def done(target: Target) -> None:
+                # Human-evidence predictions are timed apart (the model load counts to the first target).
+                nonlocal last
+                now = time.perf_counter()
+                part = "predict_human_evidence" if target.extra else "predict"
+                timings[part] = timings.get(part, 0.0) + now - last
+                last = now
+                ledger.mark_done(target.stage, target.key)
+
+            predict_stage(cfg, bundle, run_dir, console, pending, on_done=done)
 
     metrics: dict[str, Any] = {}
     if "eval" in stages:
@@ -165,14 +214,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
         metrics["run"] = {"name": cfg.name, "backbone": cfg.backbone.name, "task": cfg.task,
                           "spans": [k for k, v in cfg.spans.items() if v is not None],
                           "human_evidence": bool(cfg.infer.human_evidence)}
-        from ccl.stages.evaluate import METRICS
-
-        for name, part in metrics.get("test_sets", {}).items():
-            part = {**part, "timings_s": metrics["timings_s"], "run": metrics["run"]}
-            (run_dir / TEST_SETS_DIR / name / METRICS).write_text(json.dumps(part, indent=2))
-        (run_dir / METRICS).write_text(json.dumps(metrics, indent=2))
+        _write_metrics(run_dir, metrics)
         ledger.mark_done("eval", pkey)
-        if str(cfg.logger.kind) == "wandb" and {"train", "predict"} & set(timings):
+        if str(cfg.logger.kind) == "wandb" and {"train", "predict", "predict_human_evidence"} & set(timings):
             from ccl.report.wandb_log import log_run_results
 
             log_run_results(run_dir, cfg.logger)

@@ -3,6 +3,9 @@
 A run predicts its own split (``infer.split`` of ``docs``) into the run folder and
 each extra test set (``cfg.test_sets``) into ``test_sets/<name>/``; each of these
 targets has its own content key, so adding a test set predicts that set only.
+``infer.also_human_evidence`` adds a human-evidence copy of each target (gold evidence
+in the prompt, codes generated) under ``human_evidence/`` of the target's folder, keyed
+apart from the normal one.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from ccl.utils.hashing import hash_obj, hash_records
 
 PREDICTIONS = "predictions.jsonl"
 TEST_SETS_DIR = "test_sets"
+HUMAN_EVIDENCE_DIR = "human_evidence"
+HUMAN_EVIDENCE_STAGE = "human_evidence"  # ledger entry: human_evidence, human_evidence@NAME
 
 
 @dataclass
@@ -38,6 +43,8 @@ class Target:
     stage: str  # its entry in stages.json: "predict", or "predict@NAME" for a test set
     key: str
     skip: str = ""  # why it is not predicted, when it is not
+    human_evidence: bool = False  # prompts carry the gold evidence; the model writes the codes
+    extra: bool = False  # the infer.also_human_evidence copy of a target (human_evidence/)
 
     @property
     def predictions(self) -> Path:
@@ -45,7 +52,8 @@ class Target:
 
     @property
     def label(self) -> str:
-        return "the test split" if self.name is None else f"test set {self.name}"
+        label = "the test split" if self.name is None else f"test set {self.name}"
+        return label + " (human evidence)" if self.extra else label
 
     @property
     def label_space(self) -> list[str]:
@@ -53,37 +61,58 @@ class Target:
         return sorted({c for d in self.docs for c in d.codes})
 
 
+def _no_evidence(docs: Sequence[Document], switch: str) -> str:
+    """Why ``docs`` cannot be predicted in human-evidence mode ("" when they can)."""
+    missing = sum(not d.spans for d in docs)
+    if not missing:
+        return ""
+    return (f"{switch} needs gold evidence on every document; {missing} of {len(docs)} have none "
+            "(no evidence in its labels)")
+
+
 def prediction_targets(cfg: DictConfig, bundle: DataBundle, run_dir: Path, key: str) -> list[Target]:
-    """The run's own split (unless ``infer.split`` is null), then each extra test set.
+    """The run's own split (unless ``infer.split`` is null), then each extra test set, then
+    (``infer.also_human_evidence``) a human-evidence copy of each of these.
 
     ``key`` is the predict key of the run's own split; a test set's key adds its
-    documents' content hash. Human-evidence mode skips a test set without gold evidence
-    on every document (for the run's own split it is an error, as before).
+    documents' content hash, a human-evidence copy's key adds that mode to its target's.
+    Human-evidence mode skips a test set without gold evidence on every document (for
+    the run's own split it is an error under ``infer.human_evidence``, as before; the
+    extra human-evidence copy of any target is skipped).
     """
     limit = int(cfg.infer.limit) if cfg.infer.limit else None
+    human = bool(cfg.infer.human_evidence)
     targets = []
     split = cfg.infer.split
     if split is not None:
         docs = bundle.docs.get(str(split))
         if not docs:
             raise ValueError(f"infer.split={split!r}: no documents in that split ({sorted(bundle.docs)})")
-        targets.append(Target(None, docs[:limit], Path(run_dir), "predict", key))
-    human = bool(cfg.infer.human_evidence)
+        targets.append(Target(None, docs[:limit], Path(run_dir), "predict", key, human_evidence=human))
     for name, all_docs in bundle.test_sets.items():
         docs = all_docs[:limit]
-        skip = ""
-        if human and not all(d.spans for d in docs):
-            missing = sum(not d.spans for d in docs)
-            skip = (f"infer.human_evidence=true needs gold evidence on every document; {missing} of "
-                    f"{len(docs)} have none (no evidence in its labels)")
+        skip = _no_evidence(docs, "infer.human_evidence=true") if human else ""
         targets.append(Target(name, docs, Path(run_dir) / TEST_SETS_DIR / name, f"predict@{name}",
-                              hash_obj({"predict": key, "test_set": hash_records(docs)}), skip))
+                              hash_obj({"predict": key, "test_set": hash_records(docs)}), skip,
+                              human_evidence=human))
+    if cfg.infer.get("also_human_evidence") and not human:
+        targets += [human_evidence_target(t) for t in targets]
     return targets
 
 
+def human_evidence_target(target: Target) -> Target:
+    """The human-evidence copy of a normal target: ``human_evidence/`` of its folder, its own key."""
+    stage = HUMAN_EVIDENCE_STAGE + ("" if target.name is None else f"@{target.name}")
+    return Target(target.name, target.docs, target.out_dir / HUMAN_EVIDENCE_DIR, stage,
+                  hash_obj({"predict": target.key, "human_evidence": True}),
+                  target.skip or _no_evidence(target.docs, "infer.also_human_evidence=true"),
+                  human_evidence=True, extra=True)
+
+
 def clear_outputs(target: Target) -> None:
-    """Remove a skipped test set's earlier outputs, so that no stale metrics get reported."""
-    if target.name is not None and target.out_dir.exists():
+    """Remove a skipped test set's (or human-evidence copy's) earlier outputs, so that no
+    stale metrics get reported."""
+    if (target.name is not None or target.extra) and target.out_dir.exists():
         shutil.rmtree(target.out_dir)
 
 
@@ -100,14 +129,19 @@ def build_prompts(
 
 
 def predict_documents(
-    cfg: DictConfig, model: Any, tokenizer: Any, docs: Sequence[Document], console: Console | None = None
+    cfg: DictConfig, model: Any, tokenizer: Any, docs: Sequence[Document], console: Console | None = None,
+    human_evidence: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Generate and parse outputs for ``docs``; one prediction row per document."""
+    """Generate and parse outputs for ``docs``; one prediction row per document.
+
+    ``human_evidence`` (default ``infer.human_evidence``): the gold evidence is written
+    into the prompt and the model generates the codes.
+    """
     from ccl.inference.engine import make_engine
 
-    human = bool(cfg.infer.human_evidence)
+    human = bool(cfg.infer.human_evidence) if human_evidence is None else bool(human_evidence)
     if human and not all(d.spans for d in docs):
-        raise ValueError("infer.human_evidence=true needs gold evidence spans on every test document")
+        raise ValueError("human-evidence mode needs gold evidence spans on every test document")
     prompts, prefixes = build_prompts(tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), human)
     engine = make_engine(cfg.infer, model, tokenizer)
     t0 = time.perf_counter()
@@ -144,9 +178,9 @@ def predict_stage(
     model, tokenizer = load_trained(cfg, bundle, run_dir)
     paths = []
     for target in targets:
-        if target.name is not None:
+        if target.name is not None or target.extra:
             console.print(f"[cyan]predict[/]: {target.label}")
-        rows = predict_documents(cfg, model, tokenizer, target.docs, console)
+        rows = predict_documents(cfg, model, tokenizer, target.docs, console, target.human_evidence)
         write_jsonl(target.predictions, rows)
         paths.append(target.predictions)
         if on_done is not None:
