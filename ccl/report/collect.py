@@ -3,7 +3,11 @@
 A run folder is what ``ccl.run`` writes: ``config.yaml`` and ``metrics.json``
 (required), ``data_manifest.json`` and ``model/ccl_model.json`` (optional). A run
 gives a row for its own test split (when ``metrics.json`` scores one) and a row per
-extra test set (``test_sets/<name>/metrics.json``, ``test_set=<name>``). A row holds a few named columns the analyses use (``recipe``, ``backbone``,
+extra test set (``test_sets/<name>/metrics.json``, ``test_set=<name>``). A run with
+``infer.also_human_evidence`` adds a row per human-evidence result
+(``human_evidence/metrics.json``, ``test_sets/<name>/human_evidence/metrics.json``) with
+``human_evidence=True``: "CCL + human evidence" of the same model, same backbone and test
+set. A row holds a few named columns the analyses use (``recipe``, ``backbone``,
 ``overall_micro_f1``, ``train_tokens`` ...) and the whole resolved config
 flattened under ``cfg.`` (lists as JSON strings). Rates stay fractions in [0, 1];
 the tables turn them into percentages.
@@ -256,38 +260,66 @@ def _base_row(run_dir: Path, cfg: dict[str, Any], manifest: dict[str, Any], trai
     return row
 
 
+def _read_part(path: Path) -> dict[str, Any] | None:
+    """A test set's or human-evidence result's ``metrics.json``; None when absent."""
+    if not path.is_file():
+        return None
+    part = _read_json(path)
+    assert part is not None
+    if "overall" not in (part.get("codes") or {}):
+        raise RunFolderError(f"{path}: no 'codes.overall' section")
+    return part
+
+
+def _human_evidence_row(row: dict[str, Any], part: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The human-evidence twin of a results row, scored from ``part`` (at ``path``)."""
+    timings = part.get("timings_s") or {}
+    return {**row, **_metric_columns(part), "human_evidence": True,
+            "predictions": str(path.parent / "predictions.jsonl"),
+            "time_predict_s": timings.get("predict_human_evidence", NAN)}
+
+
 def read_runs(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The results-table rows of a run folder: its own test split, then each extra test set.
+    """The results-table rows of a run folder: its own test split, then each extra test set,
+    then (``infer.also_human_evidence``) each human-evidence result.
 
     A test set of the config without ``test_sets/<name>/metrics.json`` (predict-only, or
-    skipped in human-evidence mode) gives no row. A missing or broken file is an error
-    naming it, as is a run that scored nothing.
+    skipped in human-evidence mode) gives no row, nor does a human-evidence result without
+    its ``human_evidence/metrics.json``. A missing or broken file is an error naming it, as
+    is a run that scored nothing.
     """
     run_dir = Path(run_dir).resolve()
     cfg, metrics, manifest, train_report, overrides = _read_run_files(run_dir)
     base = _base_row(run_dir, cfg, manifest, train_report, overrides)
-    rows = []
+    infer = cfg.get("infer") or {}
+    also_human = bool(infer.get("also_human_evidence")) and not infer.get("human_evidence")
+    rows, human_rows = [], []
     if "codes" in metrics:
         if "overall" not in metrics["codes"]:
             raise RunFolderError(f"{run_dir / 'metrics.json'}: no 'codes.overall' section")
-        rows.append(_ordered({**base, **_metric_columns(metrics)}))
+        rows.append({**base, **_metric_columns(metrics)})
+        part = _read_part(run_dir / "human_evidence" / "metrics.json") if also_human else None
+        if part is not None:
+            human_rows.append(_human_evidence_row(rows[-1], part, run_dir / "human_evidence" / "metrics.json"))
     test_manifest = manifest.get("test_sets") or {}
     for name in cfg.get("test_sets") or {}:
         path = run_dir / "test_sets" / name / "metrics.json"
-        if not path.is_file():
+        part = _read_part(path)
+        if part is None:
             continue
-        part = _read_json(path)
-        assert part is not None
-        if "overall" not in (part.get("codes") or {}):
-            raise RunFolderError(f"{path}: no 'codes.overall' section")
         info = test_manifest.get(name) or {}
-        rows.append(_ordered({
+        rows.append({
             **base, **_metric_columns(part),
             "split": str(info.get("split", "test")), "test_set": str(name),
             "test_set_docs": str(info.get("docs") or (cfg["test_sets"][name] or {}).get("name", "")),
             "predictions": str(path.parent / "predictions.jsonl"),
             "docs_test": info.get("count", 0), "test_hash": str(info.get("content_hash", "")),
-        }))
+        })
+        human_path = path.parent / "human_evidence" / "metrics.json"
+        part = _read_part(human_path) if also_human else None
+        if part is not None:
+            human_rows.append(_human_evidence_row(rows[-1], part, human_path))
+    rows = [_ordered(r) for r in rows + human_rows]
     if not rows:
         raise RunFolderError(f"{run_dir / 'metrics.json'}: no 'codes.overall' section and no scored test set")
     return rows

@@ -76,6 +76,26 @@ def _identity(df: pd.DataFrame, keys: tuple[str, ...] = ("recipe",)) -> list[tup
     return cols
 
 
+def is_human_evidence(results: pd.DataFrame) -> pd.Series:
+    """Rows scored with the gold evidence in the prompt ("CCL + human evidence")."""
+    if "human_evidence" not in results:
+        return pd.Series(False, index=results.index)
+    return results["human_evidence"].fillna(False).astype(bool)
+
+
+def without_human_evidence(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The rows of models coding on their own, and a note when human-evidence rows were left out.
+
+    Human-evidence results (Table 1's "CCL + human evidence", Table 4's upper bound) share
+    their run's recipe and backbone; the training-recipe analyses leave them out.
+    """
+    human = is_human_evidence(results)
+    if not human.any():
+        return results, []
+    return results[~human], [f"{int(human.sum())} human-evidence results left out "
+                              "(gold evidence given at inference; see Tables 1 and 4)."]
+
+
 def _with_run_label(df: pd.DataFrame) -> pd.DataFrame:
     sweep = df["sweep"].fillna("").astype(str)
     run = df["run"].astype(str)
@@ -84,7 +104,7 @@ def _with_run_label(df: pd.DataFrame) -> pd.DataFrame:
 
 def ablation_table(results: pd.DataFrame) -> ResultTable:
     """Table 3: rows 1-5 (runs named ``ablation_rowN``), micro/macro F1, recall and precision."""
-    runs = results[results["ablation_row"].notna()]
+    runs, left_out = without_human_evidence(results[results["ablation_row"].notna()])
     if runs.empty:
         raise Skip("Table 3 needs runs of +experiment=ablation_row1..ablation_row5; none found")
     runs = _with_run_label(runs.sort_values(["ablation_row", "backbone", "test_set", "seed"], kind="stable"))
@@ -97,6 +117,7 @@ def ablation_table(results: pd.DataFrame) -> ResultTable:
     missing = sorted(set(range(1, 6)) - rows)
     notes = [f"Rows missing from these runs: {', '.join(map(str, missing))}."] if missing else []
     notes.append("Micro/macro over the codes of the test label space; R = recall, P = precision (%).")
+    notes += left_out
     return ResultTable("table3_ablation", "Table 3: ablation", frame.reset_index(drop=True), notes)
 
 
@@ -105,7 +126,7 @@ def main_table(results: pd.DataFrame) -> ResultTable:
     if results.empty:
         raise Skip("Table 1 needs at least one run")
     # CCL + human evidence is its own row: same recipe, gold evidence given at inference.
-    human = results["human_evidence"].fillna(False).astype(bool)
+    human = is_human_evidence(results)
     runs = results.assign(_rank=results["method"].map(_method_rank),
                           recipe=results["recipe"].where(~human, results["recipe"] + " + human evidence"))
     grouped = runs.groupby(["_rank", "recipe", "test_set", "backbone"], sort=True)
@@ -131,7 +152,9 @@ SCALING_KEYS = ["backbone_family", "recipe", "test_set"]
 
 
 def scaling_runs(results: pd.DataFrame) -> pd.DataFrame:
-    """Runs of a (family, recipe, test set) that has at least two parameter counts."""
+    """Runs of a (family, recipe, test set) that has at least two parameter counts
+    (human-evidence results left out)."""
+    results = without_human_evidence(results)[0]
     runs = results[(results["backbone_family"].fillna("") != "") & results["n_params"].notna()]
     if runs.empty:
         return runs
@@ -236,7 +259,9 @@ def evidence_table(results: pd.DataFrame) -> ResultTable:
 
 
 def seen_unseen_table(results: pd.DataFrame) -> ResultTable:
-    """Figure 3's numbers: F1 on the seen and the unseen test codes of each run."""
+    """Figure 3's numbers: F1 on the seen and the unseen test codes of each run
+    (human-evidence results left out)."""
+    results, left_out = without_human_evidence(results)
     if results.empty:
         raise Skip("the seen/unseen breakdown needs at least one run")
     runs = _with_run_label(results.assign(_rank=results["method"].map(_method_rank)).sort_values(
@@ -249,6 +274,7 @@ def seen_unseen_table(results: pd.DataFrame) -> ResultTable:
     for subset in ("seen", "unseen"):
         frame[f"{subset.capitalize()} micro F1"] = pct(runs[f"{subset}_micro_f1"])
         frame[f"{subset.capitalize()} macro F1"] = pct(runs[f"{subset}_macro_f1"])
-    notes = ["A test code is seen when it occurs in the document-level training data, unseen otherwise."]
+    notes = ["A test code is seen when it occurs in the document-level training data, unseen otherwise.",
+             *left_out]
     return ResultTable("fig3_seen_unseen", "Figure 3 data: seen vs unseen codes", frame.reset_index(drop=True),
                        notes)

@@ -6,7 +6,8 @@ Span data *covers* a code when a span tier has a pair for it; the tier that
 (tiers are built in that order; synthetic only fills codes no other tier has).
 The gain of a tier is the mean per-code F1 change, from a run without span
 data to a run with it (same backbone, test documents, task, training mode and seed),
-over the unseen codes that tier introduced.
+over the unseen codes that tier introduced. Human-evidence results (gold evidence given
+at inference) are left out: both sides of a comparison are models coding on their own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 from ccl.data.records import read_documents, read_span_pairs
 from ccl.eval.metrics import per_code_metrics
 from ccl.report.collect import TIERS, RunFolderError
-from ccl.report.tables import ResultTable, Skip
+from ccl.report.tables import ResultTable, Skip, is_human_evidence
 
 NOT_COVERED = "none"
 # Runs compared with each other: same model, same test documents (content hash), same task.
@@ -92,7 +93,7 @@ def unseen_code_tables(results: pd.DataFrame) -> tuple[pd.DataFrame, ResultTable
     the code's coverage and introducing tier, its F1 in the run and in the
     baseline run without span data, and ``newly_correct`` (baseline F1 0, now > 0).
     """
-    trained = results[results["train_mode"] != "none"]
+    trained = results[(results["train_mode"] != "none") & ~is_human_evidence(results)]
     per_code_rows: list[pd.DataFrame] = []
     gains = []
     for _, group in trained.groupby(GROUP_KEYS, dropna=False, sort=True):
