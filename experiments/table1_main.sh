@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Table 1: methods (zero-shot CoT, document SFT on code-only documents, CCL, CCL + human
 # evidence) x backbones x test sets. Every run is scored on the test sets of its config's
-# test_sets (test_sets/<name>/ in the run folder), one results row per test set.
+# test_sets (test_sets/<name>/ in the run folder), one results row per test set; the CCL run
+# also scores CCL + human evidence with its own model (infer.also_human_evidence:
+# test_sets/<name>/human_evidence/, its own results rows), so nothing is trained twice.
 #   experiments/table1_main.sh          GPU: BACKBONES (default qwen3_4b,llama31_8b); SFT trains
 #                                       on MIMIC-IV, CCL on MDACE; test sets MDACE and ACI-Bench
 #   experiments/table1_main.sh --cpu    public data: SFT on CodiEsp English (code-only), CCL on
@@ -34,6 +36,6 @@ else
 fi
 
 SWEEP_DIR=$ROOT/sft sweep table1_main +experiment=table1_sft "${COMMON[@]}" "${SFT_DOCS[@]}"
-SWEEP_DIR=$ROOT/cot_ccl sweep table1_main "+experiment=table1_cot,table1_ccl,table1_ccl_he" \
+SWEEP_DIR=$ROOT/cot_ccl sweep table1_main "+experiment=table1_cot,table1_ccl" \
   "${COMMON[@]}" "${CCL_DOCS[@]}"
 "$PYTHON" -m ccl.report "$ROOT" --out "$ROOT/report"

@@ -14,13 +14,13 @@ from test_run import compose_cfg, quiet
 from ccl.config import register_configs
 from ccl.data.records import read_documents
 from ccl.report.collect import collect_runs, read_runs
-from ccl.report.tables import efficiency_table, main_table
+from ccl.report.tables import ablation_table, efficiency_table, main_table, seen_unseen_table
 from ccl.run import run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 DATA = ROOT.parent / "shared" / "data"
-TABLE1 = ["table1_cot", "table1_sft", "table1_ccl", "table1_ccl_he"]
+TABLE1 = ["table1_cot", "table1_sft", "table1_ccl"]
 # A second demo world (another seed, so other codes) as the extra test set "other".
 OTHER = ["+docs@test_sets.other=demo", "test_sets.other.seed=7", "test_sets.other.n_train=16",
          "test_sets.other.n_val=4", "test_sets.other.n_test=5", "test_sets.other.n_codes=12",
@@ -47,14 +47,16 @@ def test_table1_configs_compose_per_backbone_with_mdace_and_aci_bench(experiment
 
 
 def test_table1_methods_differ_as_in_the_paper():
-    cot, sft, ccl, he = (_compose(f"+experiment={name}") for name in TABLE1)
+    cot, sft, ccl = (_compose(f"+experiment={name}") for name in TABLE1)
     assert cot.train.mode == "none" and cot.task == "cot"
     assert sft.docs.source == "mimic4" and sft.task == "codes_only" and sft.spans.gold is None
     assert ccl.docs.source == "mdace" and ccl.task == "evidence" and ccl.spans.gold is not None
-    assert he.infer.human_evidence and not ccl.infer.human_evidence
-    # CCL + human evidence trains exactly as CCL: everything but inference is the same.
-    same = {k: v for k, v in OmegaConf.to_container(he, resolve=True).items() if k not in ("name", "infer")}
-    assert same == {k: v for k, v in OmegaConf.to_container(ccl, resolve=True).items() if k not in ("name", "infer")}
+    # CCL + human evidence is scored from CCL's own model, as an extra evaluation.
+    assert ccl.infer.also_human_evidence and not ccl.infer.human_evidence
+    assert not (cot.infer.also_human_evidence or sft.infer.also_human_evidence)
+    # table1_ccl_he is kept as an alias of table1_ccl for old command lines.
+    alias = OmegaConf.to_container(_compose("+experiment=table1_ccl_he"), resolve=True)
+    assert alias == OmegaConf.to_container(ccl, resolve=True)
 
 
 def test_test_sets_compose_from_docs_configs_and_presets():
@@ -193,26 +195,160 @@ def test_a_test_set_that_cannot_load_stops_the_run_before_training(tmp_path):
 
 
 def test_table1_configs_smoke_run_on_the_demo_world(tmp_path):
-    """The four methods on tiny, with the demo world standing in for the training docs and MDACE."""
+    """The three methods on tiny, with the demo world standing in for the training docs and MDACE;
+    CCL's run also scores CCL + human evidence."""
     demo = ["docs=demo", "docs@test_sets.mdace=demo", "~docs@test_sets.aci_bench",
             *(f"test_sets.mdace.{k}={v}" for k, v in
               (("n_train", 16), ("n_val", 4), ("n_test", 6), ("n_codes", 12), ("corpus_size", 30))),
             "infer.limit=3"]
     results = {}
-    for name, folder in (("table1_cot", "cot"), ("table1_sft", "sft"), ("table1_ccl", "ccl"),
-                         ("table1_ccl_he", "ccl")):  # CCL + human evidence: CCL's folder, its model
+    for name, folder in (("table1_cot", "cot"), ("table1_sft", "sft"), ("table1_ccl", "ccl")):
         metrics = run(compose_cfg(tmp_path, f"+experiment={name}", *demo), tmp_path / folder, quiet())
         assert "codes" not in metrics and metrics["test_sets"]["mdace"]["n_docs"] == 3  # test sets only
         assert not (tmp_path / folder / "predictions.jsonl").exists()
+        assert not (tmp_path / folder / "human_evidence").exists()
         results[name] = metrics
-    assert "train" in results["table1_ccl"]["timings_s"] and "train" not in results["table1_ccl_he"]["timings_s"]
-    ccl_preds = _rows(tmp_path / "ccl" / "test_sets" / "mdace" / "predictions.jsonl")
+    human = results["table1_ccl"]["human_evidence"]
+    assert list(human) == ["test_sets"] and human["test_sets"]["mdace"]["n_docs"] == 3
+    he_preds = _rows(tmp_path / "ccl" / "test_sets" / "mdace" / "human_evidence" / "predictions.jsonl")
     test_docs = {d.id: d for d in read_documents(tmp_path / "ccl" / "data" / "test_sets" / "mdace.jsonl")}
-    for row in ccl_preds:  # the last run was human evidence: the gold evidence is the prompt's
+    for row in he_preds:  # the gold evidence is the prompt's
         assert row["evidence"] == [" ".join(s.text.split()) for s in test_docs[row["id"]].spans]
 
-    # Table 1 from these runs: one row per method, the CCL folder's test set as in its last run.
+    # Table 1 from these runs: one row per method, CCL + human evidence from CCL's own run.
     table = main_table(collect_runs([tmp_path / "cot", tmp_path / "sft", tmp_path / "ccl"])).frame
-    assert list(table["Method"]) == ["zero-shot CoT", "doc SFT (codes only)",
+    assert list(table["Method"]) == ["zero-shot CoT", "doc SFT (codes only)", "doc SFT (evidence) + gold",
                                      "doc SFT (evidence) + gold + human evidence"]
     assert list(table.columns[1:]) == ["mdace / tiny micro F1", "mdace / tiny macro F1"]
+
+
+# --- human evidence as an extra evaluation (infer.also_human_evidence) ----------------------
+
+def _spy_prompts(monkeypatch) -> list[tuple[bool, list[str], list[str], list[str]]]:
+    """Record each predict call's (human evidence, prompts, answer prefixes, document ids)."""
+    import ccl.stages.predict as predict
+
+    calls = []
+    original = predict.build_prompts
+
+    def spy(tokenizer, docs, task, use_chat_template, human_evidence):
+        prompts, prefixes = original(tokenizer, docs, task, use_chat_template, human_evidence)
+        calls.append((human_evidence, prompts, prefixes, [d.id for d in docs]))
+        return prompts, prefixes
+
+    monkeypatch.setattr(predict, "build_prompts", spy)
+    return calls
+
+
+def test_also_human_evidence_scores_the_same_model_apart_from_its_predictions(tmp_path, monkeypatch):
+    from ccl.data.prompts import CODES_HEADER, EVIDENCE_HEADER
+    from ccl.report.unseen import unseen_code_tables
+
+    overrides = ("+experiment=ablation_row4", *OTHER, "infer.max_new_tokens=8")
+    switch = "infer.also_human_evidence=true"
+    plain, both = tmp_path / "plain", tmp_path / "both"
+    calls = _spy_prompts(monkeypatch)
+    run(compose_cfg(tmp_path, *overrides), plain, quiet())
+    assert [c[0] for c in calls] == [False, False]
+    ledger = json.loads((plain / "stages.json").read_text())
+    preds = {p: p.stat().st_mtime_ns for p in (plain / "predictions.jsonl", plain / "test_sets" / "other" /
+                                                "predictions.jsonl")}
+
+    # A fresh run with the switch: normal predictions first, byte-identical to a run without it.
+    calls.clear()
+    metrics = run(compose_cfg(tmp_path, *overrides, switch), both, quiet())
+    assert [c[0] for c in calls] == [False, False, True, True]
+    for part in ("", "test_sets/other/"):
+        assert (both / part / "predictions.jsonl").read_bytes() == (plain / part / "predictions.jsonl").read_bytes()
+        for folder in (part, part + "human_evidence/"):
+            assert (both / folder / "metrics.json").is_file() and (both / folder / "predictions.jsonl").is_file()
+    assert json.loads((both / "human_evidence" / "metrics.json").read_text())["codes"] == \
+        metrics["human_evidence"]["codes"]
+    assert json.loads((both / "test_sets" / "other" / "human_evidence" / "metrics.json").read_text())["codes"] == \
+        metrics["human_evidence"]["test_sets"]["other"]["codes"]
+    assert metrics["human_evidence"]["evidence"]["exact_f1"] == 1.0  # the gold evidence, copied
+
+    # The human-evidence prompts end in the gold evidence and the codes header: the model
+    # generates the codes only.
+    # (Both are demo worlds: document ids repeat across the two sets.)
+    sets = {part: {d.id: d for d in read_documents(both / "data" / f"{name}.jsonl")}
+            for part, name in (("human_evidence", "test"), ("test_sets/other/human_evidence", "test_sets/other"))}
+    for (_, prompts, prefixes, ids), docs in zip(calls[2:], sets.values(), strict=True):
+        for prompt, prefix, doc_id in zip(prompts, prefixes, ids, strict=True):
+            spans = docs[doc_id].spans
+            assert spans and prompt.endswith(prefix) and prefix.endswith(CODES_HEADER + "\n")
+            assert all(f"- {' '.join(s.text.split())}" in prefix for s in spans)
+    for part, docs in sets.items():
+        for row in _rows(both / part / "predictions.jsonl"):
+            assert row["evidence"] == [" ".join(s.text.split()) for s in docs[row["id"]].spans]
+            assert EVIDENCE_HEADER not in row["raw_output"]
+
+    # Switching it on for the finished run: the human-evidence part only, no retraining.
+    calls.clear()
+    again = run(compose_cfg(tmp_path, *overrides, switch), plain, quiet())
+    assert [c[0] for c in calls] == [True, True]
+    assert set(again["timings_s"]) == {"data", "predict_human_evidence"}
+    assert {p: p.stat().st_mtime_ns for p in preds} == preds
+    now = json.loads((plain / "stages.json").read_text())
+    assert {k: now[k] for k in ("data", "train", "predict", "predict@other")} == \
+        {k: ledger[k] for k in ("data", "train", "predict", "predict@other")}
+    assert {"human_evidence", "human_evidence@other"} <= set(now)
+    for part in ("human_evidence", "test_sets/other/human_evidence"):
+        assert (plain / part / "predictions.jsonl").read_bytes() == (both / part / "predictions.jsonl").read_bytes()
+    calls.clear()
+    cached = run(compose_cfg(tmp_path, *overrides, switch), plain, quiet())
+    assert not calls and set(cached["timings_s"]) == {"data"} and cached["human_evidence"] == again["human_evidence"]
+
+    # The report: a row per scored result, the human-evidence ones flagged, same backbone and test set.
+    results = collect_runs([plain])
+    assert sorted(zip(results["test_set"], results["human_evidence"], strict=True)) == \
+        [("demo", False), ("demo", True), ("other", False), ("other", True)]
+    he_rows = results[results["human_evidence"]]
+    assert he_rows["predictions"].str.endswith("human_evidence/predictions.jsonl").all()
+    assert (he_rows["evidence_exact_f1"] == 1.0).all() and (he_rows["backbone"] == "tiny").all()
+    assert list(main_table(results).frame["Method"]) == ["doc SFT (evidence) + gold",
+                                                         "doc SFT (evidence) + gold + human evidence"]
+    # Recipe analyses keep the model coding on its own: one row per test set, not two.
+    ablation = ablation_table(results)
+    assert len(ablation.frame) == 2 and "Run" not in ablation.frame
+    assert any("2 human-evidence results left out" in n for n in ablation.notes)
+    assert len(seen_unseen_table(results).frame) == 2
+    assert len(efficiency_table(results).frame) == 1
+    # Unseen-code gains: the same as without the human-evidence rows (a fake no-span baseline).
+    import pandas as pd
+
+    own = results[~results["human_evidence"]]
+    base = own.assign(spans="none", span_gold=False, run="base")
+    gains = unseen_code_tables(pd.concat([results, base], ignore_index=True))[1].frame
+    pd.testing.assert_frame_equal(gains, unseen_code_tables(pd.concat([own, base], ignore_index=True))[1].frame)
+
+    # Switching it off: nothing predicted again, no human-evidence rows.
+    calls.clear()
+    off = run(compose_cfg(tmp_path, *overrides), plain, quiet())
+    assert not calls and "human_evidence" not in off
+    assert not read_runs(plain)[0]["human_evidence"] and len(read_runs(plain)) == 2
+
+
+def test_also_human_evidence_skips_a_set_without_gold_evidence(tmp_path, monkeypatch):
+    """The run's own split with a note without evidence: its human-evidence copy is skipped."""
+    import ccl.run as ccl_run
+
+    original = ccl_run.build_data
+
+    def one_note_without_evidence(cfg, run_dir, console):
+        bundle = original(cfg, run_dir, console)
+        bundle.docs["test"][0].spans = []
+        return bundle
+
+    monkeypatch.setattr(ccl_run, "build_data", one_note_without_evidence)
+    folder = tmp_path / "run"
+    (folder / "human_evidence").mkdir(parents=True)  # stale outputs of an earlier run go
+    (folder / "human_evidence" / "metrics.json").write_text("{}")
+    console = Console(record=True, width=200)
+    metrics = run(compose_cfg(tmp_path, "+experiment=ablation_row1", "infer.max_new_tokens=4", "infer.limit=2",
+                              "infer.also_human_evidence=true"), folder, console)
+    assert "the test split (human evidence): skipped: infer.also_human_evidence=true needs gold evidence " \
+           "on every document; 1 of 2 have none" in console.export_text()
+    assert "codes" in metrics and "human_evidence" not in metrics
+    assert not (folder / "human_evidence").exists()
+    assert [r["human_evidence"] for r in read_runs(folder)] == [False]
