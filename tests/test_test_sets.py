@@ -54,9 +54,9 @@ def test_table1_methods_differ_as_in_the_paper():
     # CCL + human evidence is scored from CCL's own model, as an extra evaluation.
     assert ccl.infer.also_human_evidence and not ccl.infer.human_evidence
     assert not (cot.infer.also_human_evidence or sft.infer.also_human_evidence)
-    # table1_ccl_he is kept as an alias of table1_ccl for old command lines.
+    # table1_ccl_he is kept as an alias of table1_ccl (under its old name) for old command lines.
     alias = OmegaConf.to_container(_compose("+experiment=table1_ccl_he"), resolve=True)
-    assert alias == OmegaConf.to_container(ccl, resolve=True)
+    assert alias == {**OmegaConf.to_container(ccl, resolve=True), "name": "table1_ccl_he"}
 
 
 def test_test_sets_compose_from_docs_configs_and_presets():
