@@ -312,6 +312,7 @@ def bench_train(args: argparse.Namespace, overrides: list[str], console: Console
 
 
 def bench_predict(args: argparse.Namespace, overrides: list[str], console: Console) -> dict[str, Any]:
+    from ccl.data.sft import encode_prompts
     from ccl.inference.hf_engine import HFEngine
     from ccl.stages.data import build_data
     from ccl.stages.predict import build_prompts
@@ -325,49 +326,76 @@ def bench_predict(args: argparse.Namespace, overrides: list[str], console: Conso
     docs = bundle.docs[str(cfg.infer.split)][: args.docs]
     prompts, _ = build_prompts(tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), False)
     sizes = [int(x) for x in str(args.batch_sizes or cfg.infer.batch_size).split(",")]
-    engines = {f"batched_{k}": (f"batched (batch {k}, sorted by length, static KV cache)", HFEngine(model, tokenizer, k))
-               for k in sizes}
-    engines[f"batched_{sizes[0]}_dynamic_cache"] = (f"batched (batch {sizes[0]}, sorted, dynamic KV cache: before)",
-                                                     HFEngine(model, tokenizer, sizes[0], static_cache=False))
-    engines["single"] = ("one at a time", HFEngine(model, tokenizer, batch_size=1))
+    guard = bool(cfg.infer.stop_repeated_lines)
+
+    def engine(batch: int, **kw: Any) -> HFEngine:
+        return HFEngine(model, tokenizer, batch, repeat_guard=guard, **kw)
+
+    engines = {f"batched_{k}": (f"batched (batch {k}, sorted, shared prefix once, rows prefilled "
+                                f"{'alone' if engine(k).row_prefill else 'padded'}, static KV)", engine(k)) for k in sizes}
     size = max(sizes)
+    engines[f"batched_{size}_padded_prefill"] = (
+        f"batched (batch {size}, sorted, padded batch prefill, static KV: before)",
+        engine(size, shared_prefix=False, row_prefill=False))
+    engines[f"batched_{sizes[0]}_dynamic_cache"] = (
+        f"batched (batch {sizes[0]}, sorted, padded batch prefill, dynamic KV)",
+        engine(sizes[0], static_cache=False, shared_prefix=False, row_prefill=False))
+    engines["single"] = ("one at a time", engine(1))
     new = int(args.max_new_tokens or cfg.infer.max_new_tokens)
     engines["single"][1].generate_ids(prompts[:1], 4)  # warm-up
     wall = dict.fromkeys(engines, 0.0)
     cpu = dict.fromkeys(engines, 0.0)
+    prefill = dict.fromkeys(engines, 0.0)
     outputs: dict[str, list[list[int]]] = {name: [] for name in engines}
     names = list(engines)
     chunk = size * max(1, len(prompts) // (size * args.rounds))
     for r, s in enumerate(range(0, len(prompts), chunk)):
         for name in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
+            part = prompts[s : s + chunk]
+            if args.prefill:  # the prompt and one new token: where the time goes
+                c = time.process_time()
+                engines[name][1].generate_ids(part, 1)
+                prefill[name] += time.process_time() - c
             t, c = time.perf_counter(), time.process_time()
-            outputs[name] += engines[name][1].generate_ids(prompts[s : s + chunk], new)
+            outputs[name] += engines[name][1].generate_ids(part, new)
             wall[name] += time.perf_counter() - t
             cpu[name] += time.process_time() - c
     n = len(prompts)
     prompt_tokens = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    arms = {name: {"name": label, "wall_seconds": round(wall[name], 2), "cpu_seconds": round(cpu[name], 2),
-                   "docs_per_s": round(n / wall[name], 3), "docs_per_cpu_s": round(n / cpu[name], 3),
-                   "identical_to_single": outputs[name] == outputs["single"]}
-            for name, (label, _) in engines.items()}
+    new_mean = float(np.mean([len(o) for o in outputs["single"]]))
+    arms = {}
+    for name, (label, _) in engines.items():
+        arms[name] = {"name": label, "wall_seconds": round(wall[name], 2), "cpu_seconds": round(cpu[name], 2),
+                      "docs_per_s": round(n / wall[name], 3), "docs_per_cpu_s": round(n / cpu[name], 3),
+                      "identical_to_single": outputs[name] == outputs["single"]}
+        if args.prefill:  # CPU seconds of the prompts (+1 token), and per further new token and document
+            arms[name]["prefill_cpu_seconds"] = round(prefill[name], 2)
+            arms[name]["decode_cpu_ms_per_token_per_doc"] = round(
+                1000 * (cpu[name] - prefill[name]) / max(1.0, n * (new_mean - 1)), 2)
+    encoded = encode_prompts(tokenizer, prompts)
+    shared = next((k for k in range(min(map(len, encoded))) if len({e[k] for e in encoded}) > 1),
+                  min(map(len, encoded)))
     result = {
         "benchmark": "predict", "command": args.command_line, "backbone": str(cfg.backbone.name),
-        "documents": n, "batch_sizes": sizes, "max_new_tokens": new,
+        "documents": n, "batch_sizes": sizes, "max_new_tokens": new, "repeat_guard": guard,
         "prompt_tokens_mean": round(float(np.mean(prompt_tokens)), 1),
-        "new_tokens_mean": round(float(np.mean([len(o) for o in outputs["single"]])), 1),
+        "shared_prefix_tokens": shared,  # the token prefix every prompt starts with
+        "new_tokens_mean": round(new_mean, 1),
         "arms": arms,
         "speedup_vs_single": {k: ratio(wall["single"], wall[k]) for k in engines if k != "single"},
         "speedup_vs_single_cpu_time": {k: ratio(cpu["single"], cpu[k]) for k in engines if k != "single"},
         "machine": machine_info(),
     }
     table = Table(title=f"generation, {cfg.backbone.name}: {n} documents (prompts {result['prompt_tokens_mean']:.0f} "
-                        f"tokens on average), up to {new} new tokens")
-    for col in ("mode", "wall s", "docs/s", "vs single", "CPU s", "docs/CPU s", "vs single (CPU)", "same output"):
+                        f"tokens on average, {shared} shared), up to {new} new tokens")
+    for col in ("mode", "wall s", "docs/s", "vs single", "CPU s", "docs/CPU s", "vs single (CPU)",
+                "prefill CPU s", "decode CPU ms/token/doc", "same output"):
         table.add_column(col, justify="left" if col == "mode" else "right")
     for name, a in arms.items():
         table.add_row(a["name"], f"{a['wall_seconds']:.1f}", f"{a['docs_per_s']:.3f}",
                       f"{result['speedup_vs_single'].get(name, 1.0)}x", f"{a['cpu_seconds']:.1f}",
                       f"{a['docs_per_cpu_s']:.3f}", f"{result['speedup_vs_single_cpu_time'].get(name, 1.0)}x",
+                      str(a.get("prefill_cpu_seconds", "-")), str(a.get("decode_cpu_ms_per_token_per_doc", "-")),
                       str(a["identical_to_single"]))
     console.print(table)
     return result
@@ -551,6 +579,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="predict: new tokens per document "
                         "(default infer.max_new_tokens)")
     parser.add_argument("--batch-sizes", default="8,16", help="predict: generation batch sizes, comma-separated")
+    parser.add_argument("--no-prefill", dest="prefill", action="store_false", help="predict: skip the extra "
+                        "prompt-only pass that splits the time into prefill and decoding")
     parser.add_argument("--sft-docs", type=int, default=None, help="cost: documents in the document-SFT "
                         "recipe (default: the training split)")
     parser.add_argument("--sft-doc-tokens", type=float, default=None, help="cost: mean tokens of a "

@@ -111,9 +111,11 @@ def test_train_bench_small(tmp_path, cache):
 def test_predict_bench_small(cache):
     result = bench.main(["predict", "--docs", "4", "--max-new-tokens", "4", "--batch-sizes", "2",
                          "--rounds", "1", *SMALL_TINY, cache])
-    assert set(result["arms"]) == {"batched_2", "batched_2_dynamic_cache", "single"}
+    assert set(result["arms"]) == {"batched_2", "batched_2_padded_prefill", "batched_2_dynamic_cache", "single"}
     assert all(a["identical_to_single"] for a in result["arms"].values())
+    assert all(a["prefill_cpu_seconds"] > 0 for a in result["arms"].values())
     assert result["documents"] == 4 and result["max_new_tokens"] == 4
+    assert result["shared_prefix_tokens"] > 8 and result["repeat_guard"]
 
 
 def test_cost_bench_small(cache):
