@@ -19,7 +19,7 @@ from ccl.config import InferConfig
 from ccl.inference.hf_engine import HFEngine
 from ccl.inference.vllm_engine import VLLMEngine
 
-HF_FALLBACK_BATCH = 8  # vLLM batch sizes (hundreds) are far too large for HF generate
+HF_FALLBACK_BATCH = 16  # vLLM batch sizes (hundreds) are far too large for HF generate
 
 
 @runtime_checkable
