@@ -34,6 +34,7 @@ from ccl.expansion.llm.base import (
     GenerationParams,
     LLMConfig,
     Message,
+    generation_settings,
     is_credentialed,
     llm_config,
     make_backend,
@@ -350,9 +351,7 @@ def _tier_key(method: str, llm: LLMConfig, corpus_name: str, documents: Sequence
     if method == "lexical":
         relevant["negation_window"] = llm.negation_window
     else:
-        relevant.update(backend=llm.backend, model=llm.model, base_url=llm.base_url,
-                        temperature=llm.temperature, top_p=llm.top_p, seed=llm.seed,
-                        max_new_tokens=llm.max_new_tokens, max_candidates=llm.max_candidates)  # fmt: skip
+        relevant.update(generation_settings(llm), max_candidates=llm.max_candidates)
     return hash_obj({
         "version": SILVER_VERSION, "method": method, "llm": relevant, "corpus": corpus_name,
         "documents": hash_records(documents), "tabular": tab.content_hash(), "k": k,

@@ -40,6 +40,7 @@ from ccl.expansion.llm.base import (
     GenerationParams,
     LLMConfig,
     Message,
+    generation_settings,
     is_credentialed,
     llm_config,
     make_backend,
@@ -493,9 +494,7 @@ def _tier_key(method: str, llm: LLMConfig, targets: Sequence[str], spans: Mappin
               tab: TabularList, k: int, neighbours: int) -> str:  # fmt: skip
     relevant = {}
     if method == "llm":
-        relevant = {"backend": llm.backend, "model": llm.model, "base_url": llm.base_url,
-                    "temperature": llm.temperature, "top_p": llm.top_p, "seed": llm.seed,
-                    "max_new_tokens": llm.max_new_tokens}  # fmt: skip
+        relevant = generation_settings(llm)
     return hash_obj({
         "version": SYNTHETIC_VERSION, "method": method, "llm": relevant, "k": k,
         "neighbours": neighbours, "targets": hash_obj(list(targets)), "tabular": tab.content_hash(),

@@ -65,6 +65,13 @@ def llm_config(run_cfg: Any) -> LLMConfig:
     return as_llm_config(node)
 
 
+def generation_settings(llm: LLMConfig) -> dict[str, Any]:
+    """The LLM settings that change what a tier builder generates (part of its cache key)."""
+    return {"backend": llm.backend, "model": llm.model, "base_url": llm.base_url,
+            "temperature": llm.temperature, "top_p": llm.top_p, "seed": llm.seed,
+            "max_new_tokens": llm.max_new_tokens}  # fmt: skip
+
+
 def as_llm_config(node: Any) -> LLMConfig:
     """An :class:`LLMConfig` from a DictConfig, a mapping, an LLMConfig or ``None``."""
     if node is None:
