@@ -122,6 +122,13 @@ def _write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     (run_dir / METRICS).write_text(json.dumps(metrics, indent=2))
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a multi-GPU (DDP) job, or a single process (Lightning sets the rank)."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0) == 0
+
+
 def _run_dir() -> Path:
     try:
         return Path(HydraConfig.get().runtime.output_dir)
@@ -139,6 +146,10 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
     ledger = StageLedger(run_dir)
     timings: dict[str, float] = {}
 
+    if "train" in stages and cfg.train.mode != "none":
+        from ccl.stages.train import check_strategy
+
+        check_strategy(str(cfg.train.strategy))  # before any work is done
     t = time.perf_counter()
     bundle = build_data(cfg, run_dir, console)
     timings["data"] = time.perf_counter() - t
@@ -156,6 +167,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
     model_dir = run_dir / "model"
     def run_stage(name: str, key: str, output: Path, work: Callable[..., Any]) -> None:
         """Skip a stage finished under ``key``; else redo it and everything after it."""
+        if not is_main_process():  # a DDP rank > 0 joins the training; the ledger is rank 0's
+            work(cfg, bundle, run_dir, console)
+            return
         if ledger.is_done(name, key, [output]):
             console.print(f"[green]{name}[/]: cached ({key}), skipping")
             return
@@ -167,6 +181,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
 
     if "train" in stages and cfg.train.mode != "none":
         run_stage("train", tkey, model_dir, train_stage)
+
+    if not is_main_process():
+        return {}  # multi-GPU: every rank trains, rank 0 alone saves, predicts and scores
 
     if "predict" in stages and "train" not in stages and cfg.train.mode != "none":
         _require_current(ledger, "train", tkey, "model/")

@@ -176,3 +176,24 @@ def test_codiesp_runs_end_to_end_on_real_files(tmp_path):
     assert manifest["documents"]["train"]["count"] == 496 and manifest["documents"]["test"]["count"] == 250
     assert manifest["span_tiers"]["gold"]["pairs"] > 1000
     assert metrics["n_docs"] == 4 and "evidence" in metrics
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed_stage_3"])
+def test_sharded_strategies_are_refused_before_any_work(tmp_path, strategy):
+    cfg = compose_cfg(tmp_path, "+experiment=ablation_row4", f"train.strategy={strategy}")
+    with pytest.raises(ValueError, match=f"train.strategy={strategy}: the model is sharded"):
+        run(cfg, tmp_path / "run", quiet())
+    assert not (tmp_path / "run" / "data_manifest.json").exists()
+
+
+def test_ranks_above_zero_only_train(tmp_path, monkeypatch):
+    """A DDP rank > 0 joins training but leaves the ledger, predictions and scores to rank 0."""
+    import ccl.run as run_mod
+
+    monkeypatch.setattr(run_mod, "is_main_process", lambda: False)
+    cfg = compose_cfg(tmp_path, "+experiment=ablation_row4")
+    assert run(cfg, tmp_path / "run", quiet()) == {}
+    folder = tmp_path / "run"
+    assert (folder / "model").exists()  # in a real DDP job the trainer saves on rank 0 only
+    assert "train" not in json.loads((folder / "stages.json").read_text())
+    assert not (folder / "predictions.jsonl").exists() and not (folder / "metrics.json").exists()

@@ -101,6 +101,18 @@ def load_model(cfg: DictConfig, bundle: DataBundle, cache_dir: Path) -> tuple[An
     return model, tokenizer
 
 
+SHARDED_STRATEGIES = ("fsdp", "deepspeed_stage_3")
+
+
+def check_strategy(strategy: str) -> None:
+    """Refuse, before any training, strategies whose trained weights this stage cannot save."""
+    if any(str(strategy).startswith(s) for s in SHARDED_STRATEGIES):
+        raise ValueError(
+            f"train.strategy={strategy}: the model is sharded across GPUs and its trained weights "
+            "cannot be gathered and saved by CCL yet; use train.strategy=ddp or deepspeed_stage_2 "
+            "(a LoRA run of a 4-8B backbone fits on each GPU)")
+
+
 def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Console) -> Path:
     """Fit the model; save it to ``run_dir/model``; return that path."""
     from ccl.data.datamodule import MixDataModule
@@ -163,6 +175,8 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - t0
+    if not trainer.is_global_zero:  # DDP: every rank holds the same weights; rank 0 saves them
+        return run_dir / "model"
     # A fresh folder: files of an earlier mode (an adapter beside a full model) must not linger.
     shutil.rmtree(run_dir / "model", ignore_errors=True)
     out = save_trained(module, run_dir / "model")
