@@ -177,6 +177,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
         t = time.perf_counter()
         work(cfg, bundle, run_dir, console)
         timings[name] = time.perf_counter() - t
+        ledger.record_seconds(name, timings[name])
         ledger.mark_done(name, key)
 
     if "train" in stages and cfg.train.mode != "none":
@@ -216,6 +217,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
                 now = time.perf_counter()
                 part = "predict_human_evidence" if target.extra else "predict"
                 timings[part] = timings.get(part, 0.0) + now - last
+                ledger.record_seconds(part, timings[part])
                 last = now
                 ledger.mark_done(target.stage, target.key)
 
@@ -227,7 +229,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
         if not metrics:
             console.print(f"run folder: {run_dir}")
             return {}
-        metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+        # Stages skipped as cached report the time they took when they ran.
+        metrics["timings_s"] = {**ledger.seconds, **{k: round(v, 1) for k, v in timings.items()}}
+        metrics["stages_run"] = sorted(timings)  # what this invocation ran (the rest was cached)
         metrics["run"] = {"name": cfg.name, "backbone": cfg.backbone.name, "task": cfg.task,
                           "spans": [k for k, v in cfg.spans.items() if v is not None],
                           "human_evidence": bool(cfg.infer.human_evidence)}

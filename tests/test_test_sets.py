@@ -107,7 +107,7 @@ def test_test_set_is_scored_in_its_label_space_and_adding_it_keeps_the_model(tmp
 
     # Adding a test set: data and predictions of it, no retraining, own predictions cached.
     metrics = run(compose_cfg(tmp_path, "+experiment=ablation_row4", *OTHER), folder, quiet())
-    assert "train" not in metrics["timings_s"] and "predict" in metrics["timings_s"]
+    assert "train" not in metrics["stages_run"] and "predict" in metrics["stages_run"]
     assert (adapter.stat().st_mtime_ns, (folder / "predictions.jsonl").stat().st_mtime_ns) == stamps
     ledger = json.loads((folder / "stages.json").read_text())
     assert ledger["train"] == train_key and "predict@other" in ledger
@@ -145,7 +145,7 @@ def test_test_set_is_scored_in_its_label_space_and_adding_it_keeps_the_model(tmp
 
     # Removing it: nothing is predicted again, and the run reports its own split only.
     again = run(compose_cfg(tmp_path, "+experiment=ablation_row4"), folder, quiet())
-    assert "train" not in again["timings_s"] and "predict" not in again["timings_s"]
+    assert "train" not in again["stages_run"] and "predict" not in again["stages_run"]
     assert "test_sets" not in again and [r["test_set"] for r in read_runs(folder)] == ["demo"]
 
 
@@ -287,7 +287,7 @@ def test_also_human_evidence_scores_the_same_model_apart_from_its_predictions(tm
     calls.clear()
     again = run(compose_cfg(tmp_path, *overrides, switch), plain, quiet())
     assert [c[0] for c in calls] == [True, True]
-    assert set(again["timings_s"]) == {"data", "predict_human_evidence"}
+    assert set(again["stages_run"]) == {"data", "predict_human_evidence"}
     assert {p: p.stat().st_mtime_ns for p in preds} == preds
     now = json.loads((plain / "stages.json").read_text())
     assert {k: now[k] for k in ("data", "train", "predict", "predict@other")} == \
@@ -297,7 +297,7 @@ def test_also_human_evidence_scores_the_same_model_apart_from_its_predictions(tm
         assert (plain / part / "predictions.jsonl").read_bytes() == (both / part / "predictions.jsonl").read_bytes()
     calls.clear()
     cached = run(compose_cfg(tmp_path, *overrides, switch), plain, quiet())
-    assert not calls and set(cached["timings_s"]) == {"data"} and cached["human_evidence"] == again["human_evidence"]
+    assert not calls and set(cached["stages_run"]) == {"data"} and cached["human_evidence"] == again["human_evidence"]
 
     # The report: a row per scored result, the human-evidence ones flagged, same backbone and test set.
     results = collect_runs([plain])

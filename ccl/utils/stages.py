@@ -29,22 +29,46 @@ def parse_stages(spec: str) -> list[str]:
 
 
 class StageLedger:
-    """``stages.json`` in the run folder: stage -> key of its last finished run."""
+    """``stages.json`` in the run folder: stage -> key of its last finished run.
+
+    Beside it, ``stage_seconds.json`` keeps how long each finished stage took, so a
+    rerun that skips a cached stage still reports the time it cost.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = Path(run_dir) / "stages.json"
+        self.seconds_path = Path(run_dir) / "stage_seconds.json"
         self.state: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.seconds: dict[str, float] = (
+            json.loads(self.seconds_path.read_text()) if self.seconds_path.exists() else {}
+        )
+
+    def record_seconds(self, part: str, seconds: float) -> None:
+        """Remember the time of ``part`` (a stage, or a part such as ``predict_human_evidence``)."""
+        self.seconds[part] = round(float(seconds), 1)
+        _write_json(self.seconds_path, self.seconds)
 
     def is_done(self, stage: str, key: str, outputs: list[Path]) -> bool:
         return self.state.get(stage) == key and all(Path(p).exists() for p in outputs)
 
     def mark_done(self, stage: str, key: str) -> None:
         self.state[stage] = key
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        tmp.replace(self.path)
+        _write_json(self.path, self.state)
 
     def invalidate_from(self, stage: str) -> None:
         """Forget ``stage`` and all later stages (their inputs changed)."""
-        for s in STAGES[STAGES.index(stage):]:
+        later = STAGES[STAGES.index(stage):]
+        for s in later:
             self.state.pop(s, None)
+        stale = [p for p in self.seconds if p.startswith(later)]
+        for p in stale:
+            del self.seconds[p]
+        if stale:
+            _write_json(self.seconds_path, self.seconds)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    """Write by rename, so an interrupted write never leaves a torn file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.replace(path)
