@@ -7,4 +7,4 @@
 # Extra Hydra overrides pass through, e.g. `backbone=tiny train.max_epochs=1` (smoke run).
 source "$(dirname "$0")/_sweep.sh"
 sweep mechanism_demo "+experiment=mechanism_demo,mechanism_demo_row3" "seed=${SEEDS:-0,1}" \
-  infer.also_human_evidence=true "${CPU_SETTINGS[@]}"
+  "${CPU_SETTINGS[@]}"
