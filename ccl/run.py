@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ccl.config import register_configs
+from ccl.inference.guards import GUARD_VERSION
 from ccl.inference.parser import PARSER_VERSION
 from ccl.stages.data import build_data, print_data_summary
 from ccl.utils.hashing import hash_obj
@@ -57,7 +58,9 @@ def predict_key(cfg: DictConfig, tkey: str) -> str:
     """Content key of the run's own predictions: the model, inference settings, task, parser."""
     infer = {k: v for k, v in OmegaConf.to_container(cfg.infer, resolve=True).items()
              if k not in _NOT_IN_PREDICT_KEY}
-    return hash_obj({"train": tkey, "infer": infer, "task": str(cfg.task), "parser": PARSER_VERSION})
+    guard = GUARD_VERSION if infer.get("stop_repeated_lines") else None
+    return hash_obj({"train": tkey, "infer": infer, "task": str(cfg.task), "parser": PARSER_VERSION,
+                     "guard": guard})
 
 
 def _evaluate(

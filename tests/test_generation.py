@@ -213,10 +213,12 @@ def test_adapter_max_lora_rank(tmp_path):
 def test_repeated_last_line_looks_at_complete_lines_of_one_section():
     from ccl.inference.guards import repeated_last_line
 
-    assert repeated_last_line("Evidence:\n- fever\n- cough\n- fever\n")
+    assert not repeated_last_line("Evidence:\n- fever\n- cough\n- fever\n")  # mentioned twice: honest
+    assert repeated_last_line("Evidence:\n- fever\n- cough\n- fever\n- fever\n")  # a third copy: a loop
+    assert repeated_last_line("I10 - x\nI10 - x\n", in_codes=True)  # codes: the second copy
     assert not repeated_last_line("Evidence:\n- fever\n- cough\n- fever")  # line not finished
-    assert not repeated_last_line("Evidence:\n- fever\n- fever cough\n")
-    assert not repeated_last_line("Evidence:\n- fever\nCodes:\n- fever\n")  # other section
+    assert not repeated_last_line("Evidence:\n- fever\n- fever cough\n- fever cough\n")
+    assert not repeated_last_line("Evidence:\n- fever\n- fever\nCodes:\n- fever\n")  # other section
     assert repeated_last_line("Evidence:\n- a\nCodes:\nI10 - x\nI10 - x\n")
     assert not repeated_last_line("\n\n")  # blank lines are not evidence
 
@@ -244,7 +246,7 @@ def test_guard_ends_a_looping_evidence_section_with_the_codes_header(tiny):
     _, tok, _ = tiny
     loop = "Evidence:\n- fever\n- cough\n" + "- fever\n" * 6
     out = _scripted_decode(tok, loop, in_codes=False, steps=60)
-    assert out.startswith("Evidence:\n- fever\n- cough\n- fever\nCodes:\n")
+    assert out.startswith("Evidence:\n- fever\n- cough\n- fever\n- fever\nCodes:\n")
     # unguarded, the same script never reaches the codes
     assert "Codes:" not in loop
 

@@ -3,12 +3,11 @@
 Greedy decoding of an undertrained model often falls into a loop: the same
 evidence line again and again until ``max_new_tokens`` runs out, so the answer
 never reaches its codes (seen on SmolLM2-135M after a few dozen CPU steps).
-Evidence phrases and code lines are sets, so a repeated line never adds
-anything. :class:`RepeatedLineGuard` reads each row's generated text as it
-grows, and when a line repeats an earlier line of the same section it ends that
-section: in the evidence section it forces the codes header next, in the codes
-section it forces a stop token. The repeated line itself stays in the output
-(the parser drops duplicates). A loop inside one line ("unspecified,
+The parser keeps each evidence phrase and code once, so copies add nothing.
+:class:`RepeatedLineGuard` reads each row's generated text as it grows, and when
+a line loops it ends that section: the third copy of an evidence line (a phrase
+the note mentions twice is honestly listed twice) forces the codes header next,
+the second copy of a code line forces a stop token. The copy stays in the output. A loop inside one line ("unspecified,
 unspecified, unspecified, ...": the same few tokens :data:`PERIOD_REPEATS` times
 in a row) ends that line with a newline.
 
@@ -26,6 +25,8 @@ from transformers import LogitsProcessor
 
 from ccl.data.prompts import CODES_HEADER
 
+GUARD_VERSION = "2"  # part of the predictions' cache key: a change here redoes them
+EVIDENCE_COPIES = 3  # copies of one evidence line that count as a loop
 PERIOD_REPEATS = 4  # copies of the same token chunk in a row that count as a loop
 MAX_PERIOD = 8  # longest chunk (in tokens) checked
 
@@ -46,14 +47,20 @@ def starts_in_codes(prompt: str) -> bool:
     return prompt.rstrip().endswith(CODES_HEADER)
 
 
-def repeated_last_line(text: str) -> bool:
-    """Whether the last complete line of ``text`` repeats an earlier line of its section."""
+def repeated_last_line(text: str, in_codes: bool = False) -> bool:
+    """Whether the last complete line of ``text`` is a loop in its section.
+
+    Codes are a set: a code line written twice is a loop. An evidence phrase may
+    honestly be listed twice (a note that mentions it twice; 30-40% of demo notes
+    do), never three times: the third copy of a line is a loop.
+    """
     if not text.endswith("\n"):
         return False
+    codes = in_codes or CODES_HEADER in text
     section = text.rsplit(CODES_HEADER, 1)[-1] if CODES_HEADER in text else text
     lines = [line.strip() for line in section.split("\n")[:-1]]
     last = lines[-1] if lines else ""
-    return bool(last) and last in lines[:-1]
+    return bool(last) and lines[:-1].count(last) >= (1 if codes else EVIDENCE_COPIES - 1)
 
 
 class RepeatedLineGuard(LogitsProcessor):
@@ -95,7 +102,7 @@ class RepeatedLineGuard(LogitsProcessor):
                     self.fired[row] += 1
             elif not self.forced[row]:
                 text = self.tokenizer.decode(generated[row].tolist(), skip_special_tokens=True)
-                if repeated_last_line(text):
+                if repeated_last_line(text, self.in_codes[row]):
                     codes = self.in_codes[row] or CODES_HEADER in text
                     self.forced[row] = [self.stop_id] if codes else list(self.header_ids)
                     self.fired[row] += 1
