@@ -11,7 +11,6 @@ the predict key, so switching it on for a finished run predicts those only.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from ccl.inference.guards import GUARD_VERSION
 from ccl.inference.parser import PARSER_VERSION
 from ccl.stages.data import build_data, print_data_summary
 from ccl.utils.hashing import hash_obj
-from ccl.utils.stages import StageLedger, parse_stages
+from ccl.utils.stages import StageLedger, parse_stages, write_json_atomic
 
 if TYPE_CHECKING:
     from ccl.stages.predict import Target
@@ -114,15 +113,16 @@ def _write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     shared = {"timings_s": metrics["timings_s"], "run": metrics["run"]}
     human = metrics.get("human_evidence") or {}
     he_run = {**metrics["run"], "human_evidence": True, "also_human_evidence": True}
+    # By rename: the report takes an existing metrics.json as a finished result.
     for name, part in metrics.get("test_sets", {}).items():
-        (run_dir / TEST_SETS_DIR / name / METRICS).write_text(json.dumps({**part, **shared}, indent=2))
+        write_json_atomic(run_dir / TEST_SETS_DIR / name / METRICS, {**part, **shared})
     for name, part in human.get("test_sets", {}).items():
-        (run_dir / TEST_SETS_DIR / name / HUMAN_EVIDENCE_DIR / METRICS).write_text(
-            json.dumps({**part, **shared, "run": he_run}, indent=2))
+        write_json_atomic(run_dir / TEST_SETS_DIR / name / HUMAN_EVIDENCE_DIR / METRICS,
+                          {**part, **shared, "run": he_run})
     if "codes" in human:
         own = {k: v for k, v in human.items() if k != "test_sets"}
-        (run_dir / HUMAN_EVIDENCE_DIR / METRICS).write_text(json.dumps({**own, **shared, "run": he_run}, indent=2))
-    (run_dir / METRICS).write_text(json.dumps(metrics, indent=2))
+        write_json_atomic(run_dir / HUMAN_EVIDENCE_DIR / METRICS, {**own, **shared, "run": he_run})
+    write_json_atomic(run_dir / METRICS, metrics)
 
 
 def is_main_process() -> bool:

@@ -46,14 +46,14 @@ class StageLedger:
     def record_seconds(self, part: str, seconds: float) -> None:
         """Remember the time of ``part`` (a stage, or a part such as ``predict_human_evidence``)."""
         self.seconds[part] = round(float(seconds), 1)
-        _write_json(self.seconds_path, self.seconds)
+        write_json_atomic(self.seconds_path, self.seconds)
 
     def is_done(self, stage: str, key: str, outputs: list[Path]) -> bool:
         return self.state.get(stage) == key and all(Path(p).exists() for p in outputs)
 
     def mark_done(self, stage: str, key: str) -> None:
         self.state[stage] = key
-        _write_json(self.path, self.state)
+        write_json_atomic(self.path, self.state)
 
     def invalidate_from(self, stage: str) -> None:
         """Forget ``stage`` and all later stages (their inputs changed)."""
@@ -64,11 +64,11 @@ class StageLedger:
         for p in stale:
             del self.seconds[p]
         if stale:
-            _write_json(self.seconds_path, self.seconds)
+            write_json_atomic(self.seconds_path, self.seconds)
 
 
-def _write_json(path: Path, obj: dict) -> None:
+def write_json_atomic(path: Path, obj: dict) -> None:
     """Write by rename, so an interrupted write never leaves a torn file."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
     tmp.replace(path)
