@@ -313,7 +313,7 @@ def bench_train(args: argparse.Namespace, overrides: list[str], console: Console
 
 def bench_predict(args: argparse.Namespace, overrides: list[str], console: Console) -> dict[str, Any]:
     from ccl.data.sft import encode_prompts
-    from ccl.inference.hf_engine import HFEngine
+    from ccl.inference.hf_engine import HFEngine, common_prefix_length
     from ccl.stages.data import build_data
     from ccl.stages.predict import build_prompts
     from ccl.stages.train import load_model
@@ -373,8 +373,7 @@ def bench_predict(args: argparse.Namespace, overrides: list[str], console: Conso
             arms[name]["decode_cpu_ms_per_token_per_doc"] = round(
                 1000 * (cpu[name] - prefill[name]) / max(1.0, n * (new_mean - 1)), 2)
     encoded = encode_prompts(tokenizer, prompts)
-    shared = next((k for k in range(min(map(len, encoded))) if len({e[k] for e in encoded}) > 1),
-                  min(map(len, encoded)))
+    shared = common_prefix_length(encoded)
     result = {
         "benchmark": "predict", "command": args.command_line, "backbone": str(cfg.backbone.name),
         "documents": n, "batch_sizes": sizes, "max_new_tokens": new, "repeat_guard": guard,

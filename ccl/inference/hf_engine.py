@@ -52,6 +52,17 @@ def _as_set(ids: Any) -> set[int]:
     return {int(i) for i in ids} if isinstance(ids, list | tuple | set) else {int(ids)}
 
 
+def common_prefix_length(rows: Sequence[Sequence[int]], limit: int | None = None) -> int:
+    """How many leading tokens all ``rows`` share (at most ``limit``)."""
+    if not rows:
+        return 0
+    first, k = rows[0], 0
+    n = min(len(r) for r in rows) if limit is None else limit
+    while k < n and all(r[k] == first[k] for r in rows):
+        k += 1
+    return k
+
+
 class HFEngine:
     """Greedy (``temperature == 0``) or sampled generation with ``model.generate``."""
 
@@ -112,10 +123,7 @@ class HFEngine:
         """Tokens every row of a batch starts with (0: not worth sharing), each row keeping one of its own."""
         if not self.shared_prefix or len(rows) < 2:
             return 0
-        first, n = rows[0], min(len(r) for r in rows) - 1
-        k = 0
-        while k < n and all(r[k] == first[k] for r in rows):
-            k += 1
+        k = common_prefix_length(rows, min(len(r) for r in rows) - 1)
         return k if k >= MIN_SHARED_PREFIX else 0
 
     def _new_cache(self, rows: int, max_len: int) -> Any | None:
