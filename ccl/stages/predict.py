@@ -163,18 +163,16 @@ def predict_stage(
     bundle: DataBundle,
     run_dir: Path,
     console: Console,
-    targets: Sequence[Target] | None = None,
+    targets: Sequence[Target],
     on_done: Callable[[Target], None] | None = None,
 ) -> list[Path]:
-    """Load the model once and write ``predictions.jsonl`` of each target (default: all).
+    """Load the model once and write ``predictions.jsonl`` of each target.
 
     ``on_done`` is called after each target's file is written (the run marks it finished
     there, so an interrupted run keeps the targets it completed).
     """
     from ccl.stages.train import load_trained
 
-    if targets is None:
-        targets = [t for t in prediction_targets(cfg, bundle, run_dir, "") if not t.skip]
     model, tokenizer = load_trained(cfg, bundle, run_dir)
     paths = []
     for target in targets:
