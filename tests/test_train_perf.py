@@ -10,9 +10,11 @@ import torch
 from peft import PeftModel
 
 from ccl.config import BackboneConfig, LoraConfig, TrainConfig
+from ccl.data.datamodule import PaddingCollator
+from ccl.data.packing import PackingCollator
 from ccl.model.backbone import apply_training_mode, load_backbone
 from ccl.model.code_tokens import add_code_tokens, code_head_parameters
-from ccl.model.module import save_trained
+from ccl.model.module import answer_positions, model_inputs, save_trained
 
 LAYERS = 4
 CORPUS = [
@@ -110,3 +112,39 @@ def test_code_rows_train_save_and_reload(cache, tmp_path):
     with torch.no_grad():
         again = reloaded(input_ids=probe).logits[0, -1, ids]
     assert torch.allclose(again, trained, atol=1e-6)
+
+
+def examples(tok) -> list[dict]:
+    out = []
+    for prompt, answer in (("hypertension I10", " I10"), ("asthma uncomplicated", " J45.909 I10"),
+                           ("Type 2 diabetes mellitus without complications", " E11.9")):
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        a = tok(answer, add_special_tokens=False)["input_ids"]
+        out.append({"input_ids": p + a, "labels": [-100] * len(p) + a})
+    return out
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_answer_only_logits_give_the_full_loss(cache, packed):
+    model, tok, _ = code_model(cache, "output")
+    model.eval()
+    exs = examples(tok)
+    collator = (PackingCollator(64, tok.pad_token_id, attn_implementation="sdpa", loss_positions_only=False)
+                if packed else PaddingCollator(tok.pad_token_id))
+    batch = collator(exs)
+    full = model(**model_inputs(batch, "all"), use_cache=False)
+    answer_inputs = model_inputs(batch, "answer")
+    answer = model(**answer_inputs, use_cache=False)
+    n_targets = int((batch["labels"][:, 1:] != -100).sum())
+    assert answer.logits.shape == (n_targets, full.logits.shape[-1])
+    assert full.logits.shape[:2] == batch["input_ids"].shape
+    assert abs(float(full.loss) - float(answer.loss)) < 1e-5
+    # The kept logits are the full logits at the kept positions.
+    keep, targets = answer_positions(batch["labels"])
+    assert torch.allclose(full.logits[keep], answer.logits, atol=1e-5)
+    assert targets.shape == (n_targets,)
+
+
+def test_loss_positions_rejects_unknown():
+    with pytest.raises(ValueError, match="loss_positions"):
+        model_inputs({"input_ids": torch.zeros(1, 2, dtype=torch.long)}, "prompt")
