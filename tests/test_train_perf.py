@@ -148,3 +148,30 @@ def test_answer_only_logits_give_the_full_loss(cache, packed):
 def test_loss_positions_rejects_unknown():
     with pytest.raises(ValueError, match="loss_positions"):
         model_inputs({"input_ids": torch.zeros(1, 2, dtype=torch.long)}, "prompt")
+
+
+def test_merge_code_rows_unties_and_keeps_the_outputs(cache, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from ccl.model.code_tokens import merge_code_rows
+
+    model, tok, ids = code_model(cache, "output")
+    (head,) = code_head_parameters(model)
+    with torch.no_grad():
+        head.add_(torch.randn_like(head))  # trained output rows, different from the input rows
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.1)
+    model.eval()
+    batch = torch.tensor([[5, 6, ids[0], 7, ids[2], 8]])
+    with torch.no_grad():
+        expected = model(input_ids=batch).logits
+    embed_rows = model.get_input_embeddings().weight[ids].detach().clone()
+    merged = merge_code_rows(model)
+    merged.save_pretrained(tmp_path / "merged")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    assert not reloaded.config.tie_word_embeddings
+    assert reloaded.lm_head.weight.data_ptr() != reloaded.get_input_embeddings().weight.data_ptr()
+    assert torch.equal(reloaded.get_input_embeddings().weight[ids], embed_rows)  # input rows untouched
+    with torch.no_grad():
+        assert torch.allclose(reloaded(input_ids=batch).logits, expected, atol=1e-4)

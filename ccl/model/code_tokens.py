@@ -94,3 +94,39 @@ def code_head_parameters(model: nn.Module) -> list[nn.Parameter]:
     deltas = {name: p for name, p in named.items() if DELTA_PARAM in name and p.requires_grad}
     head = {name: p for name, p in deltas.items() if "lm_head" in name}
     return list((head or deltas).values())
+
+
+def merge_code_rows(model: nn.Module) -> PreTrainedModel:
+    """A plain transformers model with the LoRA weights and the trained code rows merged in.
+
+    ``model`` is a peft model trained with ``backbone.code_token_side=output``: its
+    code tokens' output rows (``lm_head``) differ from their input rows. When the
+    backbone ties input and output embeddings (SmolLM2), merging those rows into
+    the shared matrix would also overwrite the input rows, so the head is untied
+    first (its own copy of the matrix; ``config.tie_word_embeddings=False``). The
+    result saves with ``save_pretrained`` as an ordinary full model (e.g. for
+    vLLM). ``model`` itself is modified (its adapters are unloaded); raises
+    ``TypeError`` if it is not a peft model.
+    """
+    if not hasattr(model, "merge_and_unload"):
+        raise TypeError("merge_code_rows: expected a peft model (a LoRA adapter), got a plain model")
+    base = model.get_base_model()
+    head, embed = base.get_output_embeddings(), base.get_input_embeddings()
+    head_linear, embed_weight = _unwrapped(head), _unwrapped(embed).weight
+    if head_linear is not None and head_linear.weight is embed_weight:
+        head_linear.weight = nn.Parameter(embed_weight.detach().clone(), requires_grad=False)
+        base.config.tie_word_embeddings = False
+        if hasattr(base.config, "get_text_config"):
+            base.config.get_text_config().tie_word_embeddings = False
+    merged = model.merge_and_unload()
+    return merged
+
+
+def _unwrapped(module: nn.Module | None) -> nn.Module | None:
+    """The plain layer inside peft's wrappers (``TrainableTokensWrapper`` -> layer -> base layer)."""
+    while module is not None:
+        inner = module._modules.get("token_adapter") or module._modules.get("base_layer")
+        if inner is None:
+            return module
+        module = inner
+    return module
