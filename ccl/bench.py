@@ -20,6 +20,7 @@ the machine they ran on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -258,7 +259,202 @@ def make_arms(names: Sequence[str], tokenizer: Any, budget: int, row_tokens: int
     return {n: makers[n]() for n in names}
 
 
+# Arms that differ by config: the training step as the train stage runs it before and after
+# issue 12's fixes (code rows on both sides + logits everywhere vs output rows + answer logits).
+CONFIG_ARMS: dict[str, tuple[str, ...]] = {
+    "before": ("backbone.code_token_side=both", "train.loss_positions=all", "train.packing=false"),
+    "after": ("backbone.code_token_side=output", "train.loss_positions=answer", "train.packing=false"),
+    "after_packed": ("backbone.code_token_side=output", "train.loss_positions=answer", "train.packing=true"),
+}
+
+
+class RssPeak:
+    """Peak resident memory (bytes) of this process while a block runs, sampled every ``interval`` s.
+
+    Freed heap is handed back to the OS first (glibc ``malloc_trim``) so that an
+    earlier block's peak does not hide this one's.
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        import threading
+
+        import psutil
+
+        self.interval, self.process, self.threading = interval, psutil.Process(), threading
+        self.start = self.peak = 0
+
+    def __enter__(self) -> RssPeak:
+        _malloc_trim()
+        self.start = self.peak = self.process.memory_info().rss
+        self._stop = self.threading.Event()
+        self._thread = self.threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+def _malloc_trim() -> None:
+    import ctypes
+    import gc
+
+    gc.collect()
+    # Not glibc: the peaks may then include earlier arms' freed heap.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class ConfigArm:
+    """One training configuration with its own model and optimiser, stepped as the train stage steps it.
+
+    Batches: the datamodule's length grouping (``train.batch_size``, ``train.max_batch_tokens``)
+    priced by the arm's collator (padding, or packing when ``train.packing``).
+    """
+
+    def __init__(self, name: str, cfg: DictConfig, bundle: Any) -> None:
+        from ccl.data.datamodule import PaddingCollator
+        from ccl.data.packing import PackingCollator, use_packed_attention
+        from ccl.model.backbone import apply_training_mode
+        from ccl.stages.train import load_model
+
+        self.name, self.cfg = name, cfg
+        model, tokenizer = load_model(cfg, bundle, Path(cfg.paths.cache_dir))
+        self.tokenizer = tokenizer
+        self.packing = bool(cfg.train.packing)
+        if self.packing and model.config._attn_implementation == "sdpa":
+            use_packed_attention(model)
+        self.model = apply_training_mode(model, cfg.train, str(cfg.backbone.code_token_side)).train()
+        self.loss_positions = str(cfg.train.loss_positions)
+        attn = self.model.get_base_model().config._attn_implementation
+        self.collator = (PackingCollator(int(cfg.backbone.max_length), tokenizer.pad_token_id, attn_implementation=attn,
+                                         loss_positions_only=self.loss_positions == "answer")
+                         if self.packing else PaddingCollator(tokenizer.pad_token_id))
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                           lr=float(cfg.train.lr))
+        self.layers = self.model.get_base_model().model.layers
+        self.reached: set[int] = set()
+        for i, layer in enumerate(self.layers):
+            layer.register_full_backward_hook(lambda m, gi, go, i=i: self.reached.add(i))
+        self.seconds = self.cpu_seconds = 0.0
+        self.real = self.computed = self.answer = self.steps = 0
+        self.peak_rss = self.peak_rss_increase = 0
+
+    def run(self, examples: list[dict], rng: np.random.Generator, count: bool = True) -> None:
+        from ccl.data.datamodule import group_by_length
+        from ccl.model.module import model_inputs
+
+        lengths = [len(ex["input_ids"]) for ex in examples]
+        batches = group_by_length(range(len(examples)), lengths, int(self.cfg.train.batch_size),
+                                  int(self.cfg.train.max_batch_tokens), rng, self.collator.batch_tokens)
+        real = computed = answer = 0
+        with RssPeak() as rss:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            for b in batches:
+                batch = self.collator([examples[i] for i in b])
+                inputs = model_inputs(batch, self.loss_positions)
+                self.model(**inputs, use_cache=False).loss.backward()
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                real += sum(lengths[i] for i in b)
+                computed += batch["input_ids"].numel()
+                answer += int((batch["labels"] != IGNORE_INDEX).sum())
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        if count:
+            self.seconds, self.cpu_seconds = self.seconds + seconds, self.cpu_seconds + cpu_seconds
+            self.real, self.computed, self.answer = self.real + real, self.computed + computed, self.answer + answer
+            self.steps += len(batches)
+            self.peak_rss = max(self.peak_rss, rss.peak)
+            self.peak_rss_increase = max(self.peak_rss_increase, rss.peak - rss.start)
+
+    def summary(self) -> dict[str, Any]:
+        mib = 2**20
+        return {
+            "name": self.name, "overrides": list(CONFIG_ARMS[self.name]),
+            "layers_reached_by_backward": sorted(self.reached), "n_layers": len(self.layers),
+            "steps": self.steps, "real_tokens": self.real, "computed_tokens": self.computed,
+            "answer_tokens": self.answer, "seconds": round(self.seconds, 2),
+            "cpu_seconds": round(self.cpu_seconds, 2),
+            "real_tokens_per_s": round(self.real / self.seconds, 1) if self.seconds else 0.0,
+            "real_tokens_per_cpu_s": round(self.real / self.cpu_seconds, 1) if self.cpu_seconds else 0.0,
+            "peak_rss_mib": round(self.peak_rss / mib), "peak_rss_increase_mib": round(self.peak_rss_increase / mib),
+        }
+
+
+def bench_train_configs(args: argparse.Namespace, overrides: list[str], console: Console,
+                        names: list[str]) -> dict[str, Any]:
+    """Config arms (:data:`CONFIG_ARMS`), each with its own model, interleaved round by round."""
+    import resource
+
+    from ccl.data.sft import tokenize_examples
+    from ccl.stages.data import build_data
+    from ccl.stages.train import build_examples
+
+    base_cfg = compose([f"backbone={args.backbone}", "logger=none", *overrides])
+    seed = int(base_cfg.seed)
+    with tempfile.TemporaryDirectory() as work:
+        bundle = build_data(base_cfg, Path(work), Console(quiet=True))
+        arms = {n: ConfigArm(n, compose([f"backbone={args.backbone}", "logger=none", *overrides,
+                                         *CONFIG_ARMS[n]]), bundle) for n in names}
+    tokenizer_cfg = base_cfg
+    tok = next(iter(arms.values())).tokenizer  # with the code tokens, as every arm has it
+    doc_ex, span_ex, _ = build_examples(tokenizer_cfg, bundle)
+    use_chat, max_len = bool(tokenizer_cfg.backbone.use_chat_template), int(tokenizer_cfg.backbone.max_length)
+    docs, _ = tokenize_examples(tok, doc_ex, use_chat, max_len)
+    spans, _ = tokenize_examples(tok, span_ex, use_chat, max_len) if span_ex else ([], None)
+    sample = epoch_sample(docs, spans, tokenizer_cfg, args.examples, seed)
+    warm = sample[: max(int(tokenizer_cfg.train.batch_size), 4)]
+    for arm in arms.values():
+        arm.run(warm, np.random.default_rng(seed), count=False)
+    order = list(arms.values())
+    for r, part in enumerate(np.array_split(np.arange(len(sample)), args.rounds)):
+        examples = [sample[int(i)] for i in part]
+        for arm in order[r % len(order):] + order[: r % len(order)]:
+            arm.run(examples, np.random.default_rng([seed, r]))
+            console.print(f"[dim]round {r}: {arm.name} done[/]")
+    summaries = {n: a.summary() for n, a in arms.items()}
+    kinds = {k: sum(1 for ex in sample if ex["kind"] == k) for k in ("doc", "span")}
+    result: dict[str, Any] = {
+        "benchmark": "train", "command": args.command_line, "backbone": str(base_cfg.backbone.name),
+        "train_mode": str(base_cfg.train.mode), "examples": kinds, "rounds": args.rounds,
+        "batch_size": int(base_cfg.train.batch_size), "max_batch_tokens": int(base_cfg.train.max_batch_tokens),
+        "threads": torch.get_num_threads(), "arms": summaries,
+        "process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "load_average": list(os.getloadavg()),
+    }
+    if "before" in summaries:
+        base = summaries["before"]
+        result["vs_before"] = {n: {"real_tokens_per_s": ratio(s["real_tokens_per_s"], base["real_tokens_per_s"]),
+                                   "peak_rss_increase": ratio(s["peak_rss_increase_mib"], base["peak_rss_increase_mib"])}
+                               for n, s in summaries.items() if n != "before"}
+    result["machine"] = machine_info()
+    table = Table(title=f"train step before/after issue 12, {base_cfg.backbone.name} ({base_cfg.train.mode}), "
+                        f"{kinds['doc']} documents + {kinds['span']} spans, {args.rounds} interleaved rounds")
+    for col in ("arm", "layers with grad", "steps", "real tokens", "computed", "wall s", "real tok/s",
+                "real tok/CPU s", "peak RSS MiB", "peak RSS rise MiB"):
+        table.add_column(col, justify="left" if col == "arm" else "right")
+    for s in summaries.values():
+        reached = s["layers_reached_by_backward"]
+        span = f"{reached[0]}-{reached[-1]} ({len(reached)}/{s['n_layers']})" if reached else "none"
+        table.add_row(s["name"], span, str(s["steps"]), f"{s['real_tokens']:,}", f"{s['computed_tokens']:,}",
+                      f"{s['seconds']:.1f}", f"{s['real_tokens_per_s']:,.0f}", f"{s['real_tokens_per_cpu_s']:,.0f}",
+                      f"{s['peak_rss_mib']:,}", f"{s['peak_rss_increase_mib']:,}")
+    console.print(table)
+    return result
+
+
 def bench_train(args: argparse.Namespace, overrides: list[str], console: Console) -> dict[str, Any]:
+    names = args.arms.split(",")
+    if any(n in CONFIG_ARMS for n in names):
+        if not all(n in CONFIG_ARMS for n in names):
+            raise ValueError(f"--arms: config arms {sorted(CONFIG_ARMS)} cannot be mixed with {list(ARMS)}")
+        return bench_train_configs(args, overrides, console, names)
     from ccl.data.packing import use_packed_attention
 
     cfg = compose([f"backbone={args.backbone}", "logger=none", *overrides])
