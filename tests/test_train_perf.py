@@ -175,3 +175,4 @@ def test_merge_code_rows_unties_and_keeps_the_outputs(cache, tmp_path):
     assert torch.equal(reloaded.get_input_embeddings().weight[ids], embed_rows)  # input rows untouched
     with torch.no_grad():
         assert torch.allclose(reloaded(input_ids=batch).logits, expected, atol=1e-4)
+
