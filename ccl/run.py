@@ -59,6 +59,8 @@ def predict_key(cfg: DictConfig, tkey: str) -> str:
     infer = {k: v for k, v in OmegaConf.to_container(cfg.infer, resolve=True).items()
              if k not in _NOT_IN_PREDICT_KEY}
     guard = GUARD_VERSION if guard_applies(cfg.infer) else None
+    if guard is None:  # vLLM decodes without the guard: the switch does not shape its predictions
+        infer.pop("stop_repeated_lines", None)
     return hash_obj({"train": tkey, "infer": infer, "task": str(cfg.task), "parser": PARSER_VERSION,
                      "guard": guard})
 
