@@ -150,7 +150,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
     console = console or Console()
     run_dir = Path(run_dir or _run_dir())
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    main = is_main_process()
+    if main:  # DDP: rank 0 alone writes the run folder
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     stages = parse_stages(cfg.stage)
     ledger = StageLedger(run_dir)
     timings: dict[str, float] = {}
@@ -160,11 +162,14 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
 
         check_strategy(str(cfg.train.strategy))  # before any work is done
         check_launch(cfg.train)
+    from ccl.stages.train import rank0_first
+
     t = time.perf_counter()
-    bundle = build_data(cfg, run_dir, console)
+    with rank0_first():  # under torchrun, ranks > 0 read the data once rank 0 has built its caches
+        bundle = build_data(cfg, run_dir, console, write=main)
     timings["data"] = time.perf_counter() - t
     print_data_summary(bundle, console)
-    if ledger.state.get("data") != bundle.key:
+    if main and ledger.state.get("data") != bundle.key:
         ledger.invalidate_from("data")
         ledger.mark_done("data", bundle.key)
     if stages == ["data"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import random
 
@@ -315,3 +316,17 @@ def test_complete_reports_answers_cut_by_the_bound(tiny):
         assert g.truncated == (len(g.token_ids) == 64)
         assert s.text == tok.decode(s.token_ids, skip_special_tokens=True)
     assert [g.text for g in long] == engine.generate(prompts, 64)
+
+
+def test_cache_keyword_follows_the_installed_transformers(tiny):
+    """transformers 5.24 renamed forward's ``past_key_values`` to ``cache``; pyproject admits both."""
+    from ccl.inference.hf_engine import cache_keyword
+
+    model, _, _ = tiny
+    assert cache_keyword(model) in inspect.signature(type(model).forward).parameters
+
+    class Older(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            return input_ids
+
+    assert cache_keyword(Older()) == "past_key_values"

@@ -39,6 +39,7 @@ whether decoding ended at a stop token or at ``max_new_tokens`` (``finish_reason
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -52,6 +53,14 @@ from ccl.inference.generation import Generation, finish_reason
 from ccl.inference.guards import RepeatedLineGuard, starts_in_codes
 
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth an extra forward
+
+
+def cache_keyword(model: Any) -> str:
+    """The name under which ``model``'s forward (and ``generate``) take a KV cache object:
+    ``cache`` from transformers 5.24, ``past_key_values`` before (pyproject admits both)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(type(base).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _as_set(ids: Any) -> set[int]:
@@ -96,6 +105,7 @@ class HFEngine:
         self.repeat_guard = bool(repeat_guard)
         self.shared_prefix = bool(shared_prefix)
         self.repetition_penalty = float(repetition_penalty)
+        self.cache_kw = cache_keyword(model)
         device = next(model.parameters()).device
         self.row_prefill = device.type == "cpu" if row_prefill is None else bool(row_prefill)
         self.guard_cuts = 0  # rows' sections ended by the guard in the last call
@@ -156,7 +166,7 @@ class HFEngine:
         src = DynamicCache(config=self.model.config)
         if shared:
             prefix = torch.as_tensor(rows[0][:shared], dtype=torch.long, device=device)[None]
-            self.model(input_ids=prefix, cache=src, use_cache=True, logits_to_keep=1)
+            self.model(input_ids=prefix, **{self.cache_kw: src}, use_cache=True, logits_to_keep=1)
         if not self.row_prefill:
             for s, d in zip(src.layers, dst.layers, strict=True):
                 d.update(s.keys.expand(len(rows), -1, -1, -1), s.values.expand(len(rows), -1, -1, -1))
@@ -172,7 +182,7 @@ class HFEngine:
                     o.update(s.keys, s.values)
             if len(r) - 1 > shared:
                 tokens = torch.as_tensor(r[shared:-1], dtype=torch.long, device=device)[None]
-                self.model(input_ids=tokens, cache=own, use_cache=True, logits_to_keep=1)
+                self.model(input_ids=tokens, **{self.cache_kw: own}, use_cache=True, logits_to_keep=1)
             if not keys:
                 keys = [o.keys.new_zeros((len(rows), o.keys.shape[1], width - 1, o.keys.shape[-1])) for o in own.layers]
                 values = [o.values.new_zeros((len(rows), o.values.shape[1], width - 1, o.values.shape[-1]))
@@ -238,7 +248,7 @@ class HFEngine:
                         num_beams=1,
                         eos_token_id=self.stop_ids,
                         pad_token_id=self.pad_id,
-                        **({"cache": cache} if cache is not None else self._cache(len(rows))),
+                        **({self.cache_kw: cache} if cache is not None else self._cache(len(rows))),
                         **self._sampling(),
                         **({"logits_processor": LogitsProcessorList([guard])} if guard else {}),
                     )[:, width:].tolist()

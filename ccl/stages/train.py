@@ -23,6 +23,8 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -153,6 +155,25 @@ def rank0_decision(value: bool) -> bool:
     return bool(flag.item())
 
 
+def is_rank0() -> bool:
+    """Rank 0 of a multi-process job, or a single process (Lightning reads the rank from the
+    launcher's environment)."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0) == 0
+
+
+@contextmanager
+def rank0_first() -> Iterator[None]:
+    """Under torchrun, rank 0 runs the block first (it builds shared caches: the data, a tiny
+    backbone's directory), the other ranks after it; elsewhere a plain block."""
+    if not is_rank0():
+        rank0_decision(True)
+    yield
+    if is_rank0():
+        rank0_decision(True)
+
+
 def _device_count(devices: Any) -> int:
     """Processes per node that ``train.devices`` asks for (``auto``/-1: the visible GPUs)."""
     if isinstance(devices, list | tuple) or OmegaConf.is_list(devices):
@@ -221,7 +242,8 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     check_trainable(bundle)
     pl.seed_everything(cfg.seed, workers=True)
     cache_dir = Path(cfg.paths.cache_dir)
-    model, tokenizer = load_model(cfg, bundle, cache_dir)
+    with rank0_first():  # ranks > 0 load the backbone rank 0 built
+        model, tokenizer = load_model(cfg, bundle, cache_dir)
     packing = bool(cfg.train.packing)
     if packing and model.config._attn_implementation == "sdpa":
         use_packed_attention(model)  # per-example causal SDPA inside a packed row
