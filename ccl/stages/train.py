@@ -11,7 +11,7 @@ trainer will run with (:func:`planned_world_size`), so a cosine schedule spans t
 steps each rank really takes. Under ``torchrun`` every rank runs the whole pipeline:
 rank 0's decision to skip a cached train stage is broadcast (:func:`rank0_decision`),
 so all ranks skip or all fit. A Hydra multirun (``-m``) of multi-device jobs is
-refused unless the processes were started by ``torchrun``/SLURM
+refused unless the processes were started by ``torchrun``
 (:func:`check_launch`): Lightning's own launcher re-runs the command line, i.e. the
 whole sweep, in every child process.
 """
@@ -206,12 +206,12 @@ def check_launch(train_cfg: Any) -> None:
     every rank; README "GPU").
     """
     processes = _device_count(train_cfg.devices) * int(train_cfg.num_nodes)
-    if processes > 1 and _hydra_multirun() and not externally_launched() and "SLURM_PROCID" not in os.environ:
+    if processes > 1 and _hydra_multirun() and not externally_launched():
         raise ValueError(
             f"train.devices={train_cfg.devices} (x{train_cfg.num_nodes} nodes) under a Hydra multirun: "
             "Lightning would re-run the whole sweep in every child process. Run each job under "
-            "torchrun (for cfg in ...; do torchrun --nproc_per_node N -m ccl.run ...; done) or the "
-            "sweep with hydra/launcher=submitit_slurm and tasks_per_node=N (see README, GPU)")
+            "torchrun, one job at a time (for b in ...; do torchrun --nproc_per_node N -m ccl.run ...; "
+            "done; README 'Paper-scale runs on GPUs')")
 
 
 def planned_world_size(train_cfg: Any) -> int:
