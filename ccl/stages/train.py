@@ -201,9 +201,8 @@ def check_launch(train_cfg: Any) -> None:
 
     Lightning's launcher starts ranks > 0 by re-running ``sys.argv``: under ``-m`` that is
     the whole sweep, in every child. Run each sweep point under torchrun instead (a shell
-    loop of ``torchrun --nproc_per_node N -m ccl.run ...``), or the sweep with the
-    submitit launcher on SLURM with ``tasks_per_node`` = ``train.devices`` (srun starts
-    every rank; README "GPU").
+    loop of ``torchrun --nproc_per_node N -m ccl.run ...``; README "Paper-scale runs on
+    GPUs"). Raises ``ValueError`` naming ``train.devices``.
     """
     processes = _device_count(train_cfg.devices) * int(train_cfg.num_nodes)
     if processes > 1 and _hydra_multirun() and not externally_launched():
