@@ -244,6 +244,18 @@ def answer_bound(cfg: DictConfig, run_dir: Path, bundle: DataBundle | None = Non
     return FALLBACK_MAX_NEW_TOKENS
 
 
+MERGE_RTOL = 1e-3  # merged vs adapter logits on the probe, relative to their largest magnitude
+
+
+def _merge_probe(model: Any, tokenizer: Any) -> torch.Tensor:
+    """A short input for the merge check: some text and the last (newest: code) token ids."""
+    ids = tokenizer("Assessment: essential hypertension.", add_special_tokens=False)["input_ids"]
+    vocab = model.get_input_embeddings().weight.shape[0]
+    ids = [*ids, *range(max(0, vocab - 8), vocab)]
+    device = next(model.parameters()).device
+    return torch.tensor([ids], dtype=torch.long, device=device)
+
+
 @dataclass
 class Serving:
     """What vLLM serves: a model directory, an optional LoRA adapter, the tokenizer directory."""
@@ -265,8 +277,18 @@ def merge_adapter(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, out
     from ccl.stages.train import load_trained
 
     model, tokenizer = load_trained(cfg, bundle, run_dir)
+    probe = _merge_probe(model, tokenizer)
+    with torch.inference_mode():
+        before = model(input_ids=probe).logits.float()
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    with torch.inference_mode():
+        after = model(input_ids=probe).logits.float()
+    err = float((after - before).abs().max() / before.abs().max().clamp_min(1e-6))
+    if err > MERGE_RTOL:
+        raise ValueError(
+            f"{run_dir / 'model'}: the merged model does not reproduce the adapter's logits (relative "
+            f"difference {err:.2g} > {MERGE_RTOL}); vLLM cannot serve this run: use infer=hf")
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
