@@ -100,3 +100,51 @@ def test_predict_stage_refuses_nothing_without_vllm(tmp_path):
     with pytest.warns(RuntimeWarning, match="falling back to HF generate"):
         run(cfg, tmp_path / "run", quiet())
     assert OmegaConf.load(tmp_path / "run" / "config.yaml").infer.engine == "vllm"
+
+
+def _small_lora(monkeypatch):
+    """A small Llama with a non-zero LoRA and a local tokenizer, served as the run's trained model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import ccl.stages.train as train_mod
+    from ccl.model.tiny import train_tokenizer
+
+    tok = train_tokenizer(["assessment essential hypertension and chronic kidney disease"] * 4, 300)
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    monkeypatch.setattr(train_mod, "load_trained", lambda cfg, bundle, run_dir: (model.eval(), tok))
+    return model, tok
+
+
+def test_merge_is_checked_against_the_adapters_logits(tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ccl.stages import predict as predict_mod
+
+    model, tok = _small_lora(monkeypatch)
+    probe = predict_mod._merge_probe(model, tok)
+    with torch.inference_mode():
+        expected = model(input_ids=probe).logits
+    out = predict_mod.merge_adapter(None, None, tmp_path, tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    with torch.inference_mode():
+        assert torch.allclose(merged(input_ids=probe).logits, expected, atol=1e-5)
+    assert (out / "tokenizer.json").is_file() and not (tmp_path / "merged.tmp").exists()
+
+    model, tok = _small_lora(monkeypatch)
+    unload = model.merge_and_unload
+
+    def broken(*a, **k):  # a merge that loses the adapter's effect
+        merged = unload(*a, **k)
+        merged.model.layers[0].self_attn.q_proj.weight.data.add_(0.5)
+        return merged
+
+    monkeypatch.setattr(model, "merge_and_unload", broken)
+    with pytest.raises(ValueError, match="does not reproduce the adapter's logits"):
+        predict_mod.merge_adapter(None, None, tmp_path, tmp_path / "merged2")
+    assert not (tmp_path / "merged2").exists()
