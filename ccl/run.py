@@ -51,7 +51,7 @@ def _require_current(ledger: StageLedger, stage: str, key: str, output: str, ent
 
 
 # Infer settings that do not shape a target's predictions (each extra mode has its own key).
-_NOT_IN_PREDICT_KEY = ("also_human_evidence",)
+_NOT_IN_PREDICT_KEY = ("also_human_evidence", "gpu_memory_utilization")
 
 
 def predict_key(cfg: DictConfig, tkey: str) -> str:
