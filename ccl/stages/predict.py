@@ -358,6 +358,7 @@ def predict_stage(
                              model_dir=serving.model_dir, tokenizer_dir=serving.tokenizer_dir,
                              stop_token_ids=_stop_ids(serving.model_dir, tokenizer), seed=int(cfg.seed))
     else:
+        release_accelerator_memory()  # the training model of this process, if any
         model, tokenizer = load_trained(cfg, bundle, run_dir)
         model = place_model(model, inference_device(cfg.train))
         engine = make_engine(cfg.infer, model, tokenizer)
