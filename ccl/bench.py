@@ -537,7 +537,7 @@ def bench_predict(args: argparse.Namespace, overrides: list[str], console: Conso
         f"batched (batch {sizes[0]}, sorted, padded batch prefill, dynamic KV)",
         engine(sizes[0], static_cache=False, shared_prefix=False, row_prefill=False))
     engines["single"] = ("one at a time", engine(1))
-    new = int(args.max_new_tokens or cfg.infer.max_new_tokens)
+    new = int(args.max_new_tokens or cfg.infer.max_new_tokens or 160)
     engines["single"][1].generate_ids(prompts[:1], 4)  # warm-up
     wall = dict.fromkeys(engines, 0.0)
     cpu = dict.fromkeys(engines, 0.0)

@@ -180,6 +180,8 @@ class TrainConfig:
     code_head_lr: float = 3e-3  # output rows of new code tokens
     weight_decay: float = 0.0
     warmup_steps: int = 10
+    # Warm-up as a share of the planned optimizer steps; when set it replaces warmup_steps.
+    warmup_ratio: float | None = None
     max_steps: int = 100
     max_epochs: int | None = None
     batch_size: int = 8  # examples per batch (upper bound)
@@ -204,7 +206,9 @@ class TrainConfig:
 @dataclass
 class InferConfig:
     engine: Engine = Engine.hf
-    max_new_tokens: int = 256
+    # Answer length bound in tokens; null: derived from the training answers (their 99th
+    # percentile plus a margin, ccl/inference/generation.py), recorded in model/ccl_model.json.
+    max_new_tokens: int | None = None
     batch_size: int = 8
     temperature: float = 0.0
     # The run's only predictions in human-evidence mode ("CCL + human evidence": the gold evidence
@@ -215,9 +219,17 @@ class InferConfig:
     # test_sets/<name>/human_evidence/). Keyed apart: switching it on for a finished run adds
     # those predictions only (no retraining, the normal predictions stay cached).
     also_human_evidence: bool = False
-    # End a section whose line repeats (HF engine; see ccl/inference/guards.py): a looping
-    # model still reaches its codes. vLLM ignores it.
+    # End a section whose line repeats (ccl/inference/guards.py): a looping model still
+    # reaches its codes. An HF-generate logits processor: applied under engine=hf only (not
+    # under engine=vllm, nor its HF fallback), and part of the predict key only there.
     stop_repeated_lines: bool = True
+    # Penalty on tokens already in the prompt or answer (1.0: none). Passed to both engines, so
+    # HF generate does not inherit a model's generation_config penalty that vLLM would not apply.
+    repetition_penalty: float = 1.0
+    # vLLM: share of GPU memory its engine may take (weights + KV cache), and its context length
+    # (null: backbone.max_length + the answer bound).
+    gpu_memory_utilization: float = 0.85
+    max_model_len: int | None = None
     # The split of ``docs`` that is predicted and scored; null: none, the run is scored on its
     # ``test_sets`` only (e.g. a model trained on MIMIC-IV, tested on MDACE and ACI-Bench).
     split: str | None = "test"

@@ -47,12 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg.infer.human_evidence = False
 
     from ccl.icd.tabular import load_tabular
-    from ccl.stages.predict import predict_documents
+    from ccl.stages.predict import answer_bound, inference_device, place_model, predict_documents
     from ccl.stages.train import load_trained
 
     tab = load_tabular(cfg.icd.tabular_xml, Path(cfg.paths.cache_dir))
     model, tokenizer = load_trained(cfg, None, args.run_dir)
-    [row] = predict_documents(cfg, model, tokenizer, [Document(id="note", text=text, codes=[])])
+    model = place_model(model, inference_device(cfg.train))
+    [row] = predict_documents(cfg, model, tokenizer, [Document(id="note", text=text, codes=[])],
+                              max_new_tokens=answer_bound(cfg, args.run_dir))
 
     console.rule("[bold]Evidence")
     for ev in row["evidence"] or ["(none)"]:

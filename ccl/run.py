@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ccl.config import register_configs
+from ccl.inference.engine import guard_applies
 from ccl.inference.guards import GUARD_VERSION
 from ccl.inference.parser import PARSER_VERSION
 from ccl.stages.data import build_data, print_data_summary
@@ -50,14 +51,16 @@ def _require_current(ledger: StageLedger, stage: str, key: str, output: str, ent
 
 
 # Infer settings that do not shape a target's predictions (each extra mode has its own key).
-_NOT_IN_PREDICT_KEY = ("also_human_evidence",)
+_NOT_IN_PREDICT_KEY = ("also_human_evidence", "gpu_memory_utilization")
 
 
 def predict_key(cfg: DictConfig, tkey: str) -> str:
     """Content key of the run's own predictions: the model, inference settings, task, parser."""
     infer = {k: v for k, v in OmegaConf.to_container(cfg.infer, resolve=True).items()
              if k not in _NOT_IN_PREDICT_KEY}
-    guard = GUARD_VERSION if infer.get("stop_repeated_lines") else None
+    guard = GUARD_VERSION if guard_applies(cfg.infer) else None
+    if guard is None:  # vLLM decodes without the guard: the switch does not shape its predictions
+        infer.pop("stop_repeated_lines", None)
     return hash_obj({"train": tkey, "infer": infer, "task": str(cfg.task), "parser": PARSER_VERSION,
                      "guard": guard})
 
@@ -71,6 +74,7 @@ def _evaluate(
     Empty when nothing could be scored (no target has gold codes).
     """
     from ccl.stages.evaluate import evaluate, print_metrics, read_predictions
+    from ccl.stages.predict import truncated_answers
 
     metrics: dict[str, Any] = {}
     for target in targets:
@@ -87,7 +91,9 @@ def _evaluate(
             continue
         # With infer.limit only part of a split is scored: its label space is that part's codes.
         label_space = bundle.label_space if target.name is None and not cfg.infer.limit else target.label_space
-        result = evaluate(read_predictions(target.predictions), target.docs, label_space, bundle.seen_codes)
+        rows = read_predictions(target.predictions)
+        result = evaluate(rows, target.docs, label_space, bundle.seen_codes)
+        result["n_truncated_answers"] = truncated_answers(rows)  # answers cut by the length bound
         title = f"{cfg.name} ({cfg.backbone.name})"
         # The human-evidence copies mirror the layout of the normal results under "human_evidence".
         into = metrics.setdefault("human_evidence", {}) if target.extra else metrics
@@ -144,36 +150,46 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
     console = console or Console()
     run_dir = Path(run_dir or _run_dir())
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    main = is_main_process()
+    if main:  # DDP: rank 0 alone writes the run folder
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     stages = parse_stages(cfg.stage)
     ledger = StageLedger(run_dir)
     timings: dict[str, float] = {}
 
     if "train" in stages and cfg.train.mode != "none":
-        from ccl.stages.train import check_strategy
+        from ccl.stages.train import check_launch, check_strategy
 
         check_strategy(str(cfg.train.strategy))  # before any work is done
+        check_launch(cfg.train)
+    from ccl.stages.train import rank0_first
+
     t = time.perf_counter()
-    bundle = build_data(cfg, run_dir, console)
+    with rank0_first():  # under torchrun, ranks > 0 read the data once rank 0 has built its caches
+        bundle = build_data(cfg, run_dir, console, write=main)
     timings["data"] = time.perf_counter() - t
     print_data_summary(bundle, console)
-    if ledger.state.get("data") != bundle.key:
+    if main and ledger.state.get("data") != bundle.key:
         ledger.invalidate_from("data")
         ledger.mark_done("data", bundle.key)
     if stages == ["data"]:
         return {}
 
     from ccl.stages.predict import clear_outputs, predict_stage, prediction_targets
-    from ccl.stages.train import train_key, train_stage
+    from ccl.stages.train import rank0_decision, train_key, train_stage
 
     tkey = train_key(cfg, bundle)
     model_dir = run_dir / "model"
     def run_stage(name: str, key: str, output: Path, work: Callable[..., Any]) -> None:
         """Skip a stage finished under ``key``; else redo it and everything after it."""
+        # Under torchrun all ranks skip or all work: rank 0's ledger decides (else ranks > 0
+        # would wait in fit for a rank 0 that skipped it).
+        cached = rank0_decision(is_main_process() and ledger.is_done(name, key, [output]))
         if not is_main_process():  # a DDP rank > 0 joins the training; the ledger is rank 0's
-            work(cfg, bundle, run_dir, console)
+            if not cached:
+                work(cfg, bundle, run_dir, console)
             return
-        if ledger.is_done(name, key, [output]):
+        if cached:
             console.print(f"[green]{name}[/]: cached ({key}), skipping")
             return
         ledger.invalidate_from(name)

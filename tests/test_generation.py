@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import random
 
@@ -173,15 +174,14 @@ def test_make_engine_vllm_falls_back_to_hf_with_a_warning(tiny):
     assert isinstance(eng, HFEngine) and eng.batch_size == engine_mod.HF_FALLBACK_BATCH
 
 
-def test_make_engine_errors(tiny, monkeypatch):
+def test_make_engine_errors(tiny):
     model, tok, _ = tiny
     with pytest.raises(ValueError, match="unknown infer.engine 'tgi'"):
         make_engine(InferConfig(engine="tgi"), model, tok)
     with pytest.raises(ValueError, match="needs the loaded model"):
         make_engine(InferConfig(engine="hf"), None, None)
-    monkeypatch.setattr(engine_mod, "vllm_unavailable_reason", lambda: None)
-    with pytest.raises(ValueError, match="needs model_dir"):
-        make_engine(InferConfig(engine="vllm"), model, tok)
+    # vLLM's engine is built from the run's directories by the predict stage, not from a
+    # loaded model: tests/test_vllm_path.py runs that path against a vLLM stand-in.
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
@@ -288,3 +288,45 @@ def test_guard_ends_a_line_that_loops_inside(tiny):
     first, second = out.split("\n")[1:3]
     assert first.startswith("- pain,") and first.count("pain") <= 6
     assert "pain" in second  # the script goes on after the cut line
+
+
+def test_repetition_penalty_is_explicit_not_inherited_from_the_model(tiny):
+    """HF generate would apply a penalty the model ships in generation_config; vLLM would not."""
+    model, tok, prompts = tiny
+    plain = make_engine(InferConfig(engine="hf", stop_repeated_lines=False), model, tok).generate_ids(prompts, 24)
+    before = model.generation_config.repetition_penalty
+    model.generation_config.repetition_penalty = 5.0
+    try:
+        shipped = make_engine(InferConfig(engine="hf", stop_repeated_lines=False), model, tok).generate_ids(prompts, 24)
+        penalised = make_engine(InferConfig(engine="hf", stop_repeated_lines=False, repetition_penalty=5.0),
+                                model, tok).generate_ids(prompts, 24)
+    finally:
+        model.generation_config.repetition_penalty = before
+    assert shipped == plain  # the model's own penalty is not applied
+    assert penalised != plain  # the configured one is
+
+
+def test_complete_reports_answers_cut_by_the_bound(tiny):
+    model, tok, prompts = tiny
+    engine = HFEngine(model, tok, batch_size=3)
+    short = engine.complete(prompts, 2)
+    long = engine.complete(prompts, 64)
+    for s, g in zip(short, long, strict=True):
+        assert s.truncated == (len(g.token_ids) >= 2)  # a 2-token answer is cut unless it stopped
+        assert g.truncated == (len(g.token_ids) == 64)
+        assert s.text == tok.decode(s.token_ids, skip_special_tokens=True)
+    assert [g.text for g in long] == engine.generate(prompts, 64)
+
+
+def test_cache_keyword_follows_the_installed_transformers(tiny):
+    """transformers 5.24 renamed forward's ``past_key_values`` to ``cache``; pyproject admits both."""
+    from ccl.inference.hf_engine import cache_keyword
+
+    model, _, _ = tiny
+    assert cache_keyword(model) in inspect.signature(type(model).forward).parameters
+
+    class Older(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            return input_ids
+
+    assert cache_keyword(Older()) == "past_key_values"

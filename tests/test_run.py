@@ -188,7 +188,8 @@ def test_sharded_strategies_are_refused_before_any_work(tmp_path, strategy):
 
 
 def test_ranks_above_zero_only_train(tmp_path, monkeypatch):
-    """A DDP rank > 0 joins training but leaves the ledger, predictions and scores to rank 0."""
+    """A DDP rank > 0 joins training but leaves the run folder (ledger, data, predictions,
+    scores) to rank 0."""
     import ccl.run as run_mod
 
     monkeypatch.setattr(run_mod, "is_main_process", lambda: False)
@@ -196,5 +197,6 @@ def test_ranks_above_zero_only_train(tmp_path, monkeypatch):
     assert run(cfg, tmp_path / "run", quiet()) == {}
     folder = tmp_path / "run"
     assert (folder / "model").exists()  # in a real DDP job the trainer saves on rank 0 only
-    assert "train" not in json.loads((folder / "stages.json").read_text())
-    assert not (folder / "predictions.jsonl").exists() and not (folder / "metrics.json").exists()
+    for written_by_rank0 in ("stages.json", "config.yaml", "data_manifest.json", "data", "predictions.jsonl",
+                             "metrics.json"):
+        assert not (folder / written_by_rank0).exists(), written_by_rank0

@@ -4,6 +4,13 @@
 fail: it warns once and falls back to :class:`~ccl.inference.hf_engine.HFEngine`
 (with a CPU-sized batch), so one experiment config runs on a laptop and a GPU
 node alike. An unknown engine name is an error.
+
+Both engines decode with the same settings from ``infer``: ``temperature``,
+``repetition_penalty`` (explicit, 1.0 by default) and the length bound the caller
+passes. The repeated-line guard (``infer.stop_repeated_lines``) is an HF-generate
+logits processor that vLLM cannot run, so it applies under ``infer.engine=hf`` only
+(not to the HF fallback of ``infer.engine=vllm`` either): one engine setting, one
+decoding, one prediction key (:func:`guard_applies`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ccl.config import InferConfig
+from ccl.inference.generation import Generation
 from ccl.inference.hf_engine import HFEngine
 from ccl.inference.vllm_engine import VLLMEngine
 
@@ -27,6 +35,15 @@ class GenerationEngine(Protocol):
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         """Generated text per prompt, in input order."""
         ...
+
+    def complete(self, prompts: list[str], max_new_tokens: int) -> list[Generation]:
+        """Text, token ids and finish reason per prompt, in input order."""
+        ...
+
+
+def guard_applies(infer_cfg: Any) -> bool:
+    """Whether the repeated-line guard shapes this config's predictions (HF engine only)."""
+    return str(infer_cfg.engine) == "hf" and bool(infer_cfg.stop_repeated_lines)
 
 
 def vllm_unavailable_reason() -> str | None:
@@ -44,16 +61,34 @@ def make_engine(
     tokenizer: Any,
     adapter_dir: str | Path | None = None,
     model_dir: str | Path | None = None,
+    *,
+    tokenizer_dir: str | Path | None = None,
+    max_model_len: int | None = None,
+    stop_token_ids: Any = (),
+    seed: int = 0,
 ) -> GenerationEngine:
-    """The engine ``infer_cfg.engine`` names, or HF generate when vLLM cannot run here."""
+    """The engine ``infer_cfg.engine`` names, or HF generate when vLLM cannot run here.
+
+    vLLM serves ``model_dir`` (a saved base or merged model) with the PEFT adapter in
+    ``adapter_dir`` (None: no LoRA) and the tokenizer in ``tokenizer_dir``;
+    ``max_model_len`` is ``infer.max_model_len`` when set. HF generate uses the loaded
+    ``model`` and ``tokenizer``. Raises ``ValueError`` on an unknown engine or missing inputs.
+    """
     engine = str(infer_cfg.engine)
     temperature = float(infer_cfg.temperature)
+    penalty = float(getattr(infer_cfg, "repetition_penalty", 1.0))
     if engine == "vllm":
         reason = vllm_unavailable_reason()
         if reason is None:
             if model_dir is None:
                 raise ValueError("infer.engine=vllm needs model_dir: a saved base (or merged) model directory")
-            return VLLMEngine(model_dir, adapter_dir, batch_size=int(infer_cfg.batch_size), temperature=temperature)
+            configured = getattr(infer_cfg, "max_model_len", None)
+            return VLLMEngine(
+                model_dir, adapter_dir, batch_size=int(infer_cfg.batch_size), temperature=temperature, seed=seed,
+                tokenizer_dir=tokenizer_dir, repetition_penalty=penalty, stop_token_ids=stop_token_ids,
+                gpu_memory_utilization=float(getattr(infer_cfg, "gpu_memory_utilization", 0.85)),
+                max_model_len=int(configured) if configured else max_model_len,
+            )
         warnings.warn(
             f"infer.engine=vllm: {reason}. vLLM needs a CUDA GPU and `pip install ccl[gpu]`; "
             "falling back to HF generate",
@@ -68,6 +103,6 @@ def make_engine(
     if model is None or tokenizer is None:
         raise ValueError("HF generation needs the loaded model and tokenizer")
     return HFEngine(
-        model, tokenizer, batch_size=batch_size, temperature=temperature,
-        repeat_guard=bool(infer_cfg.stop_repeated_lines),
+        model, tokenizer, batch_size=batch_size, temperature=temperature, stop_token_ids=stop_token_ids,
+        repeat_guard=guard_applies(infer_cfg), repetition_penalty=penalty,
     )

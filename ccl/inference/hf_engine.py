@@ -28,10 +28,18 @@ from it in the last float bits, as any batching does (other matrix shapes).
 ``repeat_guard=True`` ends a section whose line repeats
 (:class:`~ccl.inference.guards.RepeatedLineGuard`), so a looping model still
 reaches its codes.
+
+Decoding settings are explicit, so HF and vLLM runs decode alike: the
+``repetition_penalty`` given here (1.0: none) is passed to every ``generate`` call and
+overrides the one a model ships in its ``generation_config`` (some instruct models
+ship 1.05, which vLLM would not apply). :meth:`HFEngine.complete` also says per prompt
+whether decoding ended at a stop token or at ``max_new_tokens`` (``finish_reason``
+``"length"``, as vLLM reports it).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -41,9 +49,18 @@ from transformers import DynamicCache, LogitsProcessorList, StaticCache
 from transformers.cache_utils import DynamicLayer, StaticLayer
 
 from ccl.data.sft import encode_prompts
+from ccl.inference.generation import Generation, finish_reason
 from ccl.inference.guards import RepeatedLineGuard, starts_in_codes
 
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth an extra forward
+
+
+def cache_keyword(model: Any) -> str:
+    """The name under which ``model``'s forward (and ``generate``) take a KV cache object:
+    ``cache`` from transformers 5.24, ``past_key_values`` before (pyproject admits both)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(type(base).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _as_set(ids: Any) -> set[int]:
@@ -78,6 +95,7 @@ class HFEngine:
         repeat_guard: bool = False,
         shared_prefix: bool = True,
         row_prefill: bool | None = None,
+        repetition_penalty: float = 1.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -86,6 +104,8 @@ class HFEngine:
         self.static_cache = bool(static_cache)
         self.repeat_guard = bool(repeat_guard)
         self.shared_prefix = bool(shared_prefix)
+        self.repetition_penalty = float(repetition_penalty)
+        self.cache_kw = cache_keyword(model)
         device = next(model.parameters()).device
         self.row_prefill = device.type == "cpu" if row_prefill is None else bool(row_prefill)
         self.guard_cuts = 0  # rows' sections ended by the guard in the last call
@@ -102,9 +122,11 @@ class HFEngine:
             yield order[s : s + self.batch_size]
 
     def _sampling(self) -> dict[str, Any]:
+        # Explicit, so the model's generation_config cannot add a penalty vLLM would not apply.
+        penalty = {"repetition_penalty": self.repetition_penalty}
         if self.temperature > 0:
-            return {"do_sample": True, "temperature": self.temperature}
-        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            return {"do_sample": True, "temperature": self.temperature, **penalty}
+        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, **penalty}
 
     def _static(self, rows: int) -> bool:
         return self.static_cache and rows > 1
@@ -144,7 +166,7 @@ class HFEngine:
         src = DynamicCache(config=self.model.config)
         if shared:
             prefix = torch.as_tensor(rows[0][:shared], dtype=torch.long, device=device)[None]
-            self.model(input_ids=prefix, cache=src, use_cache=True, logits_to_keep=1)
+            self.model(input_ids=prefix, **{self.cache_kw: src}, use_cache=True, logits_to_keep=1)
         if not self.row_prefill:
             for s, d in zip(src.layers, dst.layers, strict=True):
                 d.update(s.keys.expand(len(rows), -1, -1, -1), s.values.expand(len(rows), -1, -1, -1))
@@ -160,7 +182,7 @@ class HFEngine:
                     o.update(s.keys, s.values)
             if len(r) - 1 > shared:
                 tokens = torch.as_tensor(r[shared:-1], dtype=torch.long, device=device)[None]
-                self.model(input_ids=tokens, cache=own, use_cache=True, logits_to_keep=1)
+                self.model(input_ids=tokens, **{self.cache_kw: own}, use_cache=True, logits_to_keep=1)
             if not keys:
                 keys = [o.keys.new_zeros((len(rows), o.keys.shape[1], width - 1, o.keys.shape[-1])) for o in own.layers]
                 values = [o.values.new_zeros((len(rows), o.values.shape[1], width - 1, o.values.shape[-1]))
@@ -177,9 +199,21 @@ class HFEngine:
 
     def generate_ids(self, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
         """New token ids per prompt, in input order, cut before the first stop token."""
+        return [ids for ids, _ in self._generate(prompts, max_new_tokens)]
+
+    def complete(self, prompts: Sequence[str], max_new_tokens: int) -> list[Generation]:
+        """One :class:`~ccl.inference.generation.Generation` per prompt, in input order:
+        text (new tokens, special tokens skipped), ids, and ``"length"`` when no stop token
+        came within ``max_new_tokens``."""
+        done = self._generate(prompts, max_new_tokens)
+        texts = self.tokenizer.batch_decode([ids for ids, _ in done], skip_special_tokens=True)
+        return [Generation(text, ids, reason) for text, (ids, reason) in zip(texts, done, strict=True)]
+
+    def _generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[tuple[list[int], Any]]:
+        """(new ids cut before the first stop token, finish reason) per prompt, in input order."""
         ids = encode_prompts(self.tokenizer, prompts)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        out: list[list[int]] = [[] for _ in ids]
+        out: list[tuple[list[int], Any]] = [([], "stop") for _ in ids]
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
@@ -214,7 +248,7 @@ class HFEngine:
                         num_beams=1,
                         eos_token_id=self.stop_ids,
                         pad_token_id=self.pad_id,
-                        **({"cache": cache} if cache is not None else self._cache(len(rows))),
+                        **({self.cache_kw: cache} if cache is not None else self._cache(len(rows))),
                         **self._sampling(),
                         **({"logits_processor": LogitsProcessorList([guard])} if guard else {}),
                     )[:, width:].tolist()
@@ -222,7 +256,7 @@ class HFEngine:
                     self.shared_tokens += shared * (len(rows) - 1)
                     for i, new in zip(batch, generated, strict=True):
                         cut = next((k for k, t in enumerate(new) if t in stop), len(new))
-                        out[i] = new[:cut]
+                        out[i] = (new[:cut], finish_reason(new, stop, new_tokens))
                     advance(len(batch))
         finally:
             self.model.train(was_training)
@@ -230,8 +264,7 @@ class HFEngine:
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         """Generated text per prompt, in input order (new tokens only, special tokens skipped)."""
-        new_ids = self.generate_ids(prompts, max_new_tokens)
-        return self.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+        return [g.text for g in self.complete(prompts, max_new_tokens)]
 
     def _bar(self, total: int):
         if not self.progress:

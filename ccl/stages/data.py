@@ -128,8 +128,9 @@ def _label_space(docs: dict[str, list[Document]], split: str) -> list[str]:
     return sorted({c for d in docs.get(split, []) for c in d.codes})
 
 
-def build_data(cfg: DictConfig, run_dir: Path, console: Console) -> DataBundle:
-    """Build (or load from cache) documents and span tiers; write the manifest and records."""
+def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = True) -> DataBundle:
+    """Build (or load from cache) documents and span tiers; write the manifest and records
+    (unless ``write`` is false: a DDP rank > 0 reads the same data and leaves the files to rank 0)."""
     cache_dir = Path(cfg.paths.cache_dir)
     t0 = time.perf_counter()
     tab = load_tabular(cfg.icd.tabular_xml, cache_dir)
@@ -205,6 +206,9 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console) -> DataBundle:
     })
     manifest["key"] = key
 
+    bundle = DataBundle(tab, docs, corpus, spans, label_space, seen_codes, manifest, key, test_sets=test_sets)
+    if not write:
+        return bundle
     data_dir = Path(run_dir) / "data"
     for split, ds in docs.items():
         write_jsonl(data_dir / f"{split}.jsonl", ds)
@@ -213,7 +217,7 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console) -> DataBundle:
     for name, ds in test_sets.items():
         write_jsonl(data_dir / "test_sets" / f"{name}.jsonl", ds)
     (Path(run_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return DataBundle(tab, docs, corpus, spans, label_space, seen_codes, manifest, key, test_sets=test_sets)
+    return bundle
 
 
 def print_data_summary(bundle: DataBundle, console: Console) -> None:

@@ -6,23 +6,42 @@ targets has its own content key, so adding a test set predicts that set only.
 ``infer.also_human_evidence`` adds a human-evidence copy of each target (gold evidence
 in the prompt, codes generated) under ``human_evidence/`` of the target's folder, keyed
 apart from the normal one.
+
+Where the model runs. HF generate runs on the device training used
+(:func:`inference_device`: CUDA when visible and ``train.accelerator`` allows, else the
+CPU; flash-attention only with CUDA tensors). ``infer.engine=vllm`` on a CUDA machine
+with vLLM loads no HF model at all: it serves the run's saved directories
+(:func:`vllm_serving`), after the memory of any earlier stage in this process is
+released (:func:`release_accelerator_memory`). An adapter vLLM's LoRA loader cannot
+read (code-token rows) is merged into a full model saved with its tokenizer under
+``model/merged/`` and served without LoRA.
+
+Answer length. ``infer.max_new_tokens`` null bounds answers by a length derived from
+the training answers (recorded by the train stage in ``model/ccl_model.json``,
+:func:`answer_bound`); each prediction row says whether its answer hit that bound
+(``truncated``), and the run counts them (``n_truncated_answers`` in ``metrics.json``).
 """
 
 from __future__ import annotations
 
+import gc
+import json
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 from rich.console import Console
 
 from ccl.data.prompts import document_prompt, human_evidence_prefix
 from ccl.data.records import Document, write_jsonl
 from ccl.data.sft import render_prompt
+from ccl.inference.generation import answer_length_stats
 from ccl.inference.parser import parse_output
 from ccl.stages.data import DataBundle
 from ccl.utils.hashing import hash_obj, hash_records
@@ -31,6 +50,8 @@ PREDICTIONS = "predictions.jsonl"
 TEST_SETS_DIR = "test_sets"
 HUMAN_EVIDENCE_DIR = "human_evidence"
 HUMAN_EVIDENCE_STAGE = "human_evidence"  # ledger entry: human_evidence, human_evidence@NAME
+MERGED_DIR = "merged"  # under model/: the adapter merged into a full model, for vLLM
+FALLBACK_MAX_NEW_TOKENS = 512  # a run without training answers to measure (warned)
 
 
 @dataclass
@@ -130,12 +151,15 @@ def build_prompts(
 
 def predict_documents(
     cfg: DictConfig, model: Any, tokenizer: Any, docs: Sequence[Document], console: Console | None = None,
-    human_evidence: bool | None = None,
+    human_evidence: bool | None = None, *, max_new_tokens: int | None = None, engine: Any = None,
 ) -> list[dict[str, Any]]:
     """Generate and parse outputs for ``docs``; one prediction row per document.
 
     ``human_evidence`` (default ``infer.human_evidence``): the gold evidence is written
-    into the prompt and the model generates the codes.
+    into the prompt and the model generates the codes. ``max_new_tokens`` (default
+    ``infer.max_new_tokens``, else :data:`FALLBACK_MAX_NEW_TOKENS`) bounds each answer;
+    a row's ``truncated`` says the bound ended it. ``engine``: a built engine (default:
+    HF generate over ``model``, or what ``infer.engine`` names).
     """
     from ccl.inference.engine import make_engine
 
@@ -143,19 +167,171 @@ def predict_documents(
     if human and not all(d.spans for d in docs):
         raise ValueError("human-evidence mode needs gold evidence spans on every test document")
     prompts, prefixes = build_prompts(tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), human)
-    engine = make_engine(cfg.infer, model, tokenizer)
+    if engine is None:
+        engine = make_engine(cfg.infer, model, tokenizer)
+    bound = int(max_new_tokens or cfg.infer.max_new_tokens or FALLBACK_MAX_NEW_TOKENS)
     t0 = time.perf_counter()
-    outputs = engine.generate(prompts, int(cfg.infer.max_new_tokens))
+    outputs = engine.complete(prompts, bound)
     if console:
         cuts = getattr(engine, "guard_cuts", 0)
         note = f"; {cuts} looping sections ended by the repeated-line guard" if cuts else ""
+        cut = sum(g.truncated for g in outputs)
+        note += f"; {cut} answers cut at the bound of {bound} tokens" if cut else ""
         console.print(f"[cyan]predict[/]: {len(docs)} documents in {time.perf_counter() - t0:.0f} s{note}")
     rows = []
     for d, out, prefix in zip(docs, outputs, prefixes, strict=True):
-        parsed = parse_output(out, prefix=prefix)
-        rows.append({"id": d.id, "raw_output": out, "evidence": parsed.evidence, "codes": parsed.codes,
-                     "gold_codes": d.codes})
+        parsed = parse_output(out.text, prefix=prefix)
+        rows.append({"id": d.id, "raw_output": out.text, "evidence": parsed.evidence, "codes": parsed.codes,
+                     "gold_codes": d.codes, "truncated": out.truncated})
     return rows
+
+
+def truncated_answers(rows: Sequence[dict[str, Any]]) -> int:
+    """Prediction rows whose answer hit the length bound (rows of older runs count as not cut)."""
+    return sum(bool(r.get("truncated")) for r in rows)
+
+
+def inference_device(train_cfg: Any) -> torch.device:
+    """Where HF generate runs: CUDA when a GPU is visible and ``train.accelerator`` is
+    ``auto``, ``gpu`` or ``cuda``; else the CPU."""
+    wanted = str(train_cfg.accelerator).lower()
+    if wanted in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def place_model(model: Any, device: torch.device) -> Any:
+    """``model`` moved to ``device``; flash-attention is switched to SDPA off CUDA (its
+    kernels take CUDA tensors only)."""
+    config = getattr(model, "config", None)
+    if device.type != "cuda" and getattr(config, "_attn_implementation", None) == "flash_attention_2":
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if hasattr(base, "set_attn_implementation"):
+            base.set_attn_implementation("sdpa")
+        else:
+            config._attn_implementation = "sdpa"
+    return model.to(device)
+
+
+def release_accelerator_memory() -> None:
+    """Free what earlier stages left (the trained model, its optimizer, cached CUDA blocks)
+    so a vLLM engine started next can take ``infer.gpu_memory_utilization`` of the GPU."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def answer_bound(cfg: DictConfig, run_dir: Path, bundle: DataBundle | None = None, tokenizer: Any = None) -> int:
+    """The answer length bound in tokens: ``infer.max_new_tokens`` when set; else the one the
+    train stage derived from its training answers (``model/ccl_model.json``: ``answer_tokens``);
+    else (zero-shot) derived here from the training documents' answers; else, with no
+    training documents, :data:`FALLBACK_MAX_NEW_TOKENS` (warned)."""
+    if cfg.infer.max_new_tokens:
+        return int(cfg.infer.max_new_tokens)
+    from ccl.stages.train import MODEL_META, training_answer_lengths
+
+    meta_path = Path(run_dir) / "model" / MODEL_META
+    if meta_path.is_file():
+        stats = json.loads(meta_path.read_text(encoding="utf-8")).get("answer_tokens")
+        if stats:
+            return int(stats["bound"])
+    if bundle is not None and tokenizer is not None and bundle.docs.get("train"):
+        return int(answer_length_stats(training_answer_lengths(cfg, bundle, tokenizer))["bound"])
+    warnings.warn(f"infer.max_new_tokens is null and {meta_path} records no training answer lengths: "
+                  f"answers are bounded at {FALLBACK_MAX_NEW_TOKENS} tokens; set infer.max_new_tokens",
+                  RuntimeWarning, stacklevel=2)
+    return FALLBACK_MAX_NEW_TOKENS
+
+
+MERGE_RTOL = 1e-3  # merged vs adapter logits on the probe, relative to their largest magnitude
+
+
+def _merge_probe(model: Any, tokenizer: Any) -> torch.Tensor:
+    """A short input for the merge check: some text and the last (newest: code) token ids."""
+    ids = tokenizer("Assessment: essential hypertension.", add_special_tokens=False)["input_ids"]
+    vocab = model.get_input_embeddings().weight.shape[0]
+    ids = [*ids, *range(max(0, vocab - 8), vocab)]
+    device = next(model.parameters()).device
+    return torch.tensor([ids], dtype=torch.long, device=device)
+
+
+@dataclass
+class Serving:
+    """What vLLM serves: a model directory, an optional LoRA adapter, the tokenizer directory."""
+
+    model_dir: Path | str
+    adapter_dir: Path | None
+    tokenizer_dir: Path | str
+    merged: bool = False
+
+
+def merge_adapter(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, out_dir: Path) -> Path:
+    """Merge the run's trained adapter into a full model saved with its tokenizer in ``out_dir``.
+
+    Uses only the trained model's public API (``load_trained`` -> ``merge_and_unload`` ->
+    ``save_pretrained``), so code-token rows are in the merged embedding and output
+    matrices however training stored them, and the saved tokenizer has the code tokens.
+    Written to a temporary folder first: an interrupted merge leaves no half model.
+    """
+    from ccl.stages.train import load_trained
+
+    model, tokenizer = load_trained(cfg, bundle, run_dir)
+    probe = _merge_probe(model, tokenizer)
+    with torch.inference_mode():
+        before = model(input_ids=probe).logits.float()
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    with torch.inference_mode():
+        after = model(input_ids=probe).logits.float()
+    err = float((after - before).abs().max() / before.abs().max().clamp_min(1e-6))
+    if err > MERGE_RTOL:
+        raise ValueError(
+            f"{run_dir / 'model'}: the merged model does not reproduce the adapter's logits (relative "
+            f"difference {err:.2g} > {MERGE_RTOL}); vLLM cannot serve this run: use infer=hf")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    del model
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    release_accelerator_memory()
+    return out_dir
+
+
+def vllm_serving(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, console: Console | None = None) -> Serving:
+    """The directories vLLM serves for this run.
+
+    A full fine-tune: ``model/`` itself. A LoRA adapter with LoRA matrices only: the base
+    the adapter was trained on (``base_dir`` in ``ccl_model.json``) with ``model/`` as the
+    LoRA request and the run's tokenizer. An adapter with other tensors (code tokens:
+    vLLM rejects ``trainable_tokens_delta`` and serves the base tokenizer, which has no
+    code tokens): merged into ``model/merged/`` once (:func:`merge_adapter`), served
+    without LoRA. Zero-shot: the backbone's directory (or hub id).
+    """
+    from ccl.inference.vllm_engine import unsupported_lora_keys
+    from ccl.stages.train import MODEL_META, load_trained
+
+    model_dir = Path(run_dir) / "model"
+    if str(cfg.train.mode) == "none":
+        model, _ = load_trained(cfg, bundle, run_dir)
+        base = str(model.config._name_or_path)
+        del model
+        return Serving(base, None, base)
+    meta = json.loads((model_dir / MODEL_META).read_text(encoding="utf-8"))
+    if meta["mode"] == "full":
+        return Serving(model_dir, None, model_dir)
+    unsupported = unsupported_lora_keys(model_dir)
+    if not unsupported and not meta.get("code_tokens"):
+        return Serving(meta["base_dir"], model_dir, model_dir)
+    merged = model_dir / MERGED_DIR
+    if not (merged / "config.json").is_file():
+        if console:
+            console.print(f"[cyan]predict[/]: vLLM cannot load this adapter as LoRA ({len(unsupported)} "
+                          f"non-LoRA tensors, e.g. code-token rows); merging it into {merged}")
+        merge_adapter(cfg, bundle, run_dir, merged)
+    return Serving(merged, None, merged, merged=True)
 
 
 def predict_stage(
@@ -166,21 +342,54 @@ def predict_stage(
     targets: Sequence[Target],
     on_done: Callable[[Target], None] | None = None,
 ) -> list[Path]:
-    """Load the model once and write ``predictions.jsonl`` of each target.
+    """Build the engine once and write ``predictions.jsonl`` of each target.
 
     ``on_done`` is called after each target's file is written (the run marks it finished
     there, so an interrupted run keeps the targets it completed).
     """
+    from ccl.inference.engine import make_engine, vllm_unavailable_reason
     from ccl.stages.train import load_trained
 
-    model, tokenizer = load_trained(cfg, bundle, run_dir)
+    if str(cfg.infer.engine) == "vllm" and vllm_unavailable_reason() is None:
+        serving = vllm_serving(cfg, bundle, run_dir, console)
+        release_accelerator_memory()  # before vLLM sizes its KV cache from the free memory
+        tokenizer = _load_tokenizer(serving.tokenizer_dir)
+        engine = make_engine(cfg.infer, None, tokenizer, adapter_dir=serving.adapter_dir,
+                             model_dir=serving.model_dir, tokenizer_dir=serving.tokenizer_dir,
+                             stop_token_ids=_stop_ids(serving.model_dir, tokenizer), seed=int(cfg.seed))
+    else:
+        release_accelerator_memory()  # the training model of this process, if any
+        model, tokenizer = load_trained(cfg, bundle, run_dir)
+        model = place_model(model, inference_device(cfg.train))
+        engine = make_engine(cfg.infer, model, tokenizer)
+    bound = answer_bound(cfg, run_dir, bundle, tokenizer)
     paths = []
     for target in targets:
         if target.name is not None or target.extra:
             console.print(f"[cyan]predict[/]: {target.label}")
-        rows = predict_documents(cfg, model, tokenizer, target.docs, console, target.human_evidence)
+        rows = predict_documents(cfg, None, tokenizer, target.docs, console, target.human_evidence,
+                                 max_new_tokens=bound, engine=engine)
         write_jsonl(target.predictions, rows)
         paths.append(target.predictions)
         if on_done is not None:
             on_done(target)
     return paths
+
+
+def _load_tokenizer(path: Path | str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _stop_ids(model_dir: Path | str, tokenizer: Any) -> list[int]:
+    """The stop tokens HF generate uses: the tokenizer's EOS and the model's generation EOS ids."""
+    ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
+    path = Path(model_dir) / "generation_config.json"
+    if path.is_file():
+        eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
+        ids |= {int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None}
+    return sorted(ids)

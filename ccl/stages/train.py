@@ -3,13 +3,28 @@
 ``model/`` holds the adapter (LoRA) or the full model, the tokenizer (with code
 tokens when used) and ``ccl_model.json`` saying how to rebuild it for inference.
 Checkpoints go to ``checkpoints/``; an interrupted run resumes from ``last.ckpt``.
+``ccl_model.json`` also records the training answers' token lengths and the answer
+bound derived from them (``answer_tokens``), which the predict stage decodes to.
+
+Several devices. The data plan and the LR schedule are made for the world size the
+trainer will run with (:func:`planned_world_size`), so a cosine schedule spans the
+steps each rank really takes. Under ``torchrun`` every rank runs the whole pipeline:
+rank 0's decision to skip a cached train stage is broadcast (:func:`rank0_decision`),
+so all ranks skip or all fit. A Hydra multirun (``-m``) of multi-device jobs is
+refused unless the processes were started by ``torchrun``
+(:func:`check_launch`): Lightning's own launcher re-runs the command line, i.e. the
+whole sweep, in every child process.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +36,7 @@ from rich.console import Console
 
 from ccl.data.prompts import PROMPT_VERSION, Example, document_example, span_example
 from ccl.data.sft import tokenize_examples
+from ccl.inference.generation import answer_length_stats
 from ccl.stages.data import DataBundle
 from ccl.utils.hashing import hash_obj
 from ccl.utils.loggers import finish_logger, make_logger
@@ -113,6 +129,108 @@ def check_strategy(strategy: str) -> None:
             "(a LoRA run of a 4-8B backbone fits on each GPU)")
 
 
+def externally_launched() -> bool:
+    """Every rank of the job was started by torchrun (or an equivalent that sets ``RANK`` and
+    ``WORLD_SIZE``), not by Lightning's own launcher (which sets neither ``RANK`` nor starts
+    the other ranks before ``fit``)."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def rank0_decision(value: bool) -> bool:
+    """Rank 0's ``value`` on every rank of a torchrun job (``value`` itself otherwise).
+
+    Initialises the default process group from torchrun's environment when it is not
+    up yet (gloo for CPU tensors, plus NCCL for CUDA ones when GPUs are visible);
+    Lightning then uses that group. A collective: every rank must call it at the same
+    point. Ranks > 0 pass anything.
+    """
+    if not externally_launched():
+        return bool(value)
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+    flag = torch.tensor([int(bool(value))], dtype=torch.int64)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def is_rank0() -> bool:
+    """Rank 0 of a multi-process job, or a single process (Lightning reads the rank from the
+    launcher's environment)."""
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0) or 0) == 0
+
+
+@contextmanager
+def rank0_first() -> Iterator[None]:
+    """Under torchrun, rank 0 runs the block first (it builds shared caches: the data, a tiny
+    backbone's directory), the other ranks after it; elsewhere a plain block."""
+    if not is_rank0():
+        rank0_decision(True)
+    yield
+    if is_rank0():
+        rank0_decision(True)
+
+
+def _device_count(devices: Any) -> int:
+    """Processes per node that ``train.devices`` asks for (``auto``/-1: the visible GPUs)."""
+    if isinstance(devices, list | tuple) or OmegaConf.is_list(devices):
+        return len(devices)
+    text = str(devices).strip()
+    if text in ("auto", "-1"):
+        return max(1, torch.cuda.device_count())
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    return int(text)
+
+
+def _hydra_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # not under @hydra.main
+        return False
+
+
+def check_launch(train_cfg: Any) -> None:
+    """Refuse a Hydra multirun of multi-device jobs that Lightning itself would launch.
+
+    Lightning's launcher starts ranks > 0 by re-running ``sys.argv``: under ``-m`` that is
+    the whole sweep, in every child. Run each sweep point under torchrun instead (a shell
+    loop of ``torchrun --nproc_per_node N -m ccl.run ...``; README "Paper-scale runs on
+    GPUs"). Raises ``ValueError`` naming ``train.devices``.
+    """
+    processes = _device_count(train_cfg.devices) * int(train_cfg.num_nodes)
+    if processes > 1 and _hydra_multirun() and not externally_launched():
+        raise ValueError(
+            f"train.devices={train_cfg.devices} (x{train_cfg.num_nodes} nodes) under a Hydra multirun: "
+            "Lightning would re-run the whole sweep in every child process. Run each job under "
+            "torchrun, one job at a time (for b in ...; do torchrun --nproc_per_node N -m ccl.run ...; "
+            "done; README 'Paper-scale runs on GPUs')")
+
+
+def planned_world_size(train_cfg: Any) -> int:
+    """The number of processes the trainer will train with (Lightning's own resolution of
+    ``accelerator``, ``devices``, ``num_nodes`` and ``strategy``, torchrun's environment included)."""
+    probe = pl.Trainer(
+        accelerator=train_cfg.accelerator, devices=train_cfg.devices, num_nodes=train_cfg.num_nodes,
+        strategy=train_cfg.strategy, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return int(probe.world_size)
+
+
+def training_answer_lengths(cfg: DictConfig, bundle: DataBundle, tokenizer: Any) -> list[int]:
+    """Token lengths (EOS included) of the training documents' answers, as training tokenises them."""
+    doc_ex, _, _ = build_examples(cfg, bundle)
+    ids = tokenizer([ex.answer for ex in doc_ex], add_special_tokens=False)["input_ids"]
+    return [len(a) + 1 for a in ids]
+
+
 def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Console) -> Path:
     """Fit the model; save it to ``run_dir/model``; return that path."""
     from ccl.data.datamodule import MixDataModule
@@ -123,7 +241,8 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     check_trainable(bundle)
     pl.seed_everything(cfg.seed, workers=True)
     cache_dir = Path(cfg.paths.cache_dir)
-    model, tokenizer = load_model(cfg, bundle, cache_dir)
+    with rank0_first():  # ranks > 0 load the backbone rank 0 built
+        model, tokenizer = load_model(cfg, bundle, cache_dir)
     packing = bool(cfg.train.packing)
     if packing and model.config._attn_implementation == "sdpa":
         use_packed_attention(model)  # per-example causal SDPA inside a packed row
@@ -144,9 +263,13 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     )
     dm = MixDataModule(doc_tok, span_tok, cfg.mix, cfg.train, seed=cfg.seed,
                        pad_token_id=tokenizer.pad_token_id, collator=collator, val_examples=val_tok)
-    dm.build_plan()
+    # Planned for the world size the trainer will have: each rank takes every world_size-th
+    # batch, so with train.max_epochs the steps (and the LR schedule over them) shrink N-fold.
+    dm.world_size = planned_world_size(cfg.train)
     # The LR schedule spans the planned steps (train.max_epochs may end the plan early).
-    schedule_cfg = OmegaConf.merge(cfg.train, {"max_steps": dm.planned_steps})
+    warmup = (math.ceil(float(cfg.train.warmup_ratio) * dm.planned_steps) if cfg.train.get("warmup_ratio")
+              else int(cfg.train.warmup_steps))
+    schedule_cfg = OmegaConf.merge(cfg.train, {"max_steps": dm.planned_steps, "warmup_steps": warmup})
     module = SFTModule(model, schedule_cfg, tokenizer=tokenizer, seed=cfg.seed)
     logger = make_logger(cfg, run_dir)
     # Checkpoints live under the stage key: a changed config never resumes a stale run.
@@ -188,6 +311,9 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
         "trainable_params": trainable, "total_params": total, "steps": steps, "fit_seconds": round(seconds, 1),
         "final_loss": float(trainer.callback_metrics.get("train/loss", torch.tensor(float("nan")))),
         "tokenize": {"docs": doc_stats.as_dict(), "spans": span_stats.as_dict() if span_stats else None},
+        # Training answers' lengths in tokens and the answer bound the predict stage decodes to.
+        "answer_tokens": answer_length_stats([len(ex["input_ids"]) - ex["prompt_length"] for ex in doc_tok]),
+        "world_size": int(trainer.world_size), "warmup_steps": warmup,
         "plan": dm.report(),
     }
     (out / MODEL_META).write_text(json.dumps(report, indent=2, default=str))

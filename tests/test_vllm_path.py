@@ -1,0 +1,150 @@
+"""infer=vllm end to end on the CPU, against a stand-in that follows vLLM's real API
+(tests/standin/README.md): the engine is built from the run's directories, code-token
+adapters are merged first, memory is released before vLLM starts, cut answers are counted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from test_run import compose_cfg, quiet
+
+from ccl.run import run
+
+STANDIN = Path(__file__).parent / "standin"
+
+
+@pytest.fixture
+def vllm_standin(monkeypatch):
+    """``import vllm`` gives the stand-in, and the engine treats vLLM as runnable here."""
+    import ccl.inference.engine as engine_mod
+
+    monkeypatch.syspath_prepend(str(STANDIN))
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(engine_mod, "vllm_unavailable_reason", lambda: None)
+    import vllm
+
+    vllm.LLM.instances.clear()
+    vllm.LLM.events.clear()
+    yield vllm
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+        sys.modules.pop(name, None)
+
+
+def test_vllm_engine_is_built_from_the_base_model_and_the_adapter(tmp_path, vllm_standin, monkeypatch):
+    import ccl.stages.predict as predict_mod
+
+    release = predict_mod.release_accelerator_memory
+    monkeypatch.setattr(predict_mod, "release_accelerator_memory",
+                        lambda: (vllm_standin.LLM.events.append("release"), release()))
+    cfg = compose_cfg(tmp_path, "+experiment=ablation_row4", "infer=vllm", "infer.max_new_tokens=24",
+                      "infer.batch_size=6", "infer.gpu_memory_utilization=0.5")
+    metrics = run(cfg, tmp_path / "run", quiet())
+    folder = tmp_path / "run"
+    [llm] = vllm_standin.LLM.instances
+    meta = json.loads((folder / "model" / "ccl_model.json").read_text())
+    assert llm.model_path == meta["base_dir"]  # the base the adapter was trained on
+    assert llm.tokenizer_path == str(folder / "model")  # the run's own tokenizer
+    assert llm.kwargs["enable_lora"] and llm.kwargs["max_lora_rank"] == 16
+    assert llm.kwargs["gpu_memory_utilization"] == 0.5
+    assert set(llm._lora) == {1}  # the adapter was served as a LoRA request
+    # Training and the HF model are released before vLLM sizes its memory.
+    assert vllm_standin.LLM.events[-2:] == ["release", "LLM"]
+    rows = [json.loads(x) for x in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all("truncated" in r for r in rows)
+    assert metrics["n_truncated_answers"] == sum(r["truncated"] for r in rows)
+
+
+def test_code_token_adapter_is_merged_and_served_without_lora(tmp_path, vllm_standin):
+    from ccl.inference.vllm_engine import VLLMEngine, unsupported_lora_keys
+
+    over = ("+experiment=ablation_row4", "backbone.code_tokens=true", "infer.max_new_tokens=24",
+            "infer.stop_repeated_lines=false")
+    hf = run(compose_cfg(tmp_path, *over, "infer=hf"), tmp_path / "run", quiet())
+    folder = tmp_path / "run"
+    adapter = folder / "model"
+    assert unsupported_lora_keys(adapter)  # peft's code-token rows: not LoRA matrices
+    meta = json.loads((adapter / "ccl_model.json").read_text())
+    # vLLM's own loader rejects such an adapter; CCL refuses it before building the engine.
+    llm = vllm_standin.LLM(meta["base_dir"], enable_lora=True, max_lora_rank=16)
+    from vllm.lora.request import LoRARequest
+
+    with pytest.raises(ValueError, match="is unsupported LoRA weight"):
+        llm.generate([{"prompt_token_ids": [1, 2]}], lora_request=LoRARequest("x", 1, str(adapter)))
+    with pytest.raises(ValueError, match="merge it into a full model"):
+        VLLMEngine(meta["base_dir"], adapter)
+
+    vllm_standin.LLM.instances.clear()
+    served = run(compose_cfg(tmp_path, *over, "infer=vllm", "infer.batch_size=6"), folder, quiet())
+    merged = adapter / "merged"
+    [engine_llm] = vllm_standin.LLM.instances
+    assert engine_llm.model_path == str(merged) and engine_llm.tokenizer_path == str(merged)
+    assert not engine_llm.kwargs.get("enable_lora")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(merged)
+    assert all(tok.convert_tokens_to_ids(c) != tok.unk_token_id for c in meta["codes"][:3])
+    assert len(tok) == len(AutoTokenizer.from_pretrained(adapter))
+    # The merged model under the vLLM stand-in codes the documents as the adapter under HF did.
+    assert served["codes"]["overall"] == hf["codes"]["overall"]
+
+
+def test_predict_stage_refuses_nothing_without_vllm(tmp_path):
+    """Without vLLM (this machine) infer=vllm falls back to HF generate, without the guard."""
+    cfg = compose_cfg(tmp_path, "+experiment=ablation_row4", "infer=vllm", "infer.max_new_tokens=16",
+                      "infer.stop_repeated_lines=true", "infer.batch_size=6")
+    with pytest.warns(RuntimeWarning, match="falling back to HF generate"):
+        run(cfg, tmp_path / "run", quiet())
+    assert OmegaConf.load(tmp_path / "run" / "config.yaml").infer.engine == "vllm"
+
+
+def _small_lora(monkeypatch):
+    """A small Llama with a non-zero LoRA and a local tokenizer, served as the run's trained model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import ccl.stages.train as train_mod
+    from ccl.model.tiny import train_tokenizer
+
+    tok = train_tokenizer(["assessment essential hypertension and chronic kidney disease"] * 4, 300)
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    monkeypatch.setattr(train_mod, "load_trained", lambda cfg, bundle, run_dir: (model.eval(), tok))
+    return model, tok
+
+
+def test_merge_is_checked_against_the_adapters_logits(tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ccl.stages import predict as predict_mod
+
+    model, tok = _small_lora(monkeypatch)
+    probe = predict_mod._merge_probe(model, tok)
+    with torch.inference_mode():
+        expected = model(input_ids=probe).logits
+    out = predict_mod.merge_adapter(None, None, tmp_path, tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    with torch.inference_mode():
+        assert torch.allclose(merged(input_ids=probe).logits, expected, atol=1e-5)
+    assert (out / "tokenizer.json").is_file() and not (tmp_path / "merged.tmp").exists()
+
+    model, tok = _small_lora(monkeypatch)
+    unload = model.merge_and_unload
+
+    def broken(*a, **k):  # a merge that loses the adapter's effect
+        merged = unload(*a, **k)
+        merged.model.layers[0].self_attn.q_proj.weight.data.add_(0.5)
+        return merged
+
+    monkeypatch.setattr(model, "merge_and_unload", broken)
+    with pytest.raises(ValueError, match="does not reproduce the adapter's logits"):
+        predict_mod.merge_adapter(None, None, tmp_path, tmp_path / "merged2")
+    assert not (tmp_path / "merged2").exists()
