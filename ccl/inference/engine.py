@@ -69,5 +69,5 @@ def make_engine(
         raise ValueError("HF generation needs the loaded model and tokenizer")
     return HFEngine(
         model, tokenizer, batch_size=batch_size, temperature=temperature,
-        repeat_guard=bool(infer_cfg.stop_repeated_lines),
+        repeat_guard=bool(infer_cfg.stop_repeated_lines), progress=True,
     )
