@@ -132,6 +132,7 @@ def test_test_sets_and_execution_keys_are_no_conflict():
     old = {"train": {"lr": 1e-3, "devices": 1}, "stage": "all", "test_sets": {"a": {"path": "x"}}}
     new = {"train": {"lr": 1e-3, "devices": 4}, "stage": "data", "test_sets": {"b": {"path": "y"}}}
     assert config_diff(old, new) == []
+    assert config_diff({**old, "test_sets": {}}, new) == []
     assert config_diff(old, {**new, "test_sets": {"a": {"path": "z"}}}) == ["test_sets.a.path"]
 
 

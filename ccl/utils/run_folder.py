@@ -141,7 +141,7 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if _free(key):
             return False
         parts = key.split(".")
-        return not (parts[0] == "test_sets" and len(parts) > 1 and parts[1] not in shared_sets)
+        return not (parts[0] == "test_sets" and (len(parts) == 1 or parts[1] not in shared_sets))
 
     return sorted(k for k in set(a) | set(b) if compared(k) and a.get(k, "<unset>") != b.get(k, "<unset>"))
 
