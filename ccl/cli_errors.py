@@ -63,9 +63,9 @@ def known_errors() -> tuple[type[BaseException], ...]:
         UnknownConfigKey, yaml.YAMLError, HydraException, OmegaConfBaseException,
     ]
     from ccl.icd.download import IndexUnavailable
-    from ccl.utils.run_folder import RunFolderBusy, RunFolderConflict
+    from ccl.utils.run_folder import RunRefused, StaleStageOutput
 
-    found += [IndexUnavailable, RunFolderBusy, RunFolderConflict]
+    found += [IndexUnavailable, RunRefused, StaleStageOutput]
     try:
         from ccl.data.sources.common import DownloadError
     except ImportError:  # pragma: no cover - the package moved

@@ -24,12 +24,19 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ccl.cli_errors import cli_errors, hydra_debug_flag
-from ccl.config import check_closed, register_configs
+from ccl.config import UnknownConfigKey, check_closed, register_configs
 from ccl.inference.guards import GUARD_VERSION
 from ccl.inference.parser import PARSER_VERSION
 from ccl.stages.data import build_data, print_data_summary
 from ccl.utils.hashing import hash_obj
-from ccl.utils.run_folder import RunFolderConflict, RunLock, check_config, merged_stage
+from ccl.utils.run_folder import (
+    KeepHydraFiles,
+    RunLock,
+    RunRefused,
+    StaleStageOutput,
+    check_config,
+    merged_stage,
+)
 from ccl.utils.stages import StageLedger, parse_stages, write_json_atomic
 
 if TYPE_CHECKING:
@@ -46,7 +53,7 @@ def _require_current(ledger: StageLedger, stage: str, key: str, output: str, ent
     """
     found = ledger.state.get(entry or stage)
     if found != key:
-        raise RunFolderConflict(
+        raise StaleStageOutput(
             f"{output} in this run folder was not made by the current config's {stage} stage "
             f"(its key {found!r} != {key!r}): include stage {stage} in stage=..."
         )
@@ -277,7 +284,11 @@ def main(cfg: DictConfig) -> float | None:
         metrics = run(cfg)
     else:
         with cli_errors("ccl.run"):
-            metrics = run(cfg)
+            try:
+                metrics = run(cfg)
+            except (RunRefused, UnknownConfigKey):
+                KeepHydraFiles.restore()  # refused: the folder stays as it was
+                raise
     # Returned for Hydra sweepers that optimise a value.
     return metrics.get("codes", {}).get("overall", {}).get("micro_f1") if metrics else None
 

@@ -62,7 +62,8 @@ def test_log_file_shows_training_and_prediction_progress(logged_run):
 def test_another_config_under_the_same_name_is_refused_and_leaves_the_results(logged_run):
     folder = logged_run["dir"]
     before = {p: p.read_bytes() for p in (folder / "metrics.json", folder / "config.yaml",
-                                          folder / "predictions.jsonl", folder / "model" / "ccl_model.json")}
+                                          folder / "predictions.jsonl", folder / "model" / "ccl_model.json",
+                                          folder / ".hydra" / "overrides.yaml")}
     done = cli("ccl.run", *logged_run["overrides"], "train.max_steps=5", "train.lr=0.01")
     assert done.returncode == 1
     line = one_line_error(done.stderr, "ccl.run")
@@ -72,10 +73,13 @@ def test_another_config_under_the_same_name_is_refused_and_leaves_the_results(lo
 
 
 def test_a_second_writer_is_refused_naming_the_holder(logged_run):
+    overrides = logged_run["dir"] / ".hydra" / "overrides.yaml"
+    before = overrides.read_text()
     with RunLock(logged_run["dir"]):
         started = time.perf_counter()
-        done = cli("ccl.run", *logged_run["overrides"])
+        done = cli("ccl.run", *logged_run["overrides"], "stage=data")
         assert done.returncode == 1
+    assert overrides.read_text() == before
     line = one_line_error(done.stderr, "ccl.run")
     assert f"process {os.getpid()} is writing into this run folder" in line
     assert time.perf_counter() - started < 120  # stops at once: it neither waits nor trains

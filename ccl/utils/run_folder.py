@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 from filelock import FileLock, Timeout
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ccl.utils.stages import STAGES, parse_stages
@@ -39,12 +40,42 @@ FREE_KEYS = (
 )
 
 
-class RunFolderBusy(RuntimeError):
+class RunRefused(RuntimeError):
+    """A run stopped before writing anything into its folder."""
+
+
+class RunFolderBusy(RunRefused):
     """Another live process is writing into the run folder."""
 
 
-class RunFolderConflict(RuntimeError):
+class RunFolderConflict(RunRefused):
     """The run folder holds results of another config."""
+
+
+class StaleStageOutput(RuntimeError):
+    """A stage run alone would read outputs that another config's stage wrote."""
+
+
+class KeepHydraFiles(Callback):
+    """Hydra callback: a refused run leaves the folder's ``.hydra/`` as it found it.
+
+    Hydra rewrites ``RUN/.hydra/{config,hydra,overrides}.yaml`` before the task starts,
+    so a run refused by the lock or the config check would otherwise leave the overrides
+    of the refused command beside the results of the finished one (the report reads
+    ``overrides.yaml``). ``on_run_start`` (single runs only; a multirun's jobs have
+    their own folders) keeps a copy; :meth:`restore` puts it back.
+    """
+
+    saved: dict[Path, bytes] = {}
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(str(config.hydra.run.dir)) / str(config.hydra.output_subdir or ".hydra")
+        KeepHydraFiles.saved = {p: p.read_bytes() for p in folder.glob("*.yaml")} if folder.is_dir() else {}
+
+    @classmethod
+    def restore(cls) -> None:
+        for path, data in cls.saved.items():
+            path.write_bytes(data)
 
 
 class RunLock:
