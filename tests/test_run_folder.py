@@ -219,4 +219,17 @@ def test_run_cli_prints_one_line_for_a_missing_file_and_debug_shows_the_tracebac
             "icd.download=false", f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}")
     done = cli(*args)
     assert done.returncode == 1 and str(tmp_path / "nowhere") in one_line_error(done.stderr, "ccl.run")
+    assert (tmp_path / "default" / "config.yaml").exists() and not (tmp_path / "default" / "stages.json").exists()
     assert "Traceback" in cli(*args, "--debug").stderr
+
+
+def test_a_folder_without_finished_stages_takes_any_config(tmp_path):
+    from omegaconf import OmegaConf
+
+    from ccl.utils.run_folder import check_config
+
+    (tmp_path / "config.yaml").write_text("docs: {path: /wrong}\n")  # a run that stopped early
+    assert check_config(tmp_path, OmegaConf.create({"docs": {"path": "/right"}})) is None
+    (tmp_path / "stages.json").write_text('{"data": "k1"}')
+    with pytest.raises(RunFolderConflict, match="docs.path: /wrong -> /right"):
+        check_config(tmp_path, OmegaConf.create({"docs": {"path": "/right"}}))

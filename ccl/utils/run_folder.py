@@ -16,6 +16,7 @@ files from one config and one process:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -186,14 +187,15 @@ def _show(value: Any) -> str:
 def check_config(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     """Refuse to mix two configs' results in ``run_dir``; return the folder's old config.
 
-    A folder without ``config.yaml`` is new (None). One whose resolved config
+    A folder without ``config.yaml``, or in which no stage finished (``stages.json``
+    empty: e.g. a run that stopped on a missing file), is new (None). One whose resolved config
     differs in a non-free key raises :class:`RunFolderConflict` naming up to ten
     keys (``key: old -> new``), unless ``cfg.overwrite`` is true: then every old
     ``metrics.json`` (run, test sets, human evidence) is deleted first.
     """
     path = Path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        return None
+    if not path.is_file() or not _has_results(Path(run_dir)):
+        return None  # new, or a run that failed before any stage finished: nothing to keep
     old = yaml.safe_load(path.read_text()) or {}
     new = OmegaConf.to_container(cfg, resolve=True)
     keys = config_diff(old, new)
@@ -209,6 +211,14 @@ def check_config(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
         )
     clear_results(run_dir)
     return None
+
+
+def _has_results(run_dir: Path) -> bool:
+    """Whether any stage finished in ``run_dir`` (``stages.json`` names one)."""
+    try:
+        return bool(json.loads((run_dir / "stages.json").read_text()))
+    except (OSError, ValueError):
+        return False
 
 
 def clear_results(run_dir: Path) -> None:
