@@ -39,6 +39,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from ccl.cli_errors import cli_main
 from ccl.data.packing import MODEL_INPUTS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -792,6 +793,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, rest
 
 
+@cli_main("ccl.bench")
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args, overrides = parse_args(argv)

@@ -7,12 +7,15 @@ composition error instead of a silently ignored value.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ccl.expansion.llm.base import LLMConfig
 
@@ -258,6 +261,8 @@ class CCLConfig:
     stage: str = "all"  # all | data | train | predict | eval, or a comma list
     task: Task = Task.evidence  # prompt template family
     ckpt_path: str | None = None
+    # Replace the results of a run folder that hold another config (see ccl/utils/run_folder.py).
+    overwrite: bool = False
     icd: ICDConfig = field(default_factory=ICDConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     docs: DocsConfig = field(default_factory=DocsConfig)
@@ -277,3 +282,47 @@ class CCLConfig:
 def register_configs() -> None:
     """Register the schema with Hydra (idempotent)."""
     ConfigStore.instance().store(name="ccl_schema", node=CCLConfig)
+
+
+class UnknownConfigKey(KeyError):
+    """A config key the schema does not declare (e.g. from ``+train.foo=1``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def _undeclared(node: DictConfig, prefix: str) -> Iterator[tuple[str, list[str]]]:
+    """``(dotted key, declared siblings)`` for every key of ``node`` outside its dataclass."""
+    kind = OmegaConf.get_type(node)
+    declared = [f.name for f in dataclasses.fields(kind)] if dataclasses.is_dataclass(kind) else None
+    for key in node:
+        if declared is not None and key not in declared:
+            yield f"{prefix}{key}", declared
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            yield from _undeclared(child, f"{prefix}{key}.")
+
+
+def check_closed(cfg: DictConfig) -> None:
+    """Refuse keys the schema does not declare.
+
+    Hydra's ``+key=value`` appends a key even to a structured config, so a
+    misspelling written with ``+`` (``+trian.max_steps=5``, the fix Hydra's own
+    error suggests) or an invented knob (``+train.foo=1``) would be written into
+    ``config.yaml`` and silently ignored. Maps declared as ``dict`` in the schema
+    (``test_sets``) take any name; their values are checked against their own
+    dataclass. Raises :class:`UnknownConfigKey` naming each key and the closest
+    declared one.
+    """
+    problems = []
+    for key, declared in _undeclared(cfg, ""):
+        leaf = key.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(leaf, declared, n=1)
+        hint = f" (did you mean {key[: len(key) - len(leaf)]}{close[0]}?)" if close else ""
+        problems.append(f"{key}{hint}")
+    if problems:
+        raise UnknownConfigKey(
+            f"config key(s) not in the schema (ccl/config.py): {', '.join(problems)}. "
+            "'+key=value' cannot add knobs: fix the spelling and drop the '+'"
+        )

@@ -26,7 +26,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
-from ccl.config import register_configs
+from ccl.cli_errors import cli_main
+from ccl.config import check_closed, register_configs
 from ccl.expansion.coverage import coverage_report, print_coverage
 from ccl.expansion.llm.base import llm_config
 
@@ -82,6 +83,7 @@ def compose_config(tier: str, overrides: list[str]) -> DictConfig:
         raise UsageError(
             f"tier={tier} but spans={list(k for k, v in cfg.spans.items() if v)} lacks it"
         )
+    check_closed(cfg)
     backend = llm_config(cfg).backend
     method_given = any(o.split("=", 1)[0] == f"spans.{tier}.method" for o in rest)
     with open_dict(cfg):
@@ -112,6 +114,7 @@ def expand(cfg: DictConfig, tier: str, console: Console | None = None) -> dict[s
     return report
 
 
+@cli_main("ccl.expand")
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     console = Console()

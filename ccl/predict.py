@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from ccl.cli_errors import cli_main
 from ccl.data.records import Document
 
 
@@ -28,18 +29,46 @@ def _load_run_config(run_dir: Path):
     return cfg
 
 
+def read_note(path: Path | None, encoding: str) -> str:
+    """The note's text from ``path`` (or stdin's bytes), decoded with ``encoding``.
+
+    Raises ``ValueError`` naming the file (or stdin), the byte offset of the first byte
+    that is not valid in ``encoding``, and the ``--encoding`` option; ``FileNotFoundError``
+    for a missing file; ``LookupError``-turned-``ValueError`` for an unknown encoding.
+    """
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"--encoding {encoding}: unknown encoding (e.g. utf-8, latin-1, cp1252)") from None
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; give a text file or pipe the note on stdin")
+    data = path.read_bytes() if path is not None else sys.stdin.buffer.read()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        where = path if path is not None else "stdin"
+        raise ValueError(
+            f"{where}: not valid {encoding} text: byte 0x{data[err.start]:02x} at byte offset {err.start}; "
+            f"pass the note's encoding, e.g. --encoding latin-1 (or cp1252), or convert it to UTF-8"
+        ) from None
+
+
+@cli_main("ccl.predict")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ccl.predict", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run folder written by python -m ccl.run")
     parser.add_argument("note", nargs="?", type=Path, help="a text file (default: read stdin)")
     parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--encoding", default="utf-8",
+                        help="the note's text encoding (default utf-8; e.g. latin-1, cp1252)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
 
     console = Console()
     cfg = _load_run_config(args.run_dir)
-    if args.note is not None and not args.note.exists():
-        raise SystemExit(f"{args.note}: no such file")
-    text = args.note.read_text(encoding="utf-8") if args.note else sys.stdin.read()
+    text = read_note(args.note, args.encoding)
     if not text.strip():
         raise SystemExit("empty note: give a text file or pipe the note on stdin")
     if args.max_new_tokens:

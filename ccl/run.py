@@ -19,15 +19,25 @@ from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from ccl.config import register_configs
+from ccl.cli_errors import cli_errors, hydra_debug_flag
+from ccl.config import UnknownConfigKey, check_closed, register_configs
 from ccl.inference.engine import guard_applies
 from ccl.inference.guards import GUARD_VERSION
 from ccl.inference.parser import PARSER_VERSION
 from ccl.stages.data import build_data, print_data_summary
 from ccl.utils.hashing import hash_obj
+from ccl.utils.run_folder import (
+    KeepHydraFiles,
+    RunLock,
+    RunRefused,
+    StaleStageOutput,
+    check_config,
+    merged_stage,
+)
 from ccl.utils.stages import StageLedger, parse_stages, write_json_atomic
 
 if TYPE_CHECKING:
@@ -44,7 +54,7 @@ def _require_current(ledger: StageLedger, stage: str, key: str, output: str, ent
     """
     found = ledger.state.get(entry or stage)
     if found != key:
-        raise RuntimeError(
+        raise StaleStageOutput(
             f"{output} in this run folder was not made by the current config's {stage} stage "
             f"(its key {found!r} != {key!r}): include stage {stage} in stage=..."
         )
@@ -146,14 +156,33 @@ def _run_dir() -> Path:
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = None) -> dict[str, Any]:
-    """Run the configured stages in ``run_dir``; return the metrics (empty if eval did not run)."""
+    """Run the configured stages in ``run_dir``; return the metrics (empty if eval did not run).
+
+    The folder is locked for the whole run (:class:`ccl.utils.run_folder.RunLock`; a
+    second run into it raises ``RunFolderBusy``), and a folder holding another config's
+    results raises ``RunFolderConflict`` unless ``overwrite=true``. Keys the schema
+    does not declare raise ``UnknownConfigKey``.
+    """
     console = console or Console()
     run_dir = Path(run_dir or _run_dir())
-    run_dir.mkdir(parents=True, exist_ok=True)
-    main = is_main_process()
-    if main:  # DDP: rank 0 alone writes the run folder
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    check_closed(cfg)
     stages = parse_stages(cfg.stage)
+    if not is_main_process():  # a DDP rank > 0 joins rank 0's training; rank 0 holds the folder
+        return _run(cfg, run_dir, console, stages)
+    with RunLock(run_dir) as lock:
+        if lock.took_over:
+            console.print(f"[yellow]run folder[/]: took over the lock of process {lock.took_over}, "
+                          "which is no longer running")
+        old = check_config(run_dir, cfg)
+        record = OmegaConf.to_container(cfg, resolve=True)
+        record["stage"] = merged_stage(old, str(cfg.stage))
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(record))
+        return _run(cfg, run_dir, console, stages)
+
+
+def _run(cfg: DictConfig, run_dir: Path, console: Console, stages: list[str]) -> dict[str, Any]:
+    """The stages of :func:`run`, in a checked and locked folder."""
+    main = is_main_process()  # DDP: rank 0 alone writes the run folder
     ledger = StageLedger(run_dir)
     timings: dict[str, float] = {}
 
@@ -266,10 +295,19 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run(cfg)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # Hydra records each failed job of a sweep itself
+        metrics = run(cfg)
+    else:
+        with cli_errors("ccl.run"):
+            try:
+                metrics = run(cfg)
+            except (RunRefused, UnknownConfigKey):
+                KeepHydraFiles.restore()  # refused: the folder stays as it was
+                raise
     # Returned for Hydra sweepers that optimise a value.
     return metrics.get("codes", {}).get("overall", {}).get("micro_f1") if metrics else None
 
 
 if __name__ == "__main__":
+    hydra_debug_flag()  # --debug: the full traceback (as HYDRA_FULL_ERROR=1)
     main()

@@ -67,7 +67,7 @@ def test_rerun_skips_finished_stages_and_changes_rerun_them(tmp_path):
     assert "train" not in second["stages_run"] and "predict" not in second["stages_run"]
     assert first["codes"] == second["codes"]
     assert second["timings_s"]["train"] == first["timings_s"]["train"] > 0  # cached stages keep their time
-    changed = compose_cfg(tmp_path, "+experiment=ablation_row4", "infer.max_new_tokens=8")
+    changed = compose_cfg(tmp_path, "+experiment=ablation_row4", "infer.max_new_tokens=8", "overwrite=true")
     third = run(changed, folder, quiet())
     assert "predict" in third["stages_run"] and "train" not in third["stages_run"]
 
@@ -147,10 +147,12 @@ def test_packed_training_runs_end_to_end(tmp_path):
 def test_later_stage_alone_refuses_outputs_of_another_config(tmp_path):
     folder = tmp_path / "run"
     run(compose_cfg(tmp_path, "+experiment=ablation_row4"), folder, quiet())
-    changed = compose_cfg(tmp_path, "+experiment=ablation_row4", "train.lr=0.01", "stage=predict+eval")
+    changed = compose_cfg(tmp_path, "+experiment=ablation_row4", "train.lr=0.01", "stage=predict+eval",
+                          "overwrite=true")
     with pytest.raises(RuntimeError, match="not made by the current config's train stage"):
         run(changed, folder, quiet())
-    reparsed = compose_cfg(tmp_path, "+experiment=ablation_row4", "infer.max_new_tokens=9", "stage=eval")
+    reparsed = compose_cfg(tmp_path, "+experiment=ablation_row4", "infer.max_new_tokens=9", "stage=eval",
+                           "overwrite=true")
     with pytest.raises(RuntimeError, match="not made by the current config's predict stage"):
         run(reparsed, folder, quiet())
 

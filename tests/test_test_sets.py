@@ -167,7 +167,7 @@ def test_human_evidence_skips_a_test_set_without_evidence_and_unlabelled_sets_ar
 
     # Without human evidence: CodiEsp English is scored, ACI-Bench (no labels) predict-only.
     console = Console(record=True, width=200)
-    metrics = run(compose_cfg(tmp_path, *cfg_overrides(cfg)), tmp_path / "run", console)
+    metrics = run(compose_cfg(tmp_path, *cfg_overrides(cfg), "overwrite=true"), tmp_path / "run", console)
     assert "test set aci_bench has no gold codes (predict-only)" in console.export_text()
     assert list(metrics["test_sets"]) == ["codiesp_en"]
     assert len(_rows(tmp_path / "run" / "test_sets" / "aci_bench" / "predictions.jsonl")) == 2

@@ -24,6 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ccl.cli_errors import cli_main
 from ccl.data.records import Document
 
 TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
@@ -156,16 +157,18 @@ def render(result: dict[str, Any], console: Console) -> None:
         console.print(f"[yellow]{result['note']}[/]")
 
 
+@cli_main("ccl.data.stats")
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Compose the config from Hydra overrides, collect and print the statistics."""
     from hydra import compose, initialize_config_dir
 
-    from ccl.config import register_configs
+    from ccl.config import check_closed, register_configs
 
     register_configs()
     overrides = list(sys.argv[1:] if argv is None else argv)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
+    check_closed(cfg)
     result = collect(cfg)
     # Piped output (CI logs, reports) gets a table wide enough not to wrap.
     render(result, Console(width=None if sys.stdout.isatty() else 120))

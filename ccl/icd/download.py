@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ccl.utils.downloads import FailedDownload, skip_reason
+
 CDC_TABLE_INDEX_URL = (
     "https://ftp.cdc.gov/pub/Health_Statistics/NCHS/Publications/ICD10CM/"
     "{year}/icd10cm-table-index-{year}.zip"
@@ -168,8 +170,17 @@ def resolve_index_files(icd_cfg: Any, cache_dir: str | Path, timeout: float = 10
     if all(kind in cached for kind in INDEX_KINDS):
         return IndexFiles(cached, "cache")
     if getattr(icd_cfg, "download", False):
+        # One line instead of a network error: offline switch, or a failure remembered for 24 h.
+        url = zip_url(year)
+        skip = skip_reason(Path(cache_dir), url)
+        if skip:
+            return IndexFiles({}, "none", True, f"{FALLBACK_MESSAGE} Download skipped: {skip}; "
+                              "icd.download=false silences this.")
         try:
-            return IndexFiles(download_index(year, folder, timeout=timeout), "download")
+            files = download_index(year, folder, timeout=timeout)
         except IndexUnavailable as err:
-            return IndexFiles({}, "none", True, f"{FALLBACK_MESSAGE} {err}")
+            FailedDownload(Path(cache_dir), url).remember(str(err).split(": ", 1)[-1])
+            return IndexFiles({}, "none", True, f"{FALLBACK_MESSAGE} {err} (not retried for 24 h)")
+        FailedDownload(Path(cache_dir), url).forget()
+        return IndexFiles(files, "download")
     return IndexFiles({}, "none", True, f"{FALLBACK_MESSAGE} (icd.download is false)")

@@ -104,5 +104,5 @@ def make_engine(
         raise ValueError("HF generation needs the loaded model and tokenizer")
     return HFEngine(
         model, tokenizer, batch_size=batch_size, temperature=temperature, stop_token_ids=stop_token_ids,
-        repeat_guard=guard_applies(infer_cfg), repetition_penalty=penalty,
+        repeat_guard=guard_applies(infer_cfg), repetition_penalty=penalty, progress=True,
     )

@@ -269,21 +269,6 @@ class HFEngine:
     def _bar(self, total: int):
         if not self.progress:
             return nullcontext(lambda n: None)
-        return _RichBar(total)
+        from ccl.utils.progress import doc_progress  # rich bar on a terminal, log lines otherwise
 
-
-class _RichBar:
-    """A rich progress bar as a context manager yielding ``advance(n)``."""
-
-    def __init__(self, total: int) -> None:
-        from rich.progress import Progress
-
-        self.progress = Progress(transient=True)
-        self.task = self.progress.add_task("generating", total=total)
-
-    def __enter__(self):
-        self.progress.start()
-        return lambda n: self.progress.advance(self.task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        return doc_progress(total)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ccl.cli_errors import cli_main
 from ccl.report.collect import RunFolderError, is_run_dir
 
 
@@ -16,6 +17,7 @@ def default_out(paths: list[Path]) -> Path:
     return Path("report")
 
 
+@cli_main("ccl.report")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ccl.report",

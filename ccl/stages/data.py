@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -209,13 +210,20 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
     bundle = DataBundle(tab, docs, corpus, spans, label_space, seen_codes, manifest, key, test_sets=test_sets)
     if not write:
         return bundle
+    # Written into a fresh folder that then replaces data/: no file of an earlier config
+    # (a tier or test set this one lacks) survives beside the new ones.
     data_dir = Path(run_dir) / "data"
+    partial = Path(run_dir) / "data.partial"
+    shutil.rmtree(partial, ignore_errors=True)
     for split, ds in docs.items():
-        write_jsonl(data_dir / f"{split}.jsonl", ds)
+        write_jsonl(partial / f"{split}.jsonl", ds)
     for name, pairs in spans.items():
-        write_jsonl(data_dir / f"spans_{name}.jsonl", pairs)
+        write_jsonl(partial / f"spans_{name}.jsonl", pairs)
     for name, ds in test_sets.items():
-        write_jsonl(data_dir / "test_sets" / f"{name}.jsonl", ds)
+        write_jsonl(partial / "test_sets" / f"{name}.jsonl", ds)
+    partial.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    partial.rename(data_dir)
     (Path(run_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return bundle
 

@@ -40,6 +40,7 @@ from ccl.inference.generation import answer_length_stats
 from ccl.stages.data import DataBundle
 from ccl.utils.hashing import hash_obj
 from ccl.utils.loggers import finish_logger, make_logger
+from ccl.utils.progress import TrainProgress
 
 MODEL_META = "ccl_model.json"
 
@@ -279,10 +280,15 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
         every_n_train_steps=max(1, int(cfg.train.save_every_n_steps)),
     )
     steps = dm.planned_steps
+    # Log lines when stdout is not a terminal (rich bar when it is); the fit's true cost is
+    # kept in the checkpoints, so a resumed or restored training reports all of it.
+    progress = TrainProgress()
+    bar = [pl.callbacks.RichProgressBar()] if not progress.log_lines else []
     trainer = pl.Trainer(
         max_steps=steps, max_epochs=1, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
         num_nodes=cfg.train.num_nodes, strategy=cfg.train.strategy, precision=cfg.train.precision,
-        accumulate_grad_batches=int(cfg.train.grad_accum), logger=logger, callbacks=[checkpoint],
+        accumulate_grad_batches=int(cfg.train.grad_accum), logger=logger, callbacks=[checkpoint, progress, *bar],
+        enable_progress_bar=bool(bar),
         log_every_n_steps=int(cfg.train.log_every_n_steps), enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0 if not val_tok else None,
         val_check_interval=max(1, steps) if val_tok else None, deterministic=True,
@@ -297,7 +303,7 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     )
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-    seconds = time.perf_counter() - t0
+    seconds = progress.fit_seconds if progress.fit_seconds > 0 else time.perf_counter() - t0
     if not trainer.is_global_zero:  # DDP: every rank holds the same weights; rank 0 saves them
         return run_dir / "model"
     # A fresh folder: files of an earlier mode (an adapter beside a full model) must not linger.
@@ -309,7 +315,7 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
         "code_tokens": bool(cfg.backbone.code_tokens),
         "codes": model_codes(bundle) if cfg.backbone.code_tokens else [],
         "trainable_params": trainable, "total_params": total, "steps": steps, "fit_seconds": round(seconds, 1),
-        "final_loss": float(trainer.callback_metrics.get("train/loss", torch.tensor(float("nan")))),
+        "final_loss": float(trainer.callback_metrics.get("train/loss", torch.tensor(progress.loss))),
         "tokenize": {"docs": doc_stats.as_dict(), "spans": span_stats.as_dict() if span_stats else None},
         # Training answers' lengths in tokens and the answer bound the predict stage decodes to.
         "answer_tokens": answer_length_stats([len(ex["input_ids"]) - ex["prompt_length"] for ex in doc_tok]),

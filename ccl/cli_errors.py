@@ -1,0 +1,121 @@
+"""One message, not a traceback, for the errors a user can fix -- at every CLI entry point.
+
+Each entry point (``ccl.run``, ``ccl.predict``, ``ccl.expand``, ``ccl.data.stats``,
+``ccl.report``, ``ccl.bench``) runs its work under :func:`cli_errors` (or the
+:func:`cli_main` decorator). A *known* error class -- a missing or malformed file,
+a failed download, a file that is not valid text in its encoding, a bad config
+key or value, a busy or conflicting run folder -- is printed to stderr as one line
+``PROG: error: MESSAGE`` (the message names the file or key and what to do) and the
+process exits with status 1. Anything else is a bug and keeps its traceback.
+
+``--debug`` on any of these command lines, or ``HYDRA_FULL_ERROR=1`` / ``CCL_DEBUG=1``
+in the environment, re-raises the error with its full traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = ("CCL_DEBUG", "HYDRA_FULL_ERROR")
+EXIT_CODE = 1
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def debug_enabled() -> bool:
+    """True when ``CCL_DEBUG=1`` or ``HYDRA_FULL_ERROR=1`` asks for full tracebacks."""
+    return any(os.environ.get(name, "") not in ("", "0") for name in DEBUG_ENV)
+
+
+def strip_debug(argv: Sequence[str]) -> list[str]:
+    """``argv`` without ``--debug``; when it was there, set ``CCL_DEBUG=1`` (and return the rest)."""
+    rest = [a for a in argv if a != DEBUG_FLAG]
+    if len(rest) != len(argv):
+        os.environ["CCL_DEBUG"] = "1"
+    return rest
+
+
+def hydra_debug_flag() -> None:
+    """For ``@hydra.main`` scripts: take ``--debug`` out of ``sys.argv`` (Hydra would reject it)
+    and set ``HYDRA_FULL_ERROR=1``, so Hydra's own composition errors show their traceback too."""
+    sys.argv[1:] = strip_debug(sys.argv[1:])
+    if os.environ.get("CCL_DEBUG"):
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """The error classes whose message is the whole story (imported lazily: cheap CLIs stay cheap)."""
+    import yaml
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ccl.config import UnknownConfigKey
+
+    found: list[type[BaseException]] = [
+        FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError,
+        ValueError,  # bad config values, malformed JSON/records (RecordError), UnicodeDecodeError
+        UnknownConfigKey, yaml.YAMLError, HydraException, OmegaConfBaseException,
+    ]
+    from ccl.icd.download import IndexUnavailable
+    from ccl.utils.run_folder import RunRefused, StaleStageOutput
+
+    found += [IndexUnavailable, RunRefused, StaleStageOutput]
+    try:
+        from ccl.data.sources.common import DownloadError
+    except ImportError:  # pragma: no cover - the package moved
+        pass
+    else:
+        found.append(DownloadError)
+    return tuple(found)
+
+
+def describe(err: BaseException) -> str:
+    """The one-line message for ``err`` (newlines folded; a decode error gets its byte offset)."""
+    if isinstance(err, UnicodeDecodeError):
+        bad = err.object[err.start : err.start + 1]
+        text = (f"not valid {err.encoding} text: byte 0x{bad.hex()} at byte offset {err.start} "
+                f"({err.reason}); give the file's encoding (e.g. --encoding latin-1) or convert it to UTF-8")
+    elif isinstance(err, FileNotFoundError) and err.filename and str(err.filename) not in str(err.args):
+        text = f"{err.filename}: no such file or folder"
+    else:
+        text = str(err) or type(err).__name__
+        if isinstance(err, KeyError) and len(err.args) == 1 and text == repr(err.args[0]):
+            text = str(err.args[0])
+    return " ".join(text.split())
+
+
+@contextmanager
+def cli_errors(prog: str) -> Iterator[None]:
+    """Turn a known error (:func:`known_errors`) into ``PROG: error: MESSAGE`` and exit 1.
+
+    Re-raises as it is under ``--debug`` / ``HYDRA_FULL_ERROR=1`` / ``CCL_DEBUG=1``.
+    """
+    try:
+        yield
+    except Exception as err:
+        if debug_enabled() or not isinstance(err, known_errors()):
+            raise
+        print(f"{prog}: error: {describe(err)} (--debug shows the traceback)", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_CODE) from None
+
+
+def cli_main(prog: str) -> Callable[[F], F]:
+    """Decorate ``main(argv=None)``: ``--debug`` is taken out of argv and the body runs
+    under :func:`cli_errors`."""
+
+    def wrap(main: F) -> F:
+        @functools.wraps(main)
+        def wrapper(argv: Sequence[str] | None = None, *args: Any, **kwargs: Any) -> Any:
+            argv = strip_debug(list(sys.argv[1:] if argv is None else argv))
+            with cli_errors(prog):
+                return main(argv, *args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return wrap

@@ -1,0 +1,241 @@
+"""One run folder, one config, one writer.
+
+``python -m ccl.run`` writes into ``outputs/NAME`` (``name=...`` or the experiment's
+name picks the folder; ``hydra.run.dir=...`` any other). Two rules keep a folder's
+files from one config and one process:
+
+* :class:`RunLock` -- a run holds ``.ccl.lock`` for its whole duration; a second run
+  into the same folder stops at once, naming the holder's PID.
+* :func:`check_config` -- a folder whose ``config.yaml`` holds another resolved
+  config (other than in :data:`FREE_KEYS`) is refused, naming the differing keys,
+  unless ``overwrite=true``; then its old ``metrics.json`` files are removed before
+  any work, so a half-replaced folder is never taken for a finished result, and
+  each stage whose content key changed reruns (``stages.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from filelock import FileLock, Timeout
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from ccl.utils.stages import STAGES, parse_stages
+
+LOCK_NAME = ".ccl.lock"
+CONFIG_NAME = "config.yaml"
+
+# Keys that change how a run is executed or logged, never the results already in the folder.
+# Test sets and human-evidence copies are keyed apart (adding one adds its own results).
+FREE_KEYS = (
+    "stage", "overwrite", "ckpt_path", "logger", "paths",
+    "train.log_every_n_steps", "train.save_every_n_steps", "train.devices", "train.num_nodes",
+    "train.strategy", "train.accelerator", "infer.also_human_evidence",
+)
+
+
+class RunRefused(RuntimeError):
+    """A run stopped before writing anything into its folder."""
+
+
+class RunFolderBusy(RunRefused):
+    """Another live process is writing into the run folder."""
+
+
+class RunFolderConflict(RunRefused):
+    """The run folder holds results of another config."""
+
+
+class StaleStageOutput(RuntimeError):
+    """A stage run alone would read outputs that another config's stage wrote."""
+
+
+class KeepHydraFiles(Callback):
+    """Hydra callback: a refused run leaves the folder's ``.hydra/`` as it found it.
+
+    Hydra rewrites ``RUN/.hydra/{config,hydra,overrides}.yaml`` before the task starts,
+    so a run refused by the lock or the config check would otherwise leave the overrides
+    of the refused command beside the results of the finished one (the report reads
+    ``overrides.yaml``). ``on_run_start`` (single runs only; a multirun's jobs have
+    their own folders) keeps a copy; :meth:`restore` puts it back.
+    """
+
+    saved: dict[Path, bytes] = {}
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        folder = Path(str(config.hydra.run.dir)) / str(config.hydra.output_subdir or ".hydra")
+        KeepHydraFiles.saved = {p: p.read_bytes() for p in folder.glob("*.yaml")} if folder.is_dir() else {}
+
+    @classmethod
+    def restore(cls) -> None:
+        for path, data in cls.saved.items():
+            path.write_bytes(data)
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held for a whole run (a context manager).
+
+    The lock is ``filelock.FileLock`` on ``RUN/.ccl.lock``: an ``fcntl.flock`` on
+    Unix, which the kernel drops when the holding process dies, however it dies
+    (``kill -9`` included). A lock file left by a killed run is therefore free and
+    is simply taken over; there is no stale lock to clean up by hand. The holder
+    writes its PID into ``RUN/.ccl.lock.pid`` so that a refused run can name it
+    (``filelock`` truncates the lock file itself on every attempt, so the PID lives
+    beside it).
+
+    Raises :class:`RunFolderBusy` at once (no waiting) when a live process holds it.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_NAME
+        self.pid_path = self.run_dir / (LOCK_NAME + ".pid")
+        self._lock = FileLock(str(self.path), thread_local=False, is_singleton=False)
+        self.took_over: int | None = None  # PID of a dead holder whose lock was taken over
+
+    def holder(self) -> int | None:
+        """The PID written by the last holder (None when unknown)."""
+        try:
+            return int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> RunLock:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        previous = self.holder()
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            who = f"process {previous}" if previous else "another process"
+            raise RunFolderBusy(
+                f"{self.run_dir}: {who} is writing into this run folder (lock {self.path}). "
+                "Wait for it to finish, or give this run another folder (name=OTHER)."
+            ) from None
+        if previous and previous != os.getpid() and not _alive(previous):
+            self.took_over = previous
+        self.pid_path.write_text(f"{os.getpid()}\n")
+        return self
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self.pid_path.unlink(missing_ok=True)
+            self._lock.release()
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train.lr": 0.001, ...}``; an empty dict or list is a leaf."""
+    if isinstance(obj, dict) and obj:
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def _free(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in FREE_KEYS)
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two resolved configs (free keys left out).
+
+    A test set only in one of the two is no difference: adding one predicts it alone,
+    and a removed one keeps its results in ``test_sets/<name>/``.
+    """
+    a, b = _flat(old), _flat(new)
+    old_sets, new_sets = set(old.get("test_sets") or {}), set(new.get("test_sets") or {})
+    shared_sets = old_sets & new_sets
+
+    def compared(key: str) -> bool:
+        if _free(key):
+            return False
+        parts = key.split(".")
+        return not (parts[0] == "test_sets" and (len(parts) == 1 or parts[1] not in shared_sets))
+
+    return sorted(k for k in set(a) | set(b) if compared(k) and a.get(k, "<unset>") != b.get(k, "<unset>"))
+
+
+def _show(value: Any) -> str:
+    text = "<unset>" if value == "<unset>" else yaml.safe_dump(value, default_flow_style=True).strip()
+    text = text.removesuffix("\n...").strip()
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_config(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """Refuse to mix two configs' results in ``run_dir``; return the folder's old config.
+
+    A folder without ``config.yaml``, or in which no stage finished (``stages.json``
+    empty: e.g. a run that stopped on a missing file), is new (None). One whose resolved config
+    differs in a non-free key raises :class:`RunFolderConflict` naming up to ten
+    keys (``key: old -> new``), unless ``cfg.overwrite`` is true: then every old
+    ``metrics.json`` (run, test sets, human evidence) is deleted first.
+    """
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file() or not _has_results(Path(run_dir)):
+        return None  # new, or a run that failed before any stage finished: nothing to keep
+    old = yaml.safe_load(path.read_text()) or {}
+    new = OmegaConf.to_container(cfg, resolve=True)
+    keys = config_diff(old, new)
+    if not keys:
+        return old
+    if not bool(cfg.get("overwrite", False)):
+        a, b = _flat(old), _flat(new)
+        shown = "; ".join(f"{k}: {_show(a.get(k, '<unset>'))} -> {_show(b.get(k, '<unset>'))}" for k in keys[:10])
+        more = f" (+{len(keys) - 10} more)" if len(keys) > 10 else ""
+        raise RunFolderConflict(
+            f"{run_dir} holds the results of another config ({shown}{more}). "
+            "Give this run its own folder with name=NEW_NAME, or pass overwrite=true to replace them."
+        )
+    clear_results(run_dir)
+    return None
+
+
+def _has_results(run_dir: Path) -> bool:
+    """Whether any stage finished in ``run_dir`` (``stages.json`` names one)."""
+    try:
+        return bool(json.loads((run_dir / "stages.json").read_text()))
+    except (OSError, ValueError):
+        return False
+
+
+def clear_results(run_dir: Path) -> None:
+    """Delete every ``metrics.json`` of a run folder (checkpoints are keyed and stay)."""
+    for metrics in Path(run_dir).rglob("metrics.json"):
+        if "checkpoints" not in metrics.relative_to(run_dir).parts:
+            metrics.unlink()
+
+
+def merged_stage(old: dict[str, Any] | None, spec: str) -> str:
+    """``stage`` to record in ``config.yaml``: every stage whose outputs came from this config.
+
+    A ``stage=data`` rerun of a finished run keeps ``stage: all`` in its ``config.yaml``.
+    """
+    done: Iterable[str] = parse_stages(spec)
+    if old is not None:
+        with contextlib.suppress(ValueError):  # an unreadable old value adds nothing
+            done = set(done) | set(parse_stages(str(old.get("stage", ""))))
+    ordered = [s for s in STAGES if s in set(done)]
+    return "all" if ordered == list(STAGES) else "+".join(ordered)
