@@ -214,6 +214,11 @@ class InferConfig:
     # ``test_sets`` only (e.g. a model trained on MIMIC-IV, tested on MDACE and ACI-Bench).
     split: str | None = "test"
     limit: int | None = None  # evaluate on the first N documents only (of every test set too)
+    # Notes longer than backbone.max_length minus max_new_tokens (ccl/data/prompt_builder.py):
+    # truncate (cut the note's end, as training does; counted in metrics.json) | window (code
+    # overlapping windows of the note and merge their evidence and codes; beyond the paper).
+    long_notes: str = "truncate"
+    window_overlap: int = 64  # tokens neighbouring windows share (long_notes=window)
 
 
 @dataclass

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="a run folder written by python -m ccl.run")
     parser.add_argument("note", nargs="?", type=Path, help="a text file (default: read stdin)")
     parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--long-notes", choices=("truncate", "window"), default=None,
+                        help="a note over the model's context: cut its end (truncate, the default) "
+                             "or code it in overlapping windows (window)")
     args = parser.parse_args(argv)
 
     console = Console()
@@ -45,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_new_tokens:
         cfg.infer.max_new_tokens = args.max_new_tokens
     cfg.infer.human_evidence = False
+    if args.long_notes:
+        cfg.infer.long_notes = args.long_notes
 
     from ccl.icd.tabular import load_tabular
     from ccl.stages.predict import predict_documents
@@ -54,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = load_trained(cfg, None, args.run_dir)
     [row] = predict_documents(cfg, model, tokenizer, [Document(id="note", text=text, codes=[])])
 
+    if row.get("note_tokens_cut"):
+        console.print(
+            f"[yellow]warning: the note was cut to fit backbone.max_length={cfg.backbone.max_length} "
+            f"(with room for {cfg.infer.max_new_tokens} answer tokens): {row['note_tokens_cut']:,} "
+            "tokens at its end were not read. Code it in overlapping windows with "
+            "--long-notes window.[/]"
+        )
+    elif row.get("windows", 1) > 1:
+        console.print(f"[cyan]the note was coded in {row['windows']} overlapping windows[/]")
     console.rule("[bold]Evidence")
     for ev in row["evidence"] or ["(none)"]:
         console.print(f"  • {ev}")

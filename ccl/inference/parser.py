@@ -131,3 +131,16 @@ def parse_output(text: str, prefix: str = "") -> ParsedOutput:
     else:
         codes = extract_codes(prefix + text)
     return ParsedOutput(evidence=evidence, codes=_dedupe(codes))
+
+
+def merge_outputs(parts: list[ParsedOutput]) -> ParsedOutput:
+    """One note's result from the outputs of its windows (``infer.long_notes=window``).
+
+    Evidence phrases and codes are concatenated in window (note) order and
+    deduplicated: a phrase in the overlap of two windows counts once. One part
+    is returned as it is.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    evidence = list(dict.fromkeys(e for p in parts for e in p.evidence))
+    return ParsedOutput(evidence=evidence, codes=_dedupe([c for p in parts for c in p.codes]))
