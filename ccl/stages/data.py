@@ -78,7 +78,7 @@ def _build_documents(docs_cfg: DictConfig, cache_dir: Path, tab: TabularList, en
         return docs, world.corpus, {"demo": world.stats}
     from ccl.data.sources import load_source
 
-    data = load_source(docs_cfg, tab, cache_dir)
+    data = load_source(docs_cfg, tab, cache_dir, entries)
     return data.docs, data.corpus, {source: data.stats}
 
 

@@ -40,6 +40,7 @@ from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
+    IndexHints,
     carve_validation,
     download,
     extract_zip,
@@ -203,13 +204,15 @@ class _SplitReader:
         return spanish, english
 
 
-def load_codiesp(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
+def load_codiesp(
+    cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
+) -> SourceData:
     """CodiEsp documents (see the module doc for splits, spans and languages)."""
     language = str(option(cfg, "language", "es"))
     if language not in LANGUAGES:
         raise ValueError(f"docs.language={language!r}: CodiEsp has {LANGUAGES}")
     root = codiesp_root(cfg, cache_dir)
-    mapper = CodeMapper(tab)
+    mapper = CodeMapper(tab, index)
     counts: Counter[str] = Counter()
     by_split: dict[str, tuple[list[Document], list[Document]]] = {}
     for split, folder in SPLITS.items():

@@ -44,6 +44,7 @@ from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
+    IndexHints,
     MissingDataError,
     download,
     option,
@@ -177,12 +178,12 @@ def _read_chart(
 
 
 def read_charts(
-    cfg: Any, tab: TabularList, cache_dir: Path
+    cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
 ) -> tuple[list[Chart], CodeMapper, Counter[str], Path]:
     """Every admission of the split files with its ICD-10-CM annotations (no text needed)."""
     root = mdace_root(cfg, cache_dir)
     split_dir = Path(cfg.split_path) if cfg.split_path else root / SPLIT_DIR
-    mapper, counts = CodeMapper(tab), Counter()
+    mapper, counts = CodeMapper(tab, index), Counter()
     categories = {c.lower() for c in option(cfg, "note_categories", [])}
     charts = []
     for split, name in SPLIT_FILES.items():
@@ -198,9 +199,11 @@ def read_charts(
     return charts, mapper, counts, root
 
 
-def annotation_summary(cfg: Any, tab: TabularList, cache_dir: Path) -> dict[str, Any]:
+def annotation_summary(
+    cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
+) -> dict[str, Any]:
     """What MDACE holds without note text: admissions, notes, spans and codes per split."""
-    charts, mapper, counts, root = read_charts(cfg, tab, cache_dir)
+    charts, mapper, counts, root = read_charts(cfg, tab, cache_dir, index)
     splits: dict[str, dict[str, float]] = {}
     for split in SPLIT_FILES:
         mine = [c for c in charts if c.split == split]
@@ -323,12 +326,14 @@ def chart_document(
     return document_from_dict(record, str(chart.path))
 
 
-def load_mdace(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
+def load_mdace(
+    cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
+) -> SourceData:
     """MDACE admissions with text and evidence (see the module doc)."""
     if not cfg.notes_path:
         raise MissingDataError(f"docs.notes_path is not set. {NOTES_FIX}")
     notes_path = require(cfg.notes_path, "MIMIC-III NOTEEVENTS file", NOTES_FIX)
-    charts, mapper, counts, root = read_charts(cfg, tab, cache_dir)
+    charts, mapper, counts, root = read_charts(cfg, tab, cache_dir, index)
     wanted = {n.note_id for c in charts for n in c.notes}
     texts = read_note_texts(notes_path, wanted, cache_dir)
     docs: dict[str, list[Document]] = {split: [] for split in SPLIT_FILES}
