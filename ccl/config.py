@@ -112,6 +112,12 @@ class DocsConfig:
     language: str = "es"  # codiesp: es | en (English translations as code-only documents)
     text_field: str = "note"  # aci_bench: note | dialogue
     note_categories: list[str] = field(default_factory=list)  # mdace: empty keeps all notes
+    subset: str = "Inpatient"  # mdace: Inpatient | Profee (each with its own splits)
+    test_split: str = "dev"  # codiesp: dev (paper setting) | test (official train/dev/test)
+    # Stop loading when more than this share of a dataset's label occurrences cannot be mapped
+    # to the Tabular List, or of its annotation rows must be dropped (ccl/data/sources/common.py).
+    max_dropped_label_share: float = 0.05
+    max_dropped_record_share: float = 0.01
 
 
 @dataclass

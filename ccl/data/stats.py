@@ -59,8 +59,9 @@ def summarize(
     docs: dict[str, list[Document]], corpus: Sequence[Document]
 ) -> dict[str, dict[str, float]]:
     """Rows for each split, all splits together, and the corpus (when not empty)."""
-    rows = {split: describe(docs.get(split, [])) for split in SPLITS}
-    rows["all"] = describe([d for split in SPLITS for d in docs.get(split, [])])
+    splits = [*SPLITS, *(s for s in docs if s not in SPLITS)]  # e.g. CodiEsp's official "dev"
+    rows = {split: describe(docs.get(split, [])) for split in splits}
+    rows["all"] = describe([d for split in splits for d in docs.get(split, [])])
     if corpus:
         rows["corpus"] = describe(corpus)
     return rows

@@ -133,6 +133,9 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console) -> DataBundle:
     cache_dir = Path(cfg.paths.cache_dir)
     t0 = time.perf_counter()
     tab = load_tabular(cfg.icd.tabular_xml, cache_dir)
+    tab_check = tab.check()
+    for problem in tab_check["problems"]:  # a partial list: loaders stop on the labels it loses
+        console.print(f"[bold yellow]Tabular List:[/] {problem}")
     entries, index_report = load_index_entries(cfg, tab, cache_dir, console)
     docs, corpus, doc_stats = _build_documents(cfg.docs, cache_dir, tab, entries)
 
@@ -172,7 +175,9 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console) -> DataBundle:
     manifest = {
         "prompt_version": PROMPT_VERSION,
         "tabular": {"year": tab.year, "source": str(tab.source), "content_hash": tab.content_hash(),
-                    "codes": len(tab), "billable": len(tab.billable_codes())},
+                    "codes": len(tab), "billable": len(tab.billable_codes()),
+                    "chapters": tab_check["chapters"], "complete": tab_check["complete"],
+                    "problems": tab_check["problems"]},
         "index": index_report,
         "documents": {
             split: {"count": len(ds), "spans": sum(len(d.spans) for d in ds),

@@ -33,7 +33,7 @@ from typing import Any
 
 from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
-from ccl.data.sources.common import CodeMapper, IndexHints, download, option, require
+from ccl.data.sources.common import CodeMapper, IndexHints, check_losses, download, option, require
 from ccl.icd.codes import canonical_code, is_well_formed
 from ccl.icd.tabular import TabularList
 
@@ -202,8 +202,10 @@ def load_aci_bench(
             }
             docs[split].append(document_from_dict(record, where))
     labelled = sum(bool(d.codes) for v in docs.values() for d in v)
+    losses = check_losses(cfg, "aci_bench", mapper, cfg.labels_path) if cfg.labels_path else {}
     stats = {
         "source": "aci_bench",
+        "losses": losses,
         "root": str(root),
         "text_field": field_name,
         "mode": f"labels from {cfg.labels_path}" if cfg.labels_path else PREDICT_ONLY,

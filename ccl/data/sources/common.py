@@ -359,6 +359,68 @@ _MAPPED = {
 }
 
 
+# -- losses ----------------------------------------------------------------------
+
+DEFAULT_MAX_DROPPED_LABEL_SHARE = 0.05
+DEFAULT_MAX_DROPPED_RECORD_SHARE = 0.01
+_DROPPED_LABEL_REASONS = ("not_in_tabular", "no_billable_descendant", "malformed")
+
+
+class DataLossError(RecordError):
+    """A dataset lost more of its labels or records than ``docs.max_dropped_*_share`` allows."""
+
+
+def check_losses(
+    cfg: Any,
+    source: str,
+    mapper: CodeMapper | None = None,
+    labels_file: str | Path | None = None,
+    records: dict[str, tuple[int, int, str]] | None = None,
+) -> dict[str, Any]:
+    """Stop when a dataset loses too much; return what it lost, for the stats.
+
+    Labels: the occurrences :class:`CodeMapper` dropped (``not_in_tabular``,
+    ``no_billable_descendant``, ``malformed``) over all it saw; above
+    ``docs.max_dropped_label_share`` (default 0.05) a :class:`DataLossError` names
+    the share, the labels' file and the Tabular List (with what is short in it,
+    :meth:`ccl.icd.tabular.TabularList.check`). Records: ``{name: (dropped,
+    total, file)}`` (rows that could not be used, such as annotation rows of a
+    document without text); above ``docs.max_dropped_record_share`` (default
+    0.01) the same error. Every kind of dropped record goes through here, so none
+    is dropped silently.
+    """
+    report: dict[str, Any] = {}
+    if mapper is not None:
+        seen = sum(mapper.counts.values())
+        dropped = sum(mapper.counts.get(r, 0) for r in _DROPPED_LABEL_REASONS)
+        share = dropped / seen if seen else 0.0
+        limit = float(option(cfg, "max_dropped_label_share", DEFAULT_MAX_DROPPED_LABEL_SHARE))
+        report["labels"] = {"seen": seen, "dropped": dropped, "share": round(share, 4), "limit": limit}
+        if share > limit:
+            reasons = ", ".join(f"{r} {mapper.counts[r]:,}" for r in _DROPPED_LABEL_REASONS if mapper.counts.get(r))
+            check = mapper.tab.check()
+            short = f" The Tabular List looks partial: {'; '.join(check['problems'])}." if not check["complete"] else ""
+            examples = ", ".join(list(mapper.dropped)[:8])
+            raise DataLossError(
+                f"docs={source}: {share:.1%} of the label occurrences in {labels_file or 'its files'} "
+                f"({dropped:,} of {seen:,}: {reasons}; e.g. {examples}) could not be mapped to "
+                f"{mapper.tab.source} (Tabular List {mapper.tab.year}), over "
+                f"docs.max_dropped_label_share={limit}.{short} Point icd.tabular_xml at a complete "
+                "Tabular List of the dataset's coding year, or raise docs.max_dropped_label_share."
+            )
+    limit = float(option(cfg, "max_dropped_record_share", DEFAULT_MAX_DROPPED_RECORD_SHARE))
+    for name, (dropped, total, file) in (records or {}).items():
+        share = dropped / total if total else 0.0
+        report[name] = {"dropped": dropped, "total": total, "share": round(share, 4), "limit": limit}
+        if share > limit:
+            raise DataLossError(
+                f"docs={source}: {dropped:,} of {total:,} {name.replace('_', ' ')} in {file} ({share:.1%}) "
+                f"were dropped, over docs.max_dropped_record_share={limit}: check the files, or raise "
+                "docs.max_dropped_record_share."
+            )
+    return report
+
+
 # -- evidence spans --------------------------------------------------------------
 
 _OPENERS = {"(": ")", "[": "]", "{": "}"}

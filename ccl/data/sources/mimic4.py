@@ -28,7 +28,14 @@ from typing import Any
 
 from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
-from ccl.data.sources.common import CodeMapper, IndexHints, MissingDataError, download, require
+from ccl.data.sources.common import (
+    CodeMapper,
+    IndexHints,
+    MissingDataError,
+    check_losses,
+    download,
+    require,
+)
 from ccl.icd.tabular import TabularList
 
 # JoakimEdin/medical-coding-reproducibility, the commit the split file was taken from.
@@ -167,8 +174,12 @@ def load_mimic4(
                 "source": "mimic4",
             }
             docs[split].append(document_from_dict(record, f"{notes_path} (hadm_id {hadm})"))
+    # Admissions of the split file without a note are counted, not an error: the split file
+    # lists every admission, and a notes file may hold a part of them (the MIMIC-IV demo).
+    losses = check_losses(cfg, "mimic4", mapper, labels_path)
     stats = {
         "source": "mimic4",
+        "losses": losses,
         "notes_path": str(notes_path),
         "labels_path": str(labels_path),
         "split_path": str(split_file),
