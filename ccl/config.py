@@ -228,6 +228,20 @@ class InferConfig:
 
 
 @dataclass
+class AuditConfig:
+    """Contamination audit of the data stage (ccl/data/audit.py): test vs training-side text."""
+
+    enabled: bool = True
+    shingle: int = 5  # words per shingle
+    threshold: float = 0.5  # Jaccard similarity of two documents' shingle sets
+    containment: float = 0.8  # share of a test document's (or span's) shingles found in the other text
+    num_perm: int = 128  # MinHash permutations
+    min_span_words: int = 12  # span evidence shorter than this is a phrase, not audited
+    drop: bool = False  # remove flagged training-side documents and span pairs before training
+    max_listed: int = 50  # pairs listed in the manifest (all are counted)
+
+
+@dataclass
 class LoggerConfig:
     kind: LoggerKind = LoggerKind.wandb
     project: str = "ccl"
@@ -260,6 +274,7 @@ class CCLConfig:
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
