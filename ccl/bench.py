@@ -509,6 +509,7 @@ def bench_train(args: argparse.Namespace, overrides: list[str], console: Console
 
 
 def bench_predict(args: argparse.Namespace, overrides: list[str], console: Console) -> dict[str, Any]:
+    from ccl.data.prompt_builder import limits_from_config
     from ccl.data.sft import encode_prompts
     from ccl.inference.hf_engine import HFEngine, common_prefix_length
     from ccl.stages.data import build_data
@@ -521,7 +522,8 @@ def bench_predict(args: argparse.Namespace, overrides: list[str], console: Conso
         model, tokenizer = load_model(cfg, bundle, Path(cfg.paths.cache_dir))
     model.eval()
     docs = bundle.docs[str(cfg.infer.split)][: args.docs]
-    prompts, _ = build_prompts(tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), False)
+    prompts = build_prompts(tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), False,
+                            limits_from_config(cfg, answer_tokens=int(args.max_new_tokens or cfg.infer.max_new_tokens or 160))).prompts
     sizes = [int(x) for x in str(args.batch_sizes or cfg.infer.batch_size).split(",")]
     guard = bool(cfg.infer.stop_repeated_lines)
 

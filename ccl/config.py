@@ -120,6 +120,12 @@ class DocsConfig:
     language: str = "es"  # codiesp: es | en (English translations as code-only documents)
     text_field: str = "note"  # aci_bench: note | dialogue
     note_categories: list[str] = field(default_factory=list)  # mdace: empty keeps all notes
+    subset: str = "Inpatient"  # mdace: Inpatient | Profee (each with its own splits)
+    test_split: str = "dev"  # codiesp: dev (paper setting) | test (official train/dev/test)
+    # Stop loading when more than this share of a dataset's label occurrences cannot be mapped
+    # to the Tabular List, or of its annotation rows must be dropped (ccl/data/sources/common.py).
+    max_dropped_label_share: float = 0.05
+    max_dropped_record_share: float = 0.01
 
 
 @dataclass
@@ -237,6 +243,25 @@ class InferConfig:
     # ``test_sets`` only (e.g. a model trained on MIMIC-IV, tested on MDACE and ACI-Bench).
     split: str | None = "test"
     limit: int | None = None  # evaluate on the first N documents only (of every test set too)
+    # Notes longer than backbone.max_length minus max_new_tokens (ccl/data/prompt_builder.py):
+    # truncate (cut the note's end, as training does; counted in metrics.json) | window (code
+    # overlapping windows of the note and merge their evidence and codes; beyond the paper).
+    long_notes: str = "truncate"
+    window_overlap: int = 64  # tokens neighbouring windows share (long_notes=window)
+
+
+@dataclass
+class AuditConfig:
+    """Contamination audit of the data stage (ccl/data/audit.py): test vs training-side text."""
+
+    enabled: bool = True
+    shingle: int = 5  # words per shingle
+    threshold: float = 0.5  # Jaccard similarity of two documents' shingle sets
+    containment: float = 0.8  # share of a test document's (or span's) shingles found in the other text
+    num_perm: int = 128  # MinHash permutations
+    min_span_words: int = 12  # span evidence shorter than this is a phrase, not audited
+    drop: bool = False  # remove flagged training-side documents and span pairs before training
+    max_listed: int = 50  # pairs listed in the manifest (all are counted)
 
 
 @dataclass
@@ -274,6 +299,7 @@ class CCLConfig:
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)

@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoding", default="utf-8",
                         help="the note's text encoding (default utf-8; e.g. latin-1, cp1252)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--long-notes", choices=("truncate", "window"), default=None,
+                        help="a note over the model's context: cut its end (truncate, the default) "
+                             "or code it in overlapping windows (window)")
     args = parser.parse_args(argv)
 
     console = Console()
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_new_tokens:
         cfg.infer.max_new_tokens = args.max_new_tokens
     cfg.infer.human_evidence = False
+    if args.long_notes:
+        cfg.infer.long_notes = args.long_notes
 
     from ccl.icd.tabular import load_tabular
     from ccl.stages.predict import answer_bound, inference_device, place_model, predict_documents
@@ -85,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     [row] = predict_documents(cfg, model, tokenizer, [Document(id="note", text=text, codes=[])],
                               max_new_tokens=answer_bound(cfg, args.run_dir))
 
+    if row.get("note_tokens_cut"):
+        console.print(
+            f"[yellow]warning: the note was cut to fit backbone.max_length={cfg.backbone.max_length} "
+            f"(with room for {cfg.infer.max_new_tokens} answer tokens): {row['note_tokens_cut']:,} "
+            "tokens at its end were not read. Code it in overlapping windows with "
+            "--long-notes window.[/]"
+        )
+    elif row.get("windows", 1) > 1:
+        console.print(f"[cyan]the note was coded in {row['windows']} overlapping windows[/]")
     console.rule("[bold]Evidence")
     for ev in row["evidence"] or ["(none)"]:
         console.print(f"  • {ev}")

@@ -362,10 +362,31 @@ def test_phrase_rules():
 # ---------------------------------------------------------------- downloader
 
 
+def _xml_of(kind: str, name: str, version: str = "2025") -> str:
+    """A minimal file of ``kind`` as the CDC writes it (root element, version, title/heading)."""
+    if kind == "tabular":
+        return f"<ICD10CM.tabular><version>{version}</version><!-- {name} --></ICD10CM.tabular>"
+    head = {
+        "index": "<title>ICD-10-CM INDEX TO DISEASES and INJURIES</title>",
+        "eindex": "<title>ICD-10-CM EXTERNAL CAUSE of INJURIES INDEX</title>",
+        "drug": '<indexHeading><head col="1">Substance</head><head col="2">Poisoning</head></indexHeading>',
+        "neoplasm": '<indexHeading><head col="1">Neoplasm</head><head col="2">Benign</head></indexHeading>',
+    }[kind]
+    return (f'<?xml version="1.0" encoding="utf-8"?>\n<ICD10CM.index><version>{version}</version>{head}'
+            f"<!-- {name} --><letter><title>A</title></letter></ICD10CM.index>")
+
+
+def _kind_of(name: str) -> str:
+    for kind in ("eindex", "neoplasm", "drug", "tabular", "index"):
+        if kind in name.lower():
+            return kind
+    raise ValueError(name)
+
+
 def _zip(path: Path, names: list[str]) -> Path:
     with zipfile.ZipFile(path, "w") as z:
         for name in names:
-            z.writestr(name, f"<ICD10CM.index><!-- {name} --></ICD10CM.index>")
+            z.writestr(name, _xml_of(_kind_of(name), name))
         z.writestr("Table-and-Index/icd10cm-index-2025.pdf", b"%PDF")
     return path
 
@@ -443,3 +464,56 @@ def test_resolve_index_files(tmp_path, monkeypatch):
     cached = resolve_index_files(ICDConfig(year=2025, download=True), tmp_path)
     assert cached.origin == "cache" and set(cached.paths) == {"index", "eindex", "drug", "neoplasm"}
     assert len(calls) == 1
+
+
+# ---------------------------------------------------------------- files of any year, by content
+
+
+NAMES_FY2025_DASHED = [  # the FY2025 release's names: icd-10-cm-..., not icd10cm-...
+    "icd-10-cm-index-2025.xml",
+    "icd-10-cm-eindex-2025.xml",
+    "icd-10-cm-drug-2025.xml",
+    "icd-10-cm-neoplasm-2025.xml",
+    "icd-10-cm-tabular-2025.xml",
+]
+
+
+def test_fy2025_dashed_names_are_found_by_content_in_a_zip_and_a_folder(tmp_path):
+    from ccl.icd.download import find_index_files
+
+    files = extract_index(_zip(tmp_path / "fy2025.zip", NAMES_FY2025_DASHED), tmp_path / "out")
+    assert {k: p.name for k, p in files.items()} == {
+        "index": "icd-10-cm-index-2025.xml", "eindex": "icd-10-cm-eindex-2025.xml",
+        "drug": "icd-10-cm-drug-2025.xml", "neoplasm": "icd-10-cm-neoplasm-2025.xml"}
+    found = find_index_files(tmp_path / "out")
+    assert {k: p.name for k, p in found.items()} == {k: p.name for k, p in files.items()}
+
+
+def test_any_name_is_recognised_by_root_element_and_heading(tmp_path):
+    from ccl.icd.download import find_index_files, sniff_index_kind
+
+    folder = tmp_path / "renamed"
+    folder.mkdir()
+    for kind, name in [("index", "a.xml"), ("eindex", "b.xml"), ("drug", "c.xml"), ("neoplasm", "d.xml"),
+                       ("tabular", "e.xml")]:
+        (folder / name).write_text(_xml_of(kind, name), encoding="utf-8")
+    (folder / "f.xml").write_text("not xml at all", encoding="utf-8")
+    (folder / "g.xml").write_text("<html><title>Index</title></html>", encoding="utf-8")
+    assert sniff_index_kind(folder / "e.xml") is None  # a Tabular List is not an index
+    assert sniff_index_kind(folder / "f.xml") is None and sniff_index_kind(folder / "g.xml") is None
+    assert sniff_index_kind(folder / "c.xml") == ("drug", "2025")
+    assert {k: p.name for k, p in find_index_files(folder).items()} == {
+        "index": "a.xml", "eindex": "b.xml", "drug": "c.xml", "neoplasm": "d.xml"}
+    # Two years of one kind: the later version is taken.
+    (folder / "z-old-eindex.xml").write_text(_xml_of("eindex", "old", "2019"), encoding="utf-8")
+    (folder / "a-new-eindex.xml").write_text(_xml_of("eindex", "new", "2026"), encoding="utf-8")
+    assert find_index_files(folder)["eindex"].name == "a-new-eindex.xml"
+
+
+@needs_data
+def test_the_shared_files_are_recognised_by_content():
+    from ccl.icd.download import find_index_files, sniff_index_kind
+
+    folder = DATA
+    assert sniff_index_kind(folder / "icd10cm-neoplasm-April-1-2026-XML.xml") == ("neoplasm", "2026")
+    assert set(find_index_files(folder)) == {"index", "eindex", "drug", "neoplasm"}

@@ -260,8 +260,14 @@ def test_header_fragments_never_raise(text: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_characters=":")))
 def test_without_any_header_codes_are_the_regex_codes(text: str) -> None:
+    """Without headers: the regex codes, less those in code lines' descriptions, in order."""
     out = parse_output(text)
-    assert out == ParsedOutput([], extract_codes(text))
+    regex = extract_codes(text)
+    assert out.evidence == [] and set(out.codes) <= set(regex)
+    assert out.codes == [c for c in regex if c in out.codes]
+    if not any("|" in line or "-" in line or "(" in line or "=" in line or "`" in line
+               or "*" in line or "_" in line for line in text.splitlines()):
+        assert out.codes == [c for c in regex if c in out.codes]
 
 
 PHRASE = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC0123456789 ,()/'", max_size=30).filter(
@@ -298,3 +304,54 @@ def test_huge_inputs_are_parsed_quickly(text: str) -> None:
     start = time.perf_counter()
     _check_shape(parse_output(text))
     assert time.perf_counter() - start < 5.0
+
+
+# --- Markdown decoration; descriptions are never mined (issue 14, kind 2) -------------
+
+
+def test_issue_example_bold_code_with_code_shaped_description() -> None:
+    assert parse_output("Codes:\n- **E11.65** - T2DM with hyperglycemia").codes == ["E11.65"]
+
+
+@pytest.mark.parametrize(
+    ("text", "codes"),
+    [
+        ("Codes:\n- **E11.65** - T2DM with hyperglycemia\n- **I10** - HTN", ["E11.65", "I10"]),
+        ("Codes:\n1. **E11.65**: T2DM\n2. **N18.3** – CKD3 (stage G3)", ["E11.65", "N18.3"]),
+        ("Codes:\n1) `E11.65` — T2DM", ["E11.65"]),
+        ("Codes:\n* _E11.65_ (T2DM with hyperglycemia)", ["E11.65"]),
+        ("Codes:\n+ __E11.65__ = T2DM", ["E11.65"]),
+        ("Codes:\n    - nested:\n        - **E11.65** - T2DM", ["E11.65"]),
+        ("Codes:\n- [x] E11.65 - T2DM\n- [ ] I10 - HTN", ["E11.65", "I10"]),
+        ("> **Codes:**\n> 1. *E11.65* — T2DM", ["E11.65"]),
+        ("## ICD-10-CM Codes:\n### E11.65 - T2DM\n### I10 - HTN", ["E11.65", "I10"]),
+        ("**Codes:**\n- Code: E11.65 - T2DM\n- ICD-10: I10 - HTN, B12 low", ["E11.65", "I10"]),
+        ("Codes:\n- E11.65 (T2DM, B12 deficiency), I10 (HTN)", ["E11.65", "I10"]),
+        ("Codes:\n| Code | Description |\n|:----|------:|\n| **E11.65** | T2DM with hyperglycemia |\n"
+         "| `I10` | HTN, T2DM |", ["E11.65", "I10"]),
+        ("Codes:\n| Evidence | Code | Description |\n|---|---|---|\n| sugars high, T2DM | E11.65 | T2DM |",
+         ["E11.65"]),
+        ("Codes:\n| # | Code |\n|---|---|\n| 1 | E11.65, I10 |", ["E11.65", "I10"]),
+        ("Codes:\nThe codes are E11.65 (T2DM with hyperglycemia) and I10.", ["E11.65", "I10"]),
+        # without a codes header: code lines keep their descriptions out too
+        ("1. **E11.65** - T2DM with hyperglycemia\n2. **I10** - HTN", ["E11.65", "I10"]),
+        ("| Code | Description |\n|---|---|\n| E11.65 | T2DM |", ["E11.65"]),
+        ("The patient has T2DM; I would code E11.65.", ["T2D.M", "E11.65"]),  # prose: the paper's regex
+    ],
+)
+def test_markdown_code_lines(text: str, codes: list[str]) -> None:
+    assert parse_output(text).codes == codes
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(REAL_CODES, min_size=1, max_size=5, unique=True),
+    st.sampled_from(["- ", "* ", "1. ", "+ ", "> ", "### ", "- [ ] ", ""]),
+    st.sampled_from(["**{}**", "`{}`", "*{}*", "__{}__", "{}"]),
+    st.sampled_from([" - ", ": ", " — ", " (", " = "]),
+)
+def test_decorated_code_lines_never_yield_description_codes(codes, bullet, wrap, sep) -> None:
+    """Descriptions full of code-shaped words (T2DM, B12, T9-T10) add nothing."""
+    lines = [f"{bullet}{wrap.format(c)}{sep}T2DM with B12 deficiency, T9-T10 fracture" for c in codes]
+    assert parse_output("Codes:\n" + "\n".join(lines)).codes == codes
+    assert parse_output("\n".join(lines)).codes == codes

@@ -75,3 +75,24 @@ def test_module_entry_point_on_aci_bench(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "no labels: predict-only" in proc.stdout
     assert "│ test  │       120 │" in proc.stdout
+
+
+@needs_data
+def test_remap_table_for_mdace_and_codiesp_with_the_index(tmp_path, capsys):
+    """Every remapped label is listed with its code, rule and count (issue 14, kind 1)."""
+    index = [f"icd.index_xml={DATA / 'icd10cm' / 'icd10cm-index-2025-rebuilt.xml'}", "icd.download=false"]
+    result = main(["docs=mdace", f"docs.path={DATA / 'mdace'}", f"paths.cache_dir={tmp_path}", *index])
+    codes = result["details"]["codes"]
+    rows = {r["label"]: r for r in codes["remaps"]}
+    assert (rows["G20"]["code"], rows["G20"]["rule"], rows["G20"]["count"]) == ("G20.A1", "index_descendant", 5)
+    assert sum(r["count"] for r in codes["remaps"]) == sum(codes["mapped"].values()) == 80
+    out = capsys.readouterr().out
+    assert "labels remapped to billable codes" in out and "remaps by rule:" in out
+    assert "│ G20  " in out and "G20.A1" in out
+
+    result = main(["docs=codiesp", f"docs.path={DATA / 'codiesp'}", f"paths.cache_dir={tmp_path}", *index])
+    codes = result["details"]["codes"]
+    rows = {r["label"]: r for r in codes["remaps"]}
+    assert rows["K22.8"]["code"] == "K22.89" and rows["A04.7"]["code"] == "A04.72"
+    assert sum(r["count"] for r in codes["remaps"]) == sum(codes["mapped"].values()) == 673
+    assert codes["mapped"]["first_descendant"] < 47  # the issue's count before meaning chose

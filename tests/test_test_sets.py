@@ -231,10 +231,10 @@ def _spy_prompts(monkeypatch) -> list[tuple[bool, list[str], list[str], list[str
     calls = []
     original = predict.build_prompts
 
-    def spy(tokenizer, docs, task, use_chat_template, human_evidence):
-        prompts, prefixes = original(tokenizer, docs, task, use_chat_template, human_evidence)
-        calls.append((human_evidence, prompts, prefixes, [d.id for d in docs]))
-        return prompts, prefixes
+    def spy(tokenizer, docs, task, use_chat_template, human_evidence, *args):
+        plan = original(tokenizer, docs, task, use_chat_template, human_evidence, *args)
+        calls.append((human_evidence, plan.prompts, plan.prefixes, [d.id for d in docs]))
+        return plan
 
     monkeypatch.setattr(predict, "build_prompts", spy)
     return calls

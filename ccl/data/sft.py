@@ -153,6 +153,21 @@ def truncate_note(
     Returns the ids and the number of prompt tokens removed. Raises ``ValueError``
     when even an empty note does not fit.
     """
+    _, ids, removed = fit_prompt(tokenizer, messages, use_chat_template, budget)
+    return ids, removed
+
+
+def fit_prompt(
+    tokenizer: Any, messages: Sequence[Message], use_chat_template: bool, budget: int
+) -> tuple[str, list[int], int]:
+    """Rendered prompt text, its ids and the tokens removed, the note cut to fit ``budget``.
+
+    The one truncation rule of training and inference (module docstring): the
+    text after the last ``Note:\\n`` loses tokens from its end; the text returned
+    is the prompt of the shortened note, so encoding it with
+    :func:`encode_prompts` gives exactly the ids returned. Raises ``ValueError``
+    when even an empty note does not fit.
+    """
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("note truncation needs a fast (tokenizers-backed) tokenizer for offsets")
     index, head, note = _split_note(messages)
@@ -165,7 +180,7 @@ def truncate_note(
         ids = encode_prompts(tokenizer, [prompt])[0]
         excess = len(ids) - budget
         if excess <= 0:
-            return ids, original - len(ids)
+            return prompt, ids, original - len(ids)
         if not note:
             break
         starts, note_start = _note_token_starts(tokenizer, prompt, head, note)

@@ -7,7 +7,10 @@ codes per document, and mean note length in words (whitespace-separated) and
 in tokens. Tokens are counted by :data:`TOKEN_PATTERN`, a model-free
 tokenizer: each run of letters/digits is a token and so is each other
 non-space character (``"HbA1c 7.2%"`` -> ``HbA1c 7 . 2 %``, 5 tokens), so the
-numbers compare across backbones. MDACE without ``docs.notes_path`` gets what
+numbers compare across backbones. For real sources it also prints every label
+that was remapped to a billable code (label, mapped code, rule, occurrences;
+:func:`render_remaps`), with the Alphabetic Index of ``icd.*_xml`` when there is
+one, as a run maps them. MDACE without ``docs.notes_path`` gets what
 its annotation files alone give (no text: no lengths). The demo world is built
 with Tabular phrases only (no Alphabetic Index bank), so its text differs
 slightly from a run's.
@@ -57,8 +60,9 @@ def summarize(
     docs: dict[str, list[Document]], corpus: Sequence[Document]
 ) -> dict[str, dict[str, float]]:
     """Rows for each split, all splits together, and the corpus (when not empty)."""
-    rows = {split: describe(docs.get(split, [])) for split in SPLITS}
-    rows["all"] = describe([d for split in SPLITS for d in docs.get(split, [])])
+    splits = [*SPLITS, *(s for s in docs if s not in SPLITS)]  # e.g. CodiEsp's official "dev"
+    rows = {split: describe(docs.get(split, [])) for split in splits}
+    rows["all"] = describe([d for split in splits for d in docs.get(split, [])])
     if corpus:
         rows["corpus"] = describe(corpus)
     return rows
@@ -97,6 +101,13 @@ def collect(cfg: Any) -> dict[str, Any]:
     cache_dir = Path(cfg.paths.cache_dir)
     tab = load_tabular(cfg.icd.tabular_xml, cache_dir)
     source = str(cfg.docs.source)
+    index = None
+    if source != "demo":  # the Alphabetic Index chooses billable codes for labels, as in a run
+        from ccl.data.sources.common import IndexHints
+        from ccl.icd.index import load_valid_entries
+
+        entries, index_report = load_valid_entries(cfg.icd, tab, cache_dir)
+        index = IndexHints(entries) if entries else None
     if source == "demo":
         from ccl.data.demo import build_demo_world
 
@@ -109,12 +120,12 @@ def collect(cfg: Any) -> dict[str, Any]:
     if source == "mdace" and not cfg.docs.notes_path:
         from ccl.data.sources.mdace import annotation_summary
 
-        summary = annotation_summary(cfg.docs, tab, cache_dir)
+        summary = annotation_summary(cfg.docs, tab, cache_dir, index)
         note = "annotations only (docs.notes_path not set): no text, so no lengths"
         return {"source": source, "rows": _mdace_rows(summary), "details": summary, "note": note}
     from ccl.data.sources import load_source
 
-    data = load_source(cfg.docs, tab, cache_dir)
+    data = load_source(cfg.docs, tab, cache_dir, index)
     return {"source": source, "rows": summarize(data.docs, data.corpus), "details": data.stats}
 
 
@@ -150,11 +161,35 @@ def render(result: dict[str, Any], console: Console) -> None:
             f"codes (Tabular List {codes.get('tabular_year')}): {codes.get('valid', 0)} valid, "
             f"{mapped} mapped to a billable code, {sum(dropped.values())} dropped {dropped or ''}"
         )
+    if isinstance(codes, dict) and codes.get("remaps"):
+        render_remaps(codes, console)
     for key in ("mode", "counts"):
         if details.get(key):
             console.print(f"{key}: {details[key]}")
     if result.get("note"):
         console.print(f"[yellow]{result['note']}[/]")
+
+
+def render_remaps(codes: dict[str, Any], console: Console) -> None:
+    """The remap table: every label that was not billable, its code, the rule and occurrences.
+
+    ``codes`` is a :meth:`ccl.data.sources.common.CodeMapper.report`; rows by count, then label.
+    """
+    remaps = sorted(codes["remaps"], key=lambda r: (-r["count"], r["label"]))
+    index = f", Alphabetic Index: {codes['index_terms']:,} terms" if codes.get("index_terms") else \
+        ", no Alphabetic Index (set icd.index_xml)"
+    table = Table(title=f"labels remapped to billable codes (Tabular List {codes.get('tabular_year')}{index})")
+    for col, justify in (("label", "left"), ("label description", "left"), ("mapped code", "left"),
+                         ("description", "left"), ("rule", "left"), ("count", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in remaps:
+        table.add_row(r["label"], r["label_description"], str(r["code"]), r["description"], r["rule"],
+                      str(r["count"]))
+    console.print(table)
+    by_rule: dict[str, int] = {}
+    for r in remaps:
+        by_rule[r["rule"]] = by_rule.get(r["rule"], 0) + r["count"]
+    console.print("remaps by rule: " + ", ".join(f"{k} {v}" for k, v in sorted(by_rule.items())))
 
 
 @cli_main("ccl.data.stats")

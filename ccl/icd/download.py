@@ -10,15 +10,15 @@ Drugs and Chemicals and Neoplasm Table as XML inside one "table and index" zip
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ccl.utils.downloads import FailedDownload, skip_reason
 
@@ -28,8 +28,9 @@ CDC_TABLE_INDEX_URL = (
 )
 INDEX_KINDS = ("index", "eindex", "drug", "neoplasm")
 CONFIG_KEYS = {kind: f"{kind}_xml" for kind in INDEX_KINDS}  # icd.index_xml, ...
-# "icd10cm-index-2025.xml", "icd10cm_eindex_2025.xml", "icd10cm-drug-April-1-2026-XML.xml", ...
-_MEMBER = re.compile(r"^icd10cm[-_](index|eindex|drug|neoplasm)[-_].*\.xml$", re.IGNORECASE)
+INDEX_ROOT = "ICD10CM.index"  # the root element of all four files, every year
+# How far into a file the kind must be known: the <title> or <indexHeading> comes first.
+_SNIFF_ELEMENTS = 64
 FALLBACK_MESSAGE = (
     "No Alphabetic Index available: gold pairs come from Tabular List terms only "
     "(code descriptions and inclusion terms)."
@@ -63,42 +64,110 @@ def _help(year: int, url: str, reason: str) -> str:
     keys = ", ".join(f"icd.{key}" for key in CONFIG_KEYS.values())
     return (
         f"Cannot get the ICD-10-CM Alphabetic Index for {year} from {url}: {reason}. "
-        f"The zip should hold the index XML files ({_expected_names(year)}, or the same "
-        f"names with '_' or another date suffix). Download and unzip it on a machine with network "
+        f"The zip should hold the index XML files ({_expected_names(year)}, or any names: "
+        f"they are recognised by their <{INDEX_ROOT}> content). Download and unzip it on a machine with network "
         f"access and point the config keys {keys} at the extracted files "
         f"(or set icd.download=false to use Tabular List terms only)."
     )
 
 
+def sniff_index_kind(source: str | Path | IO[bytes]) -> tuple[str, str] | None:
+    """``(kind, version)`` of a CDC index XML file, from its content, or ``None``.
+
+    The kind comes from the root element and the first elements under it, as
+    :func:`ccl.icd.index.parse_index_xml` decides it: root ``<ICD10CM.index>``; an
+    ``<indexHeading>`` whose first column says "Neoplasm" (``neoplasm``) or
+    "Substance"/"Drug" (``drug``); else a ``<title>`` naming the External Cause
+    index (``eindex``); else ``index``. File names play no part, so FY2025's
+    ``icd-10-cm-eindex-2025.xml``, ``icd10cm-eindex-April-1-2026-XML.xml`` and a
+    renamed copy are all found. Not XML, or another root (a Tabular List, an
+    addenda file): ``None``. Reads only the first elements of the file.
+    """
+    if isinstance(source, (str, Path)):
+        try:
+            with open(source, "rb") as fh:
+                return sniff_index_kind(fh)
+        except OSError:
+            return None
+    kind, version, heading, seen = None, "", [], 0
+    try:
+        for event, elem in ET.iterparse(source, events=("start", "end")):
+            if event == "start":
+                seen += 1
+                if seen == 1 and elem.tag != INDEX_ROOT:
+                    return None
+                if elem.tag in ("letter", "mainTerm") or seen > _SNIFF_ELEMENTS:
+                    break
+                continue
+            text = " ".join("".join(elem.itertext()).split())
+            if elem.tag == "version":
+                version = text
+            elif elem.tag == "head" and elem.get("col") == "1":
+                heading.append(text.lower())
+            elif elem.tag == "indexHeading":
+                first = " ".join(heading)
+                kind = "neoplasm" if "neoplasm" in first else "drug" if (
+                    "substance" in first or "drug" in first) else None
+                if kind is None:
+                    return None
+                break
+            elif elem.tag == "title" and kind is None:
+                kind = "eindex" if "external cause" in text.lower() else "index"
+    except ET.ParseError:
+        return None
+    if seen == 0:
+        return None
+    return kind or "index", version
+
+
+def _pick(found: dict[str, list[tuple[str, str, Any]]]) -> dict[str, Any]:
+    """Per kind, the file of the latest version (then the first name) among those found."""
+    return {kind: max(items, key=lambda t: (t[0], [-ord(c) for c in t[1]]))[2]
+            for kind, items in found.items()}
+
+
 def find_index_files(folder: Path) -> dict[str, Path]:
-    """Index XML files in ``folder`` by kind, recognised by their CDC names (addenda skipped)."""
-    found: dict[str, Path] = {}
+    """Index XML files in ``folder`` by kind, recognised by their content (:func:`sniff_index_kind`).
+
+    Several files of one kind (two years): the latest ``<version>``. Files whose
+    name says ``addenda`` are skipped (they list changes, not the index).
+    """
+    found: dict[str, list[tuple[str, str, Any]]] = {}
     if not folder.is_dir():
-        return found
+        return {}
     for path in sorted(folder.iterdir()):
-        match = _MEMBER.match(path.name)
-        if match and "addenda" not in path.name.lower():
-            found.setdefault(match.group(1).lower(), path)
-    return found
+        if not path.is_file() or path.suffix.lower() != ".xml" or "addenda" in path.name.lower():
+            continue
+        sniffed = sniff_index_kind(path)
+        if sniffed is not None:
+            found.setdefault(sniffed[0], []).append((sniffed[1], path.name, path))
+    return _pick(found)
 
 
 def extract_index(zip_path: Path, dest_dir: Path) -> dict[str, Path]:
-    """Extract the four index XML files of a CDC zip into ``dest_dir``; return them by kind."""
+    """Extract the four index XML files of a CDC zip into ``dest_dir``; return them by kind.
+
+    Members are recognised by content (:func:`sniff_index_kind`), whatever the year names them.
+    """
     dest_dir.mkdir(parents=True, exist_ok=True)
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            members: dict[str, zipfile.ZipInfo] = {}
+            found: dict[str, list[tuple[str, str, Any]]] = {}
             for info in archive.infolist():
                 name = Path(info.filename).name  # flattens folders; no path escapes dest_dir
-                match = _MEMBER.match(name)
-                if info.is_dir() or not match or "addenda" in name.lower():
+                if info.is_dir() or not name.lower().endswith(".xml") or "addenda" in name.lower():
                     continue
-                members.setdefault(match.group(1).lower(), info)
+                with archive.open(info) as member:
+                    sniffed = sniff_index_kind(member)
+                if sniffed is not None:
+                    found.setdefault(sniffed[0], []).append((sniffed[1], name, info))
+            members = _pick(found)
             missing = [kind for kind in INDEX_KINDS if kind not in members]
             if missing:
                 names = ", ".join(Path(i.filename).name for i in archive.infolist()) or "nothing"
                 raise IndexUnavailable(
-                    f"{zip_path}: no {'/'.join(missing)} XML file in the zip (it holds: {names})"
+                    f"{zip_path}: no {'/'.join(missing)} XML file in the zip (no member with root "
+                    f"<{INDEX_ROOT}> of that kind; it holds: {names})"
                 )
             out: dict[str, Path] = {}
             for kind, info in members.items():

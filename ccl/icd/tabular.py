@@ -40,6 +40,9 @@ from ccl.icd.codes import canonical_code
 # Bump when parsing changes, so stale cache pickles are not reused.
 PARSER_VERSION = 1
 DEFAULT_XML_NAME = "icd10c-tabular-April-1-2026.xml"
+# A whole Tabular List (any year since FY2016): see TabularList.check.
+MIN_CHAPTERS = 21
+MIN_BILLABLE = 60_000
 KINDS = ("chapter", "block", "category", "subcategory", "extended")
 # Looser than ccl.icd.codes.is_well_formed: 2026 added categories like QA0 (letter second).
 _CODE_NAME = re.compile(r"^[A-Z][0-9A-Z]{2}(\.[0-9A-Z]{1,4})?$")
@@ -173,6 +176,25 @@ class TabularList:
     def all_codes(self) -> list[str]:
         """Categories, subcategories and extended codes (no chapters or blocks), sorted."""
         return list(self._sorted)
+
+    def check(self, min_chapters: int = MIN_CHAPTERS, min_billable: int = MIN_BILLABLE) -> dict[str, object]:
+        """Is this a whole Tabular List? ``{"chapters", "billable", "complete", "problems"}``.
+
+        Every fiscal year since FY2016 has 21 chapters (22 since FY2021, with
+        chapter 22 "Codes for special purposes") and about 69,800 (FY2016) to
+        74,700 (FY2026) billable codes; a file holding one chapter or a subset
+        has fewer. ``problems`` says what is short, naming the file, for the
+        manifest and the console; loaders stop on the labels such a list loses
+        (``docs.max_dropped_label_share``).
+        """
+        billable = len(self._billable)
+        problems = []
+        if len(self._chapters) < min_chapters:
+            problems.append(f"{len(self._chapters)} chapters (a whole Tabular List has at least {min_chapters})")
+        if billable < min_billable:
+            problems.append(f"{billable:,} billable codes (a whole Tabular List has at least {min_billable:,})")
+        return {"chapters": len(self._chapters), "billable": billable, "complete": not problems,
+                "problems": [f"{self.source} (Tabular List {self.year}): {p}" for p in problems]}
 
     def content_hash(self) -> str:
         """First 16 hex characters of the SHA-256 of the source file's bytes."""

@@ -79,7 +79,7 @@ def _build_documents(docs_cfg: DictConfig, cache_dir: Path, tab: TabularList, en
         return docs, world.corpus, {"demo": world.stats}
     from ccl.data.sources import load_source
 
-    data = load_source(docs_cfg, tab, cache_dir)
+    data = load_source(docs_cfg, tab, cache_dir, entries)
     return data.docs, data.corpus, {source: data.stats}
 
 
@@ -135,15 +135,30 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
     cache_dir = Path(cfg.paths.cache_dir)
     t0 = time.perf_counter()
     tab = load_tabular(cfg.icd.tabular_xml, cache_dir)
+    tab_check = tab.check()
+    for problem in tab_check["problems"]:  # a partial list: loaders stop on the labels it loses
+        console.print(f"[bold yellow]Tabular List:[/] {problem}")
     entries, index_report = load_index_entries(cfg, tab, cache_dir, console)
     docs, corpus, doc_stats = _build_documents(cfg.docs, cache_dir, tab, entries)
 
-    label_space = _label_space(docs, cfg.infer.split)
-    all_doc_codes = sorted({c for split in docs.values() for d in split for c in d.codes})
     seen_codes = {c for d in docs.get("train", []) for c in d.codes}
     # Before the span tiers (the slow part): a test set that cannot load fails fast. Test
     # sets never shape the training data, so adding one keeps the data and train keys.
     test_sets, test_manifest = _build_test_sets(cfg, tab, entries, seen_codes)
+    audit_settings, audit_report = None, {"enabled": False}
+    if cfg.get("audit") is not None and cfg.audit.get("enabled"):
+        # Contamination audit (ccl/data/audit.py): test documents against training-side ones;
+        # with audit.drop the flagged training-side documents go before anything is mined.
+        from ccl.data.audit import AuditSettings, audit_documents
+
+        audit_settings = AuditSettings.from_config(cfg.audit)
+        docs, corpus, audit_report = audit_documents(docs, corpus, test_sets, audit_settings)
+        seen_codes = {c for d in docs.get("train", []) for c in d.codes}
+        for name, info in test_manifest.items():
+            codes = {c for d in test_sets[name] for c in d.codes}
+            info["seen"], info["unseen"] = len(codes & seen_codes), len(codes - seen_codes)
+    label_space = _label_space(docs, cfg.infer.split)
+    all_doc_codes = sorted({c for split in docs.values() for d in split for c in d.codes})
 
     spans: dict[str, list[SpanPair]] = {}
     tier_reports: dict[str, Any] = {}
@@ -171,10 +186,26 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
             spans[name] = pairs
             tier_reports[name] = report
 
+    if audit_settings is not None:
+        from ccl.data.audit import audit_spans
+
+        spans, span_report = audit_spans(docs, test_sets, spans, audit_settings)
+        audit_report.update(span_report)
+        flagged = audit_report["document_pairs"] + audit_report["span_pairs_flagged"]
+        if flagged:
+            console.print(
+                f"[bold yellow]contamination audit:[/] {audit_report['document_pairs']} near-duplicate "
+                f"test/training document pairs, {audit_report['span_pairs_flagged']} span pairs copied "
+                f"from test documents{' (dropped)' if audit_settings.drop else ''}; see data_manifest.json "
+                "'audit' or python -m ccl.data.audit"
+            )
+
     manifest = {
         "prompt_version": PROMPT_VERSION,
         "tabular": {"year": tab.year, "source": str(tab.source), "content_hash": tab.content_hash(),
-                    "codes": len(tab), "billable": len(tab.billable_codes())},
+                    "codes": len(tab), "billable": len(tab.billable_codes()),
+                    "chapters": tab_check["chapters"], "complete": tab_check["complete"],
+                    "problems": tab_check["problems"]},
         "index": index_report,
         "documents": {
             split: {"count": len(ds), "spans": sum(len(d.spans) for d in ds),
@@ -193,6 +224,7 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
                         "seen": len(set(label_space) & seen_codes),
                         "unseen": len(set(label_space) - seen_codes)},
         "test_sets": test_manifest,
+        "audit": audit_report,
         "seconds": round(time.perf_counter() - t0, 2),
     }
     # The key covers content only (tabular, documents, pairs, prompts), never paths,

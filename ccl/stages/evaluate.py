@@ -55,6 +55,10 @@ def evaluate(
                         "macro_average_over": "codes of the test label space (gold codes of the split)"},
         "n_docs": len(predictions),
     }
+    if any("note_tokens_cut" in p for p in predictions):  # predictions of the shared prompt builder
+        cut = [int(p.get("note_tokens_cut", 0)) for p in predictions]
+        result["prompts"] = {"notes_cut": sum(c > 0 for c in cut), "note_tokens_cut": sum(cut),
+                             "notes_windowed": sum(int(p.get("windows", 1)) > 1 for p in predictions)}
     with_evidence = [p for p in predictions if by_id[p["id"]].spans]
     if with_evidence:
         result["evidence"] = evidence_metrics(

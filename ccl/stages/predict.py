@@ -38,17 +38,23 @@ import torch
 from omegaconf import DictConfig
 from rich.console import Console
 
-from ccl.data.prompts import document_prompt, human_evidence_prefix
+from ccl.data.prompt_builder import (
+    PromptLimits,
+    PromptPlan,
+    build_document_prompts,
+    limits_from_config,
+)
+from ccl.data.prompts import human_evidence_prefix
 from ccl.data.records import Document, write_jsonl
-from ccl.data.sft import render_prompt
 from ccl.inference.generation import answer_length_stats
-from ccl.inference.parser import parse_output
+from ccl.inference.parser import merge_outputs, parse_output
 from ccl.stages.data import DataBundle
 from ccl.utils.hashing import hash_obj, hash_records
 
 PREDICTIONS = "predictions.jsonl"
 TEST_SETS_DIR = "test_sets"
 HUMAN_EVIDENCE_DIR = "human_evidence"
+WINDOW_MARK = "[window {} of {}]"  # raw_output of a note coded in windows (infer.long_notes=window)
 HUMAN_EVIDENCE_STAGE = "human_evidence"  # ledger entry: human_evidence, human_evidence@NAME
 MERGED_DIR = "merged"  # under model/: the adapter merged into a full model, for vLLM
 FALLBACK_MAX_NEW_TOKENS = 512  # a run without training answers to measure (warned)
@@ -138,15 +144,14 @@ def clear_outputs(target: Target) -> None:
 
 
 def build_prompts(
-    tokenizer: Any, docs: Sequence[Document], task: str, use_chat_template: bool, human_evidence: bool
-) -> tuple[list[str], list[str]]:
-    """Rendered prompts and, in human-evidence mode, the answer prefixes appended to them."""
-    prompts, prefixes = [], []
-    for d in docs:
-        prefix = human_evidence_prefix([s.text for s in d.spans]) if human_evidence else ""
-        prompts.append(render_prompt(tokenizer, document_prompt(task, d.text), use_chat_template) + prefix)
-        prefixes.append(prefix)
-    return prompts, prefixes
+    tokenizer: Any, docs: Sequence[Document], task: str, use_chat_template: bool, human_evidence: bool,
+    limits: PromptLimits | None = None,
+) -> PromptPlan:
+    """The documents' prompts from the shared builder (:mod:`ccl.data.prompt_builder`), with
+    the answer prefixes of human-evidence mode; ``limits=None`` sends whole notes."""
+    prefixes = [human_evidence_prefix([s.text for s in d.spans]) if human_evidence else "" for d in docs]
+    return build_document_prompts(tokenizer, [d.text for d in docs], task, use_chat_template,
+                                  limits or PromptLimits(None), prefixes)
 
 
 def predict_documents(
@@ -166,23 +171,30 @@ def predict_documents(
     human = bool(cfg.infer.human_evidence) if human_evidence is None else bool(human_evidence)
     if human and not all(d.spans for d in docs):
         raise ValueError("human-evidence mode needs gold evidence spans on every test document")
-    prompts, prefixes = build_prompts(tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), human)
     if engine is None:
         engine = make_engine(cfg.infer, model, tokenizer)
     bound = int(max_new_tokens or cfg.infer.max_new_tokens or FALLBACK_MAX_NEW_TOKENS)
+    plan = build_prompts(tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), human,
+                         limits_from_config(cfg, answer_tokens=bound))
     t0 = time.perf_counter()
-    outputs = engine.complete(prompts, bound)
+    outputs = engine.complete(plan.prompts, bound)
     if console:
         cuts = getattr(engine, "guard_cuts", 0)
         note = f"; {cuts} looping sections ended by the repeated-line guard" if cuts else ""
         cut = sum(g.truncated for g in outputs)
         note += f"; {cut} answers cut at the bound of {bound} tokens" if cut else ""
         console.print(f"[cyan]predict[/]: {len(docs)} documents in {time.perf_counter() - t0:.0f} s{note}")
+    by_doc: list[list[tuple[Any, str]]] = [[] for _ in docs]
+    for i, out, prefix in zip(plan.doc_index, outputs, plan.prefixes, strict=True):
+        by_doc[i].append((out, prefix))
     rows = []
-    for d, out, prefix in zip(docs, outputs, prefixes, strict=True):
-        parsed = parse_output(out.text, prefix=prefix)
-        rows.append({"id": d.id, "raw_output": out.text, "evidence": parsed.evidence, "codes": parsed.codes,
-                     "gold_codes": d.codes, "truncated": out.truncated})
+    for d, parts, cut in zip(docs, by_doc, plan.note_tokens_cut, strict=True):
+        parsed = merge_outputs([parse_output(out.text, prefix=prefix) for out, prefix in parts])
+        raw = parts[0][0].text if len(parts) == 1 else "\n".join(
+            f"{WINDOW_MARK.format(k + 1, len(parts))}\n{out.text}" for k, (out, _) in enumerate(parts))
+        rows.append({"id": d.id, "raw_output": raw, "evidence": parsed.evidence, "codes": parsed.codes,
+                     "gold_codes": d.codes, "truncated": any(out.truncated for out, _ in parts),
+                     "note_tokens_cut": cut, "windows": len(parts)})
     return rows
 
 

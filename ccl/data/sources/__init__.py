@@ -35,12 +35,20 @@ class SourceData:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def load_source(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
-    """Load the documents of ``cfg.source`` (a :class:`ccl.config.DocsConfig`)."""
+def load_source(cfg: Any, tab: TabularList, cache_dir: Path, index: Any = None) -> SourceData:
+    """Load the documents of ``cfg.source`` (a :class:`ccl.config.DocsConfig`).
+
+    ``index``: an :class:`ccl.data.sources.common.IndexHints` (or the Index entries it is
+    built from) that lets the Alphabetic Index choose billable codes for non-billable labels.
+    """
     source = str(cfg.source)
     if source not in SOURCES:
         known = ", ".join(["demo (ccl.data.demo)", *SOURCES])
         raise ValueError(f"docs.source={source!r} is not a known document source; known: {known}")
     module = importlib.import_module(SOURCES[source])
     loader = getattr(module, f"load_{source}")
-    return loader(cfg, tab, Path(cache_dir))
+    if index is not None and not hasattr(index, "codes_for"):
+        from ccl.data.sources.common import IndexHints
+
+        index = IndexHints(index)
+    return loader(cfg, tab, Path(cache_dir), index)

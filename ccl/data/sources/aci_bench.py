@@ -33,7 +33,7 @@ from typing import Any
 
 from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
-from ccl.data.sources.common import CodeMapper, download, option, require
+from ccl.data.sources.common import CodeMapper, IndexHints, check_losses, download, option, require
 from ccl.icd.codes import canonical_code, is_well_formed
 from ccl.icd.tabular import TabularList
 
@@ -167,7 +167,9 @@ def read_labels(
     return labels
 
 
-def load_aci_bench(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
+def load_aci_bench(
+    cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
+) -> SourceData:
     """ACI-Bench encounters, labelled from ``docs.labels_path`` or predict-only."""
     field_name = str(option(cfg, "text_field", "note"))
     if field_name not in TEXT_FIELDS:
@@ -182,7 +184,7 @@ def load_aci_bench(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
         if row["encounter_id"] in texts:
             raise RecordError(f"{where}: encounter_id {row['encounter_id']!r} appears twice")
         texts[row["encounter_id"]] = row[field_name] or ""
-    mapper, counts = CodeMapper(tab), Counter()
+    mapper, counts = CodeMapper(tab, index), Counter()
     labels = read_labels(Path(cfg.labels_path), texts, mapper, counts) if cfg.labels_path else {}
     docs: dict[str, list[Document]] = {}
     for split, split_rows in rows.items():
@@ -200,8 +202,10 @@ def load_aci_bench(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
             }
             docs[split].append(document_from_dict(record, where))
     labelled = sum(bool(d.codes) for v in docs.values() for d in v)
+    losses = check_losses(cfg, "aci_bench", mapper, cfg.labels_path) if cfg.labels_path else {}
     stats = {
         "source": "aci_bench",
+        "losses": losses,
         "root": str(root),
         "text_field": field_name,
         "mode": f"labels from {cfg.labels_path}" if cfg.labels_path else PREDICT_ONLY,

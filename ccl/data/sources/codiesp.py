@@ -15,7 +15,16 @@ Per split folder:
 Conventions (fixed, so runs compare):
 
 - splits: ``train`` minus ``docs.n_val`` seeded picks is train, those picks are
-  val, ``dev`` is test (the official test split is not used);
+  val; ``docs.test_split=dev`` (default, as the paper's setting) makes ``dev`` the
+  test split; ``docs.test_split=test`` gives the three official splits: ``dev``
+  as the split ``dev`` and the official ``test`` folder as ``test`` (its
+  unlabelled background documents, which the release mixes in, are skipped and
+  counted);
+- every dropped record is counted alike: D and X rows of a document with no
+  text file (``D_rows_without_text``, ``X_rows_without_text``) and label
+  occurrences the Tabular List cannot take; above ``docs.max_dropped_record_share``
+  or ``docs.max_dropped_label_share`` the load stops, naming the share and the file
+  (:func:`ccl.data.sources.common.check_losses`);
 - diagnoses only: procedure (ICD-10-PCS) mentions are dropped and counted;
   codes go through the mapping rule of :mod:`ccl.data.sources.common`, and the
   ones not in ICD-10-CM are counted and listed in ``stats["codes"]``;
@@ -40,7 +49,10 @@ from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
+    IndexHints,
+    MissingDataError,
     carve_validation,
+    check_losses,
     download,
     extract_zip,
     option,
@@ -52,6 +64,9 @@ from ccl.icd.tabular import TabularList
 
 ZENODO_URL = "https://zenodo.org/record/3837305/files/codiesp.zip?download=1"
 SPLITS = {"train": "train", "test": "dev"}  # our split -> CodiEsp folder (val is carved from train)
+# docs.test_split=test: the three official splits (val still carved from train).
+OFFICIAL_SPLITS = {"train": "train", "dev": "dev", "test": "test"}
+TEST_SPLITS = ("dev", "test")
 LANGUAGES = ("es", "en")
 FIX = (
     "CodiEsp comes from Zenodo record 3837305 (codiesp.zip, CC BY 4.0); set docs.path "
@@ -116,6 +131,8 @@ class _SplitReader:
         self.folder = folder
         self.mapper = mapper
         self.counts = counts
+        self.rows: dict[str, int] = {}  # annotation rows read, per file kind (D, X)
+        self.orphans: dict[str, int] = {}  # rows of a document without a text file, per kind
 
     def ids(self) -> list[str]:
         text_dir = require(self.dir / "text_files", "CodiEsp text folder", FIX)
@@ -123,7 +140,9 @@ class _SplitReader:
 
     def codes(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for _, (doc_id, code) in _read_tsv(self.dir / f"{self.folder}D.tsv", 2):
+        rows = _read_tsv(self.dir / f"{self.folder}D.tsv", 2)
+        self.rows["D"] = len(rows)
+        for _, (doc_id, code) in rows:
             mapped = self.mapper(code)
             if mapped is not None and mapped not in out.setdefault(doc_id, []):
                 out[doc_id].append(mapped)
@@ -131,9 +150,9 @@ class _SplitReader:
 
     def mentions(self) -> dict[str, list[tuple[str, str, list[tuple[int, int]]]]]:
         out: dict[str, list[tuple[str, str, list[tuple[int, int]]]]] = {}
-        for where, (doc_id, kind, code, _text, offsets) in _read_tsv(
-            self.dir / f"{self.folder}X.tsv", 5
-        ):
+        rows = _read_tsv(self.dir / f"{self.folder}X.tsv", 5)
+        self.rows["X"] = len(rows)
+        for where, (doc_id, kind, code, _text, offsets) in rows:
             if kind == "PROCEDIMIENTO":
                 self.counts["procedure_mentions_dropped"] += 1
                 continue
@@ -178,7 +197,19 @@ class _SplitReader:
         """(Spanish documents with evidence or [] when language=en, English code-only documents)."""
         codes, mentions = self.codes(), self.mentions()
         spanish, english = [], []
-        for doc_id in self.ids():
+        ids = self.ids()
+        known = set(ids)
+        # Rows of a document with no text file: D and X rows alike are counted and reported,
+        # and stop the load above docs.max_dropped_record_share (common.check_losses).
+        self.orphans["D"] = self._orphan_rows(f"{self.folder}D.tsv", known, 0)
+        self.orphans["X"] = self._orphan_rows(f"{self.folder}X.tsv", known, 0)
+        self.counts["D_rows_without_text"] += self.orphans["D"]
+        self.counts["X_rows_without_text"] += self.orphans["X"]
+        if self.folder == "test":  # the test release also holds unlabelled background documents
+            labelled = set(codes) | set(mentions)
+            self.counts["test_background_documents_skipped"] += len([i for i in ids if i not in labelled])
+            ids = [i for i in ids if i in labelled]
+        for doc_id in ids:
             doc_codes = codes.get(doc_id, [])
             self.counts["documents_without_codes"] += not doc_codes
             if language == "es":
@@ -195,25 +226,47 @@ class _SplitReader:
             path, text = self.read_text(doc_id, "en")
             record = {"id": doc_id, "text": text, "codes": doc_codes, "source": "codiesp_en"}
             english.append(document_from_dict(record, str(path)))
-        unknown = sorted(set(codes) - {d.id for d in english})
-        if unknown:
-            raise RecordError(
-                f"{self.dir / f'{self.folder}D.tsv'}: codes for documents with no text file: {unknown[:5]}"
-            )
         return spanish, english
 
+    def _orphan_rows(self, name: str, known: set[str], column: int) -> int:
+        path = self.dir / name
+        return sum(fields[column] not in known for _, fields in _read_tsv(path, 2 if name.endswith("D.tsv") else 5))
 
-def load_codiesp(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
+    def records(self) -> dict[str, tuple[int, int, str]]:
+        """Dropped rows for :func:`check_losses`: ``{name: (dropped, total, file)}``."""
+        return {
+            f"{self.folder}{kind}_rows_of_documents_without_text": (
+                self.orphans.get(kind, 0), self.rows.get(kind, 0), str(self.dir / f"{self.folder}{kind}.tsv"))
+            for kind in ("D", "X")
+        }
+
+
+def load_codiesp(
+    cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
+) -> SourceData:
     """CodiEsp documents (see the module doc for splits, spans and languages)."""
     language = str(option(cfg, "language", "es"))
     if language not in LANGUAGES:
         raise ValueError(f"docs.language={language!r}: CodiEsp has {LANGUAGES}")
+    test_split = str(option(cfg, "test_split", "dev"))
+    if test_split not in TEST_SPLITS:
+        raise ValueError(f"docs.test_split={test_split!r}: CodiEsp's test split is one of {TEST_SPLITS}")
     root = codiesp_root(cfg, cache_dir)
-    mapper = CodeMapper(tab)
+    splits = SPLITS if test_split == "dev" else OFFICIAL_SPLITS
+    if test_split == "test" and not (root / "test" / "testD.tsv").is_file():
+        raise MissingDataError(
+            f"{root / 'test' / 'testD.tsv'}: docs.test_split=test needs the official CodiEsp test split "
+            "(test/ with testD.tsv, testX.tsv and text_files/, as in the Zenodo release). "
+            "Set docs.test_split=dev to test on the dev split instead."
+        )
+    mapper = CodeMapper(tab, index)
     counts: Counter[str] = Counter()
     by_split: dict[str, tuple[list[Document], list[Document]]] = {}
-    for split, folder in SPLITS.items():
-        by_split[split] = _SplitReader(root, folder, mapper, counts).documents(language)
+    records: dict[str, tuple[int, int, str]] = {}
+    for split, folder in splits.items():
+        reader = _SplitReader(root, folder, mapper, counts)
+        by_split[split] = reader.documents(language)
+        records.update(reader.records())
     pick = 0 if language == "es" else 1
     train_es, val_es = carve_validation(
         by_split["train"][pick], int(cfg.n_val), int(cfg.seed), "codiesp"
@@ -225,6 +278,9 @@ def load_codiesp(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
         "val": with_split(val_es, "val"),
         "test": with_split(by_split["test"][pick], "test"),
     }
+    if "dev" in by_split:
+        docs["dev"] = with_split(by_split["dev"][pick], "dev")
+    losses = check_losses(cfg, "codiesp", mapper, root / "train" / "trainD.tsv", records)
     if language == "es":  # with en the corpus is the train split itself
         corpus = with_split(corpus, "corpus")
     stats = {
@@ -234,8 +290,10 @@ def load_codiesp(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
         "splits": {
             "train": f"train minus {cfg.n_val} seeded picks",
             "val": "picked from train",
-            "test": "dev",
+            **({"dev": "dev"} if "dev" in docs else {}),
+            "test": test_split,
         },
+        "losses": losses,
         "documents": {k: len(v) for k, v in docs.items()},
         "corpus": len(corpus),
         "evidence_spans": sum(len(d.spans) for v in docs.values() for d in v),

@@ -3,7 +3,8 @@
 **Code mapping rule** (:class:`CodeMapper`). Datasets are coded in older
 ICD-10-CM years (MDACE: FY2020-ish, MIMIC-IV: FY2015-2022, CodiEsp: CIE-10-ES
 2018); the Tabular List of ``icd.year`` has since split some codes. A code is
-kept as is when it is billable in the loaded Tabular List. Otherwise:
+kept as is when it is billable in the loaded Tabular List. Otherwise the
+label's own meaning chooses its billable descendant:
 
 1. the *anchor* is the code itself when the list has it (a category or
    subcategory that now needs more characters), else the code without its
@@ -13,23 +14,51 @@ kept as is when it is billable in the loaded Tabular List. Otherwise:
 2. among the anchor's billable descendants (those with the same 7th character
    when the code had one; Tabular order otherwise puts ``A``, initial
    encounter, first), the replacement is, in this order of preference:
-   the only one (``unique_descendant``); the first whose description (less
-   any 7th-character meaning) equals the anchor's (``same_description_descendant``:
-   ``I24.8`` -> ``I24.89``, ``T14.90`` -> ``T14.90XA``, ``E11.359`` -> ``E11.3599``
-   whose 7th character means "unspecified eye"); the one whose description adds the word
-   "unspecified" most often (``unspecified_descendant``: ``E87.2`` -> ``E87.20``
-   *Acidosis, unspecified*), then "other" (``other_descendant``: ``K83.0`` ->
-   ``K83.09`` *Other cholangitis*; ties: shortest code, then Tabular order);
-   else the first in Tabular order (``first_descendant``);
+
+   * the only one (``unique_descendant``);
+   * the one the Alphabetic Index gives for the anchor's term
+     (``index_descendant``, when an :class:`IndexHints` is given): the Index
+     entries whose phrase, normalised, equals the anchor's description,
+     normalised, and whose code is a candidate; the code most of them give,
+     ties in Tabular order. ``G20`` *Parkinson's disease* -> ``G20.A1``, the
+     code of the Index's "Disease, Parkinson's" (not ``G20.C`` *Parkinsonism,
+     unspecified*);
+   * the first whose description (less any 7th-character meaning) means the
+     anchor's (``same_description_descendant``: ``I24.8`` -> ``I24.89``,
+     ``T14.90`` -> ``T14.90XA``, ``K22.8`` *Other specified diseases of
+     esophagus* -> ``K22.89`` *Other specified disease of esophagus*);
+   * among the children that keep the anchor's term (their description
+     contains the anchor's, normalised), the one whose description adds
+     "unspecified" most often (``unspecified_descendant``: ``E87.2`` ->
+     ``E87.20`` *Acidosis, unspecified*; ``A04.7`` -> ``A04.72`` *...,
+     not specified as recurrent*), then "other" (``other_descendant``:
+     ``K83.0`` -> ``K83.09`` *Other cholangitis*), then "without"
+     (``without_descendant``: the default of a with/without split, as the
+     coding conventions assign "without" when a complication is not
+     documented: ``G20`` -> ``G20.A1`` *Parkinson's disease without dyskinesia,
+     without mention of fluctuations*, not ``G20.C`` *Parkinsonism,
+     unspecified*, which is another term); then the same "unspecified" and
+     "other" rules over all candidates (ties: most words shared with the anchor's
+     description, then the shortest code, then Tabular order);
+   * else the first in Tabular order (``first_descendant``): a guess, counted
+     under its own name and warned about with the codes it concerns.
+
+   "Means" compares *normalised* descriptions (:func:`normalise_term`): lower
+   case, punctuation and parenthesised text dropped, plural nouns made singular
+   (``diseases`` = ``disease``), "other specified" and "not elsewhere
+   classified" read as "other", "not specified" and "NOS" as "unspecified";
 3. a code with no anchor is dropped (``not_in_tabular``); a string that is not
    code-shaped is dropped (``malformed``).
 
 Every decision is counted per occurrence and listed per distinct code in
-:meth:`CodeMapper.report`, so a run's manifest says exactly what changed.
+:meth:`CodeMapper.report` (``remaps``: label, mapped code, rule, occurrences),
+so a run's ``data_manifest.json`` says exactly what changed and
+``python -m ccl.data.stats`` prints it as a table.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -39,9 +68,10 @@ import tempfile
 import unicodedata
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +129,84 @@ def _billable_descendants(anchor: str, seventh: str | None, tab: TabularList) ->
     return found
 
 
-def map_code(code: str, tab: TabularList) -> tuple[str | None, str]:
-    """Map ``code`` to a billable code of ``tab``: ``(new_code or None, reason)`` (see module doc)."""
+_PLURAL_KEEP = ("ss", "us", "is", "ys", "as", "os")
+# Singular nouns of the Tabular List that end in -s like a plural.
+_SINGULAR_S = frozenset(
+    ["diabetes", "herpes", "rabies", "scabies", "measles", "mumps", "series", "species", "feces",
+     "lens", "pubes", "ascites", "caries", "rickets", "nates", "biceps", "triceps", "glans"]
+)
+_TERM_PHRASES = (
+    (re.compile(r"\bother specified\b"), "other"),
+    (re.compile(r"\bnot elsewhere classified\b"), "other"),
+    (re.compile(r"\bnot otherwise specified\b"), "unspecified"),
+    (re.compile(r"\bnot specified\b"), "unspecified"),
+    (re.compile(r"\bnos\b"), "unspecified"),
+    (re.compile(r"\bnec\b"), "other"),
+)
+_TERM_PARENS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
+_TERM_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def _singular(word: str) -> str:
+    """A plural noun's singular by its ending (``diseases`` -> ``disease``, ``injuries`` -> ``injury``)."""
+    if len(word) <= 3 or not word.endswith("s") or word.endswith(_PLURAL_KEEP) or "'" in word:
+        return word
+    if word in _SINGULAR_S:
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("sses", "xes", "ches", "shes")):
+        return word[:-2]
+    return word[:-1]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def normalise_term(text: str) -> str:
+    """A description or Index phrase reduced to its meaning's words (see the module doc).
+
+    ``"Other specified diseases of esophagus"`` -> ``"other disease of esophagus"``;
+    ``"Enterocolitis due to C. difficile, not specified as recurrent"`` ->
+    ``"enterocolitis due to c difficile unspecified as recurrent"``.
+    """
+    low = _TERM_PARENS.sub(" ", text.lower().replace("\u2019", "'"))
+    for pattern, word in _TERM_PHRASES:
+        low = pattern.sub(word, low)
+    return " ".join(_singular(w) for w in _TERM_WORD.findall(low))
+
+
+class IndexHints:
+    """What the Alphabetic Index codes a term as: normalised phrase -> codes, with counts.
+
+    Built from :class:`ccl.icd.index.IndexEntry` records (validated against the
+    Tabular List, :func:`ccl.icd.index.load_valid_entries`) of the Index to
+    Diseases and Injuries and the External Cause index; the tables (drugs,
+    neoplasms) code by column, not by term, and are left out.
+    """
+
+    SOURCES = ("index", "eindex")
+
+    def __init__(self, entries: Iterable[Any]) -> None:
+        self._codes: dict[str, Counter[str]] = {}
+        for e in entries:
+            if getattr(e, "source", None) in self.SOURCES and getattr(e, "role", "code") in ("code", "see"):
+                self._codes.setdefault(normalise_term(e.phrase), Counter())[canonical_code(e.code)] += 1
+        self.size = len(self._codes)
+
+    def codes_for(self, term: str) -> Counter[str]:
+        """Codes the Index gives for ``term`` (any wording that normalises alike), with counts."""
+        return self._codes.get(normalise_term(term), Counter())
+
+    def __bool__(self) -> bool:
+        return bool(self._codes)
+
+
+def map_code(
+    code: str, tab: TabularList, index: IndexHints | None = None
+) -> tuple[str | None, str]:
+    """Map ``code`` to a billable code of ``tab``: ``(new_code or None, reason)`` (see module doc).
+
+    ``index`` (optional) lets the Alphabetic Index choose among descendants.
+    """
     canon = canonical_code(code)
     if not is_well_formed(canon):
         return None, "malformed"
@@ -117,55 +223,82 @@ def map_code(code: str, tab: TabularList) -> tuple[str | None, str]:
     prefix = "ancestor_" if shortened else ""
     if len(candidates) == 1:
         return candidates[0], prefix + "unique_descendant"
-    anchor_desc = tab.description(anchor).lower()
+    if index:
+        given = index.codes_for(tab.description(anchor))
+        ranked = [(-given[c], i, c) for i, c in enumerate(candidates) if given[c]]
+        if ranked:
+            return min(ranked)[2], prefix + "index_descendant"
+    anchor_desc = normalise_term(tab.description(anchor))
     same = [c for c in candidates if _base_description(c, tab) == anchor_desc]
     if same:
         # These differ by 7th character only: prefer its "unspecified" value, else Tabular order.
-        flagged = [bool(_UNSPECIFIED.search(tab.description(c).lower())) for c in same]
+        flagged = [bool(_UNSPECIFIED.search(normalise_term(tab.description(c)))) for c in same]
         best = same[flagged.index(True)] if any(flagged) else same[0]
         return best, prefix + "same_description_descendant"
-    for word in ("unspecified", "other"):
-        best = _most_added(word, anchor_desc, candidates, tab)
-        if best is not None:
-            return best, f"{prefix}{word}_descendant"
+    # Children that keep the anchor's term ("Parkinson's disease without dyskinesia" keeps
+    # "Parkinson's disease"; "Parkinsonism, unspecified" does not) are asked first.
+    keeping = [c for c in candidates if f" {anchor_desc} " in f" {_base_description(c, tab)} "]
+    for group in (keeping, candidates) if keeping else (candidates,):
+        for word in ("unspecified", "other", "without"):
+            if word == "without" and group is not keeping:
+                continue
+            best = _most_added(word, anchor_desc, group, tab)
+            if best is not None:
+                return best, f"{prefix}{word}_descendant"
     return candidates[0], prefix + "first_descendant"
 
 
 def _base_description(code: str, tab: TabularList) -> str:
-    """Lower-case description without the 7th-character meaning (an extended code's parent's)."""
+    """Normalised description without the 7th-character meaning (an extended code's parent's)."""
     info = tab.get(code)
     if info is not None and info.kind == "extended" and info.parent:
-        return tab.description(info.parent).lower()
-    return tab.description(code).lower()
+        return normalise_term(tab.description(info.parent))
+    return normalise_term(tab.description(code))
+
+
+_RULE_WORDS = {"unspecified": r"unspecified", "other": r"other", "without": r"without|not"}
 
 
 def _most_added(word: str, anchor_desc: str, candidates: list[str], tab: TabularList) -> str | None:
-    """The candidate whose description adds ``word`` most often to the anchor's, shortest first."""
-    pattern = re.compile(rf"\b{word}\b")
+    """The candidate whose description adds ``word`` most often to the anchor's, shortest first.
+
+    A word the anchor already says counts when a candidate keeps it and another
+    drops it (``M79.60`` *Pain in limb, unspecified* -> ``M79.609`` *Pain in
+    unspecified limb*, not ``M79.601`` *Pain in right arm*). "without" also
+    counts "not" ("... not having achieved remission"). Ties: the candidate sharing
+    most words with the anchor's description, then the shortest code, then Tabular order.
+    """
+    pattern = re.compile(rf"\b(?:{_RULE_WORDS.get(word, re.escape(word))})\b")
     base = len(pattern.findall(anchor_desc))
+    words = set(anchor_desc.split())
     scored = [
-        (len(pattern.findall(_base_description(c, tab))) - base, -len(c), -i, c)
+        (len(pattern.findall(d)) - base, len(words & set(d.split())), -len(c), -i, c)
         for i, c in enumerate(candidates)
+        for d in (_base_description(c, tab),)
     ]
     best = max(scored)
-    return best[3] if best[0] > 0 else None
+    if best[0] > 0 or (best[0] == 0 and base > 0 and min(scored)[0] < 0):
+        return best[-1]
+    return None
 
 
 class CodeMapper:
     """Maps codes with :func:`map_code`, memoised, counting every occurrence by reason."""
 
-    def __init__(self, tab: TabularList) -> None:
+    def __init__(self, tab: TabularList, index: IndexHints | None = None) -> None:
         self.tab = tab
+        self.index = index
         self._memo: dict[str, tuple[str | None, str]] = {}
         self.counts: Counter[str] = Counter()
         self.changed: dict[str, str] = {}
         self.dropped: dict[str, str] = {}
+        self.remapped: Counter[str] = Counter()  # canonical label -> occurrences remapped
 
     def __call__(self, code: str, count: bool = True) -> str | None:
         """The mapped code (None: dropped); ``count=False`` for a second look at a counted code."""
         key = code.strip()
         if key not in self._memo:
-            self._memo[key] = map_code(key, self.tab)
+            self._memo[key] = map_code(key, self.tab, self.index)
         new, reason = self._memo[key]
         if not count:
             return new
@@ -174,29 +307,119 @@ class CodeMapper:
             self.dropped[key] = reason
         elif reason != "valid":
             self.changed[canonical_code(key)] = new
+            self.remapped[canonical_code(key)] += 1
         return new
 
+    def remaps(self) -> list[dict[str, Any]]:
+        """One row per remapped label: label, its description, mapped code and its, rule, count."""
+        rows = []
+        for label, n in sorted(self.remapped.items()):
+            new, rule = self._memo.get(label) or map_code(label, self.tab, self.index)
+            anchor = _anchor(label, self.tab)[0] if is_well_formed(label) else None
+            described = self.tab.description(label) or self.tab.description(anchor or "")
+            rows.append({"label": label, "label_description": described,
+                         "code": new, "description": self.tab.description(new or ""),
+                         "rule": rule, "count": n})
+        return rows
+
     def report(self) -> dict[str, Any]:
-        """Occurrence counts (valid, mapped by reason, dropped by reason) and per-code lists."""
+        """Occurrence counts (valid, mapped by rule, dropped by reason) and per-code lists.
+
+        ``first_descendant`` remaps (no rule could read the label's meaning) are
+        warned about, naming the labels.
+        """
         mapped = {r: n for r, n in sorted(self.counts.items()) if r != "valid" and r in _MAPPED}
         dropped = {
             r: n for r, n in sorted(self.counts.items()) if r not in _MAPPED and r != "valid"
         }
+        remaps = self.remaps()
+        guessed = [r["label"] for r in remaps if r["rule"].endswith("first_descendant")]
+        if guessed:
+            warnings.warn(
+                f"{len(guessed)} labels were mapped to their first billable descendant because no "
+                f"rule read their meaning (rule first_descendant): {', '.join(guessed[:10])}"
+                + (" ..." if len(guessed) > 10 else ""),
+                stacklevel=2,
+            )
         return {
             "tabular_year": self.tab.year,
+            "index_terms": self.index.size if self.index else 0,
             "valid": self.counts.get("valid", 0),
             "mapped": mapped,
             "dropped": dropped,
             "mapped_codes": dict(sorted(self.changed.items())),
             "dropped_codes": dict(sorted(self.dropped.items())),
+            "remaps": remaps,
         }
 
 
 _MAPPED = {
     f"{p}{r}_descendant"
     for p in ("", "ancestor_")
-    for r in ("unique", "same_description", "unspecified", "other", "first")
+    for r in ("unique", "index", "same_description", "unspecified", "other", "without", "first")
 }
+
+
+# -- losses ----------------------------------------------------------------------
+
+DEFAULT_MAX_DROPPED_LABEL_SHARE = 0.05
+DEFAULT_MAX_DROPPED_RECORD_SHARE = 0.01
+_DROPPED_LABEL_REASONS = ("not_in_tabular", "no_billable_descendant", "malformed")
+
+
+class DataLossError(RecordError):
+    """A dataset lost more of its labels or records than ``docs.max_dropped_*_share`` allows."""
+
+
+def check_losses(
+    cfg: Any,
+    source: str,
+    mapper: CodeMapper | None = None,
+    labels_file: str | Path | None = None,
+    records: dict[str, tuple[int, int, str]] | None = None,
+) -> dict[str, Any]:
+    """Stop when a dataset loses too much; return what it lost, for the stats.
+
+    Labels: the occurrences :class:`CodeMapper` dropped (``not_in_tabular``,
+    ``no_billable_descendant``, ``malformed``) over all it saw; above
+    ``docs.max_dropped_label_share`` (default 0.05) a :class:`DataLossError` names
+    the share, the labels' file and the Tabular List (with what is short in it,
+    :meth:`ccl.icd.tabular.TabularList.check`). Records: ``{name: (dropped,
+    total, file)}`` (rows that could not be used, such as annotation rows of a
+    document without text); above ``docs.max_dropped_record_share`` (default
+    0.01) the same error. Every kind of dropped record goes through here, so none
+    is dropped silently.
+    """
+    report: dict[str, Any] = {}
+    if mapper is not None:
+        seen = sum(mapper.counts.values())
+        dropped = sum(mapper.counts.get(r, 0) for r in _DROPPED_LABEL_REASONS)
+        share = dropped / seen if seen else 0.0
+        limit = float(option(cfg, "max_dropped_label_share", DEFAULT_MAX_DROPPED_LABEL_SHARE))
+        report["labels"] = {"seen": seen, "dropped": dropped, "share": round(share, 4), "limit": limit}
+        if share > limit:
+            reasons = ", ".join(f"{r} {mapper.counts[r]:,}" for r in _DROPPED_LABEL_REASONS if mapper.counts.get(r))
+            check = mapper.tab.check()
+            short = f" The Tabular List looks partial: {'; '.join(check['problems'])}." if not check["complete"] else ""
+            examples = ", ".join(list(mapper.dropped)[:8])
+            raise DataLossError(
+                f"docs={source}: {share:.1%} of the label occurrences in {labels_file or 'its files'} "
+                f"({dropped:,} of {seen:,}: {reasons}; e.g. {examples}) could not be mapped to "
+                f"{mapper.tab.source} (Tabular List {mapper.tab.year}), over "
+                f"docs.max_dropped_label_share={limit}.{short} Point icd.tabular_xml at a complete "
+                "Tabular List of the dataset's coding year, or raise docs.max_dropped_label_share."
+            )
+    limit = float(option(cfg, "max_dropped_record_share", DEFAULT_MAX_DROPPED_RECORD_SHARE))
+    for name, (dropped, total, file) in (records or {}).items():
+        share = dropped / total if total else 0.0
+        report[name] = {"dropped": dropped, "total": total, "share": round(share, 4), "limit": limit}
+        if share > limit:
+            raise DataLossError(
+                f"docs={source}: {dropped:,} of {total:,} {name.replace('_', ' ')} in {file} ({share:.1%}) "
+                f"were dropped, over docs.max_dropped_record_share={limit}: check the files, or raise "
+                "docs.max_dropped_record_share."
+            )
+    return report
 
 
 # -- evidence spans --------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 Inputs:
 
-- ``docs.path``: the MDACE repository (``data/Inpatient/ICD-10/1.0/<hadm>-ICD-10.json``
-  and ``splits/Inpatient/``); left null, the files are downloaded once, at a
+- ``docs.path``: the MDACE repository (``data/<subset>/ICD-10/1.0/<hadm>-ICD-10.json``
+  and ``splits/<subset>/``); left null, the files are downloaded once, at a
   pinned commit, from github.com/3mcloud/MDACE into ``<cache_dir>/sources``;
+- ``docs.subset``: ``Inpatient`` (default; the paper's, 302 admissions) or
+  ``Profee`` (professional-fee coding, 52 admissions), each with its own split files;
 - ``docs.split_path``: the folder with ``MDace-ev-{train,val,test}.csv``
-  (default ``<path>/splits/Inpatient``): the paper's inpatient *Evidence*
+  (default ``<path>/splits/<subset>``): for Inpatient the paper's *Evidence*
   split, 181/60/61 admissions;
 - ``docs.notes_path``: MIMIC-III v1.4 ``NOTEEVENTS.csv`` or ``.csv.gz``
   (credentialed, PhysioNet). The annotation offsets index its ``TEXT`` column,
@@ -44,7 +46,9 @@ from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
+    IndexHints,
     MissingDataError,
+    check_losses,
     download,
     option,
     require,
@@ -56,8 +60,18 @@ from ccl.utils.hashing import hash_obj
 NOTE_SEPARATOR = "\n\n"
 COMMIT = "20eb8e50fafab6bf8b22a3a3cb45889c58abdfd1"  # 3mcloud/MDACE: data and splits as released
 RAW_URL = f"https://raw.githubusercontent.com/3mcloud/MDACE/{COMMIT}"
+SUBSETS = ("Inpatient", "Profee")  # docs.subset: MDACE's two annotation sets, each with its splits
 ANNOTATION_DIR = "data/Inpatient/ICD-10/1.0"
 SPLIT_DIR = "splits/Inpatient"
+
+
+def subset_dirs(cfg: Any) -> tuple[str, str, str]:
+    """``(subset, annotation dir, split dir)`` of ``docs.subset`` (default Inpatient)."""
+    subset = str(option(cfg, "subset", "Inpatient"))
+    match = {s.lower(): s for s in SUBSETS}.get(subset.lower())
+    if match is None:
+        raise ValueError(f"docs.subset={subset!r}: MDACE has the subsets {', '.join(SUBSETS)}")
+    return match, f"data/{match}/ICD-10/1.0", f"splits/{match}"
 SPLIT_FILES = {
     "train": "MDace-ev-train.csv",
     "val": "MDace-ev-val.csv",
@@ -104,13 +118,14 @@ def mdace_root(cfg: Any, cache_dir: Path) -> Path:
     """``docs.path``, or the pinned MDACE files downloaded into the cache."""
     if cfg.path:
         return require(cfg.path, "MDACE folder", PATH_FIX)
+    subset, annotation_dir, split_dir = subset_dirs(cfg)
     root = Path(cache_dir) / "sources" / f"mdace-{COMMIT[:8]}"
     for name in SPLIT_FILES.values():
-        rel = f"{SPLIT_DIR}/{name}"
-        download(f"{RAW_URL}/{rel}", root / rel, f"the MDACE split {name}", "docs.path")
+        rel = f"{split_dir}/{name}"
+        download(f"{RAW_URL}/{rel}", root / rel, f"the MDACE {subset} split {name}", "docs.path")
     for split in SPLIT_FILES:
-        for hadm in _split_ids(root / SPLIT_DIR / SPLIT_FILES[split]):
-            rel = f"{ANNOTATION_DIR}/{hadm}-ICD-10.json"
+        for hadm in _split_ids(root / split_dir / SPLIT_FILES[split]):
+            rel = f"{annotation_dir}/{hadm}-ICD-10.json"
             download(
                 f"{RAW_URL}/{rel}",
                 root / rel,
@@ -177,18 +192,25 @@ def _read_chart(
 
 
 def read_charts(
-    cfg: Any, tab: TabularList, cache_dir: Path
+    cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
 ) -> tuple[list[Chart], CodeMapper, Counter[str], Path]:
     """Every admission of the split files with its ICD-10-CM annotations (no text needed)."""
     root = mdace_root(cfg, cache_dir)
-    split_dir = Path(cfg.split_path) if cfg.split_path else root / SPLIT_DIR
-    mapper, counts = CodeMapper(tab), Counter()
+    subset, annotation_dir, subset_split_dir = subset_dirs(cfg)
+    split_dir = Path(cfg.split_path) if cfg.split_path else root / subset_split_dir
+    if not cfg.split_path and not split_dir.is_dir():
+        raise MissingDataError(
+            f"{split_dir}: the MDACE {subset} splits are not in docs.path={root} (docs.subset={subset}); "
+            f"the MDACE repository has {', '.join(f'splits/{s}' for s in SUBSETS)}. Set docs.path to a full "
+            "checkout (or null to download it), or docs.split_path to the split folder."
+        )
+    mapper, counts = CodeMapper(tab, index), Counter()
     categories = {c.lower() for c in option(cfg, "note_categories", [])}
     charts = []
     for split, name in SPLIT_FILES.items():
         for hadm in _split_ids(split_dir / name):
             chart = _read_chart(
-                root / ANNOTATION_DIR / f"{hadm}-ICD-10.json", hadm, split, mapper, counts
+                root / annotation_dir / f"{hadm}-ICD-10.json", hadm, split, mapper, counts
             )
             if categories:
                 kept = [n for n in chart.notes if n.category.lower() in categories]
@@ -198,9 +220,11 @@ def read_charts(
     return charts, mapper, counts, root
 
 
-def annotation_summary(cfg: Any, tab: TabularList, cache_dir: Path) -> dict[str, Any]:
+def annotation_summary(
+    cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
+) -> dict[str, Any]:
     """What MDACE holds without note text: admissions, notes, spans and codes per split."""
-    charts, mapper, counts, root = read_charts(cfg, tab, cache_dir)
+    charts, mapper, counts, root = read_charts(cfg, tab, cache_dir, index)
     splits: dict[str, dict[str, float]] = {}
     for split in SPLIT_FILES:
         mine = [c for c in charts if c.split == split]
@@ -212,8 +236,12 @@ def annotation_summary(cfg: Any, tab: TabularList, cache_dir: Path) -> dict[str,
             "distinct_codes": len(set().union(*code_sets)) if code_sets else 0,
             "code_assignments": sum(len(s) for s in code_sets),
         }
+    subset, annotation_dir, _ = subset_dirs(cfg)
+    losses = check_losses(cfg, "mdace", mapper, root / annotation_dir)
     return {
         "root": str(root),
+        "subset": subset,
+        "losses": losses,
         "splits": splits,
         "distinct_codes": len({a.code for c in charts for n in c.notes for a in n.annotations}),
         "counts": dict(sorted(counts.items())),
@@ -323,20 +351,26 @@ def chart_document(
     return document_from_dict(record, str(chart.path))
 
 
-def load_mdace(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
+def load_mdace(
+    cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
+) -> SourceData:
     """MDACE admissions with text and evidence (see the module doc)."""
     if not cfg.notes_path:
         raise MissingDataError(f"docs.notes_path is not set. {NOTES_FIX}")
     notes_path = require(cfg.notes_path, "MIMIC-III NOTEEVENTS file", NOTES_FIX)
-    charts, mapper, counts, root = read_charts(cfg, tab, cache_dir)
+    charts, mapper, counts, root = read_charts(cfg, tab, cache_dir, index)
     wanted = {n.note_id for c in charts for n in c.notes}
     texts = read_note_texts(notes_path, wanted, cache_dir)
     docs: dict[str, list[Document]] = {split: [] for split in SPLIT_FILES}
     for chart in charts:
         docs[chart.split].append(chart_document(chart, texts, notes_path, counts))
     counts["documents_without_codes"] = sum(not d.codes for v in docs.values() for d in v)
+    subset, annotation_dir, _ = subset_dirs(cfg)
+    losses = check_losses(cfg, "mdace", mapper, root / annotation_dir)
     stats = {
         "source": "mdace",
+        "subset": subset,
+        "losses": losses,
         "root": str(root),
         "notes_path": str(notes_path),
         "documents": {k: len(v) for k, v in docs.items()},

@@ -28,7 +28,14 @@ from typing import Any
 
 from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
-from ccl.data.sources.common import CodeMapper, MissingDataError, download, require
+from ccl.data.sources.common import (
+    CodeMapper,
+    IndexHints,
+    MissingDataError,
+    check_losses,
+    download,
+    require,
+)
 from ccl.icd.tabular import TabularList
 
 # JoakimEdin/medical-coding-reproducibility, the commit the split file was taken from.
@@ -135,7 +142,9 @@ def split_path(cfg: Any, cache_dir: Path) -> Path:
     return download(SPLIT_URL, dest, "the MIMIC-IV ICD-10 split", "docs.split_path")
 
 
-def load_mimic4(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
+def load_mimic4(
+    cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
+) -> SourceData:
     """MIMIC-IV ICD-10 admissions as code-only documents (see the module doc)."""
     notes_path = _need(
         cfg.notes_path, "docs.notes_path", "MIMIC-IV-Note discharge notes", NOTES_FIX
@@ -146,7 +155,7 @@ def load_mimic4(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
     split_file = split_path(cfg, cache_dir)
     split_of = read_split(split_file)
     wanted = set(split_of)
-    mapper = CodeMapper(tab)
+    mapper = CodeMapper(tab, index)
     codes = read_codes(labels_path, wanted, mapper)
     texts = read_notes(notes_path, wanted)
     counts: Counter[str] = Counter()
@@ -165,8 +174,12 @@ def load_mimic4(cfg: Any, tab: TabularList, cache_dir: Path) -> SourceData:
                 "source": "mimic4",
             }
             docs[split].append(document_from_dict(record, f"{notes_path} (hadm_id {hadm})"))
+    # Admissions of the split file without a note are counted, not an error: the split file
+    # lists every admission, and a notes file may hold a part of them (the MIMIC-IV demo).
+    losses = check_losses(cfg, "mimic4", mapper, labels_path)
     stats = {
         "source": "mimic4",
+        "losses": losses,
         "notes_path": str(notes_path),
         "labels_path": str(labels_path),
         "split_path": str(split_file),
