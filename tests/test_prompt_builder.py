@@ -130,6 +130,11 @@ def test_predict_stage_cuts_and_windows_long_notes(tok, monkeypatch):
             seen.append(list(prompts))
             return [f"Evidence:\n- phrase {i}\nCodes:\nE11.{i % 10}" for i in range(len(prompts))]
 
+        def complete(self, prompts, max_new_tokens):
+            from ccl.inference.generation import Generation
+
+            return [Generation(text) for text in self.generate(prompts, max_new_tokens)]
+
     monkeypatch.setattr("ccl.inference.engine.make_engine", lambda *a, **k: Echo())
     docs = [Document(id="short", text="Type 2 diabetes.", codes=["E11.9"]),
             Document(id="long", text=LONG, codes=["E11.9"])]
