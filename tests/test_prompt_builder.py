@@ -106,6 +106,8 @@ def test_limits_from_config_reads_old_and_new_configs():
     new = OmegaConf.create({"backbone": {"max_length": 512},
                             "infer": {"max_new_tokens": 100, "long_notes": "window", "window_overlap": 16}})
     assert limits_from_config(new) == PromptLimits(512, 100, "window", 16)
+    new.infer.window_overlap = 0  # no overlap is a setting, not a missing value
+    assert limits_from_config(new).window_overlap == 0
 
 
 def test_merge_outputs_keeps_note_order_and_counts_overlap_once():

@@ -72,11 +72,12 @@ def limits_from_config(cfg: Any, answer_tokens: int | None = None) -> PromptLimi
     (``answer_tokens``, default ``infer.max_new_tokens``), ``infer.long_notes`` and
     ``infer.window_overlap`` (older configs: truncate, 64)."""
     infer = cfg.infer
+    overlap = getattr(infer, "window_overlap", None)
     return PromptLimits(
         max_length=int(cfg.backbone.max_length),
         answer_tokens=int(answer_tokens if answer_tokens is not None else infer.max_new_tokens),
         long_notes=str(getattr(infer, "long_notes", None) or "truncate"),
-        window_overlap=int(getattr(infer, "window_overlap", None) or 64),
+        window_overlap=64 if overlap is None else int(overlap),
     )
 
 
