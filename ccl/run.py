@@ -166,7 +166,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
 
     t = time.perf_counter()
     with rank0_first():  # under torchrun, ranks > 0 read the data once rank 0 has built its caches
-        bundle = build_data(cfg, run_dir, console, write=main)
+        bundle = build_data(cfg, run_dir, console) if main else build_data(cfg, run_dir, console, write=False)
     timings["data"] = time.perf_counter() - t
     print_data_summary(bundle, console)
     if main and ledger.state.get("data") != bundle.key:
