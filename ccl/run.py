@@ -195,7 +195,7 @@ def _run(cfg: DictConfig, run_dir: Path, console: Console, stages: list[str]) ->
 
     t = time.perf_counter()
     with rank0_first():  # under torchrun, ranks > 0 read the data once rank 0 has built its caches
-        bundle = build_data(cfg, run_dir, console, write=main)
+        bundle = build_data(cfg, run_dir, console) if main else build_data(cfg, run_dir, console, write=False)
     timings["data"] = time.perf_counter() - t
     print_data_summary(bundle, console)
     if main and ledger.state.get("data") != bundle.key:
