@@ -174,7 +174,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
             console.print(f"[yellow]run folder[/]: took over the lock of process {lock.took_over}, "
                           "which is no longer running")
         old = check_config(run_dir, cfg)
-        record = OmegaConf.to_container(cfg, resolve=True)
+        record = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         record["stage"] = merged_stage(old, str(cfg.stage))
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(record))
         return _run(cfg, run_dir, console, stages)

@@ -79,7 +79,8 @@ def test_code_token_adapter_is_merged_and_served_without_lora(tmp_path, vllm_sta
         VLLMEngine(meta["base_dir"], adapter)
 
     vllm_standin.LLM.instances.clear()
-    served = run(compose_cfg(tmp_path, *over, "infer=vllm", "infer.batch_size=6"), folder, quiet())
+    # Another engine into the same folder: its predictions replace the HF ones (overwrite=true).
+    served = run(compose_cfg(tmp_path, *over, "infer=vllm", "infer.batch_size=6", "overwrite=true"), folder, quiet())
     merged = adapter / "merged"
     [engine_llm] = vllm_standin.LLM.instances
     assert engine_llm.model_path == str(merged) and engine_llm.tokenizer_path == str(merged)

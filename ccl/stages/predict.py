@@ -281,9 +281,9 @@ class Serving:
 def merge_adapter(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, out_dir: Path) -> Path:
     """Merge the run's trained adapter into a full model saved with its tokenizer in ``out_dir``.
 
-    Uses only the trained model's public API (``load_trained`` -> ``merge_and_unload`` ->
-    ``save_pretrained``), so code-token rows are in the merged embedding and output
-    matrices however training stored them, and the saved tokenizer has the code tokens.
+    ``load_trained`` -> :func:`ccl.model.code_tokens.merge_code_rows` (which unties a
+    tied head first, so output-side code rows do not overwrite the input rows) ->
+    ``save_pretrained``; the saved tokenizer has the code tokens.
     Written to a temporary folder first: an interrupted merge leaves no half model.
     """
     from ccl.stages.train import load_trained
@@ -293,7 +293,9 @@ def merge_adapter(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, out
     with torch.inference_mode():
         before = model(input_ids=probe).logits.float()
     if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+        from ccl.model.code_tokens import merge_code_rows
+
+        model = merge_code_rows(model)
     with torch.inference_mode():
         after = model(input_ids=probe).logits.float()
     err = float((after - before).abs().max() / before.abs().max().clamp_min(1e-6))

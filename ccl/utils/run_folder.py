@@ -197,7 +197,7 @@ def check_config(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     if not path.is_file() or not _has_results(Path(run_dir)):
         return None  # new, or a run that failed before any stage finished: nothing to keep
     old = yaml.safe_load(path.read_text()) or {}
-    new = OmegaConf.to_container(cfg, resolve=True)
+    new = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     keys = config_diff(old, new)
     if not keys:
         return old
