@@ -1,4 +1,4 @@
-"""A failed download is remembered for a day; the offline switch skips downloads in one line."""
+"""A failed CDC index download is remembered for a day; the offline switch skips downloads in one line."""
 
 import urllib.error
 import urllib.request
@@ -47,15 +47,3 @@ def test_offline_switch_skips_every_download(tmp_path, network, monkeypatch):
     with pytest.raises(DownloadError, match="CCL_OFFLINE=1.*docs.path"):
         download("https://example.org/x.json", tmp_path / "x.json", "the file x", "docs.path")
     assert network == []
-
-
-def test_failed_source_download_is_remembered(tmp_path, network, monkeypatch):
-    monkeypatch.setenv("CCL_DOWNLOAD_RETRY_HOURS", "1")
-    for _ in range(2):
-        with pytest.raises(DownloadError, match="docs.path"):
-            download("https://example.org/x.json", tmp_path / "x.json", "the file x", "docs.path")
-    assert len(network) == 1
-    monkeypatch.setenv("CCL_DOWNLOAD_RETRY_HOURS", "0")  # the window has passed
-    with pytest.raises(DownloadError):
-        download("https://example.org/x.json", tmp_path / "x.json", "the file x", "docs.path")
-    assert len(network) == 2

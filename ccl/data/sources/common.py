@@ -78,7 +78,7 @@ from typing import Any
 from ccl.data.records import Document, RecordError
 from ccl.icd.codes import canonical_code, is_well_formed
 from ccl.icd.tabular import TabularList
-from ccl.utils.downloads import FailedDownload, skip_reason
+from ccl.utils.downloads import offline_reason
 
 DOWNLOAD_TIMEOUT_S = 60
 _UNSPECIFIED = re.compile(r"\bunspecified\b")
@@ -493,15 +493,15 @@ def download(url: str, dest: Path, what: str, config_key: str) -> Path:
     """Fetch ``url`` to ``dest`` (atomically; kept if already there).
 
     Offline or failing: :class:`DownloadError` naming the URL, the file and the
-    config key that points at a copy obtained by hand. A failure is remembered for
-    24 h and ``CCL_OFFLINE=1`` skips the attempt (:mod:`ccl.utils.downloads`).
+    config key that points at a copy obtained by hand. ``CCL_OFFLINE=1`` skips the
+    attempt (:mod:`ccl.utils.downloads`); a failure stops the run, so it is not remembered.
     """
     if dest.exists():
         return dest
-    skip = skip_reason(dest.parent, url)  # CCL_OFFLINE=1, or failed within 24 h
-    if skip:
-        raise DownloadError(f"{what} not available ({skip}). Download it elsewhere and set "
-                            f"{config_key} to its local path.")
+    offline = offline_reason()  # CCL_OFFLINE=1 / HF_HUB_OFFLINE=1: no attempt, one line
+    if offline:
+        raise DownloadError(f"{what} not downloaded from {url} ({offline}). Download it elsewhere "
+                            f"and set {config_key} to its local path.")
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
     try:
@@ -513,7 +513,6 @@ def download(url: str, dest: Path, what: str, config_key: str) -> Path:
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         Path(tmp).unlink(missing_ok=True)
-        FailedDownload(dest.parent, url).remember(str(err))
         raise DownloadError(
             f"could not download {what} from {url} ({err}). If this machine is offline, "
             f"download it elsewhere and set {config_key} to its local path."
