@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections import Counter
 from dataclasses import replace
 
@@ -311,7 +310,9 @@ def test_bad_phrase_bank_is_a_clear_error(tab):
         build_demo_world(small(), tab, {"I10": "hypertension"})
 
 
-def test_default_world_is_fast(tab):
-    start = time.perf_counter()
-    build_demo_world(DocsConfig(name="demo"), tab)  # 302 notes + a 2,000-note corpus
-    assert time.perf_counter() - start < 2.0
+def test_default_world_builds(tab):
+    # Unit tests never assert wall-clock times; the build's time is in benchmarks/data_cpu.json.
+    cfg = DocsConfig(name="demo")
+    world = build_demo_world(cfg, tab)
+    assert (len(world.train), len(world.val), len(world.test)) == (cfg.n_train, cfg.n_val, cfg.n_test)
+    assert len(world.corpus) == cfg.corpus_size

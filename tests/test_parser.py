@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -300,10 +299,10 @@ def test_generated_answers_round_trip(
     ],
     ids=["spaces", "headers", "letters", "bullets", "long-answer", "stars", "separators"],
 )
-def test_huge_inputs_are_parsed_quickly(text: str) -> None:
-    start = time.perf_counter()
+def test_huge_inputs_are_parsed(text: str) -> None:
+    # A regex with catastrophic backtracking would not return here (the suite would time out);
+    # no wall-clock assertion (unit tests never assert times).
     _check_shape(parse_output(text))
-    assert time.perf_counter() - start < 5.0
 
 
 # --- Markdown decoration; descriptions are never mined (issue 14, kind 2) -------------
