@@ -214,6 +214,28 @@ class InferConfig:
     # ``test_sets`` only (e.g. a model trained on MIMIC-IV, tested on MDACE and ACI-Bench).
     split: str | None = "test"
     limit: int | None = None  # evaluate on the first N documents only (of every test set too)
+    # Only billable codes of the model's code vocabulary at code positions (issue 16;
+    # ccl/inference/constrained.py): a token trie (HF), a structured-output regex (vLLM).
+    restrict_codes: bool = False
+
+
+class GuidelineMode(_Choice):
+    report = "report"
+    repair = "repair"
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation beyond the paper's metrics (issue 16; ccl/eval/stats.py, guidelines.py, ranking.py)."""
+
+    guidelines: GuidelineMode = GuidelineMode.report  # repair: drop the lower-scored code of an Excludes1 pair
+    bootstrap_resamples: int = 1000  # 0: no intervals
+    confidence: float = 0.95
+    bootstrap_seed: int = 0
+    bootstrap_method: str = "percentile"  # percentile | basic | BCa (scipy.stats.bootstrap)
+    # Micro-F1 at a probability threshold tuned on the validation split: the val split is
+    # predicted too (val/ of the run folder) when codes are scored.
+    tune_threshold: bool = True
 
 
 @dataclass
@@ -249,6 +271,7 @@ class CCLConfig:
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)

@@ -38,7 +38,7 @@ from pathlib import Path
 from ccl.icd.codes import canonical_code
 
 # Bump when parsing changes, so stale cache pickles are not reused.
-PARSER_VERSION = 1
+PARSER_VERSION = 2  # 2: codeFirst, useAdditionalCode and codeAlso notes kept
 DEFAULT_XML_NAME = "icd10c-tabular-April-1-2026.xml"
 KINDS = ("chapter", "block", "category", "subcategory", "extended")
 # Looser than ccl.icd.codes.is_well_formed: 2026 added categories like QA0 (letter second).
@@ -68,6 +68,10 @@ class CodeInfo:
     chapter: str
     block: str
     kind: str
+    # Instructional notes of the element itself (ask the ancestors too: they apply below).
+    code_first: tuple[str, ...] = ()
+    use_additional_code: tuple[str, ...] = ()
+    code_also: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -334,6 +338,7 @@ class _Builder:
             code, desc, parent, tuple(kids), not kids,
             _notes(elem, "inclusionTerm"), _notes(elem, "excludes1"), _notes(elem, "excludes2"),
             chapter, block, kind,
+            _notes(elem, "codeFirst"), _notes(elem, "useAdditionalCode"), _notes(elem, "codeAlso"),
         )  # fmt: skip
         return code
 

@@ -32,16 +32,17 @@ reaches its codes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import torch
-from transformers import DynamicCache, LogitsProcessorList, StaticCache
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, StaticCache
 from transformers.cache_utils import DynamicLayer, StaticLayer
 
 from ccl.data.sft import encode_prompts
 from ccl.inference.guards import RepeatedLineGuard, starts_in_codes
+from ccl.inference.scores import TokenLogprobRecorder
 
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth an extra forward
 
@@ -78,6 +79,8 @@ class HFEngine:
         repeat_guard: bool = False,
         shared_prefix: bool = True,
         row_prefill: bool | None = None,
+        extra_processors: Callable[[list[str], int], list[LogitsProcessor]] | None = None,
+        record_logprobs: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -88,6 +91,12 @@ class HFEngine:
         self.shared_prefix = bool(shared_prefix)
         device = next(model.parameters()).device
         self.row_prefill = device.type == "cpu" if row_prefill is None else bool(row_prefill)
+        # Issue 16: per-batch logits processors (prompts of the batch, padded prompt width) run
+        # before the guard, and the log-probability of every generated token (ccl.inference.scores).
+        self.extra_processors = extra_processors
+        self.record_logprobs = bool(record_logprobs)
+        self.last_ids: list[list[int]] = []  # new token ids of the last call, input order
+        self.last_logprobs: list[list[float]] = []  # one per new token (record_logprobs)
         self.guard_cuts = 0  # rows' sections ended by the guard in the last call
         self.shared_tokens = 0  # prompt tokens the last call computed once for several rows
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -180,6 +189,7 @@ class HFEngine:
         ids = encode_prompts(self.tokenizer, prompts)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out: list[list[int]] = [[] for _ in ids]
+        logprobs: list[list[float]] = [[] for _ in ids]
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
@@ -207,6 +217,10 @@ class HFEngine:
                         mask[row, :shared] = 1
                         mask[row, width - len(r) + shared :] = 1
                     guard = self._guard(width, [starts_in_codes(prompts[i]) for i in batch])
+                    processors = self.extra_processors([prompts[i] for i in batch], width) if self.extra_processors else []
+                    processors += [guard] if guard else []
+                    recorder = TokenLogprobRecorder(len(batch), width) if self.record_logprobs else None
+                    processors += [recorder] if recorder else []
                     generated = self.model.generate(
                         input_ids=input_ids.to(device),
                         attention_mask=mask.to(device),
@@ -216,16 +230,20 @@ class HFEngine:
                         pad_token_id=self.pad_id,
                         **({"cache": cache} if cache is not None else self._cache(len(rows))),
                         **self._sampling(),
-                        **({"logits_processor": LogitsProcessorList([guard])} if guard else {}),
-                    )[:, width:].tolist()
+                        **({"logits_processor": LogitsProcessorList(processors)} if processors else {}),
+                    )[:, width:]
+                    lps = recorder.finish(generated[:, -1]) if recorder else [[] for _ in batch]
+                    generated = generated.tolist()
                     self.guard_cuts += sum(guard.fired) if guard else 0
                     self.shared_tokens += shared * (len(rows) - 1)
-                    for i, new in zip(batch, generated, strict=True):
+                    for i, new, lp in zip(batch, generated, lps, strict=True):
                         cut = next((k for k, t in enumerate(new) if t in stop), len(new))
                         out[i] = new[:cut]
+                        logprobs[i] = lp[:cut]
                     advance(len(batch))
         finally:
             self.model.train(was_training)
+        self.last_ids, self.last_logprobs = out, logprobs if self.record_logprobs else []
         return out
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:

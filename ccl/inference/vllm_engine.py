@@ -62,12 +62,23 @@ class VLLMEngine:
             self.lora = LoRARequest("ccl", 1, str(adapter_dir))
         self.llm = vllm.LLM(**(kwargs | llm_kwargs))
         self.tokenizer = self.llm.get_tokenizer()
+        # Issue 16: extra SamplingParams (structured outputs of restricted decoding) and the
+        # log-probability of each sampled token (logprobs=0), kept like HFEngine's.
+        self.sampling_kwargs: dict[str, Any] = {}
+        self.record_logprobs = False
+        self.last_ids: list[list[int]] = []
+        self.last_logprobs: list[list[float]] = []
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
         """Generated text per prompt, in input order."""
         params = self._vllm.SamplingParams(
-            temperature=self.temperature, max_tokens=int(max_new_tokens), skip_special_tokens=True
+            temperature=self.temperature, max_tokens=int(max_new_tokens), skip_special_tokens=True,
+            **({"logprobs": 0} if self.record_logprobs else {}), **self.sampling_kwargs,
         )
         inputs = [{"prompt_token_ids": ids} for ids in encode_prompts(self.tokenizer, prompts)]
         outputs = self.llm.generate(inputs, params, lora_request=self.lora, use_tqdm=False)
+        if self.record_logprobs:
+            self.last_ids = [list(o.outputs[0].token_ids) for o in outputs]
+            self.last_logprobs = [[float(step[t].logprob) for t, step in zip(o.outputs[0].token_ids,
+                                   o.outputs[0].logprobs or [], strict=False)] for o in outputs]
         return [o.outputs[0].text for o in outputs]

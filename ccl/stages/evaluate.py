@@ -11,7 +11,9 @@ from rich.table import Table
 
 from ccl.data.records import Document
 from ccl.eval.evidence import evidence_metrics
+from ccl.eval.extended import apply_guidelines, extended_metrics
 from ccl.eval.metrics import seen_unseen_metrics
+from ccl.icd.tabular import TabularList
 
 METRICS = "metrics.json"
 
@@ -34,12 +36,26 @@ def evaluate(
     docs: list[Document],
     label_space: list[str] | None,
     seen_codes: set[str],
+    tab: TabularList | None = None,
+    eval_cfg: Any = None,
+    vocabulary: list[str] | None = None,
+    threshold: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Code metrics overall / seen / unseen, plus evidence metrics where gold evidence exists.
 
     Predictions outside ``label_space`` (the test split's gold codes) are dropped,
     as in the paper; macro averages run over the codes of that label space.
+
+    With ``tab`` (the run's Tabular List) the extended metrics of :mod:`ccl.eval.extended`
+    join: guideline checks first (``eval_cfg.guidelines=repair`` repairs the predictions
+    every metric then scores), category/chapter F1, ranking metrics and micro-F1 at the
+    validation ``threshold`` when codes carry scores (in ``codes.overall``), bootstrap
+    ``intervals`` of each, and ``invalid_codes`` (``vocabulary``: the model's code vocabulary).
     """
+    guidelines = None
+    if tab is not None:
+        predictions, guidelines = apply_guidelines(
+            predictions, tab, str(getattr(eval_cfg, "guidelines", "report")))
     by_id = {d.id: d for d in docs}
     missing = [p["id"] for p in predictions if p["id"] not in by_id]
     if missing:
@@ -55,6 +71,18 @@ def evaluate(
                         "macro_average_over": "codes of the test label space (gold codes of the split)"},
         "n_docs": len(predictions),
     }
+    if tab is not None:
+        ext = extended_metrics(
+            predictions, label_space, tab, vocabulary, threshold,
+            n_resamples=int(getattr(eval_cfg, "bootstrap_resamples", 1000)),
+            confidence=float(getattr(eval_cfg, "confidence", 0.95)),
+            seed=int(getattr(eval_cfg, "bootstrap_seed", 0)),
+            method=str(getattr(eval_cfg, "bootstrap_method", "percentile")),
+        )
+        result["codes"]["overall"] |= {k: v for k, v in ext.pop("overall").items()
+                                       if k not in result["codes"]["overall"]}
+        result |= ext
+        result["guidelines"] = guidelines
     with_evidence = [p for p in predictions if by_id[p["id"]].spans]
     if with_evidence:
         result["evidence"] = evidence_metrics(

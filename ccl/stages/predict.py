@@ -23,7 +23,9 @@ from rich.console import Console
 from ccl.data.prompts import document_prompt, human_evidence_prefix
 from ccl.data.records import Document, write_jsonl
 from ccl.data.sft import render_prompt
+from ccl.inference.constrained import configure_engine, restrict_codes_of
 from ccl.inference.parser import parse_output
+from ccl.inference.scores import attach_code_scores
 from ccl.stages.data import DataBundle
 from ccl.utils.hashing import hash_obj, hash_records
 
@@ -45,6 +47,7 @@ class Target:
     skip: str = ""  # why it is not predicted, when it is not
     human_evidence: bool = False  # prompts carry the gold evidence; the model writes the codes
     extra: bool = False  # the infer.also_human_evidence copy of a target (human_evidence/)
+    tuning: bool = False  # the validation split, predicted to tune a threshold (eval.tune_threshold)
 
     @property
     def predictions(self) -> Path:
@@ -100,6 +103,25 @@ def prediction_targets(cfg: DictConfig, bundle: DataBundle, run_dir: Path, key: 
     return targets
 
 
+TUNING_DIR = "val"
+
+
+def tuning_target(cfg: DictConfig, bundle: DataBundle, run_dir: Path, key: str) -> Target | None:
+    """The validation split, predicted with the run's settings so that ``eval.tune_threshold``
+    can choose a code-score threshold there (``val/`` of the run folder; None when off, when
+    the run predicts the val split itself, or when there is no val split)."""
+    ev = cfg.get("eval")
+    if ev is None or not ev.get("tune_threshold") or cfg.infer.split in (None, TUNING_DIR):
+        return None
+    docs = bundle.docs.get(TUNING_DIR) or []
+    if not any(d.codes for d in docs):
+        return None
+    limit = int(cfg.infer.limit) if cfg.infer.limit else None
+    return Target(TUNING_DIR, docs[:limit], Path(run_dir) / TUNING_DIR, f"predict@{TUNING_DIR}",
+                  hash_obj({"predict": key, "tuning": TUNING_DIR}), human_evidence=bool(cfg.infer.human_evidence),
+                  tuning=True)
+
+
 def human_evidence_target(target: Target) -> Target:
     """The human-evidence copy of a normal target: ``human_evidence/`` of its folder, its own key."""
     stage = HUMAN_EVIDENCE_STAGE + ("" if target.name is None else f"@{target.name}")
@@ -130,12 +152,15 @@ def build_prompts(
 
 def predict_documents(
     cfg: DictConfig, model: Any, tokenizer: Any, docs: Sequence[Document], console: Console | None = None,
-    human_evidence: bool | None = None,
+    human_evidence: bool | None = None, allowed_codes: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Generate and parse outputs for ``docs``; one prediction row per document.
 
     ``human_evidence`` (default ``infer.human_evidence``): the gold evidence is written
-    into the prompt and the model generates the codes.
+    into the prompt and the model generates the codes. ``allowed_codes``: with
+    ``infer.restrict_codes``, the codes decoding may write (:mod:`ccl.inference.constrained`).
+    Rows get ``code_scores`` (code -> log-probability, :mod:`ccl.inference.scores`) when the
+    engine records them.
     """
     from ccl.inference.engine import make_engine
 
@@ -144,6 +169,10 @@ def predict_documents(
         raise ValueError("human-evidence mode needs gold evidence spans on every test document")
     prompts, prefixes = build_prompts(tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), human)
     engine = make_engine(cfg.infer, model, tokenizer)
+    if hasattr(engine, "record_logprobs"):
+        engine.record_logprobs = True
+    if cfg.infer.get("restrict_codes"):
+        configure_engine(engine, tokenizer, allowed_codes, str(cfg.task), human)
     t0 = time.perf_counter()
     outputs = engine.generate(prompts, int(cfg.infer.max_new_tokens))
     if console:
@@ -155,6 +184,7 @@ def predict_documents(
         parsed = parse_output(out, prefix=prefix)
         rows.append({"id": d.id, "raw_output": out, "evidence": parsed.evidence, "codes": parsed.codes,
                      "gold_codes": d.codes})
+    attach_code_scores(engine, tokenizer, rows)
     return rows
 
 
@@ -174,11 +204,12 @@ def predict_stage(
     from ccl.stages.train import load_trained
 
     model, tokenizer = load_trained(cfg, bundle, run_dir)
+    allowed = restrict_codes_of(cfg, bundle, run_dir)
     paths = []
     for target in targets:
         if target.name is not None or target.extra:
             console.print(f"[cyan]predict[/]: {target.label}")
-        rows = predict_documents(cfg, model, tokenizer, target.docs, console, target.human_evidence)
+        rows = predict_documents(cfg, model, tokenizer, target.docs, console, target.human_evidence, allowed)
         write_jsonl(target.predictions, rows)
         paths.append(target.predictions)
         if on_done is not None:
