@@ -108,6 +108,7 @@ def print_metrics(metrics: dict[str, Any], console: Console, title: str = "CCL m
             *(f"{100 * m[k]:.1f}" for k in ("micro_f1", "macro_f1", "micro_precision", "micro_recall")),
         )
     console.print(table)
+    print_extended(metrics, console)
     ev = metrics.get("evidence")
     if ev:
         console.print(
@@ -115,3 +116,31 @@ def print_metrics(metrics: dict[str, Any], console: Console, title: str = "CCL m
             f"{100 * ev['exact_f1']:.1f}, overlap P/R/F1 {100 * ev['overlap_precision']:.1f}/"
             f"{100 * ev['overlap_recall']:.1f}/{100 * ev['overlap_f1']:.1f}"
         )
+
+
+def print_extended(metrics: dict[str, Any], console: Console) -> None:
+    """Category/chapter F1, ranking metrics, intervals, invalid codes and guideline counts (issue 16)."""
+    m, ci = metrics["codes"]["overall"], metrics.get("intervals") or {}
+
+    def show(key: str, label: str) -> str:
+        if key not in m:
+            return ""
+        lo_hi = ci.get(key)
+        band = f" [{100 * lo_hi[0]:.1f}, {100 * lo_hi[1]:.1f}]" if lo_hi else ""
+        return f"{label} {100 * m[key]:.1f}{band}"
+
+    parts = [show(k, lbl) for k, lbl in (("micro_f1", "micro F1"), ("category_micro_f1", "category F1"),
+                                         ("chapter_micro_f1", "chapter F1"), ("precision_at_5", "P@5"),
+                                         ("recall_at_8", "R@8"), ("map", "mAP"), ("tuned_micro_f1", "tuned F1"))]
+    if any(parts):
+        info = metrics.get("intervals_info")
+        head = f"{100 * info['confidence']:.0f}% intervals" if info else "no intervals"
+        console.print(f"{head}: " + "; ".join(p for p in parts if p))
+    inv, gl = metrics.get("invalid_codes"), metrics.get("guidelines")
+    if inv:
+        console.print(f"invalid codes: {100 * inv['invalid_code_rate']:.1f}% of {inv['n_codes']} "
+                      f"(not in the Tabular List {inv['not_in_tabular']}, not billable {inv['not_billable']}, "
+                      f"outside the model's codes {inv['outside_label_space']})")
+    if gl:
+        console.print("guidelines (" + gl["mode"] + "): " + ", ".join(
+            f"{k.replace('_', ' ')} {v}" for k, v in gl.items() if k != "mode"))

@@ -55,6 +55,8 @@ class Target:
 
     @property
     def label(self) -> str:
+        if self.tuning:
+            return f"the {self.name} split (threshold tuning)"
         label = "the test split" if self.name is None else f"test set {self.name}"
         return label + " (human evidence)" if self.extra else label
 
