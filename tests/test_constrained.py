@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
 
@@ -185,3 +186,34 @@ def test_engine_records_scores_without_changing_outputs_and_restricts_codes(tiny
     for out in restricted.generate(he, 30):
         assert set(_line_codes("Codes:\n" + out)) <= set(ALLOWED), out
     assert configure_engine(restricted, tok, None, "evidence", False) is False
+
+
+def test_predict_cli_shows_scores_and_guideline_flags(tmp_path, monkeypatch, capsys):
+    from omegaconf import OmegaConf
+    from test_run import compose_cfg
+
+    import ccl.stages.predict as predict_mod
+    import ccl.stages.train as train_mod
+    from ccl.predict import main as predict_main
+
+    cfg = compose_cfg(tmp_path, "train=none", "infer.restrict_codes=true")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / "restrict_codes.json").write_text('["E10.9", "E11.9"]')
+    seen = {}
+
+    def fake_predict(cfg, model, tok, docs, console=None, human_evidence=None, allowed_codes=None):
+        seen["allowed"] = allowed_codes
+        return [{"id": "note", "evidence": ["type 2 diabetes"], "codes": ["E11.9", "E10.9"],
+                 "code_scores": {"E11.9": math.log(0.8), "E10.9": math.log(0.25)}}]
+
+    monkeypatch.setattr(train_mod, "load_trained", lambda *a, **k: (None, None))
+    monkeypatch.setattr(predict_mod, "predict_documents", fake_predict)
+    note = tmp_path / "note.txt"
+    note.write_text("type 2 diabetes")
+    assert predict_main([str(run_dir), str(note)]) == 0
+    out = capsys.readouterr().out
+    assert seen["allowed"] == ["E10.9", "E11.9"]
+    assert "0.80" in out and "0.25" in out and "-0.22" in out
+    assert "excludes1:E10.9" in out and "excludes1:E11.9" in out
