@@ -239,3 +239,30 @@ def test_extended_metrics_block(tab):
     assert m["precision_at_5"] == pytest.approx((1 / 5 + 1 / 5) / 2) and m["map"] == pytest.approx(1.0)
     assert out["invalid_codes"]["invalid_code_rate"] == 0.0
     assert set(out["intervals"]) == set(m) and out["intervals_info"]["n_resamples"] == 50
+
+
+def test_run_writes_the_extended_metrics(tmp_path):
+    """A tiny end-to-end run with restricted decoding: every issue-16 block in metrics.json."""
+    import json
+
+    from rich.console import Console
+    from test_run import compose_cfg
+
+    from ccl.run import run
+
+    cfg = compose_cfg(tmp_path, "infer.restrict_codes=true", "eval.bootstrap_resamples=50",
+                      "eval.guidelines=repair", "infer.split=test")
+    metrics = run(cfg, tmp_path / "run", Console(quiet=True))
+    folder = tmp_path / "run"
+    overall = metrics["codes"]["overall"]
+    for key in ("category_micro_f1", "chapter_micro_f1", "precision_at_5", "recall_at_15", "map",
+                "tuned_micro_f1"):
+        assert 0.0 <= overall[key] <= 1.0, key
+    assert set(metrics["intervals"]) >= {"micro_f1", "macro_f1", "map", "precision_at_8"}
+    assert metrics["invalid_codes"]["invalid_code_rate"] == 0.0
+    assert metrics["guidelines"]["mode"] == "repair" and "excludes1_pairs" in metrics["guidelines"]
+    assert 0.0 <= metrics["threshold"]["value"] < 1.0 and metrics["threshold"]["val_docs"] == 4
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert all("code_scores" in r for r in rows)
+    assert (folder / "val" / "predictions.jsonl").exists() and (folder / "restrict_codes.json").exists()
+    assert json.loads((folder / "metrics.json").read_text())["intervals_info"]["n_resamples"] == 50
