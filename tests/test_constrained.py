@@ -217,3 +217,33 @@ def test_predict_cli_shows_scores_and_guideline_flags(tmp_path, monkeypatch, cap
     assert seen["allowed"] == ["E10.9", "E11.9"]
     assert "0.80" in out and "0.25" in out and "-0.22" in out
     assert "excludes1:E10.9" in out and "excludes1:E11.9" in out
+
+
+def test_vllm_gets_the_same_grammar_as_structured_outputs(monkeypatch):
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    @dataclass
+    class StructuredOutputsParams:  # the vLLM >= 0.11 API, faked: vLLM needs a CUDA machine
+        regex: str | None = None
+
+    fake = types.ModuleType("vllm.sampling_params")
+    fake.StructuredOutputsParams = StructuredOutputsParams
+    monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", fake)
+
+    class FakeVLLMEngine:
+        sampling_kwargs: dict = {}
+
+    engine = FakeVLLMEngine()
+    engine.sampling_kwargs = {}
+    assert configure_engine(engine, None, ALLOWED, "evidence", human_evidence=False)
+    params = engine.sampling_kwargs["structured_outputs"]
+    assert params.regex == answer_regex(ALLOWED, "evidence")
+
+    del fake.StructuredOutputsParams  # an older vLLM: guided_decoding=GuidedDecodingParams(regex=...)
+    fake.GuidedDecodingParams = StructuredOutputsParams
+    engine.sampling_kwargs = {}
+    configure_engine(engine, None, ALLOWED, "codes_only", human_evidence=False)
+    assert engine.sampling_kwargs["guided_decoding"].regex == answer_regex(ALLOWED, "codes_only")
