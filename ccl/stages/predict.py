@@ -119,9 +119,12 @@ def tuning_target(cfg: DictConfig, bundle: DataBundle, run_dir: Path, key: str) 
     if not any(d.codes for d in docs):
         return None
     limit = int(cfg.infer.limit) if cfg.infer.limit else None
-    return Target(TUNING_DIR, docs[:limit], Path(run_dir) / TUNING_DIR, f"predict@{TUNING_DIR}",
-                  hash_obj({"predict": key, "tuning": TUNING_DIR}), human_evidence=bool(cfg.infer.human_evidence),
-                  tuning=True)
+    human = bool(cfg.infer.human_evidence)
+    docs = docs[:limit]
+    return Target(TUNING_DIR, docs, Path(run_dir) / TUNING_DIR, f"predict@{TUNING_DIR}",
+                  hash_obj({"predict": key, "tuning": TUNING_DIR}),
+                  _no_evidence(docs, "infer.human_evidence=true") if human else "",
+                  human_evidence=human, tuning=True)
 
 
 def human_evidence_target(target: Target) -> Target:
