@@ -33,6 +33,7 @@ from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList
 
 _CONTINUES_CODE = re.compile(r"^[A-Za-z0-9.]")
+_SHARED: dict[tuple, tuple] = {}  # see CodeTrieProcessor.__init__
 
 
 def allowed_codes(codes: Iterable[str], tab: TabularList) -> list[str]:
@@ -80,13 +81,17 @@ class CodeTrieProcessor(LogitsProcessor):
             raise ValueError("infer.restrict_codes: no allowed codes (the label space has no billable code)")
         self.width = int(prompt_width)
         self.tokenizer = tokenizer
-        self.trie = _Trie(tokenizer.encode(c, add_special_tokens=False) for c in codes)
         self.stop_ids = sorted({int(i) for i in stop_ids})
         self.in_codes = [bool(x) for x in in_codes]
-        self.header_ids = tokenizer.encode(CODES_HEADER, add_special_tokens=False)
-        self._text: dict[int, str] = {}
-        self._allowed: dict[int, torch.Tensor] = {}
-        self._free_after_code: torch.Tensor | None = None
+        # The trie, token texts and masks are built once per (tokenizer, codes, stops) and
+        # shared by the processors of every batch (a 49k-token vocabulary takes seconds).
+        key = (id(tokenizer), tuple(codes), tuple(self.stop_ids))
+        if key not in _SHARED:
+            _SHARED.clear()
+            # The tokenizer is kept with its entry, so its id cannot be reused by another one.
+            _SHARED[key] = (_Trie(tokenizer.encode(c, add_special_tokens=False) for c in codes), {}, {}, [None],
+                            tokenizer)
+        self.trie, self._text, self._allowed, self._free, _ = _SHARED[key]
         self.masked_steps = 0  # (row, step) pairs the processor restricted, for reports
 
     def _tok(self, t: int) -> str:
@@ -99,14 +104,14 @@ class CodeTrieProcessor(LogitsProcessor):
         if node not in self._allowed:
             mask = torch.zeros(vocab, dtype=torch.bool)
             if node in self.trie.terminal:
-                if self._free_after_code is None:
+                if self._free[0] is None:
                     free = torch.ones(vocab, dtype=torch.bool)
                     for t in range(vocab):
                         text = self._tok(t)
                         if text and _CONTINUES_CODE.match(text):
                             free[t] = False
-                    self._free_after_code = free
-                mask |= self._free_after_code
+                    self._free[0] = free
+                mask |= self._free[0]
             ids = list(self.trie.children[node])
             if node == 0:
                 ids += [*self.stop_ids, *self.tokenizer.encode("\n", add_special_tokens=False)]
