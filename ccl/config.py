@@ -235,7 +235,7 @@ class EvalConfig:
     bootstrap_method: str = "percentile"  # percentile | basic | BCa (scipy.stats.bootstrap)
     # Micro-F1 at a probability threshold tuned on the validation split: the val split is
     # predicted too (val/ of the run folder) when codes are scored.
-    tune_threshold: bool = True
+    tune_threshold: bool = False
 
 
 @dataclass

@@ -251,7 +251,7 @@ def test_run_writes_the_extended_metrics(tmp_path):
     from ccl.run import run
 
     cfg = compose_cfg(tmp_path, "infer.restrict_codes=true", "eval.bootstrap_resamples=50",
-                      "eval.guidelines=repair", "infer.split=test")
+                      "eval.guidelines=repair", "infer.split=test", "eval.tune_threshold=true")
     metrics = run(cfg, tmp_path / "run", Console(quiet=True))
     folder = tmp_path / "run"
     overall = metrics["codes"]["overall"]
