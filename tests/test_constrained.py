@@ -203,12 +203,14 @@ def test_predict_cli_shows_scores_and_guideline_flags(tmp_path, monkeypatch, cap
     (run_dir / "restrict_codes.json").write_text('["E10.9", "E11.9"]')
     seen = {}
 
-    def fake_predict(cfg, model, tok, docs, console=None, human_evidence=None, allowed_codes=None):
+    def fake_predict(cfg, model, tok, docs, console=None, human_evidence=None, allowed_codes=None, **kw):
         seen["allowed"] = allowed_codes
         return [{"id": "note", "evidence": ["type 2 diabetes"], "codes": ["E11.9", "E10.9"],
                  "code_scores": {"E11.9": math.log(0.8), "E10.9": math.log(0.25)}}]
 
     monkeypatch.setattr(train_mod, "load_trained", lambda *a, **k: (None, None))
+    monkeypatch.setattr(predict_mod, "place_model", lambda model, device: model)
+    monkeypatch.setattr(predict_mod, "answer_bound", lambda *a, **k: 64)
     monkeypatch.setattr(predict_mod, "predict_documents", fake_predict)
     note = tmp_path / "note.txt"
     note.write_text("type 2 diabetes")
