@@ -248,6 +248,9 @@ class InferConfig:
     # overlapping windows of the note and merge their evidence and codes; beyond the paper).
     long_notes: str = "truncate"
     window_overlap: int = 64  # tokens neighbouring windows share (long_notes=window)
+    # Only billable codes of the model's code vocabulary at code positions (issue 16;
+    # ccl/inference/constrained.py): a token trie (HF), a structured-output regex (vLLM).
+    restrict_codes: bool = False
 
 
 @dataclass
@@ -262,6 +265,25 @@ class AuditConfig:
     min_span_words: int = 12  # span evidence shorter than this is a phrase, not audited
     drop: bool = False  # remove flagged training-side documents and span pairs before training
     max_listed: int = 50  # pairs listed in the manifest (all are counted)
+
+
+class GuidelineMode(_Choice):
+    report = "report"
+    repair = "repair"
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation beyond the paper's metrics (issue 16; ccl/eval/stats.py, guidelines.py, ranking.py)."""
+
+    guidelines: GuidelineMode = GuidelineMode.report  # repair: drop the lower-scored code of an Excludes1 pair
+    bootstrap_resamples: int = 1000  # 0: no intervals
+    confidence: float = 0.95
+    bootstrap_seed: int = 0
+    bootstrap_method: str = "percentile"  # percentile | basic | BCa (scipy.stats.bootstrap)
+    # Micro-F1 at a probability threshold tuned on the validation split: the val split is
+    # predicted too (val/ of the run folder) when codes are scored.
+    tune_threshold: bool = False
 
 
 @dataclass
@@ -300,6 +322,7 @@ class CCLConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)

@@ -2,12 +2,19 @@
 
 Reads the note from the file (or stdin), prompts the run's model exactly as the
 predict stage does, and prints the evidence it found and ``CODE - description``
-lines. Codes that are not billable in the run's Tabular List are flagged.
+lines. Codes that are not billable in the run's Tabular List are flagged. Each code
+shows its score (the log-probability of its tokens in the same generation, and that
+probability) and any guideline flag of the Tabular List's notes (Excludes1 pairs, a
+missing 7th character, a missing "code first" / "use additional code" half;
+:mod:`ccl.eval.guidelines`). A run with ``infer.restrict_codes`` decodes with the same
+allowed codes (``restrict_codes.json`` of the run folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -80,15 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.long_notes:
         cfg.infer.long_notes = args.long_notes
 
+    from ccl.eval.guidelines import GuidelineChecker
     from ccl.icd.tabular import load_tabular
+    from ccl.inference.constrained import ALLOWED_CODES_FILE
     from ccl.stages.predict import answer_bound, inference_device, place_model, predict_documents
     from ccl.stages.train import load_trained
 
     tab = load_tabular(cfg.icd.tabular_xml, Path(cfg.paths.cache_dir))
     model, tokenizer = load_trained(cfg, None, args.run_dir)
     model = place_model(model, inference_device(cfg.train))
+    allowed = None
+    if cfg.infer.get("restrict_codes") and (args.run_dir / ALLOWED_CODES_FILE).is_file():
+        allowed = json.loads((args.run_dir / ALLOWED_CODES_FILE).read_text(encoding="utf-8"))
     [row] = predict_documents(cfg, model, tokenizer, [Document(id="note", text=text, codes=[])],
-                              max_new_tokens=answer_bound(cfg, args.run_dir))
+                              allowed_codes=allowed, max_new_tokens=answer_bound(cfg, args.run_dir))
+    scores = row.get("code_scores") or {}
+    flags = GuidelineChecker(tab).check(row["codes"]).per_code()
 
     if row.get("note_tokens_cut"):
         console.print(
@@ -105,11 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title="ICD-10-CM codes", show_header=True)
     table.add_column("code", style="bold cyan")
     table.add_column("description")
+    table.add_column("log p", justify="right")
+    table.add_column("p", justify="right")
+    table.add_column("guideline flags")
     for code in row["codes"]:
+        lp = scores.get(code)
+        score = ("–", "–") if lp is None else (f"{lp:.2f}", f"{math.exp(lp):.2f}")
+        flag = ", ".join(flags.get(code, [])) or ""
         if tab.is_billable(code):
-            table.add_row(code, tab.description(code))
+            table.add_row(code, tab.description(code), *score, f"[yellow]{flag}[/]")
         else:
-            table.add_row(f"[red]{code}[/]", "[red]not a billable code in this Tabular List[/]")
+            table.add_row(f"[red]{code}[/]", "[red]not a billable code in this Tabular List[/]", *score,
+                          f"[yellow]{flag}[/]")
     console.print(table)
     return 0
 

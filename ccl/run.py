@@ -87,7 +87,10 @@ def _evaluate(
     from ccl.stages.predict import truncated_answers
 
     metrics: dict[str, Any] = {}
+    threshold, vocabulary = _tuning(cfg, bundle, targets, ledger, eval_only)
     for target in targets:
+        if target.tuning:
+            continue
         where = target.predictions.relative_to(ledger.path.parent).as_posix()
         if not target.predictions.exists():
             raise FileNotFoundError(f"{target.predictions}: no predictions to evaluate; run stage=predict first")
@@ -102,7 +105,8 @@ def _evaluate(
         # With infer.limit only part of a split is scored: its label space is that part's codes.
         label_space = bundle.label_space if target.name is None and not cfg.infer.limit else target.label_space
         rows = read_predictions(target.predictions)
-        result = evaluate(rows, target.docs, label_space, bundle.seen_codes)
+        result = evaluate(rows, target.docs, label_space, bundle.seen_codes,
+                          bundle.tab, cfg.get("eval"), vocabulary, threshold)
         result["n_truncated_answers"] = truncated_answers(rows)  # answers cut by the length bound
         title = f"{cfg.name} ({cfg.backbone.name})"
         # The human-evidence copies mirror the layout of the normal results under "human_evidence".
@@ -119,6 +123,24 @@ def _evaluate(
     if metrics.get("human_evidence") == {}:
         del metrics["human_evidence"]
     return metrics
+
+
+def _tuning(
+    cfg: DictConfig, bundle: Any, targets: list[Target], ledger: StageLedger, eval_only: bool
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """(the threshold tuned on the validation predictions or None, the model's code vocabulary)."""
+    from ccl.eval.extended import threshold_from
+    from ccl.inference.constrained import allowed_codes
+    from ccl.stages.evaluate import read_predictions
+    from ccl.stages.train import model_codes
+
+    vocabulary = allowed_codes(model_codes(bundle), bundle.tab)
+    for target in targets:
+        if target.tuning and target.predictions.exists():
+            if eval_only:
+                _require_current(ledger, "predict", target.key, "val/predictions.jsonl", target.stage)
+            return threshold_from(read_predictions(target.predictions)), vocabulary
+    return None, vocabulary
 
 
 def _write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
@@ -241,6 +263,10 @@ def _run(cfg: DictConfig, run_dir: Path, console: Console, stages: list[str]) ->
         console.print("[yellow]infer.also_human_evidence[/]: ignored, infer.human_evidence=true already "
                       "makes the run's predictions human-evidence ones")
     targets = prediction_targets(cfg, bundle, run_dir, pkey) if {"predict", "eval"} & set(stages) else []
+    if targets:
+        from ccl.stages.predict import tuning_target
+
+        targets += [t for t in [tuning_target(cfg, bundle, run_dir, pkey)] if t is not None]
     for target in targets:
         if target.skip:
             console.print(f"[yellow]{target.label}[/]: skipped: {target.skip}")

@@ -154,3 +154,45 @@ def test_predict_stage_cuts_and_windows_long_notes(tok, monkeypatch):
     assert rows[1]["codes"] == [f"E11.{i % 10}" for i in range(1, min(n + 1, 11))]
     assert rows[1]["evidence"] == [f"phrase {i}" for i in range(1, n + 1)]
     assert rows[1]["raw_output"].startswith("[window 1 of")
+
+
+def test_windowed_note_gets_each_codes_best_score_over_its_windows(tok, monkeypatch):
+    """Per-code log-probabilities (issue 16) survive windows (issue 14): the max over windows."""
+    from omegaconf import OmegaConf
+
+    import ccl.stages.predict as predict
+    from ccl.inference.generation import Generation
+    from ccl.inference.scores import code_scores
+
+    made: list[Generation] = []
+
+    class Scored:  # every window writes E11.9; the first also I10; window k's tokens score -(k + 1) / 10
+        record_logprobs = False
+
+        def complete(self, prompts, max_new_tokens):
+            out = []
+            for k in range(len(prompts)):
+                text = "Evidence:\n- sugar\nCodes:\nE11.9" + ("\nI10" if k == 0 else "")
+                ids = tok.encode(text, add_special_tokens=False)
+                lps = [-(k + 1) / 10] * len(ids) if self.record_logprobs else None
+                out.append(Generation(text, ids, "stop", lps))
+            made.extend(out)
+            return out
+
+    engine = Scored()
+    monkeypatch.setattr("ccl.inference.engine.make_engine", lambda *a, **k: engine)
+    docs = [Document(id="long", text=LONG, codes=["E11.9"])]
+    cfg = OmegaConf.create({"task": "evidence", "backbone": {"max_length": 256, "use_chat_template": False},
+                            "infer": {"human_evidence": False, "max_new_tokens": 64,
+                                      "long_notes": "window", "window_overlap": 32}})
+    [row] = predict.predict_documents(cfg, None, tok, docs)
+    assert engine.record_logprobs and row["windows"] == len(made) > 1
+    first = code_scores(tok, made[0].token_ids, made[0].logprobs, ["E11.9", "I10"])
+    assert row["code_scores"] == first  # window 1 scores highest for both codes
+    later = code_scores(tok, made[-1].token_ids, made[-1].logprobs, ["E11.9"])
+    assert later["E11.9"] < first["E11.9"] < 0
+
+    engine.record_logprobs = False  # an engine without log-probabilities: no scores, no error
+    monkeypatch.setattr(Scored, "__setattr__", lambda self, k, v: None)  # ignores being switched on
+    [row] = predict.predict_documents(cfg, None, tok, docs)
+    assert "code_scores" not in row

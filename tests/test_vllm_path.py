@@ -57,6 +57,10 @@ def test_vllm_engine_is_built_from_the_base_model_and_the_adapter(tmp_path, vllm
     rows = [json.loads(x) for x in (folder / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all("truncated" in r for r in rows)
     assert metrics["n_truncated_answers"] == sum(r["truncated"] for r in rows)
+    # issue 16's per-code scores come through vLLM's logprobs (the tiny model writes no codes
+    # here; test_both_engines_give_each_token_its_log_probability checks the values)
+    assert all(set(r["code_scores"]) <= set(r["codes"]) for r in rows)
+    assert all(v <= 1e-6 for r in rows for v in r["code_scores"].values())
 
 
 def test_code_token_adapter_is_merged_and_served_without_lora(tmp_path, vllm_standin):
@@ -149,3 +153,40 @@ def test_merge_is_checked_against_the_adapters_logits(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="does not reproduce the adapter's logits"):
         predict_mod.merge_adapter(None, None, tmp_path, tmp_path / "merged2")
     assert not (tmp_path / "merged2").exists()
+
+
+def test_both_engines_give_each_token_its_log_probability(tmp_path, vllm_standin):
+    """complete() carries issue 16's per-token log-probabilities on both engines' issue-13 path:
+    the same ids and (repetition_penalty 1.0, greedy) the same values, one per token id."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ccl.config import BackboneConfig
+    from ccl.inference.hf_engine import HFEngine
+    from ccl.inference.vllm_engine import VLLMEngine
+    from ccl.model.tiny import build_tiny
+
+    cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=32, num_layers=1, num_heads=2,
+                         intermediate_size=64, vocab_size=300, max_length=256)
+    corpus = ["type two diabetes with kidney disease", "essential hypertension", "Codes: E11.9 I10"] * 3
+    path = build_tiny(cfg, corpus, tmp_path / "cache")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # large random weights: the output depends on the prompt
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    model.save_pretrained(tmp_path / "model")
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.save_pretrained(tmp_path / "model")
+    prompts = ["type two diabetes", "essential hypertension with kidney"]
+    hf = HFEngine(model, tok, batch_size=1, record_logprobs=True)
+    vl = VLLMEngine(tmp_path / "model", stop_token_ids=hf.stop_ids)
+    vl.record_logprobs = True
+    for a, b in zip(hf.complete(prompts, 12), vl.complete(prompts, 12), strict=True):
+        assert a.token_ids == b.token_ids and len(a.token_ids) > 0
+        assert len(a.logprobs) == len(b.logprobs) == len(a.token_ids)
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
+        assert all(lp <= 1e-6 for lp in b.logprobs)
+    vl.record_logprobs = False
+    assert all(g.logprobs is None for g in vl.complete(prompts, 12))

@@ -38,7 +38,7 @@ from pathlib import Path
 from ccl.icd.codes import canonical_code
 
 # Bump when parsing changes, so stale cache pickles are not reused.
-PARSER_VERSION = 1
+PARSER_VERSION = 2  # 2: codeFirst, useAdditionalCode and codeAlso notes kept
 DEFAULT_XML_NAME = "icd10c-tabular-April-1-2026.xml"
 # A whole Tabular List (any year since FY2016): see TabularList.check.
 MIN_CHAPTERS = 21
@@ -71,6 +71,10 @@ class CodeInfo:
     chapter: str
     block: str
     kind: str
+    # Instructional notes of the element itself (ask the ancestors too: they apply below).
+    code_first: tuple[str, ...] = ()
+    use_additional_code: tuple[str, ...] = ()
+    code_also: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -356,6 +360,7 @@ class _Builder:
             code, desc, parent, tuple(kids), not kids,
             _notes(elem, "inclusionTerm"), _notes(elem, "excludes1"), _notes(elem, "excludes2"),
             chapter, block, kind,
+            _notes(elem, "codeFirst"), _notes(elem, "useAdditionalCode"), _notes(elem, "codeAlso"),
         )  # fmt: skip
         return code
 

@@ -29,11 +29,16 @@ ANSWER_MIN_EXTRA = 32  # ... and at least this many tokens above it
 
 @dataclass
 class Generation:
-    """One prompt's output: ``text`` decoded from ``token_ids`` (stop token excluded)."""
+    """One prompt's output: ``text`` decoded from ``token_ids`` (stop token excluded).
+
+    ``logprobs``: when the engine records them (issue 16's per-code scores), the
+    log-probability of each token of ``token_ids`` (same length), else None.
+    """
 
     text: str
     token_ids: list[int] = field(default_factory=list)
     finish_reason: FinishReason = "stop"
+    logprobs: list[float] | None = None
 
     @property
     def truncated(self) -> bool:

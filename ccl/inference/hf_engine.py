@@ -40,17 +40,18 @@ whether decoding ended at a stop token or at ``max_new_tokens`` (``finish_reason
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import torch
-from transformers import DynamicCache, LogitsProcessorList, StaticCache
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, StaticCache
 from transformers.cache_utils import DynamicLayer, StaticLayer
 
 from ccl.data.sft import encode_prompts
 from ccl.inference.generation import Generation, finish_reason
 from ccl.inference.guards import RepeatedLineGuard, starts_in_codes
+from ccl.inference.scores import TokenLogprobRecorder
 
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth an extra forward
 
@@ -96,6 +97,8 @@ class HFEngine:
         shared_prefix: bool = True,
         row_prefill: bool | None = None,
         repetition_penalty: float = 1.0,
+        extra_processors: Callable[[list[str], int], list[LogitsProcessor]] | None = None,
+        record_logprobs: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -108,6 +111,12 @@ class HFEngine:
         self.cache_kw = cache_keyword(model)
         device = next(model.parameters()).device
         self.row_prefill = device.type == "cpu" if row_prefill is None else bool(row_prefill)
+        # Issue 16: per-batch logits processors (prompts of the batch, padded prompt width) run
+        # before the guard, and the log-probability of every generated token (ccl.inference.scores).
+        self.extra_processors = extra_processors
+        self.record_logprobs = bool(record_logprobs)
+        self.last_ids: list[list[int]] = []  # new token ids of the last call, input order
+        self.last_logprobs: list[list[float]] = []  # one per new token (record_logprobs)
         self.guard_cuts = 0  # rows' sections ended by the guard in the last call
         self.shared_tokens = 0  # prompt tokens the last call computed once for several rows
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -199,21 +208,28 @@ class HFEngine:
 
     def generate_ids(self, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
         """New token ids per prompt, in input order, cut before the first stop token."""
-        return [ids for ids, _ in self._generate(prompts, max_new_tokens)]
+        return [ids for ids, _, _ in self._generate(prompts, max_new_tokens)]
 
     def complete(self, prompts: Sequence[str], max_new_tokens: int) -> list[Generation]:
         """One :class:`~ccl.inference.generation.Generation` per prompt, in input order:
         text (new tokens, special tokens skipped), ids, and ``"length"`` when no stop token
-        came within ``max_new_tokens``."""
+        came within ``max_new_tokens``. With ``record_logprobs`` each also carries
+        ``logprobs``, one log-probability per token id (issue 16's code scores)."""
         done = self._generate(prompts, max_new_tokens)
-        texts = self.tokenizer.batch_decode([ids for ids, _ in done], skip_special_tokens=True)
-        return [Generation(text, ids, reason) for text, (ids, reason) in zip(texts, done, strict=True)]
+        texts = self.tokenizer.batch_decode([ids for ids, _, _ in done], skip_special_tokens=True)
+        return [
+            Generation(text, ids, reason, lps if self.record_logprobs else None)
+            for text, (ids, reason, lps) in zip(texts, done, strict=True)
+        ]
 
-    def _generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[tuple[list[int], Any]]:
-        """(new ids cut before the first stop token, finish reason) per prompt, in input order."""
+    def _generate(
+        self, prompts: Sequence[str], max_new_tokens: int
+    ) -> list[tuple[list[int], Any, list[float]]]:
+        """(new ids cut before the first stop token, finish reason, their log-probabilities
+        (empty unless ``record_logprobs``)) per prompt, in input order."""
         ids = encode_prompts(self.tokenizer, prompts)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        out: list[tuple[list[int], Any]] = [([], "stop") for _ in ids]
+        out: list[tuple[list[int], Any, list[float]]] = [([], "stop", []) for _ in ids]
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
@@ -241,6 +257,10 @@ class HFEngine:
                         mask[row, :shared] = 1
                         mask[row, width - len(r) + shared :] = 1
                     guard = self._guard(width, [starts_in_codes(prompts[i]) for i in batch])
+                    processors = self.extra_processors([prompts[i] for i in batch], width) if self.extra_processors else []
+                    processors += [guard] if guard else []
+                    recorder = TokenLogprobRecorder(len(batch), width) if self.record_logprobs else None
+                    processors += [recorder] if recorder else []
                     generated = self.model.generate(
                         input_ids=input_ids.to(device),
                         attention_mask=mask.to(device),
@@ -250,16 +270,20 @@ class HFEngine:
                         pad_token_id=self.pad_id,
                         **({self.cache_kw: cache} if cache is not None else self._cache(len(rows))),
                         **self._sampling(),
-                        **({"logits_processor": LogitsProcessorList([guard])} if guard else {}),
-                    )[:, width:].tolist()
+                        **({"logits_processor": LogitsProcessorList(processors)} if processors else {}),
+                    )[:, width:]
+                    lps = recorder.finish(generated[:, -1]) if recorder else [[] for _ in batch]
+                    generated = generated.tolist()
                     self.guard_cuts += sum(guard.fired) if guard else 0
                     self.shared_tokens += shared * (len(rows) - 1)
-                    for i, new in zip(batch, generated, strict=True):
+                    for i, new, lp in zip(batch, generated, lps, strict=True):
                         cut = next((k for k, t in enumerate(new) if t in stop), len(new))
-                        out[i] = (new[:cut], finish_reason(new, stop, new_tokens))
+                        out[i] = (new[:cut], finish_reason(new, stop, new_tokens), lp[:cut])
                     advance(len(batch))
         finally:
             self.model.train(was_training)
+        self.last_ids = [i for i, _, _ in out]
+        self.last_logprobs = [lp for _, _, lp in out] if self.record_logprobs else []
         return out
 
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:

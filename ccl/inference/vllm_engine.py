@@ -12,7 +12,9 @@ offline API (``vllm.LLM``, ``vllm.SamplingParams``, ``vllm.inputs.TokensPrompt``
   the tokenizer saved with the run, so it decodes with the one training used), so vLLM
   sees the ids training saw (no second BOS from its own tokenisation);
 * ``SamplingParams(temperature, max_tokens, repetition_penalty, stop_token_ids,
-  skip_special_tokens)``: the same settings the HF engine decodes with;
+  skip_special_tokens)``: the same settings the HF engine decodes with; ``logprobs=0``
+  when log-probabilities are recorded (each step's ``{token_id: Logprob}`` then holds the
+  sampled token), and the structured outputs of restricted decoding (``sampling_kwargs``);
 * each ``RequestOutput.outputs[0]`` gives ``text``, ``token_ids`` and ``finish_reason``
   (``"length"`` when ``max_tokens`` ended it), kept as a
   :class:`~ccl.inference.generation.Generation`.
@@ -140,20 +142,39 @@ class VLLMEngine:
             self.lora = LoRARequest("ccl", 1, str(adapter_dir))
         self.llm = vllm.LLM(**(kwargs | llm_kwargs))
         self.tokenizer = self.llm.get_tokenizer()
+        # Issue 16: extra SamplingParams (structured outputs of restricted decoding) and the
+        # log-probability of each sampled token (logprobs=0), kept like HFEngine's.
+        self.sampling_kwargs: dict[str, Any] = {}
+        self.record_logprobs = False
+        self.last_ids: list[list[int]] = []
+        self.last_logprobs: list[list[float]] = []
 
     def complete(self, prompts: Sequence[str], max_new_tokens: int) -> list[Generation]:
-        """One :class:`~ccl.inference.generation.Generation` per prompt, in input order."""
+        """One :class:`~ccl.inference.generation.Generation` per prompt, in input order.
+
+        With ``record_logprobs`` each carries the log-probability of every sampled token
+        (``SamplingParams(logprobs=0)``: vLLM returns the sampled token's own entry per
+        step); ``sampling_kwargs`` (restricted decoding's structured outputs) join the
+        SamplingParams.
+        """
         params = self._vllm.SamplingParams(
             temperature=self.temperature, max_tokens=int(max_new_tokens),
             repetition_penalty=self.repetition_penalty, stop_token_ids=list(self.stop_token_ids),
             skip_special_tokens=True,
+            **({"logprobs": 0} if self.record_logprobs else {}), **self.sampling_kwargs,
         )
         inputs = [self._prompt(prompt_token_ids=ids) for ids in encode_prompts(self.tokenizer, prompts)]
         outputs = self.llm.generate(inputs, params, lora_request=self.lora, use_tqdm=False)
         done = []
         for out in outputs:
             c = out.outputs[0]
-            done.append(Generation(c.text, list(c.token_ids), "length" if c.finish_reason == "length" else "stop"))
+            ids = list(c.token_ids)
+            lps = None
+            if self.record_logprobs and c.logprobs is not None and len(c.logprobs) == len(ids):
+                lps = [float(step[t].logprob) for t, step in zip(ids, c.logprobs, strict=True)]
+            done.append(Generation(c.text, ids, "length" if c.finish_reason == "length" else "stop", lps))
+        self.last_ids = [g.token_ids for g in done]
+        self.last_logprobs = [g.logprobs or [] for g in done] if self.record_logprobs else []
         return done
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:

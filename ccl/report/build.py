@@ -19,6 +19,7 @@ import pandas as pd
 
 from ccl.report import figures, tables
 from ccl.report.collect import collect_runs, incomplete_runs, write_results
+from ccl.report.intervals import ablation_interval_table
 from ccl.report.render import to_markdown, write_table
 from ccl.report.tables import ResultTable, Skip
 from ccl.report.unseen import unseen_code_tables
@@ -26,6 +27,7 @@ from ccl.report.unseen import unseen_code_tables
 TABLE_BUILDERS: list[Callable[[pd.DataFrame], ResultTable]] = [
     tables.ablation_table, tables.main_table, tables.efficiency_table, tables.evidence_table,
     tables.scaling_table, tables.seen_unseen_table,
+    ablation_interval_table,  # issue 16: Table 3 with intervals and the row 3 / row 4 paired test
 ]
 
 

@@ -208,6 +208,24 @@ def _metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
     row.update({f"label_space_{k}": label_space.get(k, NAN) for k in ("size", "seen", "unseen")})
     timings = metrics.get("timings_s") or {}
     row.update({f"time_{k}_s": timings.get(k, NAN) for k in ("data", "train", "predict")})
+    row.update(_extended_columns(metrics))
+    return row
+
+
+EXTENDED_METRICS = ("category_micro_f1", "chapter_micro_f1", "precision_at_5", "precision_at_8",
+                    "precision_at_15", "recall_at_5", "recall_at_8", "recall_at_15", "map", "tuned_micro_f1")
+
+
+def _extended_columns(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Issue 16's columns: hierarchy and ranking metrics, interval bounds, invalid codes, guidelines."""
+    overall = metrics["codes"].get("overall") or {}
+    row: dict[str, Any] = {f"overall_{k}": overall.get(k, NAN) for k in EXTENDED_METRICS}
+    for key, (low, high) in (metrics.get("intervals") or {}).items():
+        row[f"ci_low_{key}"], row[f"ci_high_{key}"] = low, high
+    row["invalid_code_rate"] = (metrics.get("invalid_codes") or {}).get("invalid_code_rate", NAN)
+    for key, value in (metrics.get("guidelines") or {}).items():
+        if key != "mode":
+            row[f"guideline_{key}"] = value
     return row
 
 

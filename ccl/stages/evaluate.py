@@ -11,7 +11,9 @@ from rich.table import Table
 
 from ccl.data.records import Document
 from ccl.eval.evidence import evidence_metrics
+from ccl.eval.extended import apply_guidelines, extended_metrics
 from ccl.eval.metrics import seen_unseen_metrics
+from ccl.icd.tabular import TabularList
 
 METRICS = "metrics.json"
 
@@ -34,12 +36,26 @@ def evaluate(
     docs: list[Document],
     label_space: list[str] | None,
     seen_codes: set[str],
+    tab: TabularList | None = None,
+    eval_cfg: Any = None,
+    vocabulary: list[str] | None = None,
+    threshold: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Code metrics overall / seen / unseen, plus evidence metrics where gold evidence exists.
 
     Predictions outside ``label_space`` (the test split's gold codes) are dropped,
     as in the paper; macro averages run over the codes of that label space.
+
+    With ``tab`` (the run's Tabular List) the extended metrics of :mod:`ccl.eval.extended`
+    join: guideline checks first (``eval_cfg.guidelines=repair`` repairs the predictions
+    every metric then scores), category/chapter F1, ranking metrics and micro-F1 at the
+    validation ``threshold`` when codes carry scores (in ``codes.overall``), bootstrap
+    ``intervals`` of each, and ``invalid_codes`` (``vocabulary``: the model's code vocabulary).
     """
+    guidelines = None
+    if tab is not None:
+        predictions, guidelines = apply_guidelines(
+            predictions, tab, str(getattr(eval_cfg, "guidelines", "report")))
     by_id = {d.id: d for d in docs}
     missing = [p["id"] for p in predictions if p["id"] not in by_id]
     if missing:
@@ -59,6 +75,18 @@ def evaluate(
         cut = [int(p.get("note_tokens_cut", 0)) for p in predictions]
         result["prompts"] = {"notes_cut": sum(c > 0 for c in cut), "note_tokens_cut": sum(cut),
                              "notes_windowed": sum(int(p.get("windows", 1)) > 1 for p in predictions)}
+    if tab is not None:
+        ext = extended_metrics(
+            predictions, label_space, tab, vocabulary, threshold,
+            n_resamples=int(getattr(eval_cfg, "bootstrap_resamples", 1000)),
+            confidence=float(getattr(eval_cfg, "confidence", 0.95)),
+            seed=int(getattr(eval_cfg, "bootstrap_seed", 0)),
+            method=str(getattr(eval_cfg, "bootstrap_method", "percentile")),
+        )
+        result["codes"]["overall"] |= {k: v for k, v in ext.pop("overall").items()
+                                       if k not in result["codes"]["overall"]}
+        result |= ext
+        result["guidelines"] = guidelines
     with_evidence = [p for p in predictions if by_id[p["id"]].spans]
     if with_evidence:
         result["evidence"] = evidence_metrics(
@@ -84,6 +112,7 @@ def print_metrics(metrics: dict[str, Any], console: Console, title: str = "CCL m
             *(f"{100 * m[k]:.1f}" for k in ("micro_f1", "macro_f1", "micro_precision", "micro_recall")),
         )
     console.print(table)
+    print_extended(metrics, console)
     ev = metrics.get("evidence")
     if ev:
         console.print(
@@ -91,3 +120,31 @@ def print_metrics(metrics: dict[str, Any], console: Console, title: str = "CCL m
             f"{100 * ev['exact_f1']:.1f}, overlap P/R/F1 {100 * ev['overlap_precision']:.1f}/"
             f"{100 * ev['overlap_recall']:.1f}/{100 * ev['overlap_f1']:.1f}"
         )
+
+
+def print_extended(metrics: dict[str, Any], console: Console) -> None:
+    """Category/chapter F1, ranking metrics, intervals, invalid codes and guideline counts (issue 16)."""
+    m, ci = metrics["codes"]["overall"], metrics.get("intervals") or {}
+
+    def show(key: str, label: str) -> str:
+        if key not in m:
+            return ""
+        lo_hi = ci.get(key)
+        band = f" [{100 * lo_hi[0]:.1f}, {100 * lo_hi[1]:.1f}]" if lo_hi else ""
+        return f"{label} {100 * m[key]:.1f}{band}"
+
+    parts = [show(k, lbl) for k, lbl in (("micro_f1", "micro F1"), ("category_micro_f1", "category F1"),
+                                         ("chapter_micro_f1", "chapter F1"), ("precision_at_5", "P@5"),
+                                         ("recall_at_8", "R@8"), ("map", "mAP"), ("tuned_micro_f1", "tuned F1"))]
+    if any(parts):
+        info = metrics.get("intervals_info")
+        head = f"{100 * info['confidence']:.0f}% intervals" if info else "no intervals"
+        console.print(f"{head}: " + "; ".join(p for p in parts if p))
+    inv, gl = metrics.get("invalid_codes"), metrics.get("guidelines")
+    if inv:
+        console.print(f"invalid codes: {100 * inv['invalid_code_rate']:.1f}% of {inv['n_codes']} "
+                      f"(not in the Tabular List {inv['not_in_tabular']}, not billable {inv['not_billable']}, "
+                      f"outside the model's codes {inv['outside_label_space']})")
+    if gl:
+        console.print("guidelines (" + gl["mode"] + "): " + ", ".join(
+            f"{k.replace('_', ' ')} {v}" for k, v in gl.items() if k != "mode"))

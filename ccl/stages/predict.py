@@ -46,8 +46,10 @@ from ccl.data.prompt_builder import (
 )
 from ccl.data.prompts import human_evidence_prefix
 from ccl.data.records import Document, write_jsonl
+from ccl.inference.constrained import configure_engine, restrict_codes_of
 from ccl.inference.generation import answer_length_stats
 from ccl.inference.parser import merge_outputs, parse_output
+from ccl.inference.scores import document_code_scores
 from ccl.stages.data import DataBundle
 from ccl.utils.hashing import hash_obj, hash_records
 
@@ -72,6 +74,7 @@ class Target:
     skip: str = ""  # why it is not predicted, when it is not
     human_evidence: bool = False  # prompts carry the gold evidence; the model writes the codes
     extra: bool = False  # the infer.also_human_evidence copy of a target (human_evidence/)
+    tuning: bool = False  # the validation split, predicted to tune a threshold (eval.tune_threshold)
 
     @property
     def predictions(self) -> Path:
@@ -79,6 +82,8 @@ class Target:
 
     @property
     def label(self) -> str:
+        if self.tuning:
+            return f"the {self.name} split (threshold tuning)"
         label = "the test split" if self.name is None else f"test set {self.name}"
         return label + " (human evidence)" if self.extra else label
 
@@ -127,6 +132,28 @@ def prediction_targets(cfg: DictConfig, bundle: DataBundle, run_dir: Path, key: 
     return targets
 
 
+TUNING_DIR = "val"
+
+
+def tuning_target(cfg: DictConfig, bundle: DataBundle, run_dir: Path, key: str) -> Target | None:
+    """The validation split, predicted with the run's settings so that ``eval.tune_threshold``
+    can choose a code-score threshold there (``val/`` of the run folder; None when off, when
+    the run predicts the val split itself, or when there is no val split)."""
+    ev = cfg.get("eval")
+    if ev is None or not ev.get("tune_threshold") or cfg.infer.split in (None, TUNING_DIR):
+        return None
+    docs = bundle.docs.get(TUNING_DIR) or []
+    if not any(d.codes for d in docs):
+        return None
+    limit = int(cfg.infer.limit) if cfg.infer.limit else None
+    human = bool(cfg.infer.human_evidence)
+    docs = docs[:limit]
+    return Target(TUNING_DIR, docs, Path(run_dir) / TUNING_DIR, f"predict@{TUNING_DIR}",
+                  hash_obj({"predict": key, "tuning": TUNING_DIR}),
+                  _no_evidence(docs, "infer.human_evidence=true") if human else "",
+                  human_evidence=human, tuning=True)
+
+
 def human_evidence_target(target: Target) -> Target:
     """The human-evidence copy of a normal target: ``human_evidence/`` of its folder, its own key."""
     stage = HUMAN_EVIDENCE_STAGE + ("" if target.name is None else f"@{target.name}")
@@ -156,15 +183,21 @@ def build_prompts(
 
 def predict_documents(
     cfg: DictConfig, model: Any, tokenizer: Any, docs: Sequence[Document], console: Console | None = None,
-    human_evidence: bool | None = None, *, max_new_tokens: int | None = None, engine: Any = None,
+    human_evidence: bool | None = None, allowed_codes: Sequence[str] | None = None, *,
+    max_new_tokens: int | None = None, engine: Any = None,
 ) -> list[dict[str, Any]]:
     """Generate and parse outputs for ``docs``; one prediction row per document.
 
     ``human_evidence`` (default ``infer.human_evidence``): the gold evidence is written
-    into the prompt and the model generates the codes. ``max_new_tokens`` (default
-    ``infer.max_new_tokens``, else :data:`FALLBACK_MAX_NEW_TOKENS`) bounds each answer;
-    a row's ``truncated`` says the bound ended it. ``engine``: a built engine (default:
-    HF generate over ``model``, or what ``infer.engine`` names).
+    into the prompt and the model generates the codes. ``allowed_codes``: with
+    ``infer.restrict_codes``, the codes decoding may write (:mod:`ccl.inference.constrained`).
+    ``max_new_tokens`` (default ``infer.max_new_tokens``, else
+    :data:`FALLBACK_MAX_NEW_TOKENS`) bounds each answer; a row's ``truncated`` says the
+    bound ended it. ``engine``: a built engine (default: HF generate over ``model``, or
+    what ``infer.engine`` names); this call switches on its log-probability recording and
+    (``infer.restrict_codes``) its restricted decoding. Rows get ``code_scores`` (code ->
+    log-probability, :mod:`ccl.inference.scores`; a note coded in windows: the best score
+    of each code over its windows) when the engine records them.
     """
     from ccl.inference.engine import make_engine
 
@@ -173,6 +206,10 @@ def predict_documents(
         raise ValueError("human-evidence mode needs gold evidence spans on every test document")
     if engine is None:
         engine = make_engine(cfg.infer, model, tokenizer)
+    if hasattr(engine, "record_logprobs"):
+        engine.record_logprobs = True
+    if cfg.infer.get("restrict_codes"):
+        configure_engine(engine, tokenizer, allowed_codes, str(cfg.task), human)
     bound = int(max_new_tokens or cfg.infer.max_new_tokens or FALLBACK_MAX_NEW_TOKENS)
     plan = build_prompts(tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), human,
                          limits_from_config(cfg, answer_tokens=bound))
@@ -189,12 +226,18 @@ def predict_documents(
         by_doc[i].append((out, prefix))
     rows = []
     for d, parts, cut in zip(docs, by_doc, plan.note_tokens_cut, strict=True):
-        parsed = merge_outputs([parse_output(out.text, prefix=prefix) for out, prefix in parts])
+        parsed_parts = [parse_output(out.text, prefix=prefix) for out, prefix in parts]
+        parsed = merge_outputs(parsed_parts)
         raw = parts[0][0].text if len(parts) == 1 else "\n".join(
             f"{WINDOW_MARK.format(k + 1, len(parts))}\n{out.text}" for k, (out, _) in enumerate(parts))
-        rows.append({"id": d.id, "raw_output": raw, "evidence": parsed.evidence, "codes": parsed.codes,
-                     "gold_codes": d.codes, "truncated": any(out.truncated for out, _ in parts),
-                     "note_tokens_cut": cut, "windows": len(parts)})
+        row = {"id": d.id, "raw_output": raw, "evidence": parsed.evidence, "codes": parsed.codes,
+               "gold_codes": d.codes, "truncated": any(out.truncated for out, _ in parts),
+               "note_tokens_cut": cut, "windows": len(parts)}
+        scores = document_code_scores(tokenizer, [out for out, _ in parts], [p.codes for p in parsed_parts],
+                                      parsed.codes)
+        if scores is not None:
+            row["code_scores"] = scores
+        rows.append(row)
     return rows
 
 
@@ -364,6 +407,7 @@ def predict_stage(
     from ccl.inference.engine import make_engine, vllm_unavailable_reason
     from ccl.stages.train import load_trained
 
+    allowed = restrict_codes_of(cfg, bundle, run_dir)
     if str(cfg.infer.engine) == "vllm" and vllm_unavailable_reason() is None:
         serving = vllm_serving(cfg, bundle, run_dir, console)
         release_accelerator_memory()  # before vLLM sizes its KV cache from the free memory
@@ -381,7 +425,7 @@ def predict_stage(
     for target in targets:
         if target.name is not None or target.extra:
             console.print(f"[cyan]predict[/]: {target.label}")
-        rows = predict_documents(cfg, None, tokenizer, target.docs, console, target.human_evidence,
+        rows = predict_documents(cfg, None, tokenizer, target.docs, console, target.human_evidence, allowed,
                                  max_new_tokens=bound, engine=engine)
         write_jsonl(target.predictions, rows)
         paths.append(target.predictions)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from vllm.outputs import CompletionOutput, RequestOutput
+from vllm.outputs import CompletionOutput, Logprob, RequestOutput
 from vllm.sampling_params import SamplingParams
 
 # The EngineArgs fields CCL may pass through LLM(**kwargs).
@@ -130,16 +130,24 @@ class LLM:
                 raise ValueError(f"The decoder prompt (length {len(ids)}) is longer than the maximum model "
                                  f"length of {self.max_model_len}.")
             with torch.inference_mode():
-                out = model.generate(
+                gen = model.generate(
                     input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                     max_new_tokens=int(params.max_tokens), do_sample=False, temperature=None, top_p=None,
                     top_k=None, repetition_penalty=params.repetition_penalty, eos_token_id=sorted(stops),
                     pad_token_id=self.tok.pad_token_id or self.tok.eos_token_id,
-                )[0, len(ids):].tolist()
+                    return_dict_in_generate=True, output_logits=params.logprobs is not None,
+                )
+            out = gen.sequences[0, len(ids):].tolist()
             cut = next((k for k, t in enumerate(out) if t in stops), None)
             new = out if cut is None else out[:cut]
             reason = "stop" if cut is not None else "length"
             text = self.tok.decode(new, skip_special_tokens=params.skip_special_tokens)
+            logprobs = None
+            if params.logprobs is not None:  # vLLM's default: the sampled token's raw log-probability
+                logprobs = []
+                for t, step in zip(new, gen.logits, strict=False):
+                    lp = torch.log_softmax(step[0].float(), dim=-1)
+                    logprobs.append({int(t): Logprob(float(lp[t]), 1)})
             outputs.append(RequestOutput(str(i), None, ids, None,
-                                         [CompletionOutput(0, text, new, None, None, reason)]))
+                                         [CompletionOutput(0, text, new, None, logprobs, reason)]))
         return outputs

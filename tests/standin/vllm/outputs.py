@@ -5,6 +5,15 @@ from typing import Any
 
 
 @dataclass
+class Logprob:
+    """``vllm.logprobs.Logprob``: one token's log-probability and its rank in the distribution."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+@dataclass
 class CompletionOutput:
     index: int
     text: str

@@ -1,0 +1,172 @@
+"""Checks of predicted codes against the Tabular List's own instructional notes.
+
+Rules (ICD-10-CM Official Guidelines, Section I.A and I.B; the notes are those of the
+Tabular List XML, parsed by :mod:`ccl.icd.tabular`):
+
+* **Excludes1** ("NOT CODED HERE"): two conditions that cannot occur together. A pair
+  (a, b) of one document's codes is a violation when an Excludes1 note of a, or of
+  any ancestor of a (a note applies to everything below it), references b.
+* **Missing 7th character**: a code of the list that is not billable and has
+  7th-character (``sevenChrDef``) extensions below it (``S72.001``, ``S02.0``).
+* **Code first / use additional code**: an etiology/manifestation pair. A code whose
+  own or inherited ``codeFirst`` (``useAdditionalCode``) note references codes, none of
+  which the document also has, is missing its other half. Notes that say "if
+  applicable" or "if known" are conditional and not checked; a note without a code
+  reference (prose only) cannot be checked.
+
+Code references are read from the parentheses of a note: ``(E10.-)`` and ``(T81.44-)``
+are the code and everything below it, ``(O75.3)`` the code (and its children),
+``(P35-P39)`` the categories of a range, ``(O03.37, O03.87)`` a list.
+Chapter- and block-level notes are not applied (only notes on codes).
+
+``repair`` drops the lower-scored code of each Excludes1 pair (the later-written one
+when scores are missing or equal), so the report/repair switch
+(``eval.guidelines``) changes the scored predictions only there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ccl.icd.codes import canonical_code
+from ccl.icd.tabular import TabularList
+
+_PARENS = re.compile(r"\(([^()]*)\)")
+_REF = re.compile(r"^([A-Z][0-9A-Z]{2}(?:\.[0-9A-Z]{1,4})?)\.?-?$")
+_RANGE = re.compile(r"^([A-Z][0-9A-Z]{2}(?:\.[0-9A-Z]{1,4})?)-([A-Z][0-9A-Z]{2}(?:\.[0-9A-Z]{1,4})?)\.?-?$")
+_CONDITIONAL = ("if applicable", "if known")
+COUNT_KEYS = ("excludes1_pairs", "missing_seventh_character", "code_first_missing", "use_additional_code_missing")
+
+
+@dataclass(frozen=True)
+class CodeRef:
+    """A code, or the codes ``low``..``high`` compared on ``len(low)`` characters."""
+
+    low: str
+    high: str
+
+    def matches(self, code: str) -> bool:
+        head = code[: len(self.low)]
+        return self.low <= head <= self.high[: len(self.low)] if self.low != self.high else code.startswith(self.low)
+
+
+def note_references(note: str) -> list[CodeRef]:
+    """Code references in the parentheses of a note (see the module docs); [] when none."""
+    refs = []
+    for group in _PARENS.findall(note):
+        for item in group.split(","):
+            item = item.strip().upper()
+            rng = _RANGE.match(item)
+            if rng:
+                refs.append(CodeRef(rng.group(1), rng.group(2)))
+                continue
+            one = _REF.match(item)
+            if one:
+                code = one.group(1)
+                refs.append(CodeRef(code, code))
+    return refs
+
+
+@dataclass
+class DocFlags:
+    """Violations in one document's codes."""
+
+    excludes1_pairs: list[tuple[str, str]] = field(default_factory=list)
+    missing_seventh_character: list[str] = field(default_factory=list)
+    code_first_missing: list[str] = field(default_factory=list)
+    use_additional_code_missing: list[str] = field(default_factory=list)
+
+    def per_code(self) -> dict[str, list[str]]:
+        """``code -> flags`` (``excludes1:OTHER``, ``missing_7th_character``, ``code_first_missing``, ...)."""
+        out: dict[str, list[str]] = {}
+        for a, b in self.excludes1_pairs:
+            out.setdefault(a, []).append(f"excludes1:{b}")
+            out.setdefault(b, []).append(f"excludes1:{a}")
+        for key, label in (("missing_seventh_character", "missing_7th_character"),
+                           ("code_first_missing", "code_first_missing"),
+                           ("use_additional_code_missing", "use_additional_code_missing")):
+            for c in getattr(self, key):
+                out.setdefault(c, []).append(label)
+        return out
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(getattr(self, k)) for k in COUNT_KEYS}
+
+
+class GuidelineChecker:
+    """Checks codes against one Tabular List; note references are parsed once per code."""
+
+    def __init__(self, tab: TabularList) -> None:
+        self.tab = tab
+        self._refs: dict[tuple[str, str], list[CodeRef]] = {}
+        self._needs_seventh: dict[str, bool] = {}
+
+    def _lineage(self, code: str) -> list[str]:
+        return [code, *self.tab.ancestors(code)] if code in self.tab else []
+
+    def _inherited(self, code: str, kind: str) -> list[CodeRef]:
+        key = (code, kind)
+        if key not in self._refs:
+            refs: list[CodeRef] = []
+            for c in self._lineage(code):
+                info = self.tab.get(c)
+                for note in getattr(info, kind, ()) if info else ():
+                    if kind != "excludes1" and any(w in note.lower() for w in _CONDITIONAL):
+                        continue
+                    refs.extend(note_references(note))
+            self._refs[key] = refs
+        return self._refs[key]
+
+    def needs_seventh_character(self, code: str) -> bool:
+        """A non-billable code of the list with 7th-character extensions below it."""
+        code = canonical_code(code)
+        if code not in self._needs_seventh:
+            needs = False
+            if self.tab.needs_more_characters(code):
+                start, end = self.tab.subtree_span(code)
+                needs = any(self.tab.get(self.tab.code_at(i)).kind == "extended" for i in range(start, end))
+            self._needs_seventh[code] = needs
+        return self._needs_seventh[code]
+
+    def check(self, codes: Sequence[str]) -> DocFlags:
+        """Violations among one document's codes (codes outside the list are not checked)."""
+        codes = list(dict.fromkeys(canonical_code(c) for c in codes))
+        flags = DocFlags()
+        pairs: set[tuple[str, str]] = set()
+        for a in codes:
+            refs = self._inherited(a, "excludes1")
+            for b in codes:
+                if b != a and any(r.matches(b) for r in refs):
+                    pairs.add((a, b) if codes.index(a) < codes.index(b) else (b, a))
+            if self.needs_seventh_character(a):
+                flags.missing_seventh_character.append(a)
+            for kind, out in (("code_first", flags.code_first_missing),
+                              ("use_additional_code", flags.use_additional_code_missing)):
+                refs_k = self._inherited(a, kind)
+                if refs_k and not any(r.matches(b) for b in codes if b != a for r in refs_k):
+                    out.append(a)
+        flags.excludes1_pairs = sorted(pairs, key=lambda p: (codes.index(p[0]), codes.index(p[1])))
+        return flags
+
+    def repair(self, codes: Sequence[str], scores: Mapping[str, float] | None = None) -> tuple[list[str], list[str]]:
+        """(kept codes in order, dropped codes): the lower-scored code of each Excludes1 pair
+        dropped (on equal or missing scores, the later-written one)."""
+        scores = {canonical_code(k): float(v) for k, v in (scores or {}).items()}
+        kept = list(dict.fromkeys(canonical_code(c) for c in codes))
+        dropped: list[str] = []
+        for a, b in self.check(kept).excludes1_pairs:  # a was written before b
+            if a in dropped or b in dropped:
+                continue
+            sa, sb = scores.get(a, float("-inf")), scores.get(b, float("-inf"))
+            loser = a if sa < sb else b
+            dropped.append(loser)
+        return [c for c in kept if c not in dropped], dropped
+
+
+def guideline_counts(flags: Sequence[DocFlags]) -> dict[str, int]:
+    """Run totals: each kind of violation, and documents with at least one."""
+    totals = {k: sum(f.counts()[k] for f in flags) for k in COUNT_KEYS}
+    totals["docs_with_violation"] = sum(any(f.counts().values()) for f in flags)
+    return totals
