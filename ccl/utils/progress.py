@@ -148,6 +148,7 @@ class TrainProgress(pl.Callback):
         self._first_step = trainer.global_step
         self._tokens = 0
         self._lines = LogLines("train", trainer.max_steps, self.stream) if self.log_lines else None
+        self._logged_step = trainer.global_step  # a line once an optimiser step has completed
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
@@ -156,8 +157,11 @@ class TrainProgress(pl.Callback):
             self.loss = float(loss.detach().float().item())
         self._tokens += _batch_tokens(batch)
         step, total = trainer.global_step, trainer.max_steps
-        if self._lines is None or not trainer.is_global_zero or not self._lines.due(step):
+        # One line per completed optimiser step: with grad_accum > 1 several batches make one step.
+        if (self._lines is None or not trainer.is_global_zero or step == self._logged_step
+                or not self._lines.due(step)):
             return
+        self._logged_step = step
         elapsed = time.perf_counter() - (self._t0 or time.perf_counter())
         done = step - self._first_step  # steps of this session (a resumed fit starts later)
         rate = self._tokens / elapsed if elapsed > 0 else 0.0
