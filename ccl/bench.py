@@ -147,7 +147,7 @@ def build_training_inputs(cfg: DictConfig, work_dir: Path) -> tuple[Any, Any, li
 
     bundle = build_data(cfg, work_dir, Console(quiet=True))
     model, tokenizer = load_model(cfg, bundle, Path(cfg.paths.cache_dir))
-    model = apply_training_mode(model, cfg.train)
+    model = apply_training_mode(model, cfg.train, str(cfg.backbone.code_token_side))
     doc_ex, span_ex, _ = build_examples(cfg, bundle)
     use_chat, max_len = bool(cfg.backbone.use_chat_template), int(cfg.backbone.max_length)
     docs, _ = tokenize_examples(tokenizer, doc_ex, use_chat, max_len)

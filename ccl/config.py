@@ -78,6 +78,11 @@ class BackboneConfig:
     use_chat_template: bool = True
     max_length: int = 2048
     code_tokens: bool = False  # one new token per label-space code
+    # Which rows of the code tokens train under LoRA: "output" (the lm_head rows only; the
+    # input rows stay at their description-mean start, so backward stops at the lowest LoRA
+    # layer) or "both" (input and output rows; with tied embeddings backward then runs
+    # through every decoder layer: kept to measure the old path, issue 12).
+    code_token_side: str = "output"
     # tiny (built from a config, tokenizer trained locally)
     hidden_size: int = 256
     num_layers: int = 4
@@ -180,6 +185,9 @@ class TrainConfig:
     batch_size: int = 8  # examples per batch (upper bound)
     max_batch_tokens: int = 8192  # token budget per batch (length-grouped)
     packing: bool = False  # pack a batch's examples into rows (isolated attention, no padding)
+    # Where logits and the loss are computed: "answer" (only at positions whose next token is a
+    # target: no full-vocabulary logits for prompt tokens) or "all" (every position; the old path).
+    loss_positions: str = "answer"
     grad_accum: int = 1
     precision: str = "32-true"
     gradient_checkpointing: bool = False

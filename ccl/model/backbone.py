@@ -137,7 +137,7 @@ def _lora_targets(model: nn.Module, wanted: list[str]) -> list[str]:
     return targets
 
 
-def _lora_model(model: PreTrainedModel, train_cfg: TrainConfig) -> nn.Module:
+def _lora_model(model: PreTrainedModel, train_cfg: TrainConfig, code_token_side: str = "output") -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
     lora = train_cfg.lora
@@ -147,13 +147,7 @@ def _lora_model(model: PreTrainedModel, train_cfg: TrainConfig) -> nn.Module:
         if lora.top_layers < 1:
             raise ValueError(f"train.lora.top_layers must be >= 1, got {lora.top_layers}")
         layers = list(range(n_layers - lora.top_layers, n_layers))
-    token_ids = code_token_ids(model)
-    trainable_tokens: dict[str, list[int]] | None = None
-    if token_ids:
-        embed_name = _module_name(model, model.get_input_embeddings())
-        trainable_tokens = {embed_name: token_ids}
-        if not model.config.tie_word_embeddings:
-            trainable_tokens[_module_name(model, model.get_output_embeddings())] = token_ids
+    trainable_tokens = code_token_targets(model, code_token_side)
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -167,6 +161,35 @@ def _lora_model(model: PreTrainedModel, train_cfg: TrainConfig) -> nn.Module:
     return get_peft_model(model, config)
 
 
+CODE_TOKEN_SIDES = ("output", "both")
+
+
+def code_token_targets(model: nn.Module, side: str) -> dict[str, list[int]] | None:
+    """peft ``trainable_token_indices`` for the code tokens of ``model`` (None when it has none).
+
+    ``side="output"``: only the output head (``lm_head``) rows train. The input rows keep
+    their description-mean start, so no embedding output requires grad and backward
+    stops at the lowest LoRA layer (issue 12: with trainable input rows and tied
+    embeddings it ran through all 30 SmolLM2 layers while only the top 8 train). With
+    tied embeddings peft then gives ``lm_head`` its own delta, so the head rows differ
+    from the (shared) input rows; merging must untie the head first (see
+    :func:`ccl.model.code_tokens.merge_code_rows`).
+    ``side="both"``: input and output rows (one shared delta when tied): the old path.
+    """
+    if side not in CODE_TOKEN_SIDES:
+        raise ValueError(f"backbone.code_token_side: unknown side {side!r}; expected one of {CODE_TOKEN_SIDES}")
+    token_ids = code_token_ids(model)
+    if not token_ids:
+        return None
+    head = model.get_output_embeddings()
+    if side == "output" and head is not None:
+        return {_module_name(model, head): token_ids}
+    targets = {_module_name(model, model.get_input_embeddings()): token_ids}
+    if not model.config.tie_word_embeddings and head is not None:
+        targets[_module_name(model, head)] = token_ids
+    return targets
+
+
 def _module_name(model: nn.Module, target: nn.Module) -> str:
     for name, module in model.named_modules():
         if module is target:
@@ -174,8 +197,14 @@ def _module_name(model: nn.Module, target: nn.Module) -> str:
     raise ValueError("module not found in model")
 
 
-def apply_training_mode(model: PreTrainedModel, train_cfg: TrainConfig) -> nn.Module:
-    """Wrap/freeze ``model`` for ``train_cfg.mode`` (lora | full | none) and return it."""
+def apply_training_mode(
+    model: PreTrainedModel, train_cfg: TrainConfig, code_token_side: str = "output"
+) -> nn.Module:
+    """Wrap/freeze ``model`` for ``train_cfg.mode`` (lora | full | none) and return it.
+
+    ``code_token_side`` (``backbone.code_token_side``): which code-token rows train
+    under LoRA, see :func:`code_token_targets`.
+    """
     if train_cfg.mode not in TRAIN_MODES:
         raise ValueError(
             f"train.mode: unknown mode {train_cfg.mode!r}; expected one of {TRAIN_MODES}"
@@ -188,7 +217,7 @@ def apply_training_mode(model: PreTrainedModel, train_cfg: TrainConfig) -> nn.Mo
     if train_cfg.mode == "full":
         model.requires_grad_(True)
     else:
-        model = _lora_model(model, train_cfg)
+        model = _lora_model(model, train_cfg, code_token_side)
         if train_cfg.gradient_checkpointing:
             # Frozen embeddings give checkpointed blocks inputs without grad; this re-enables it.
             model.enable_input_require_grads()

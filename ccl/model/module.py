@@ -31,6 +31,43 @@ def warmup_cosine(warmup_steps: int, max_steps: int):
     return factor
 
 
+LOSS_POSITIONS = ("answer", "all")
+
+
+def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(keep, targets)`` for a ``(rows, width)`` label tensor (``-100`` = no loss).
+
+    ``keep`` is a boolean ``(rows, width)`` mask of the positions whose NEXT token is a
+    target (the causal-LM shift), ``targets`` the ``(keep.sum(),)`` token ids they
+    predict, in row-major order. Passed to a transformers 5 causal LM as
+    ``logits_to_keep=keep, shift_labels=targets``, only those hidden states meet
+    ``lm_head`` (no full-vocabulary logits for prompt tokens), and the mean
+    cross-entropy equals the full-logits loss on ``labels``.
+    """
+    targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    keep = targets != IGNORE_INDEX
+    return keep, targets[keep]
+
+
+def model_inputs(batch: dict[str, torch.Tensor], loss_positions: str = "answer") -> dict[str, torch.Tensor]:
+    """The keys of ``batch`` the model's forward takes, for ``train.loss_positions``.
+
+    ``answer``: logits and loss only at answer positions (:func:`answer_positions`;
+    a packed batch may already carry them). ``all``: logits at every position (the
+    old path, kept to measure it); any ``logits_to_keep`` in the batch is dropped.
+    Raises ``ValueError`` for another value.
+    """
+    if loss_positions not in LOSS_POSITIONS:
+        raise ValueError(f"train.loss_positions: unknown value {loss_positions!r}; expected one of {LOSS_POSITIONS}")
+    inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+    if loss_positions == "all":
+        inputs.pop("logits_to_keep", None)
+        inputs.pop("shift_labels", None)
+    elif "logits_to_keep" not in inputs and "labels" in inputs:
+        inputs["logits_to_keep"], inputs["shift_labels"] = answer_positions(inputs["labels"])
+    return inputs
+
+
 def _step_seed(seed: int, rank: int, step: int, batch_idx: int) -> int:
     return (((seed * 1_000_003 + rank) * 1_000_003 + step) * 10_007 + batch_idx) % (2**63)
 
@@ -61,7 +98,7 @@ class SFTModule(pl.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
         # use_cache=False: with a KV cache present transformers skips the packed-sequence
         # detection from position_ids, and packed rows would attend across examples.
-        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        inputs = model_inputs(batch, str(getattr(self.train_cfg, "loss_positions", "answer")))
         return self.model(**inputs, use_cache=False)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

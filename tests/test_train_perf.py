@@ -1,0 +1,150 @@
+"""Issue 12 (fast and lean): backward stops at the lowest LoRA layer with code tokens on,
+answer-only logits give the full-logits loss, and the trained code rows are saved and reloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+
+from ccl.config import BackboneConfig, LoraConfig, TrainConfig
+from ccl.data.datamodule import PaddingCollator
+from ccl.data.packing import PackingCollator
+from ccl.model.backbone import apply_training_mode, load_backbone
+from ccl.model.code_tokens import add_code_tokens, code_head_parameters
+from ccl.model.module import answer_positions, model_inputs, save_trained
+
+LAYERS = 4
+CORPUS = [
+    "Type 2 diabetes mellitus without complications E11.9",
+    "Essential (primary) hypertension I10",
+    "Unspecified asthma, uncomplicated J45.909",
+    "Acute bronchitis, unspecified J20.9",
+] * 8
+DESCRIPTIONS = {
+    "E11.9": "Type 2 diabetes mellitus without complications",
+    "I10": "Essential (primary) hypertension",
+    "J45.909": "Unspecified asthma, uncomplicated",
+}
+
+
+def tiny_cfg() -> BackboneConfig:
+    return BackboneConfig(name="tiny", kind="tiny", dtype="float32", use_chat_template=False, hidden_size=64,
+                          num_layers=LAYERS, num_heads=4, intermediate_size=128, vocab_size=300, max_length=64)
+
+
+def lora_cfg(top_layers: int | None = 2) -> TrainConfig:
+    return TrainConfig(mode="lora", lora=LoraConfig(r=4, alpha=8, dropout=0.0, top_layers=top_layers))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def code_model(cache: Path, side: str, top_layers: int | None = 2):
+    model, tok = load_backbone(tiny_cfg(), cache, CORPUS)
+    assert model.config.tie_word_embeddings
+    ids = add_code_tokens(model, tok, list(DESCRIPTIONS), DESCRIPTIONS.__getitem__)
+    return apply_training_mode(model, lora_cfg(top_layers), code_token_side=side), tok, ids
+
+
+def layers_reached(model, batch: torch.Tensor) -> set[int]:
+    reached: set[int] = set()
+    layers = model.get_base_model().model.layers
+    handles = [layer.register_full_backward_hook(lambda m, gi, go, i=i: reached.add(i))
+               for i, layer in enumerate(layers)]
+    model(input_ids=batch, labels=batch).loss.backward()
+    for h in handles:
+        h.remove()
+    return reached
+
+
+@pytest.mark.parametrize(("side", "expected"), [("output", {2, 3}), ("both", set(range(LAYERS)))])
+def test_backward_stops_at_lowest_lora_layer(cache, side, expected):
+    # LoRA on the top 2 of 4 layers of a tied-embedding model with code tokens: trainable
+    # input rows ("both") pull backward through every layer; output rows alone do not.
+    model, _, ids = code_model(cache, side)
+    batch = torch.tensor([[5, 6, ids[0], 7, ids[2], 8]])
+    assert layers_reached(model, batch) == expected
+    (head,) = code_head_parameters(model)
+    assert head.grad is not None and head.grad.abs().sum() > 0
+    embed = model.get_input_embeddings()
+    trainable_input = [n for n, p in embed.named_parameters() if p.requires_grad]
+    assert (trainable_input == []) == (side == "output")
+
+
+def test_code_token_side_rejects_unknown(cache):
+    model, tok = load_backbone(tiny_cfg(), cache, CORPUS)
+    add_code_tokens(model, tok, list(DESCRIPTIONS), DESCRIPTIONS.__getitem__)
+    with pytest.raises(ValueError, match="code_token_side"):
+        apply_training_mode(model, lora_cfg(), code_token_side="input")
+
+
+def test_code_rows_train_save_and_reload(cache, tmp_path):
+    model, tok, ids = code_model(cache, "output")
+    embed_before = model.get_input_embeddings().weight[ids].detach().clone()
+    batch = torch.tensor([[5, 6, ids[0], 7, ids[2], 8]])
+    probe = torch.tensor([[5, 6, 7]])
+    head_before = model(input_ids=probe).logits[0, -1, ids].detach().clone()
+    (head,) = code_head_parameters(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(input_ids=batch, labels=batch).loss.backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        trained = model(input_ids=probe).logits[0, -1, ids]
+    assert not torch.allclose(trained, head_before)  # the code rows of the head moved
+    # The input rows stay at their description-mean start.
+    assert torch.equal(model.get_input_embeddings().weight[ids], embed_before)
+
+    class Holder:
+        pass
+
+    holder = Holder()
+    holder.model, holder.tokenizer = model, tok
+    out = save_trained(holder, tmp_path / "model")
+    base, tok2 = load_backbone(tiny_cfg(), cache, CORPUS)
+    add_code_tokens(base, tok2, list(DESCRIPTIONS), DESCRIPTIONS.__getitem__)
+    reloaded = PeftModel.from_pretrained(base, out).eval()
+    with torch.no_grad():
+        again = reloaded(input_ids=probe).logits[0, -1, ids]
+    assert torch.allclose(again, trained, atol=1e-6)
+
+
+def examples(tok) -> list[dict]:
+    out = []
+    for prompt, answer in (("hypertension I10", " I10"), ("asthma uncomplicated", " J45.909 I10"),
+                           ("Type 2 diabetes mellitus without complications", " E11.9")):
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        a = tok(answer, add_special_tokens=False)["input_ids"]
+        out.append({"input_ids": p + a, "labels": [-100] * len(p) + a})
+    return out
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_answer_only_logits_give_the_full_loss(cache, packed):
+    model, tok, _ = code_model(cache, "output")
+    model.eval()
+    exs = examples(tok)
+    collator = (PackingCollator(64, tok.pad_token_id, attn_implementation="sdpa", loss_positions_only=False)
+                if packed else PaddingCollator(tok.pad_token_id))
+    batch = collator(exs)
+    full = model(**model_inputs(batch, "all"), use_cache=False)
+    answer_inputs = model_inputs(batch, "answer")
+    answer = model(**answer_inputs, use_cache=False)
+    n_targets = int((batch["labels"][:, 1:] != -100).sum())
+    assert answer.logits.shape == (n_targets, full.logits.shape[-1])
+    assert full.logits.shape[:2] == batch["input_ids"].shape
+    assert abs(float(full.loss) - float(answer.loss)) < 1e-5
+    # The kept logits are the full logits at the kept positions.
+    keep, targets = answer_positions(batch["labels"])
+    assert torch.allclose(full.logits[keep], answer.logits, atol=1e-5)
+    assert targets.shape == (n_targets,)
+
+
+def test_loss_positions_rejects_unknown():
+    with pytest.raises(ValueError, match="loss_positions"):
+        model_inputs({"input_ids": torch.zeros(1, 2, dtype=torch.long)}, "prompt")
