@@ -55,6 +55,7 @@ def render_report(results: pd.DataFrame, out_dir: str | Path, notes: Iterable[st
         report.files += write_table(table, out_dir / "tables")
 
     tier_gain = None
+    coverage_codes = None
     try:
         per_code, gain_table = unseen_code_tables(results)
     except Skip as e:
@@ -76,7 +77,7 @@ def render_report(results: pd.DataFrame, out_dir: str | Path, notes: Iterable[st
         report.files.append(out_dir / "unseen_coverage.csv")
     if "fig3_seen_unseen" in report.tables:
         report.files += figures.unseen_figure(report.tables["fig3_seen_unseen"].frame, tier_gain,
-                                              out_dir / "figures" / "fig3_unseen_codes")
+                                              out_dir / "figures" / "fig3_unseen_codes", coverage_codes)
     if "table6_scaling" in report.tables:
         report.files += figures.scaling_figure(tables.scaling_runs(results), out_dir / "figures" / "scaling_law")
     index = out_dir / "report.md"
