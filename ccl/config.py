@@ -100,16 +100,16 @@ class DocsConfig:
     source: str = "demo"  # demo | mdace | codiesp | aci_bench | mimic4
     seed: int = 13
     # demo world
-    n_train: int = 181
-    n_val: int = 60
-    n_test: int = 61
-    n_codes: int = 30
+    n_train: int = 120
+    n_val: int = 20
+    n_test: int = 40
+    n_codes: int = 24
     unseen_share: float = 0.3  # share of test codes never in training documents
     phrases_per_code: int = 1
     codes_per_note_min: int = 2
-    codes_per_note_max: int = 8
+    codes_per_note_max: int = 5
     distractor_rate: float = 0.5  # negated / ruled-out / family-history mentions per note
-    filler_sentences: int = 3
+    filler_sentences: int = 1
     corpus_size: int = 2000  # code-labelled notes without evidence (silver mining)
     code_pool: list[str] = field(default_factory=list)  # explicit code universe; empty: chosen
     # real sources (issue 4)
@@ -164,11 +164,11 @@ class MixConfig:
     doc_repeats: int = 1  # document passes per epoch
     max_span_examples_per_epoch: int | None = None
     resample_each_epoch: bool = True
-    span_warmup_steps: int = 0  # span-only optimisation steps before documents join
+    span_warmup_steps: int = 20  # span-only optimisation steps before documents join
     # How span pairs are shown: "span" (the paper's span-level prompt), "document" (the
     # pair as a one-sentence note under the document prompt, so the model also learns to
     # copy that phrase out of a note as evidence), or "both" (each pair twice).
-    span_template: str = "span"
+    span_template: str = "both"
 
 
 @dataclass
@@ -188,11 +188,11 @@ class TrainConfig:
     lr: float = 1e-3
     code_head_lr: float = 3e-3  # output rows of new code tokens
     weight_decay: float = 0.0
-    warmup_steps: int = 10
+    warmup_steps: int = 5
     # Warm-up as a share of the planned optimizer steps; when set it replaces warmup_steps.
     warmup_ratio: float | None = None
-    max_steps: int = 100
-    max_epochs: int | None = None
+    max_steps: int = 0  # 0: bounded by max_epochs
+    max_epochs: int | None = 3
     batch_size: int = 8  # examples per batch (upper bound)
     max_batch_tokens: int = 8192  # token budget per batch (length-grouped)
     packing: bool = False  # pack a batch's examples into rows (isolated attention, no padding)
@@ -217,7 +217,7 @@ class InferConfig:
     engine: Engine = Engine.hf
     # Answer length bound in tokens; null: derived from the training answers (their 99th
     # percentile plus a margin, ccl/inference/generation.py), recorded in model/ccl_model.json.
-    max_new_tokens: int | None = None
+    max_new_tokens: int | None = 128
     batch_size: int = 8
     temperature: float = 0.0
     # The run's only predictions in human-evidence mode ("CCL + human evidence": the gold evidence

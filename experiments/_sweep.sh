@@ -13,7 +13,7 @@ for arg in "$@"; do
 done
 
 # Paper-scale settings for one GPU (see README, "Paper-scale runs on GPUs").
-GPU_SETTINGS=(infer=vllm train.precision=bf16-mixed train.max_batch_tokens=32768 train.max_steps=2000)
+GPU_SETTINGS=(infer=vllm train.precision=bf16-mixed train.max_batch_tokens=32768 train.max_steps=2000 train.max_epochs=null)
 # The CPU variant is the default config (demo world, SmolLM2-135M + LoRA, CPU settings).
 CPU_SETTINGS=(train.accelerator=cpu)
 

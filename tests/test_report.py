@@ -433,3 +433,83 @@ def test_efficiency_table_keeps_a_run_without_epochs(runs):
     table = efficiency_table(results).frame
     assert table["Tokens/epoch"].isna().sum() == 1
     assert table["Trained tokens"].notna().all() and len(table) == trained.sum()
+
+
+# --- seeds: mean ± std per Table 3 row; unseen codes by the tier covering their wording -----------
+
+
+def test_seed_summary_and_unseen_codes_by_wording_coverage(runs, tmp_path):
+    names = ["ablation_row3", "ablation_row4", "ablation_row5"]
+    sweep = tmp_path / "sweep"
+    src = run_dirs(runs["sweep"])
+    seeds = (0, 1, 2)
+    micro = {3: (0.30, 0.40, 0.50), 4: (0.50, 0.52, 0.54), 5: (0.51, 0.53, 0.55)}
+    unseen_f1 = {3: (0.0, 0.0, 0.0), 4: (0.10, 0.20, 0.30), 5: (0.40, 0.40, 0.40)}
+    folders: dict[tuple[str, int], Path] = {}
+    for name in names:
+        for seed in seeds:
+            folder = Path(shutil.copytree(src[name], sweep / f"{name}_s{seed}",
+                                          ignore=shutil.ignore_patterns("checkpoints", "*.safetensors")))
+            cfg = yaml.safe_load((folder / "config.yaml").read_text())
+            cfg["seed"] = seed
+            (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+            metrics = json.loads((folder / "metrics.json").read_text())
+            row = int(name[-1])
+            metrics["codes"]["overall"]["micro_f1"] = micro[row][seed]
+            metrics["codes"]["unseen"]["micro_f1"] = unseen_f1[row][seed]
+            (folder / "metrics.json").write_text(json.dumps(metrics))
+            folders[name, seed] = folder
+
+    # An unseen test code whose written form no gold pair spells: the silver tier of row 5
+    # gets that form; row 5 codes it in every note, row 4 never.
+    any_run = folders["ablation_row5", 0]
+    train_codes = {c for d in read_jsonl(any_run / "data" / "train.jsonl") for c in d["codes"]}
+    forms: dict[str, set[str]] = {}
+    for doc in read_jsonl(any_run / "data" / "test.jsonl"):
+        for span in doc["spans"]:
+            forms.setdefault(span["code"], set()).add(span["text"].casefold())
+    gold_forms = {(p["code"], p["evidence"].casefold()) for p in read_jsonl(any_run / "data" / "spans_gold.jsonl")}
+    unseen = sorted(c for c in forms if c not in train_codes)
+    code = next(c for c in unseen if not any((c, f) in gold_forms for f in forms[c]))
+    form = sorted(forms[code])[0]
+    for seed in seeds:
+        row5 = folders["ablation_row5", seed]
+        silver = [p for p in read_jsonl(row5 / "data" / "spans_silver.jsonl") if p["code"] != code]
+        write_jsonl(row5 / "data" / "spans_silver.jsonl",
+                    [*silver, {"evidence": f" {form.upper()}.", "code": code, "tier": "silver", "source": "test"}])
+        for name, right in (("ablation_row4", False), ("ablation_row5", True)):
+            folder = folders[name, seed]
+            preds = read_jsonl(folder / "predictions.jsonl")
+            write_jsonl(folder / "predictions.jsonl", [
+                {**p, "codes": [c for c in p["codes"] if c != code] + ([code] if right and code in p["gold_codes"] else [])}
+                for p in preds])
+    out = tmp_path / "out"
+    assert report_main([str(sweep), "--out", str(out)]) == 0
+
+    header = md_header(out / "tables" / "table3_ablation_seeds.md")
+    rows = {r[0]: dict(zip(header, r, strict=True)) for r in md_rows(out / "tables" / "table3_ablation_seeds.md")}
+    assert rows["3"]["Seeds"] == "3" and rows["3"]["Micro F1"] == "40.0 ± 10.0"
+    assert rows["4"]["Micro F1"] == "52.0 ± 2.0" and rows["4"]["Unseen micro F1"] == "20.0 ± 10.0"
+    assert rows["3"]["Δ overall vs row above"] == ""
+    # Row 4 - row 3: +12 points, larger than row 3's spread (10): not marked; positive in 3 of 3 seeds.
+    assert rows["4"]["Δ overall vs row above"] == "+12.0 (3/3)"
+    assert rows["4"]["Δ unseen vs row above"] == "+20.0 (3/3)"  # spread 10 < 20: not marked
+    assert rows["5"]["Δ overall vs row above"] == "+1.0 ~ (3/3)"  # spread 2 > 1: marked
+
+    cov_header = md_header(out / "tables" / "fig3c_unseen_coverage.md")
+    cov = [dict(zip(cov_header, r, strict=True)) for r in md_rows(out / "tables" / "fig3c_unseen_coverage.md")]
+    silver_only = {r["Row"]: r for r in cov if r["Coverage"] == "silver-only"}
+    assert set(silver_only) == {"3", "4", "5"} and silver_only["5"]["Per seed"].count(" / ") == 2
+    per_code = pd.read_csv(out / "unseen_coverage.csv")
+    mine = per_code[per_code["code"] == code]
+    assert set(mine["coverage"]) == {"silver-only"} and len(mine) == 9  # 3 rows x 3 seeds
+    assert set(mine.loc[mine["ablation_row"] == 5, "f1"]) == {1.0}
+    assert set(mine.loc[mine["ablation_row"] == 4, "f1"]) == {0.0}
+    # The table's micro F1 is over the class's codes: recomputed from the per-code counts.
+    for row in ("4", "5"):
+        picked = per_code[(per_code["ablation_row"] == int(row)) & (per_code["coverage"] == "silver-only")]
+        per_seed = [2 * g["tp"].sum() / (2 * g["tp"].sum() + g["fp"].sum() + g["fn"].sum()) * 100
+                    for _, g in picked.groupby("seed")]
+        assert silver_only[row]["Per seed"] == " / ".join(f"{v:.1f}" for v in per_seed)
+    assert float(silver_only["5"]["Micro F1"].split()[0]) > float(silver_only["4"]["Micro F1"].split()[0])
+    assert set(per_code["coverage"]) <= {"gold", "silver-only", "synthetic-only", "none"}

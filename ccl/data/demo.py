@@ -10,7 +10,16 @@ inserted, so ``text[start:end] == span.text`` holds by construction.
 
 A share of the test set's codes (*unseen*) never occurs in training documents,
 not even as a distractor; they occur in val/test and in the span-free corpus
-that silver mining reads. Everything is driven by ``random.Random`` streams
+that silver mining reads.
+
+Coverage is honest, as on real notes: a share of the universe (*shorthand codes*,
+``SHORTHAND_SHARE``) is written in every note only in clinician shorthand ("HTN",
+"AFib", "CKD stage 3"), a form no Tabular List term spells, so the gold tier
+never shows the model how these codes are written; the lexical silver miner
+recovers the form from the code-labelled corpus (it expands gold terms into
+such abbreviations, ``ccl.expansion.llm.lexical``). Unseen codes are drawn from
+shorthand and from plain codes alike, so some unseen test codes are taught only
+by silver pairs (Table 3 row 5) and the others by gold pairs (row 4). Everything is driven by ``random.Random`` streams
 seeded from ``cfg.seed`` and a stream name, never by set iteration order, so a
 world is identical across processes and a change to one split's size leaves the
 others untouched.
@@ -18,6 +27,7 @@ others untouched.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections import Counter
@@ -32,6 +42,8 @@ from ccl.icd.phrases import natural_phrase
 SOURCE = "demo"
 MIN_TRAIN_OCCURRENCES = 3  # each seen code occurs in at least this many training notes
 ABBREVIATION_PROB = 0.15  # chance that a mention of a code with an abbreviation uses it
+# Share of the code universe written only in shorthand (drawn from ABBREVIATIONS' codes).
+SHORTHAND_SHARE = 1 / 3
 CAPITALISE_PROB = 0.1  # chance that a mid-sentence mention is written with a capital
 REPEAT_PROB = 0.12  # chance that a gold code is mentioned again under discharge diagnoses
 NATURAL_MAX_WORDS = 6
@@ -67,13 +79,15 @@ _CHRONIC: frozenset[str] = frozenset((
     "C18.9", "G43.909", "H40.9", "I49.5", "I44.7", "I45.10", "D47.3", "E05.90", "E27.40",
 ))  # fmt: skip
 
-# Clinical abbreviations for a few common conditions (used at ABBREVIATION_PROB).
+# Clinical abbreviations for a few common conditions: a shorthand code is written only so,
+# another code of the list at ABBREVIATION_PROB. None is a Tabular List term of its code
+# (tested), and the lexical silver miner finds each from the code's gold terms (tested).
 ABBREVIATIONS: dict[str, str] = {
     "I10": "HTN", "E11.9": "T2DM", "E78.5": "HLD", "I48.91": "AFib", "I50.9": "CHF",
     "J44.1": "COPD exacerbation", "N17.9": "AKI", "I25.10": "CAD", "K21.9": "GERD",
     "G47.33": "OSA", "N39.0": "UTI", "N18.30": "CKD stage 3", "I21.4": "NSTEMI",
     "I82.409": "DVT", "N40.0": "BPH", "I63.9": "CVA", "R41.82": "AMS", "Z66": "DNR",
-    "G45.9": "TIA", "R06.02": "SOB",
+    "R06.02": "SOB", "K92.2": "GI bleed",
 }  # fmt: skip
 
 
@@ -98,6 +112,8 @@ class DemoWorld:
     seen_codes: list[str]
     unseen_codes: list[str]  # never in training documents; each occurs in the test set
     phrases: dict[str, list[str]]  # base evidence phrases per code (before surface variation)
+    # Shorthand codes: the one form every mention of the code is written in (no Tabular term).
+    shorthand: dict[str, str] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
 
     def splits(self) -> dict[str, list[Document]]:
@@ -181,8 +197,14 @@ def _check_config(cfg: Any) -> None:
         raise ValueError("demo world: " + "; ".join(problems))
 
 
-def _universe(cfg: Any, tab: TabularLike, rng: random.Random) -> tuple[list[str], list[str]]:
-    """The label space (in pool order) and the default-pool codes the list lacks."""
+def _universe(
+    cfg: Any, tab: TabularLike, rng: random.Random
+) -> tuple[list[str], list[str], list[str]]:
+    """The label space (in pool order), its shorthand codes, and the default-pool codes the list lacks.
+
+    ``round(SHORTHAND_SHARE * n)`` codes of the universe are shorthand codes, drawn from
+    the codes that have an entry in ABBREVIATIONS (as many as there are, if fewer).
+    """
     if cfg.code_pool:
         codes = list(dict.fromkeys(canonical_code(str(c)) for c in cfg.code_pool))
         bad = [c for c in codes if not tab.is_billable(c)]
@@ -193,7 +215,10 @@ def _universe(cfg: Any, tab: TabularLike, rng: random.Random) -> tuple[list[str]
             )
         if len(codes) < 2:
             raise ValueError("demo world: docs.code_pool needs at least 2 codes")
-        return codes, []
+        candidates = [c for c in codes if c in ABBREVIATIONS]
+        n_short = min(round(len(codes) * SHORTHAND_SHARE), len(candidates))
+        short = set(rng.sample(candidates, n_short))
+        return codes, [c for c in codes if c in short], []
     pool = [c for c in DEFAULT_CODE_POOL if tab.is_billable(c)]
     skipped = [c for c in DEFAULT_CODE_POOL if c not in pool]
     if cfg.n_codes > len(pool):
@@ -203,8 +228,13 @@ def _universe(cfg: Any, tab: TabularLike, rng: random.Random) -> tuple[list[str]
         )
     if cfg.n_codes < 2:
         raise ValueError("demo world: docs.n_codes must be >= 2")
-    keep = set(rng.sample(range(len(pool)), cfg.n_codes))
-    return [c for i, c in enumerate(pool) if i in keep], skipped
+    candidates = [i for i, c in enumerate(pool) if c in ABBREVIATIONS]
+    n_short = min(round(cfg.n_codes * SHORTHAND_SHARE), len(candidates))
+    short = set(rng.sample(candidates, n_short))
+    rest = [i for i in range(len(pool)) if i not in short]
+    keep = short | set(rng.sample(rest, cfg.n_codes - n_short))
+    codes = [c for i, c in enumerate(pool) if i in keep]
+    return codes, [pool[i] for i in sorted(short)], skipped
 
 
 def _assign_codes(
@@ -441,9 +471,15 @@ def _word_pattern(phrases: Iterable[str]) -> re.Pattern[str] | None:
 class _NoteWriter:
     """Writes notes over one code universe; all randomness comes from the caller's rng."""
 
-    def __init__(self, phrases: dict[str, list[str]], kinds: dict[str, str]) -> None:
+    def __init__(
+        self,
+        phrases: dict[str, list[str]],
+        kinds: dict[str, str],
+        shorthand: dict[str, str] | None = None,
+    ) -> None:
         self.phrases = phrases
         self.kinds = kinds
+        self.shorthand = dict(shorthand or {})
         self.abbreviations = {c: a for c, a in ABBREVIATIONS.items() if c in phrases}
         surface = [p for ps in phrases.values() for p in ps] + list(self.abbreviations.values())
         clash = _word_pattern(surface)
@@ -459,9 +495,15 @@ class _NoteWriter:
         probe = random.Random(0)
         self.fillers = tuple(f for f in _FILLERS if clean([f(probe)])) or (_plain_filler,)
         self.lowered = {c: [p.lower() for p in ps] for c, ps in phrases.items()}
+        for c, form in self.shorthand.items():
+            self.lowered[c] = [form.lower(), *self.lowered[c]]
 
     def surface(self, rng: random.Random, code: str, upper: bool = False) -> str:
-        """One written form of a code's phrase: the phrase, its abbreviation, or a case variant."""
+        """One written form of a code's phrase: the phrase, its abbreviation, or a case variant.
+
+        A shorthand code is always written in its shorthand."""
+        if code in self.shorthand:
+            return self.shorthand[code]
         abbreviation = self.abbreviations.get(code)
         if abbreviation and rng.random() < ABBREVIATION_PROB:
             return abbreviation
@@ -494,7 +536,7 @@ class _NoteWriter:
     ) -> tuple[str, list[EvidenceSpan], int, int]:
         """Text, gold spans, number of distractors and of abbreviated mentions of one note."""
         female = rng.random() < 0.5
-        said = " ".join(self.lowered[c][0] for c in gold)
+        said = " ".join(self.phrases[c][0].lower() for c in gold)
         if "prostat" in said or "female" in said:  # keep sex-specific codes plausible
             female = "female" in said
         values = {
@@ -697,7 +739,7 @@ def build_demo_world(
     """
     _check_config(cfg)
     seed = int(cfg.seed)
-    codes, skipped = _universe(cfg, tab, _stream(seed, "universe"))
+    codes, shorthand, skipped = _universe(cfg, tab, _stream(seed, "universe"))
     bank = _check_bank(phrase_bank or {})
     phrases, origin = choose_phrases(codes, tab, int(cfg.phrases_per_code), bank)
     kinds = {c: _kind(c, phrases[c][0]) for c in codes}
@@ -707,7 +749,11 @@ def build_demo_world(
     n_unseen = round(cfg.unseen_share * min(len(codes), test_capacity)) if cfg.n_test else 0
     n_unseen = min(n_unseen, len(codes) - 1)
     rng = _stream(seed, "unseen")
-    unseen_set = set(rng.sample(codes, n_unseen))
+    # Unseen codes from shorthand and plain codes alike (at least their share of shorthand ones).
+    plain = [c for c in codes if c not in set(shorthand)]
+    n_short = min(len(shorthand), math.ceil(n_unseen * len(shorthand) / len(codes)))
+    n_short = max(n_short, n_unseen - len(plain))
+    unseen_set = set(rng.sample(shorthand, n_short)) | set(rng.sample(plain, n_unseen - n_short))
     unseen = [c for c in codes if c in unseen_set]
     seen = [c for c in codes if c not in unseen_set]
     # Mild skew: codes early in the pool (the common ones) are drawn more often.
@@ -728,7 +774,7 @@ def build_demo_world(
     test_required = rng.sample(unseen, len(unseen)) + rng.sample(seen, len(seen))
     test_required = test_required[: max(test_capacity, len(unseen))]
 
-    writer = _NoteWriter(phrases, kinds)
+    writer = _NoteWriter(phrases, kinds, {c: ABBREVIATIONS[c] for c in shorthand})
     plan = {
         "train": (seen, train_required, cfg.n_train),
         "val": (codes, [], cfg.n_val),
@@ -746,6 +792,7 @@ def build_demo_world(
     world = DemoWorld(
         train=out["train"], val=out["val"], test=out["test"], corpus=out["corpus"],
         codes=codes, seen_codes=seen, unseen_codes=unseen, phrases=phrases,
+        shorthand={c: ABBREVIATIONS[c] for c in shorthand},
     )  # fmt: skip
     world.stats = _stats(world, counts, origin, skipped)
     return world
@@ -780,5 +827,7 @@ def _stats(
         "distractors": {k: counts[k]["distractors"] for k in groups},
         "abbreviated_mentions": {k: counts[k]["abbreviated"] for k in groups},
         "phrase_origin": dict(Counter(origin[c] for c in world.codes)),
+        "shorthand_codes": dict(world.shorthand),
+        "unseen_shorthand_codes": [c for c in unseen_test if c in world.shorthand],
         "skipped_pool_codes": skipped,
     }

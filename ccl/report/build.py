@@ -7,6 +7,7 @@ Layout of ``out_dir``::
     tables/<name>.md, <name>.tex      Tables 1, 2, 3, 4, 6 and Figure 3's numbers
     figures/<name>.png, <name>.pdf    scaling law, Figure 3
     unseen_codes.csv                  per (run, test code): coverage, introducing tier, F1
+    unseen_coverage.csv               per (run, unseen test code): the tier covering its wording, F1
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from ccl.report.collect import collect_runs, incomplete_runs, write_results
 from ccl.report.intervals import ablation_interval_table
 from ccl.report.render import to_markdown, write_table
 from ccl.report.tables import ResultTable, Skip
-from ccl.report.unseen import unseen_code_tables
+from ccl.report.unseen import coverage_tables, unseen_code_tables
 
 TABLE_BUILDERS: list[Callable[[pd.DataFrame], ResultTable]] = [
     tables.ablation_table, tables.main_table, tables.efficiency_table, tables.evidence_table,
-    tables.scaling_table, tables.seen_unseen_table,
+    tables.scaling_table, tables.seen_unseen_table, tables.ablation_seed_table,
     ablation_interval_table,  # issue 16: Table 3 with intervals and the row 3 / row 4 paired test
 ]
 
@@ -56,6 +57,7 @@ def render_report(results: pd.DataFrame, out_dir: str | Path, notes: Iterable[st
         report.files += write_table(table, out_dir / "tables")
 
     tier_gain = None
+    coverage_codes = None
     try:
         per_code, gain_table = unseen_code_tables(results)
     except Skip as e:
@@ -66,9 +68,18 @@ def render_report(results: pd.DataFrame, out_dir: str | Path, notes: Iterable[st
         per_code.to_csv(out_dir / "unseen_codes.csv", index=False)
         report.files.append(out_dir / "unseen_codes.csv")
         tier_gain = gain_table.frame
+    try:
+        coverage_codes, coverage_table = coverage_tables(results)
+    except Skip as e:
+        report.notes.append(f"Skipped: {e}.")
+    else:
+        report.tables[coverage_table.name] = coverage_table
+        report.files += write_table(coverage_table, out_dir / "tables")
+        coverage_codes.to_csv(out_dir / "unseen_coverage.csv", index=False)
+        report.files.append(out_dir / "unseen_coverage.csv")
     if "fig3_seen_unseen" in report.tables:
         report.files += figures.unseen_figure(report.tables["fig3_seen_unseen"].frame, tier_gain,
-                                              out_dir / "figures" / "fig3_unseen_codes")
+                                              out_dir / "figures" / "fig3_unseen_codes", coverage_codes)
     if "table6_scaling" in report.tables:
         report.files += figures.scaling_figure(tables.scaling_runs(results), out_dir / "figures" / "scaling_law")
     index = out_dir / "report.md"

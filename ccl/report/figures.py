@@ -69,13 +69,33 @@ def scaling_figure(results: pd.DataFrame, out_base: str | Path) -> list[Path]:
     return save(fig, out_base)
 
 
-def unseen_figure(seen_unseen: pd.DataFrame, tier_gain: pd.DataFrame | None, out_base: str | Path) -> list[Path]:
-    """Figure 3: (a) micro F1 on seen vs unseen codes per run; (b) unseen-code F1 gain per tier.
+def coverage_means(per_code: pd.DataFrame) -> pd.DataFrame:
+    """Per (recipe, coverage class): mean and sample std over seeds of the micro F1 (%) over
+    the class's unseen codes; ``per_code`` is :func:`ccl.report.unseen.coverage_tables`' frame."""
+    rows = []
+    for (row, recipe, cls), group in per_code.groupby(["ablation_row", "recipe", "coverage"], dropna=False, sort=True):
+        values = []
+        for _, seed in group.groupby("seed", dropna=False):
+            tp, fp, fn = (float(seed[k].sum()) for k in ("tp", "fp", "fn"))
+            values.append(200 * tp / (2 * tp + fp + fn) if tp + fp + fn else np.nan)
+        series = pd.Series(values, dtype=float)
+        rows.append({"row": row, "recipe": recipe, "coverage": cls, "mean": series.mean(),
+                     "std": series.std(ddof=1) if series.count() > 1 else 0.0, "seeds": int(series.count())})
+    return pd.DataFrame(rows)
+
+
+def unseen_figure(seen_unseen: pd.DataFrame, tier_gain: pd.DataFrame | None, out_base: str | Path,
+                  coverage: pd.DataFrame | None = None) -> list[Path]:
+    """Figure 3: (a) micro F1 on seen vs unseen codes per run; (b) unseen-code F1 gain per tier;
+    (c) with ``coverage`` (per-code rows of :func:`ccl.report.unseen.coverage_tables`): micro F1
+    on the unseen codes of each wording-coverage class per recipe, mean ± std over seeds.
 
     ``seen_unseen`` and ``tier_gain`` are the frames of
     :func:`ccl.report.tables.seen_unseen_table` and :func:`ccl.report.unseen.unseen_code_tables`.
     """
-    panels = 2 if tier_gain is not None and not tier_gain.empty else 1
+    has_gain = tier_gain is not None and not tier_gain.empty
+    has_cov = coverage is not None and not coverage.empty
+    panels = 1 + has_gain + has_cov
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.2), squeeze=False)
     ax = axes[0, 0]
     labels = _run_labels(seen_unseen)
@@ -89,7 +109,7 @@ def unseen_figure(seen_unseen: pd.DataFrame, tier_gain: pd.DataFrame | None, out
     ax.set_ylabel("micro F1 (%)")
     ax.set_title("(a) seen vs unseen test codes")
     ax.legend(fontsize=8)
-    if panels == 2:
+    if has_gain:
         ax = axes[0, 1]
         gain = tier_gain.dropna(subset=["Gain"])
         runs = _run_labels(gain)
@@ -105,5 +125,20 @@ def unseen_figure(seen_unseen: pd.DataFrame, tier_gain: pd.DataFrame | None, out
         ax.set_ylabel("mean per-code F1 gain (points)")
         ax.set_title("(b) unseen codes, by the tier that introduced them")
         ax.legend(fontsize=8, title="tier")
+    if has_cov:
+        ax = axes[0, panels - 1]
+        means = coverage_means(coverage)
+        recipes = list(dict.fromkeys(means["recipe"]))
+        classes = [c for c in ("gold", "silver-only", "synthetic-only", "none") if c in set(means["coverage"])]
+        width = 0.8 / max(1, len(classes))
+        for i, cls in enumerate(classes):
+            part = means[means["coverage"] == cls].set_index("recipe").reindex(recipes)
+            pos = np.arange(len(recipes)) + (i - (len(classes) - 1) / 2) * width
+            ax.bar(pos, part["mean"], width, yerr=part["std"], capsize=3, label=cls)
+        ax.set_xticks(range(len(recipes)), recipes, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("unseen-code micro F1 (%)")
+        ax.set_ylim(0, 105)
+        ax.set_title("(c) unseen codes by the tier covering their wording")
+        ax.legend(fontsize=8, title="covered by")
     fig.tight_layout()
     return save(fig, out_base)

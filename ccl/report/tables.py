@@ -42,6 +42,17 @@ def pct(values: pd.Series) -> pd.Series:
     return values.astype(float) * 100.0
 
 
+def mean_std(values: pd.Series | list[float]) -> str:
+    """``"45.1 ± 2.3"``: mean and sample standard deviation of percentages (one value: ``"45.1"``;
+    none: a dash)."""
+    values = pd.Series(values, dtype=float).dropna()
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.1f}"
+    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}"
+
+
 def human_count(n: float) -> str:
     """``1.35e8`` -> ``135M``; ``9.2e5`` -> ``0.92M``; NaN -> ``?``."""
     if n is None or (isinstance(n, float) and math.isnan(n)):
@@ -278,3 +289,64 @@ def seen_unseen_table(results: pd.DataFrame) -> ResultTable:
              *left_out]
     return ResultTable("fig3_seen_unseen", "Figure 3 data: seen vs unseen codes", frame.reset_index(drop=True),
                        notes)
+
+
+SEED_COLUMNS = {  # display name -> results column (fraction), for the seed summary of Table 3
+    "Micro F1": "overall_micro_f1", "Macro F1": "overall_macro_f1",
+    "Seen micro F1": "seen_micro_f1", "Unseen micro F1": "unseen_micro_f1",
+    "Evidence F1": "evidence_exact_f1",
+}
+
+
+def ablation_seed_table(results: pd.DataFrame) -> ResultTable:
+    """Table 3 over seeds: per row, mean ± standard deviation of each metric over the seeds.
+
+    Beside each row from row 3 on: the difference of mean micro F1 (overall, seen, unseen)
+    to the previous row, marked ``~`` when it is smaller than the seed spread (the larger
+    of the two rows' standard deviations), and how many seeds show the difference's sign
+    (seeds run for both rows). Needs at least two seeds of some row.
+    """
+    runs, left_out = without_human_evidence(results[results["ablation_row"].notna()])
+    if runs.empty or runs.groupby(["ablation_row", "backbone", "test_set"])["seed"].nunique().max() < 2:
+        raise Skip("the seed summary of Table 3 needs ablation_row runs over at least two seeds")
+    keys = ["ablation_row", "recipe", "backbone", "test_set"]
+    groups = {key: g for key, g in runs.groupby(keys, sort=True)}
+    out = []
+    previous: dict[tuple, pd.DataFrame] = {}
+    for key, group in groups.items():
+        row_no, recipe, backbone, test_set = key
+        line: dict[str, object] = {"Row": int(row_no), "Recipe": recipe, "Backbone": backbone,
+                                   "Test set": test_set, "Seeds": int(group["seed"].nunique())}
+        for display, col in SEED_COLUMNS.items():
+            line[display] = mean_std(pct(group[col]))
+        prev = previous.get((backbone, test_set))
+        for display, col in (("overall", "overall_micro_f1"), ("seen", "seen_micro_f1"),
+                             ("unseen", "unseen_micro_f1")):
+            line[f"Δ {display} vs row above"] = _difference(group, prev, col)
+        previous[(backbone, test_set)] = group
+        out.append(line)
+    frame = pd.DataFrame(out)
+    for col in ("Test set", "Backbone"):
+        if frame[col].nunique() == 1:
+            frame = frame.drop(columns=col)
+    notes = ["Cells: mean ± sample standard deviation over seeds (`seed`: training randomness; the "
+             "demo world is `docs.seed`, the same in every run), micro/macro F1 and exact evidence F1 (%).",
+             "Δ: difference of mean micro F1 to the row above (points); ~ marks a difference smaller "
+             "than the seed spread (the larger standard deviation of the two rows); k/n: seeds in "
+             "which the paired difference has the sign of the mean difference."]
+    return ResultTable("table3_ablation_seeds", "Table 3 over seeds: mean ± std", frame, notes + left_out)
+
+
+def _difference(group: pd.DataFrame, prev: pd.DataFrame | None, col: str) -> str:
+    if prev is None:
+        return ""
+    now, before = pct(group.groupby("seed")[col].mean()), pct(prev.groupby("seed")[col].mean())
+    diff = float(now.mean() - before.mean())
+    if math.isnan(diff):
+        return "–"
+    spread = max(float(now.std(ddof=1)) if len(now) > 1 else 0.0,
+                 float(before.std(ddof=1)) if len(before) > 1 else 0.0)
+    paired = (now - before).dropna()
+    sign = int(((paired > 0) if diff >= 0 else (paired < 0)).sum())
+    mark = " ~" if abs(diff) < spread else ""
+    return f"{diff:+.1f}{mark} ({sign}/{len(paired)})"

@@ -8,11 +8,20 @@ The gain of a tier is the mean per-code F1 change, from a run without span
 data to a run with it (same backbone, test documents, task, training mode and seed),
 over the unseen codes that tier introduced. Human-evidence results (gold evidence given
 at inference) are left out: both sides of a comparison are models coding on their own.
+
+Coverage of the *wording* (Figure 3(c)): a tier covers a test code's wording when one
+of its pairs for the code is, after normalisation (case, spaces, edge punctuation),
+a gold evidence span of that code in the test notes. A code whose Tabular terms name it
+but whose notes write it otherwise ("HTN", "AFib") is then covered by silver only, when
+silver mined that form, or synthetic only, or by nothing. The class is taken over the
+union of the tiers of every run on the same test documents, so that row 4 (gold only)
+and row 5 (all tiers) are compared on the same codes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +30,12 @@ import pandas as pd
 from ccl.data.records import read_documents, read_span_pairs
 from ccl.eval.metrics import per_code_metrics
 from ccl.report.collect import TIERS, RunFolderError
-from ccl.report.tables import ResultTable, Skip, is_human_evidence
+from ccl.report.tables import ResultTable, Skip, is_human_evidence, mean_std
 
 NOT_COVERED = "none"
+# Wording-coverage classes, in order (see the module docstring).
+COVERAGE_CLASSES = ("gold", "silver-only", "synthetic-only", NOT_COVERED)
+_EDGE_PUNCT = re.compile(r"^[\s,;:.\-]+|[\s,;:.\-]+$")
 # Runs compared with each other: same model, same test documents (content hash), same task.
 GROUP_KEYS = ["backbone", "test_hash", "task", "train_mode", "seed"]
 
@@ -148,4 +160,123 @@ def coverage_summary(per_code: pd.DataFrame) -> pd.DataFrame:
     unseen = per_code[~per_code["seen"]]
     return unseen.pivot_table(index="recipe", columns="introduced_by", values="code", aggfunc="count",
                               fill_value=0)
+
+
+
+def _normalise(text: str) -> str:
+    """Case-folded, spaces collapsed, edge punctuation dropped (as the silver tier dedups)."""
+    return _EDGE_PUNCT.sub("", " ".join(text.split())).casefold()
+
+
+def tier_evidence(run_dir: str | Path) -> dict[str, dict[str, set[str]]]:
+    """Per tier, per code: the normalised evidence of the run's span pairs (absent tier: empty)."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for tier in TIERS:
+        path = Path(run_dir) / "data" / f"spans_{tier}.jsonl"
+        forms: dict[str, set[str]] = {}
+        if path.is_file():
+            for pair in read_span_pairs(path):
+                forms.setdefault(pair.code, set()).add(_normalise(pair.evidence))
+        out[tier] = forms
+    return out
+
+
+def written_forms(run_dir: str | Path, split: str = "test") -> dict[str, set[str]]:
+    """Per code: the normalised gold evidence spans of the run's ``split`` documents."""
+    path = Path(run_dir) / "data" / f"{split}.jsonl"
+    if not path.is_file():
+        raise RunFolderError(f"{path}: file not found (the wording coverage needs the run's documents)")
+    forms: dict[str, set[str]] = {}
+    for doc in read_documents(path):
+        for span in doc.spans:
+            forms.setdefault(span.code, set()).add(_normalise(span.text))
+    return forms
+
+
+def wording_coverage(
+    forms: dict[str, set[str]], tiers: dict[str, dict[str, set[str]]]
+) -> dict[str, str]:
+    """Per code of ``forms``: the first class of COVERAGE_CLASSES whose tier spells one of its forms.
+
+    ``gold`` when a gold pair matches a written form; ``silver-only`` when gold does not but
+    silver does; ``synthetic-only`` when only synthetic does; ``none`` otherwise. A code
+    without gold evidence spans in the notes (a source without spans) is ``none``.
+    """
+    out = {}
+    for code, written in forms.items():
+        cls = NOT_COVERED
+        for tier, name in zip(TIERS, COVERAGE_CLASSES, strict=False):
+            if written & tiers.get(tier, {}).get(code, set()):
+                cls = name
+                break
+        out[code] = cls
+    return out
+
+
+def _micro_f1(frame: pd.DataFrame) -> float:
+    tp, fp, fn = (float(frame[k].sum()) for k in ("tp", "fp", "fn"))
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+
+
+def coverage_tables(results: pd.DataFrame) -> tuple[pd.DataFrame, ResultTable]:
+    """(per (run, unseen test code) rows with the wording class, Figure 3(c) table).
+
+    For each run with written evidence in its test documents: the unseen test codes
+    (support > 0, absent from training documents), their wording class (over the union of
+    the tiers of all runs on the same test documents) and per-code tp/fp/fn/F1. The table
+    gives, per recipe and class, the number of codes and the micro F1 over those codes:
+    mean ± standard deviation over seeds, and each seed's value.
+    """
+    runs = results[~is_human_evidence(results) & (results["split"] != "")]
+    runs = runs[runs["predictions"].astype(str) == runs["run_dir"].astype(str) + "/predictions.jsonl"]
+    rows: list[pd.DataFrame] = []
+    for _, group in runs.groupby("test_hash", sort=True):
+        union: dict[str, dict[str, set[str]]] = {t: {} for t in TIERS}
+        for run_dir in group["run_dir"].unique():
+            for tier, per_code in tier_evidence(run_dir).items():
+                for code, forms in per_code.items():
+                    union[tier].setdefault(code, set()).update(forms)
+        try:
+            classes = wording_coverage(written_forms(group["run_dir"].iloc[0], str(group["split"].iloc[0])), union)
+        except RunFolderError:
+            continue
+        for _, run in group.iterrows():
+            codes = code_table(run["run_dir"])
+            codes = codes[(~codes["seen"]) & (codes["support"] > 0)].copy()
+            codes["coverage"] = codes["code"].map(classes).fillna(NOT_COVERED)
+            for col in ("recipe", "backbone", "test_set", "seed", "ablation_row", "run_dir"):
+                codes[col] = run[col]
+            rows.append(codes)
+    if not rows:
+        raise Skip("the unseen-code coverage table needs runs whose test documents carry evidence spans")
+    per_code = pd.concat(rows, ignore_index=True)
+    table_rows = []
+    keys = ["ablation_row", "recipe", "backbone", "test_set"]
+    for key, group in per_code.groupby(keys, dropna=False, sort=True):
+        for cls in COVERAGE_CLASSES:
+            picked = group[group["coverage"] == cls]
+            if picked.empty:
+                continue
+            per_seed = picked.groupby("seed", dropna=False).apply(_micro_f1, include_groups=False) * 100
+            table_rows.append({
+                "Row": key[0], "Recipe": key[1], "Backbone": key[2], "Test set": key[3],
+                "Coverage": cls, "Unseen codes": int(picked.groupby("seed", dropna=False)["code"].nunique().max()),
+                "Seeds": len(per_seed), "Micro F1": mean_std(per_seed),
+                "Per seed": " / ".join(f"{v:.1f}" for v in per_seed),
+            })
+    frame = pd.DataFrame(table_rows)
+    for col in ("Row", "Test set", "Backbone"):
+        if frame[col].nunique(dropna=False) == 1 and col != "Backbone":
+            frame = frame.drop(columns=col)
+    if "Row" in frame:
+        frame["Row"] = frame["Row"].map(lambda v: "" if pd.isna(v) else str(int(v)))
+    table = ResultTable(
+        "fig3c_unseen_coverage", "Figure 3(c): unseen test codes by the tier that covers their wording",
+        frame,
+        ["Coverage: the first tier (gold, silver, synthetic) with a pair whose evidence is written as "
+         "the code is written in the test notes (union of the tiers of all runs on these notes); "
+         "'none': no tier spells it. Micro F1 (%) over those codes: mean ± standard deviation "
+         "over seeds; per seed in seed order."],
+    )
+    return per_code, table
 
