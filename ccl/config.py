@@ -217,7 +217,7 @@ class InferConfig:
     engine: Engine = Engine.hf
     # Answer length bound in tokens; null: derived from the training answers (their 99th
     # percentile plus a margin, ccl/inference/generation.py), recorded in model/ccl_model.json.
-    max_new_tokens: int | None = 128
+    max_new_tokens: int | None = None
     batch_size: int = 8
     temperature: float = 0.0
     # The run's only predictions in human-evidence mode ("CCL + human evidence": the gold evidence
