@@ -1,6 +1,8 @@
 """Shared test fixtures."""
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -27,3 +29,38 @@ def xml_path() -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not shipped with this simple-icd-10-cm version")
     return path
+
+
+def _random_tiny_llm(cache_dir: Path, notes: Sequence[str], examples: Sequence[Any]) -> tuple[Any, Any, list[str]]:
+    """A tiny Llama (tokenizer trained on ``notes`` and ``examples``) whose 2-D weights are
+    re-drawn large enough that its output depends on the prompt; and the examples' prompts.
+
+    (Freshly initialised, std 0.02, it emits one constant token whatever the prompt,
+    which would let a padding or masking bug pass unnoticed.)
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ccl.config import BackboneConfig
+    from ccl.data.prompts import SYSTEM
+    from ccl.data.sft import render_prompt
+    from ccl.model.tiny import build_tiny
+
+    cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=64, num_layers=2, num_heads=4,
+                         intermediate_size=128, vocab_size=600, max_length=512)
+    corpus = [*notes, SYSTEM, *(m["content"] for e in examples for m in e.messages),
+              *(e.answer for e in examples)] * 3
+    path = build_tiny(cfg, corpus, cache_dir)
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model, tok, [render_prompt(tok, e.messages, use_chat_template=False) for e in examples]
+
+
+@pytest.fixture(scope="session")
+def random_tiny_llm() -> Callable[[Path, Sequence[str], Sequence[Any]], tuple[Any, Any, list[str]]]:
+    """Builds a prompt-sensitive tiny Llama: ``random_tiny_llm(cache_dir, notes, examples)``."""
+    return _random_tiny_llm

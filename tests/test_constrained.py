@@ -8,11 +8,9 @@ import re
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
-from ccl.config import BackboneConfig
-from ccl.data.prompts import SYSTEM, document_answer, document_example
-from ccl.data.sft import render_prompt
+from ccl.data.prompts import document_answer, document_example
 from ccl.icd.codes import CODE_PATTERN, canonical_code
 from ccl.inference.constrained import (
     CodeTrieProcessor,
@@ -23,7 +21,6 @@ from ccl.inference.constrained import (
 from ccl.inference.hf_engine import HFEngine
 from ccl.inference.parser import parse_output
 from ccl.inference.scores import TokenLogprobRecorder, attach_code_scores, code_scores, code_spans
-from ccl.model.tiny import build_tiny
 
 CODES = ["E11.9", "E10.9", "I10", "N18.3", "S72.001A", "J45.909"]
 ALLOWED = ["E11.9", "I10", "N18.3", "S72.001A"]
@@ -32,24 +29,12 @@ WORDS = ["patient", "diabetes", "hypertension", "kidney", "fracture", "asthma", 
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, random_tiny_llm):
     """A tiny Llama with large random weights (its output depends on the prompt), and prompts."""
     rng = random.Random(0)
     notes = [" ".join(rng.choice(WORDS) for _ in range(n)) for n in (3, 30, 9, 60, 14, 1)]
     exs = [document_example("evidence", n, [n.split()[0]], rng.sample(CODES, 2), DESCRIBE) for n in notes]
-    cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=64, num_layers=2, num_heads=4,
-                         intermediate_size=128, vocab_size=600, max_length=512)
-    corpus = [*notes, SYSTEM, *(m["content"] for e in exs for m in e.messages), *(e.answer for e in exs)] * 3
-    path = build_tiny(cfg, corpus, tmp_path_factory.mktemp("cache"))
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    prompts = [render_prompt(tok, e.messages, use_chat_template=False) for e in exs]
-    return model, tok, prompts
+    return random_tiny_llm(tmp_path_factory.mktemp("cache"), notes, exs)
 
 
 def test_codes_are_tokenised_alone_as_in_an_answer(tiny):

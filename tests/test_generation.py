@@ -9,16 +9,13 @@ import random
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ccl.config import BackboneConfig, InferConfig
-from ccl.data.prompts import SYSTEM, document_example
-from ccl.data.sft import render_prompt
+from ccl.config import InferConfig
+from ccl.data.prompts import document_example
 from ccl.inference import engine as engine_mod
 from ccl.inference.engine import GenerationEngine, make_engine
 from ccl.inference.hf_engine import HFEngine
 from ccl.inference.vllm_engine import VLLM_HINT, VLLMEngine, adapter_max_lora_rank
-from ccl.model.tiny import build_tiny
 
 WORDS = [
     "patient",
@@ -41,7 +38,7 @@ NEW_TOKENS = 20
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, random_tiny_llm):
     """A tiny Llama whose weights are re-drawn large enough that its output depends on the prompt.
 
     (Freshly initialised, std 0.02, it emits one constant token whatever the
@@ -50,32 +47,7 @@ def tiny(tmp_path_factory):
     rng = random.Random(0)
     notes = [" ".join(rng.choice(WORDS) for _ in range(n)) for n in (3, 40, 7, 90, 15, 60, 1, 25)]
     exs = [document_example("evidence", n, [], ["I10"], DESCRIBE) for n in notes]
-    cfg = BackboneConfig(
-        name="tiny",
-        kind="tiny",
-        hidden_size=64,
-        num_layers=2,
-        num_heads=4,
-        intermediate_size=128,
-        vocab_size=600,
-        max_length=512,
-    )
-    corpus = [
-        *notes,
-        SYSTEM,
-        *(m["content"] for e in exs for m in e.messages),
-        *(e.answer for e in exs),
-    ] * 3
-    path = build_tiny(cfg, corpus, tmp_path_factory.mktemp("cache"))
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim == 2:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    prompts = [render_prompt(tok, e.messages, use_chat_template=False) for e in exs]
-    return model, tok, prompts
+    return random_tiny_llm(tmp_path_factory.mktemp("cache"), notes, exs)
 
 
 @pytest.fixture(scope="module")
