@@ -43,6 +43,24 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
+
+def _code_table(
+    report: Report, out_dir: Path, builder: Callable[[pd.DataFrame], tuple[pd.DataFrame, ResultTable]],
+    results: pd.DataFrame, csv_name: str,
+) -> tuple[pd.DataFrame, ResultTable] | None:
+    """Add a per-code table (``builder``: per-code frame + table) and its CSV to ``report``;
+    None, with a note, when the builder skips."""
+    try:
+        per_code, table = builder(results)
+    except Skip as e:
+        report.notes.append(f"Skipped: {e}.")
+        return None
+    report.tables[table.name] = table
+    report.files += write_table(table, out_dir / "tables")
+    per_code.to_csv(out_dir / csv_name, index=False)
+    report.files.append(out_dir / csv_name)
+    return per_code, table
+
 def render_report(results: pd.DataFrame, out_dir: str | Path, notes: Iterable[str] = ()) -> Report:
     """Render every analysis the runs in ``results`` allow; skipped ones get a note."""
     out_dir = Path(out_dir)
@@ -56,27 +74,10 @@ def render_report(results: pd.DataFrame, out_dir: str | Path, notes: Iterable[st
         report.tables[table.name] = table
         report.files += write_table(table, out_dir / "tables")
 
-    tier_gain = None
-    coverage_codes = None
-    try:
-        per_code, gain_table = unseen_code_tables(results)
-    except Skip as e:
-        report.notes.append(f"Skipped: {e}.")
-    else:
-        report.tables[gain_table.name] = gain_table
-        report.files += write_table(gain_table, out_dir / "tables")
-        per_code.to_csv(out_dir / "unseen_codes.csv", index=False)
-        report.files.append(out_dir / "unseen_codes.csv")
-        tier_gain = gain_table.frame
-    try:
-        coverage_codes, coverage_table = coverage_tables(results)
-    except Skip as e:
-        report.notes.append(f"Skipped: {e}.")
-    else:
-        report.tables[coverage_table.name] = coverage_table
-        report.files += write_table(coverage_table, out_dir / "tables")
-        coverage_codes.to_csv(out_dir / "unseen_coverage.csv", index=False)
-        report.files.append(out_dir / "unseen_coverage.csv")
+    gain = _code_table(report, out_dir, unseen_code_tables, results, "unseen_codes.csv")
+    tier_gain = gain[1].frame if gain else None
+    coverage = _code_table(report, out_dir, coverage_tables, results, "unseen_coverage.csv")
+    coverage_codes = coverage[0] if coverage else None
     if "fig3_seen_unseen" in report.tables:
         report.files += figures.unseen_figure(report.tables["fig3_seen_unseen"].frame, tier_gain,
                                               out_dir / "figures" / "fig3_unseen_codes", coverage_codes)
