@@ -169,6 +169,10 @@ class MixConfig:
     # pair as a one-sentence note under the document prompt, so the model also learns to
     # copy that phrase out of a note as evidence), or "both" (each pair twice).
     span_template: str = "both"
+    # Span draws per tier in proportion to (pairs in the tier) ** tier_alpha: 1 keeps the
+    # tiers' sizes (a 10-pair silver tier beside 83 gold pairs gets 11%), 0 gives every tier
+    # the same share (exponent-smoothed sampling, as XLM-R mixes languages).
+    tier_alpha: float = 1.0
 
 
 @dataclass

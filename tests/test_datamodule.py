@@ -276,3 +276,51 @@ def test_resume_continues_at_the_next_unseen_batch(tmp_path, grad_accum):
     assert len(full) == 6 * grad_accum
     resumed = _fit(tmp_path / "b", grad_accum, ckpt_path=tmp_path / "a" / "step=4.ckpt")
     assert resumed == full[4 * grad_accum :]
+
+
+# ---------------------------------------------------------------- tier sampling (mix.tier_alpha)
+def test_tier_counts_follow_size_to_the_alpha():
+    from ccl.data.datamodule import tier_counts
+
+    sizes = {"gold": 160, "silver": 10, "synthetic": 0}
+    assert tier_counts(sizes, 100, 0.0) == {"gold": 50, "silver": 50, "synthetic": 0}
+    # alpha 1: the tiers' own proportions (160:10 of 100 -> 94.1 / 5.9, rounded by largest remainder)
+    assert tier_counts(sizes, 100, 1.0) == {"gold": 94, "silver": 6, "synthetic": 0}
+    # alpha 0.5: sqrt(160):sqrt(10) = 4:1
+    assert tier_counts(sizes, 100, 0.5) == {"gold": 80, "silver": 20, "synthetic": 0}
+    assert sum(tier_counts({"gold": 7, "silver": 3, "synthetic": 2}, 11, 0.3).values()) == 11
+    with pytest.raises(ValueError, match="mix.tier_alpha"):
+        tier_counts(sizes, 10, 1.5)
+
+
+def test_draw_spans_equal_tiers_cycle_each_tier_pool():
+    from collections import Counter
+
+    from ccl.data.datamodule import draw, draw_spans
+
+    tiers = ["gold"] * 40 + ["silver"] * 4
+    rng = np.random.default_rng(0)
+    picked = draw_spans(tiers, 20, 0.0, rng)
+    assert Counter(tiers[i] for i in picked) == {"gold": 10, "silver": 10}
+    # each silver example drawn 10/4 -> 2 or 3 times: whole permutations of its own pool
+    assert sorted(Counter(int(i) for i in picked if tiers[i] == "silver").values()) == [2, 2, 3, 3]
+    # alpha 1 and a single tier are the plain pool draw, so rows without silver keep their plans
+    assert draw_spans(tiers, 20, 1.0, np.random.default_rng(3)).tolist() == \
+        draw(44, 20, np.random.default_rng(3)).tolist()
+    assert draw_spans(["gold"] * 9, 5, 0.0, np.random.default_rng(3)).tolist() == \
+        draw(9, 5, np.random.default_rng(3)).tolist()
+
+
+def test_plan_balances_span_tiers_with_tier_alpha_zero():
+    docs = examples("doc", [60] * 40)
+    spans = examples("span", [20] * 44, first_id=10_000)
+    for i, ex in enumerate(spans):
+        ex["tier"] = "gold" if i < 40 else "silver"
+    mix = dict(span_warmup_steps=2, span_share=0.5)
+    by_size = dm_for(docs, spans, MixConfig(**mix), max_steps=0, max_epochs=2).report()
+    balanced = dm_for(docs, spans, MixConfig(**mix, tier_alpha=0.0), max_steps=0, max_epochs=2).report()
+    # 40 span draws per epoch: by size silver gets 40 * 4/44 = 4; balanced it gets half
+    assert by_size["epochs"]["0"]["span_tiers"] == {"gold": 36, "silver": 4}
+    assert balanced["epochs"]["0"]["span_tiers"] == {"gold": 20, "silver": 20}
+    assert balanced["epochs"]["warmup"]["span_tiers"] == {"gold": 8, "silver": 8}
+    assert balanced["epochs"]["0"]["examples"] == by_size["epochs"]["0"]["examples"] == {"doc": 40, "span": 40}

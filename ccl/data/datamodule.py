@@ -4,7 +4,10 @@ One *data epoch* is every document example ``mix.doc_repeats`` times plus span
 examples drawn so that they make up ``mix.span_share`` of the epoch (capped by
 ``mix.max_span_examples_per_epoch``). Spans are drawn without replacement while
 the pool lasts (whole permutations, then the next one), freshly per epoch from
-``seed + epoch`` when ``mix.resample_each_epoch``, else once. The first
+``seed + epoch`` when ``mix.resample_each_epoch``, else once. With
+``mix.tier_alpha`` below 1 the draws are split between the span tiers in
+proportion to ``size ** alpha`` (each tier drawn as its own pool), so that a
+tier of a few pairs (silver on the demo world) is not drowned by a large one. The first
 ``mix.span_warmup_steps`` optimiser steps see span examples only.
 
 Batches are grouped by length: a shuffled epoch is cut into chunks, each chunk
@@ -151,6 +154,48 @@ def draw(pool: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.permutation(pool) for _ in range(math.ceil(k / pool))])[:k]
 
 
+def tier_counts(sizes: Mapping[str, int], k: int, alpha: float) -> dict[str, int]:
+    """Split ``k`` span draws between tiers of ``sizes`` (examples per tier).
+
+    Tier ``t`` gets a share proportional to ``sizes[t] ** alpha`` -- exponent-smoothed
+    sampling as multilingual LMs mix languages (XLM-R, Conneau et al. 2020, sec. 3.1; mT5):
+    ``alpha=1`` keeps the tiers' own proportions, ``alpha=0`` gives every non-empty tier
+    the same share. Largest-remainder rounding, so the counts sum to ``k``.
+
+    Raises:
+        ValueError: ``alpha`` outside [0, 1] (``mix.tier_alpha``).
+    """
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"mix.tier_alpha={alpha} must be in [0, 1] (1: tiers in proportion to their "
+                         "sizes, 0: every tier the same share)")
+    w = {t: float(n) ** float(alpha) for t, n in sizes.items() if n > 0}
+    counts = dict.fromkeys(sizes, 0)
+    if not w or k == 0:
+        return counts
+    exact = {t: k * v / sum(w.values()) for t, v in w.items()}
+    counts.update({t: math.floor(x) for t, x in exact.items()})
+    for t in sorted(w, key=lambda t: counts[t] - exact[t])[: k - sum(counts.values())]:
+        counts[t] += 1
+    return counts
+
+
+def draw_spans(tiers: Sequence[str], k: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
+    """``k`` indices into a span pool whose example ``i`` is of tier ``tiers[i]``.
+
+    With ``alpha=1`` (or one tier) this is :func:`draw` over the whole pool, so tiers come
+    in proportion to their sizes. Otherwise each tier gets the count :func:`tier_counts`
+    gives it, drawn from its own pool by :func:`draw`, and the draws are shuffled.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(tiers):
+        groups.setdefault(t, []).append(i)
+    if float(alpha) == 1.0 or len(groups) <= 1:
+        return draw(len(tiers), k, rng)
+    counts = tier_counts({t: len(g) for t, g in groups.items()}, k, alpha)
+    picked = [np.asarray(g, dtype=np.int64)[draw(len(g), counts[t], rng)] for t, g in groups.items()]
+    return rng.permutation(np.concatenate(picked))
+
+
 @dataclass(frozen=True)
 class PlannedBatch:
     indices: tuple[int, ...]
@@ -249,6 +294,7 @@ class MixDataModule(pl.LightningDataModule):
             collator = PaddingCollator(pad_token_id)
         self.examples = [*doc_examples, *span_examples]
         self.n_docs, self.n_spans = len(doc_examples), len(span_examples)
+        self.span_tiers = [str(ex.get("tier") or "") for ex in span_examples]
         self.lengths = [int(ex["length"]) for ex in self.examples]
         self.mix, self.train_cfg, self.seed = mix, train, int(seed)
         self.collator = collator
@@ -268,8 +314,11 @@ class MixDataModule(pl.LightningDataModule):
             docs = []
         k = span_count(len(docs), self.n_spans, self.mix)
         draw_epoch = epoch if self.mix.resample_each_epoch else 0
-        spans = draw(self.n_spans, k, np.random.default_rng([self.seed, draw_epoch, _SPAN_STREAM]))
+        spans = self._draw_spans(k, np.random.default_rng([self.seed, draw_epoch, _SPAN_STREAM]))
         return docs + [self.n_docs + int(i) for i in spans]
+
+    def _draw_spans(self, k: int, rng: np.random.Generator) -> np.ndarray:
+        return draw_spans(self.span_tiers, k, float(getattr(self.mix, "tier_alpha", 1.0)), rng)
 
     def _warmup(self, n_batches: int) -> list[PlannedBatch]:
         if n_batches == 0:
@@ -278,7 +327,7 @@ class MixDataModule(pl.LightningDataModule):
             log.warning("mix.span_warmup_steps is set but there are no span examples: no warm-up")
             return []
         rng = np.random.default_rng([self.seed, _WARMUP_STREAM])
-        pool = [self.n_docs + int(i) for i in draw(self.n_spans, n_batches * int(self.train_cfg.batch_size), rng)]
+        pool = [self.n_docs + int(i) for i in self._draw_spans(n_batches * int(self.train_cfg.batch_size), rng)]
         return [PlannedBatch(tuple(b), WARMUP) for b in self._group(pool, rng)[:n_batches]]
 
     def build_plan(self, world_size: int = 1) -> list[PlannedBatch]:
@@ -352,11 +401,14 @@ class MixDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------------ report
     def _summary(self, batches: Sequence[PlannedBatch]) -> dict[str, Any]:
         kinds = Counter(self.examples[i]["kind"] for b in batches for i in b.indices)
+        tiers = Counter(self.examples[i].get("tier") for b in batches for i in b.indices
+                        if self.examples[i]["kind"] == "span")
         tokens = sum(self.lengths[i] for b in batches for i in b.indices)
         slots = sum(self.collator.batch_tokens([self.lengths[i] for i in b.indices]) for b in batches)
         return {
             "batches": len(batches),
             "examples": dict(sorted(kinds.items())),
+            "span_tiers": dict(sorted((str(t or "?"), n) for t, n in tiers.items())),
             "tokens": tokens,
             "loss_tokens": sum(_loss_tokens(self.examples[i]) for b in batches for i in b.indices),
             "batch_tokens": slots,

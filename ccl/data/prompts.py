@@ -55,6 +55,7 @@ class Example:
     answer: str
     kind: str  # "doc" | "span"
     code_count: int = 0
+    tier: str = ""  # span examples: the tier of their pair (gold, silver, synthetic); "" for documents
 
 
 def _messages(user: str) -> list[Message]:

@@ -198,7 +198,7 @@ def tokenize_examples(
     """Tokenise many examples with batched tokenizer calls; see the module docstring.
 
     Each result has ``input_ids``, ``labels`` (lists of ints), ``length``,
-    ``prompt_length``, ``kind`` and ``truncated``.
+    ``prompt_length``, ``kind``, ``tier`` and ``truncated``.
     """
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -231,6 +231,7 @@ def tokenize_examples(
                 "length": len(p) + len(answer),
                 "prompt_length": len(p),
                 "kind": ex.kind,
+                "tier": ex.tier,
                 "truncated": truncated,
             }
         )

@@ -100,10 +100,11 @@ def span_examples(cfg: DictConfig, bundle: DataBundle) -> list[Example]:
     out: list[Example] = []
     for p in bundle.span_pairs():
         if fmt in ("span", "both"):
-            out.append(span_example(p.evidence, p.code, describe))
+            out.append(replace(span_example(p.evidence, p.code, describe), tier=p.tier))
         if fmt in ("document", "both"):
             note = f"Assessment: {p.evidence}."
-            out.append(replace(document_example(task, note, [p.evidence], [p.code], describe), kind="span"))
+            out.append(replace(document_example(task, note, [p.evidence], [p.code], describe),
+                               kind="span", tier=p.tier))
     return out
 
 
