@@ -20,7 +20,7 @@ import pandas as pd
 
 from ccl.report import figures, tables
 from ccl.report.collect import collect_runs, incomplete_runs, write_results
-from ccl.report.intervals import ablation_interval_table
+from ccl.report.intervals import ablation_interval_table, figure3_interval_table
 from ccl.report.render import to_markdown, write_table
 from ccl.report.tables import ResultTable, Skip
 from ccl.report.unseen import coverage_tables, unseen_code_tables
@@ -78,6 +78,12 @@ def render_report(results: pd.DataFrame, out_dir: str | Path, notes: Iterable[st
     tier_gain = gain[1].frame if gain else None
     coverage = _code_table(report, out_dir, coverage_tables, results, "unseen_coverage.csv")
     coverage_codes = coverage[0] if coverage else None
+    try:
+        table = figure3_interval_table(results, coverage_codes)
+        report.tables[table.name] = table
+        report.files += write_table(table, out_dir / "tables")
+    except Skip as e:
+        report.notes.append(f"Skipped: {e}.")
     if "fig3_seen_unseen" in report.tables:
         report.files += figures.unseen_figure(report.tables["fig3_seen_unseen"].frame, tier_gain,
                                               out_dir / "figures" / "fig3_unseen_codes", coverage_codes)

@@ -120,3 +120,89 @@ def _paired_notes(runs: pd.DataFrame) -> list[str]:
         notes.append(f"Paired test row 4 - row 3 ({r4['backbone']}, {r4['test_set']}, seed {r4['seed']}, "
                      f"{res['n_docs']} documents; permutation test and paired bootstrap): " + "; ".join(parts) + ".")
     return notes or ["Paired test row 4 vs row 3: no pair of runs with the same backbone, test set and seed."]
+
+
+# ------------------------------------------------------------ Figure 3 with intervals
+SUBSET_COLUMNS = {"Seen": "seen", "Unseen": "unseen", "Unseen, silver/synthetic only": "tier_only"}
+TIER_ONLY = ("silver-only", "synthetic-only")
+
+
+def subset_stats(rows: list[dict[str, Any]], codes: set[str]):
+    """:class:`ccl.eval.stats.DocStats` of ``rows`` scored on the codes in ``codes`` only.
+
+    Gold and predicted codes are both cut to ``codes`` (the label space of the subset), as
+    the eval stage scores its seen / unseen subsets; no ranking metrics.
+    """
+    from ccl.eval.stats import DocStats
+
+    space = sorted(codes)
+    return DocStats.build([[c for c in r["gold_codes"] if c in codes] for r in rows],
+                          [[c for c in r["codes"] if c in codes] for r in rows], space)
+
+
+def run_subsets(run_dir: str | Path, coverage: pd.DataFrame | None) -> dict[str, set[str]]:
+    """The test codes of a run by subset: seen, unseen, and unseen codes whose wording only a
+    silver or synthetic pair spells (Figure 3(c)'s classes, from ``coverage``)."""
+    from ccl.report.unseen import code_table
+
+    codes = code_table(run_dir)
+    codes = codes[codes["support"] > 0]
+    out = {"seen": set(codes.loc[codes["seen"], "code"]), "unseen": set(codes.loc[~codes["seen"], "code"])}
+    if coverage is not None and not coverage.empty:
+        mine = coverage[(coverage["run_dir"].astype(str) == str(run_dir)) & coverage["coverage"].isin(TIER_ONLY)]
+        out["tier_only"] = set(mine["code"])
+    return out
+
+
+def figure3_interval_table(results: pd.DataFrame, coverage: pd.DataFrame | None = None,
+                           n_resamples: int = 1000, seed: int = 0) -> ResultTable:
+    """Figure 3's seen / unseen micro F1 per run with 95% bootstrap intervals over documents,
+    and paired tests row 4 - row 3 on the unseen codes and row 5 - row 4 on the unseen codes
+    that only silver or synthetic pairs spell (the paper's Figure 3(c) claim), per seed.
+
+    ``coverage``: the per-code frame of :func:`ccl.report.unseen.coverage_tables` (None: no
+    silver/synthetic-only column). Raises :class:`Skip` without Table 3 runs.
+    """
+    from ccl.eval.stats import bootstrap_intervals, paired_test
+
+    runs, left_out = without_human_evidence(results[results["ablation_row"].notna()])
+    runs = runs[runs["predictions"].astype(str) == runs["run_dir"].astype(str) + "/predictions.jsonl"]
+    if runs.empty:
+        raise Skip("Figure 3 with intervals needs runs of +experiment=ablation_row1..ablation_row5; none found")
+    runs = runs.sort_values(["ablation_row", *PAIR_KEYS], kind="stable")
+    records, cache = [], {}
+    for _, r in runs.iterrows():
+        rows, subsets = _predictions(r["predictions"]), run_subsets(r["run_dir"], coverage)
+        cache[r["run_dir"]] = (rows, subsets)
+        rec: dict[str, Any] = {"Row": int(r["ablation_row"]), "Recipe": r["recipe"], "Seed": r["seed"]}
+        for display, key in SUBSET_COLUMNS.items():
+            codes = subsets.get(key)
+            if not codes:
+                rec[f"{display} micro F1"], rec[f"{display} 95% CI"] = float("nan"), ""
+                continue
+            st = subset_stats(rows, codes)
+            lo, hi = bootstrap_intervals(st, n_resamples=n_resamples, seed=seed)["micro_f1"]
+            rec[f"{display} micro F1"] = 100.0 * st.metrics()["micro_f1"]
+            rec[f"{display} 95% CI"] = f"[{100 * lo:.1f}, {100 * hi:.1f}] ({len(codes)} codes)"
+        records.append(rec)
+    notes = ["Micro F1 over the test codes of each subset (gold and predicted codes cut to the subset); "
+             "intervals: bootstrap over test documents (scipy.stats.bootstrap, percentile, 95%)."]
+    for upper, lower, key in ((4, 3, "unseen"), (5, 4, "tier_only")):
+        for _, a in runs[runs["ablation_row"] == upper].iterrows():
+            match = runs[runs["ablation_row"] == lower]
+            for k in PAIR_KEYS:
+                match = match[match[k].astype(str) == str(a[k])]
+            if match.empty:
+                continue
+            (rows_a, sub_a), (rows_b, _) = cache[a["run_dir"]], cache[match.iloc[0]["run_dir"]]
+            codes = sub_a.get(key)
+            if not codes or [r["id"] for r in rows_a] != [r["id"] for r in rows_b]:
+                continue
+            res = paired_test(subset_stats(rows_a, codes), subset_stats(rows_b, codes),
+                              n_resamples=n_resamples, seed=seed)["micro_f1"]
+            label = dict(zip(SUBSET_COLUMNS.values(), SUBSET_COLUMNS, strict=True))[key].lower()
+            notes.append(f"Paired test row {upper} - row {lower}, {label} codes ({len(codes)}), seed {a['seed']}: "
+                         f"micro F1 {100 * res['diff']:+.1f} pts, 95% CI [{100 * res['diff_ci'][0]:+.1f}, "
+                         f"{100 * res['diff_ci'][1]:+.1f}], p = {res['p_value']:.3f}.")
+    return ResultTable("fig3_intervals", "Figure 3 with 95% intervals: seen, unseen and silver/synthetic-only "
+                       "unseen codes", pd.DataFrame(records), notes + left_out)
