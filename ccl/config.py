@@ -172,7 +172,7 @@ class MixConfig:
     # Span draws per tier in proportion to (pairs in the tier) ** tier_alpha: 1 keeps the
     # tiers' sizes (a 10-pair silver tier beside 83 gold pairs gets 11%), 0 gives every tier
     # the same share (exponent-smoothed sampling, as XLM-R mixes languages).
-    tier_alpha: float = 1.0
+    tier_alpha: float = 0.0
 
 
 @dataclass
