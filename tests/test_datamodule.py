@@ -317,7 +317,7 @@ def test_plan_balances_span_tiers_with_tier_alpha_zero():
     for i, ex in enumerate(spans):
         ex["tier"] = "gold" if i < 40 else "silver"
     mix = dict(span_warmup_steps=2, span_share=0.5)
-    by_size = dm_for(docs, spans, MixConfig(**mix), max_steps=0, max_epochs=2).report()
+    by_size = dm_for(docs, spans, MixConfig(**mix, tier_alpha=1.0), max_steps=0, max_epochs=2).report()
     balanced = dm_for(docs, spans, MixConfig(**mix, tier_alpha=0.0), max_steps=0, max_epochs=2).report()
     # 40 span draws per epoch: by size silver gets 40 * 4/44 = 4; balanced it gets half
     assert by_size["epochs"]["0"]["span_tiers"] == {"gold": 36, "silver": 4}
