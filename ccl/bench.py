@@ -262,10 +262,14 @@ def make_arms(names: Sequence[str], tokenizer: Any, budget: int, row_tokens: int
 
 # Arms that differ by config: the training step as the train stage runs it before and after
 # issue 12's fixes (code rows on both sides + logits everywhere vs output rows + answer logits).
+_AFTER = ("backbone.code_token_side=output", "train.loss_positions=answer")
 CONFIG_ARMS: dict[str, tuple[str, ...]] = {
-    "before": ("backbone.code_token_side=both", "train.loss_positions=all", "train.packing=false"),
-    "after": ("backbone.code_token_side=output", "train.loss_positions=answer", "train.packing=false"),
-    "after_packed": ("backbone.code_token_side=output", "train.loss_positions=answer", "train.packing=true"),
+    "before": ("backbone.code_token_side=both", "train.loss_positions=all", "train.packing=false",
+               "train.frozen_prefix_cache=false"),
+    "after": (*_AFTER, "train.packing=false", "train.frozen_prefix_cache=false"),
+    "after_packed": (*_AFTER, "train.packing=true", "train.frozen_prefix_cache=false"),
+    # + the frozen lower layers run once per distinct example (see --repeat)
+    "after_prefix": (*_AFTER, "train.packing=false", "train.frozen_prefix_cache=true"),
 }
 
 
@@ -323,7 +327,7 @@ class ConfigArm:
         from ccl.data.datamodule import PaddingCollator
         from ccl.data.packing import PackingCollator, use_packed_attention
         from ccl.model.backbone import apply_training_mode
-        from ccl.stages.train import load_model
+        from ccl.stages.train import frozen_prefix, load_model
 
         self.name, self.cfg = name, cfg
         model, tokenizer = load_model(cfg, bundle, Path(cfg.paths.cache_dir))
@@ -332,6 +336,7 @@ class ConfigArm:
         if self.packing and model.config._attn_implementation == "sdpa":
             use_packed_attention(model)
         self.model = apply_training_mode(model, cfg.train, str(cfg.backbone.code_token_side)).train()
+        self.prefix = frozen_prefix(cfg, self.model, self.packing)
         self.loss_positions = str(cfg.train.loss_positions)
         attn = self.model.get_base_model().config._attn_implementation
         self.collator = (PackingCollator(int(cfg.backbone.max_length), tokenizer.pad_token_id, attn_implementation=attn,
@@ -349,6 +354,7 @@ class ConfigArm:
 
     def run(self, examples: list[dict], rng: np.random.Generator, count: bool = True) -> None:
         from ccl.data.datamodule import group_by_length
+        from ccl.model.frozen_prefix import forward
         from ccl.model.module import model_inputs
 
         lengths = [len(ex["input_ids"]) for ex in examples]
@@ -359,8 +365,7 @@ class ConfigArm:
             start, cpu_start = time.perf_counter(), time.process_time()
             for b in batches:
                 batch = self.collator([examples[i] for i in b])
-                inputs = model_inputs(batch, self.loss_positions)
-                self.model(**inputs, use_cache=False).loss.backward()
+                forward(self.model, model_inputs(batch, self.loss_positions), self.prefix).loss.backward()
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 real += sum(lengths[i] for i in b)
@@ -417,13 +422,14 @@ def bench_train_configs(args: argparse.Namespace, overrides: list[str], console:
     for r, part in enumerate(np.array_split(np.arange(len(sample)), args.rounds)):
         examples = [sample[int(i)] for i in part]
         for arm in order[r % len(order):] + order[: r % len(order)]:
-            arm.run(examples, np.random.default_rng([seed, r]))
+            for e in range(args.repeat):  # data epochs over the round's examples, as a run repeats them
+                arm.run(examples, np.random.default_rng([seed, r, e]))
             console.print(f"[dim]round {r}: {arm.name} done[/]")
     summaries = {n: a.summary() for n, a in arms.items()}
     kinds = {k: sum(1 for ex in sample if ex["kind"] == k) for k in ("doc", "span")}
     result: dict[str, Any] = {
         "benchmark": "train", "command": args.command_line, "backbone": str(base_cfg.backbone.name),
-        "train_mode": str(base_cfg.train.mode), "examples": kinds, "rounds": args.rounds,
+        "train_mode": str(base_cfg.train.mode), "examples": kinds, "rounds": args.rounds, "repeat": args.repeat,
         "batch_size": int(base_cfg.train.batch_size), "max_batch_tokens": int(base_cfg.train.max_batch_tokens),
         "threads": torch.get_num_threads(), "arms": summaries,
         "process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -768,6 +774,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--examples", type=int, default=96, help="train: examples of the mix per arm")
     parser.add_argument("--arms", default=",".join(ARMS), help="train: arms to run, comma-separated")
     parser.add_argument("--rounds", type=int, default=4, help="train/predict: interleaved rounds")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="train config arms: passes over each round's examples (a run shows each example ~3 times)")
     parser.add_argument("--batch-size", type=int, default=8, help="train: the padded baseline's batch size")
     parser.add_argument("--budget", type=int, default=None, help="train: packed tokens per batch "
                         "(default train.max_batch_tokens)")

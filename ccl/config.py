@@ -203,6 +203,9 @@ class TrainConfig:
     # Where logits and the loss are computed: "answer" (only at positions whose next token is a
     # target: no full-vocabulary logits for prompt tokens) or "all" (every position; the old path).
     loss_positions: str = "answer"
+    # Run the frozen decoder layers below the lowest LoRA layer once per distinct example and
+    # reuse their output in later epochs (ccl.model.frozen_prefix; padded batches only).
+    frozen_prefix_cache: bool = False
     grad_accum: int = 1
     precision: str = "32-true"
     gradient_checkpointing: bool = False

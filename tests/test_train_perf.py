@@ -176,3 +176,36 @@ def test_merge_code_rows_unties_and_keeps_the_outputs(cache, tmp_path):
     with torch.no_grad():
         assert torch.allclose(reloaded(input_ids=batch).logits, expected, atol=1e-4)
 
+
+
+def test_frozen_prefix_cache_gives_the_full_forward_loss_and_gradients(cache):
+    from ccl.model.frozen_prefix import FrozenPrefix, first_trainable_layer
+    from ccl.model.module import SFTModule
+
+    model, tok, _ = code_model(cache, "output", top_layers=2)
+    assert first_trainable_layer(model) == LAYERS - 2
+    batch = PaddingCollator(tok.pad_token_id)(examples(tok))
+    module = SFTModule(model, lora_cfg(2))
+    module.train()
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = module(batch).loss
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    plain_loss, plain_grads = loss_and_grads()
+    module.prefix = FrozenPrefix(model, first_trainable_layer(model))
+    for _ in range(2):  # the second step is served from the cache
+        loss, grads = loss_and_grads()
+        assert abs(loss - plain_loss) < 1e-5
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, plain_grads, strict=True))
+    assert (module.prefix.computed, module.prefix.served) == (3, 3)
+    assert len(model.get_base_model().model.layers) == LAYERS  # the full stack is back after each step
+
+
+def test_frozen_prefix_is_off_when_the_lower_layers_train(cache):
+    from ccl.model.frozen_prefix import first_trainable_layer
+
+    assert first_trainable_layer(code_model(cache, "both", top_layers=2)[0]) is None  # input-side code rows
+    assert first_trainable_layer(code_model(cache, "output", top_layers=None)[0]) == 0  # LoRA on layer 0: none frozen

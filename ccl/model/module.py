@@ -94,12 +94,17 @@ class SFTModule(pl.LightningModule):
         self.tokenizer = tokenizer
         self.seed = seed
         self._last_step_end: float | None = None
+        # Set by the train stage (train.frozen_prefix_cache): training steps run only the
+        # trainable top layers on cached lower-layer states (ccl.model.frozen_prefix).
+        self.prefix: Any = None
 
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
         # use_cache=False: with a KV cache present transformers skips the packed-sequence
         # detection from position_ids, and packed rows would attend across examples.
+        from ccl.model.frozen_prefix import forward
+
         inputs = model_inputs(batch, str(getattr(self.train_cfg, "loss_positions", "answer")))
-        return self.model(**inputs, use_cache=False)
+        return forward(self.model, inputs, self.prefix if self.training else None)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss

@@ -19,6 +19,7 @@ whole sweep, in every child process.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -46,6 +47,8 @@ MODEL_META = "ccl_model.json"
 
 
 # Settings that change how a run is executed or reported, not the weights it ends with.
+log = logging.getLogger(__name__)
+
 _NOT_IN_TRAIN_KEY = {
     "backbone": ("family", "n_params"),
     "train": ("log_every_n_steps", "save_every_n_steps", "val_docs", "devices", "num_nodes",
@@ -117,6 +120,22 @@ def load_model(cfg: DictConfig, bundle: DataBundle, cache_dir: Path) -> tuple[An
     if cfg.backbone.code_tokens:
         add_code_tokens(model, tokenizer, model_codes(bundle), bundle.describe)
     return model, tokenizer
+
+
+def frozen_prefix(cfg: DictConfig, model: Any, packing: bool) -> Any:
+    """A :class:`ccl.model.frozen_prefix.FrozenPrefix` when ``train.frozen_prefix_cache`` is on
+    and the lower decoder layers are frozen; None otherwise (with a log line saying why)."""
+    from ccl.model.frozen_prefix import FrozenPrefix, first_trainable_layer
+
+    if not cfg.train.get("frozen_prefix_cache"):
+        return None
+    k = first_trainable_layer(model)
+    if packing or not k:
+        log.info("train.frozen_prefix_cache: off (%s)", "packed batches" if packing else
+                 "no frozen lower layers: LoRA on every layer, input-side code tokens or attention dropout")
+        return None
+    log.info("train.frozen_prefix_cache: layers 0-%d run once per distinct example", k - 1)
+    return FrozenPrefix(model, k)
 
 
 SHARDED_STRATEGIES = ("fsdp", "deepspeed_stage_3")
@@ -273,6 +292,7 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
               else int(cfg.train.warmup_steps))
     schedule_cfg = OmegaConf.merge(cfg.train, {"max_steps": dm.planned_steps, "warmup_steps": warmup})
     module = SFTModule(model, schedule_cfg, tokenizer=tokenizer, seed=cfg.seed)
+    module.prefix = frozen_prefix(cfg, model, packing)
     logger = make_logger(cfg, run_dir)
     # Checkpoints live under the stage key: a changed config never resumes a stale run.
     ckpt_dir = run_dir / "checkpoints" / train_key(cfg, bundle)
@@ -304,6 +324,9 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     )
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    if module.prefix is not None:
+        log.info("train.frozen_prefix_cache: lower layers ran for %d examples, %d served from the cache",
+                 module.prefix.computed, module.prefix.served)
     seconds = progress.fit_seconds if progress.fit_seconds > 0 else time.perf_counter() - t0
     if not trainer.is_global_zero:  # DDP: every rank holds the same weights; rank 0 saves them
         return run_dir / "model"
