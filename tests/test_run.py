@@ -183,14 +183,14 @@ def test_codiesp_runs_end_to_end_on_real_files(tmp_path):
 
 @pytest.mark.parametrize(("row", "tiers"), [(3, set()), (4, {"gold"})])
 def test_codiesp_cpu_rows_run_on_their_code_subset(tmp_path, row, tiers):
-    """codiesp_row3/row4 (benchmarks/codiesp_cpu.md): 60 training notes, a 53-code label space
+    """codiesp_row3/row4 (benchmarks/codiesp_cpu.md): 90 training notes, a 53-code label space
     of 12 frequent seen codes and 41 unseen ones; row 4 adds gold pairs for those codes only."""
     if not CODIESP.exists():
         pytest.skip(f"{CODIESP} not available")
     cfg = compose_cfg(tmp_path, f"+experiment=codiesp_row{row}", f"docs.path={CODIESP}", "infer.limit=4")
     metrics = run(cfg, tmp_path / "run", quiet())
     manifest = json.loads((tmp_path / "run" / "data_manifest.json").read_text())
-    assert manifest["documents"]["train"]["count"] == 60 and manifest["documents"]["train"]["codes"] == 12
+    assert manifest["documents"]["train"]["count"] == 90 and manifest["documents"]["train"]["codes"] == 12
     assert manifest["label_space"] == {"split": "test", "codes": 53, "seen": 12, "unseen": 41}
     assert manifest["documents_stats"]["codiesp"]["subset"]["code_pool"] == 53
     assert set(manifest["span_tiers"]) == tiers

@@ -85,4 +85,5 @@ def test_codiesp_subset_through_load_source(tab, tmp_path):
     train_codes = {c for d in data.docs["train"] for c in d.codes}
     assert "G43.909" not in train_codes and "G43.909" in {c for d in data.docs["test"] for c in d.codes}
     assert data.stats["subset"]["documents"]["train"]["kept"] == 30
+    assert 30 < data.stats["subset"]["documents"]["train"]["before_cap"] < 450
     assert data.stats["subset"]["documents"]["test"]["kept"] == len(data.docs["test"]) < 250

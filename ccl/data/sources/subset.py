@@ -57,8 +57,9 @@ def restrict_source(
 ) -> tuple[dict[str, list[Document]], list[Document], dict[str, Any] | None]:
     """Apply ``docs.code_pool`` and ``docs.max_train_docs``; ``None`` stats when neither is set.
 
-    Returns (documents by split, corpus, counts: pool size, documents kept and dropped
-    per split, code occurrences dropped). Raises ``ValueError`` for a bad pool code or a
+    Returns (documents by split, corpus, counts: pool size, documents before and kept per
+    split (train also ``before_cap``: with a pool code, before the cap), code occurrences
+    dropped). Raises ``ValueError`` for a bad pool code or a
     negative cap, and when the pool leaves the training split empty.
     """
     pool = parse_pool(option(cfg, "code_pool", []), tab)
@@ -85,6 +86,7 @@ def restrict_source(
         ids = sorted(d.id for d in out["train"])
         chosen = set(random.Random(f"ccl-max-train:{int(option(cfg, 'seed', 13))}").sample(ids, int(cap)))
         out["train"] = [d for d in out["train"] if d.id in chosen]
+        stats["documents"]["train"]["before_cap"] = len(ids)
         stats["documents"]["train"]["kept"] = len(out["train"])
     new_corpus = out.pop("corpus")
     return out, new_corpus, stats
