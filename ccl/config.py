@@ -111,7 +111,9 @@ class DocsConfig:
     distractor_rate: float = 0.5  # negated / ruled-out / family-history mentions per note
     filler_sentences: int = 1
     corpus_size: int = 2000  # code-labelled notes without evidence (silver mining)
-    code_pool: list[str] = field(default_factory=list)  # explicit code universe; empty: chosen
+    # demo: the explicit code universe (empty: chosen). Real sources: keep only these codes
+    # (and their evidence); documents left without one are dropped (ccl/data/sources/subset.py).
+    code_pool: list[str] = field(default_factory=list)
     # real sources (issue 4)
     path: str | None = None
     notes_path: str | None = None
@@ -121,6 +123,7 @@ class DocsConfig:
     text_field: str = "note"  # aci_bench: note | dialogue
     note_categories: list[str] = field(default_factory=list)  # mdace: empty keeps all notes
     subset: str = "Inpatient"  # mdace: Inpatient | Profee (each with its own splits)
+    max_train_docs: int | None = None  # real sources: a seeded pick of N training documents; null: all
     test_split: str = "dev"  # codiesp: dev (paper setting) | test (official train/dev/test)
     # Stop loading when more than this share of a dataset's label occurrences cannot be mapped
     # to the Tabular List, or of its annotation rows must be dropped (ccl/data/sources/common.py).

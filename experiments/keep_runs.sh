@@ -7,6 +7,9 @@
 # Kept per run: config.yaml, metrics.json, predictions.jsonl, data_manifest.json,
 # model/ccl_model.json (training cost), data/{train,test}.jsonl and data/spans_*.jsonl (what
 # the seen/unseen and coverage analyses read). Git stores identical files once.
+# CodiEsp runs (CC BY 4.0, but its notes' text is never committed): predictions.jsonl keeps
+# id, codes and gold codes only (raw output and evidence quote the notes), data/{train,test}.jsonl
+# keep id, split and codes only (text and evidence emptied); span pairs are ICD-10-CM text.
 set -euo pipefail
 dest=$1
 shift
@@ -18,11 +21,35 @@ for run in "$@"; do
   fi
   out=$dest/$(basename "$run")
   mkdir -p "$out/data" "$out/model"
-  cp "$run"/{config.yaml,metrics.json,predictions.jsonl,data_manifest.json} "$out/"
+  cp "$run"/{config.yaml,metrics.json,data_manifest.json} "$out/"
   [[ -f $run/model/ccl_model.json ]] && cp "$run/model/ccl_model.json" "$out/model/"
   rmdir "$out/model" 2>/dev/null || true
-  for f in "$run"/data/train.jsonl "$run"/data/test.jsonl "$run"/data/spans_*.jsonl; do
+  for f in "$run"/data/spans_*.jsonl; do
     [[ -f $f ]] && cp "$f" "$out/data/"
   done
+  if grep -q '^  source: codiesp$' "$run/config.yaml"; then
+    # no note text: the fields the report reads, nothing that quotes a note
+    python - "$run" "$out" <<'PY'
+import json, sys
+from pathlib import Path
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+def strip(src, dst, keep, blank):
+    if not src.is_file():
+        return
+    rows = [json.loads(line) for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [{**{k: r[k] for k in keep if k in r}, **blank} for r in rows]
+    dst.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+strip(run / "predictions.jsonl", out / "predictions.jsonl", ("id", "codes", "gold_codes"),
+      {"raw_output": "", "evidence": []})
+for split in ("train", "test"):
+    strip(run / "data" / f"{split}.jsonl", out / "data" / f"{split}.jsonl",
+          ("id", "codes", "split", "source"), {"text": "", "spans": []})
+PY
+  else
+    cp "$run/predictions.jsonl" "$out/"
+    for f in "$run"/data/train.jsonl "$run"/data/test.jsonl; do
+      [[ -f $f ]] && cp "$f" "$out/data/"
+    done
+  fi
   echo "kept $run -> $out"
 done

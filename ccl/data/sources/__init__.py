@@ -51,4 +51,11 @@ def load_source(cfg: Any, tab: TabularList, cache_dir: Path, index: Any = None) 
         from ccl.data.sources.common import IndexHints
 
         index = IndexHints(index)
-    return loader(cfg, tab, Path(cache_dir), index)
+    data = loader(cfg, tab, Path(cache_dir), index)
+    # docs.code_pool / docs.max_train_docs: a CPU-sized slice (ccl/data/sources/subset.py)
+    from ccl.data.sources.subset import restrict_source
+
+    docs, corpus, subset = restrict_source(data.docs, data.corpus, cfg, tab)
+    if subset is None:
+        return data
+    return SourceData(docs=docs, corpus=corpus, stats={**data.stats, "subset": subset})
