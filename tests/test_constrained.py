@@ -234,3 +234,25 @@ def test_vllm_gets_the_same_grammar_as_structured_outputs(monkeypatch):
     engine.sampling_kwargs = {}
     configure_engine(engine, None, ALLOWED, "codes_only", human_evidence=False)
     assert engine.sampling_kwargs["guided_decoding"].regex == answer_regex(ALLOWED, "codes_only")
+
+
+def test_restricted_predictions_drop_code_shaped_words_outside_the_codes_section(tiny):
+    from ccl.bench import compose
+    from ccl.data.records import Document
+    from ccl.inference.generation import Generation
+    from ccl.stages.predict import predict_documents
+
+    model, tok, _ = tiny
+
+    class CannedEngine:  # an answer cut before "Codes:" (read whole by the parser), and a full one
+        def complete(self, prompts, bound):
+            return [Generation("Evidence:\n- T2DM\n- HTN (I10)", finish_reason="length"),
+                    Generation("Evidence:\n- T2DM\nCodes:\nE11.9 - Type 2 diabetes mellitus")]
+
+    docs = [Document(id=f"d{i}", text="pt with T2DM", codes=["E11.9"]) for i in range(2)]
+    cfg = compose(["backbone=tiny", "logger=none", "infer.max_new_tokens=16", "backbone.use_chat_template=false"])
+    free = predict_documents(cfg, model, tok, docs, engine=CannedEngine())
+    assert [r["codes"] for r in free] == [["T2D.M", "I10"], ["E11.9"]]
+    cfg.infer.restrict_codes = True
+    restricted = predict_documents(cfg, model, tok, docs, allowed_codes=["E11.9", "I10"], engine=CannedEngine())
+    assert [r["codes"] for r in restricted] == [["I10"], ["E11.9"]]

@@ -30,7 +30,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -221,12 +221,18 @@ def predict_documents(
         cut = sum(g.truncated for g in outputs)
         note += f"; {cut} answers cut at the bound of {bound} tokens" if cut else ""
         console.print(f"[cyan]predict[/]: {len(docs)} documents in {time.perf_counter() - t0:.0f} s{note}")
+    # Restricted decoding constrains the codes section only: a code-shaped word parsed from
+    # elsewhere (an answer cut before "Codes:" is read whole, e.g. "T2DM" -> T2D.M) was not
+    # decoded as a code, so it is dropped too.
+    allowed = set(allowed_codes) if cfg.infer.get("restrict_codes") and allowed_codes else None
     by_doc: list[list[tuple[Any, str]]] = [[] for _ in docs]
     for i, out, prefix in zip(plan.doc_index, outputs, plan.prefixes, strict=True):
         by_doc[i].append((out, prefix))
     rows = []
     for d, parts, cut in zip(docs, by_doc, plan.note_tokens_cut, strict=True):
         parsed_parts = [parse_output(out.text, prefix=prefix) for out, prefix in parts]
+        if allowed is not None:
+            parsed_parts = [replace(p, codes=[c for c in p.codes if c in allowed]) for p in parsed_parts]
         parsed = merge_outputs(parsed_parts)
         raw = parts[0][0].text if len(parts) == 1 else "\n".join(
             f"{WINDOW_MARK.format(k + 1, len(parts))}\n{out.text}" for k, (out, _) in enumerate(parts))
