@@ -51,8 +51,10 @@ log = logging.getLogger(__name__)
 
 _NOT_IN_TRAIN_KEY = {
     "backbone": ("family", "n_params"),
+    # frozen_prefix_cache: the same function computed in another order (loss and gradients
+    # equal to 1e-5), so a model trained either way is the same model.
     "train": ("log_every_n_steps", "save_every_n_steps", "val_docs", "devices", "num_nodes",
-              "strategy", "accelerator"),
+              "strategy", "accelerator", "frozen_prefix_cache"),
 }
 
 

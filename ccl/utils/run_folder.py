@@ -37,7 +37,7 @@ CONFIG_NAME = "config.yaml"
 FREE_KEYS = (
     "stage", "overwrite", "ckpt_path", "logger", "paths",
     "train.log_every_n_steps", "train.save_every_n_steps", "train.devices", "train.num_nodes",
-    "train.strategy", "train.accelerator", "infer.also_human_evidence",
+    "train.strategy", "train.accelerator", "train.frozen_prefix_cache", "infer.also_human_evidence",
 )
 
 
