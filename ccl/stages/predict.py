@@ -244,6 +244,14 @@ def predict_documents(
         if scores is not None:
             row["code_scores"] = scores
         rows.append(row)
+    if cfg.infer.get("span_recode") and not human:
+        from ccl.inference.span_recode import add_span_codes, recode_phrases
+
+        coded = recode_phrases(engine, tokenizer, [p for r in rows for p in r["evidence"]],
+                               bool(cfg.backbone.use_chat_template), allowed)
+        added = add_span_codes(rows, coded)
+        if console:
+            console.print(f"[cyan]predict[/]: span re-coding added {added} codes from {len(coded)} evidence phrases")
     return rows
 
 
