@@ -256,3 +256,33 @@ def test_restricted_predictions_drop_code_shaped_words_outside_the_codes_section
     cfg.infer.restrict_codes = True
     restricted = predict_documents(cfg, model, tok, docs, allowed_codes=["E11.9", "I10"], engine=CannedEngine())
     assert [r["codes"] for r in restricted] == [["I10"], ["E11.9"]]
+
+
+def test_span_recode_adds_the_span_prompt_code_of_each_evidence_phrase(tiny):
+    from ccl.bench import compose
+    from ccl.data.records import Document
+    from ccl.inference.generation import Generation
+    from ccl.stages.predict import predict_documents
+
+    model, tok, _ = tiny
+
+    class CannedEngine:  # document answers first, then one span answer per distinct phrase
+        def __init__(self):
+            self.calls = []
+
+        def complete(self, prompts, bound):
+            self.calls.append(prompts)
+            if len(self.calls) == 1:
+                return [Generation("Evidence:\n- CAD\n- T2DM\nCodes:\nE11.9 - Type 2 diabetes mellitus"),
+                        Generation("Evidence:\n- CAD\nCodes:\n")]
+            span = {"CAD": "I25.10 - Atherosclerotic heart disease", "T2DM": "E11.9 - Type 2 diabetes"}
+            return [Generation(next(v for k, v in span.items() if k in p)) for p in prompts]
+
+    docs = [Document(id=f"d{i}", text="pt with CAD", codes=["I25.10"]) for i in range(2)]
+    cfg = compose(["backbone=tiny", "logger=none", "infer.max_new_tokens=16", "backbone.use_chat_template=false",
+                   "infer.span_recode=true"])
+    engine = CannedEngine()
+    rows = predict_documents(cfg, model, tok, docs, engine=engine)
+    assert len(engine.calls[1]) == 2  # one span prompt per distinct phrase ("CAD" twice -> once)
+    assert [r["codes"] for r in rows] == [["E11.9", "I25.10"], ["I25.10"]]
+    assert [r["span_codes"] for r in rows] == [["I25.10"], ["I25.10"]]
