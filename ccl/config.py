@@ -263,7 +263,7 @@ class InferConfig:
     restrict_codes: bool = False
     # After the document answer, code each evidence phrase again with the span prompt the
     # span tiers trained, and add those codes (ccl/inference/span_recode.py; beyond the paper).
-    span_recode: bool = False
+    span_recode: bool = True
 
 
 @dataclass
