@@ -227,10 +227,13 @@ def test_external_cause_index(tab):
 
 
 @needs_data
-def test_all_four_files_parse_quickly(main_index, drug, neoplasm):
+def test_all_four_files_parse_and_report_their_cost(main_index, drug, neoplasm):
+    # Behaviour, not wall-clock time (unit tests never assert timings): every file yields
+    # main terms and records how long its parse took.
     eindex = parse_index_xml(EINDEX)
-    total = sum(p.stats["seconds"] for p in (main_index, eindex, drug, neoplasm))
-    assert total < 30
+    for parsed in (main_index, eindex, drug, neoplasm):
+        assert parsed.stats["main_terms"] > 0
+        assert parsed.stats["seconds"] >= 0
 
 
 # ---------------------------------------------------------------- hand-written files and rules
