@@ -394,7 +394,7 @@ class ConfigArm:
             self.train_loss.append(float(np.mean(losses)) if losses else float("nan"))
 
     def summary(self) -> dict[str, Any]:
-        from ccl.bench_peers import code_rows_changed
+        from ccl.bench_peers import code_rows_changed, lora_parameter_count
 
         mib = 2**20
         return {
@@ -402,6 +402,7 @@ class ConfigArm:
             "attn_implementation": str(self.model.get_base_model().config._attn_implementation),
             "train_loss_per_round": [round(x, 4) for x in self.train_loss],
             "code_rows_trained": code_rows_changed(self.model, self.code_rows),
+            "lora_parameters": lora_parameter_count(self.model),
             "layers_reached_by_backward": sorted(self.reached), "n_layers": len(self.layers),
             "steps": self.steps, "real_tokens": self.real, "computed_tokens": self.computed,
             "answer_tokens": self.answer, "seconds": round(self.seconds, 2),

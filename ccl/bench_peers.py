@@ -93,6 +93,11 @@ def code_rows_changed(model: torch.nn.Module, snapshot: dict[str, torch.Tensor])
     return any(not torch.equal(now[n].detach(), before) for n, before in snapshot.items())
 
 
+def lora_parameter_count(model: torch.nn.Module) -> int:
+    """Trainable LoRA parameters (``lora_A``/``lora_B`` weights) of a peft model: rank x layers x modules."""
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" in n and p.requires_grad)
+
+
 class _CountingCollator:
     """Wraps TRL's collator and counts what each batch computes: real, computed and answer tokens."""
 
@@ -206,4 +211,5 @@ class TrlArm:
             "train_loss_per_round": [round(x, 4) for x in self.train_loss],
             "code_rows_trained": code_rows_changed(self.model, self.code_rows),
             "code_rows_frozen_for_trl": self.code_rows_frozen,
+            "lora_parameters": lora_parameter_count(self.model),
         }
