@@ -3,7 +3,10 @@
 * ``train``   real (non-padding) tokens/s and the share of computed tokens that
   are real: CCL's packing collator with token-budget batches vs random
   fixed-size batches padded to the longest (HF ``DataCollatorForSeq2Seq``),
-  same examples, same model, the arms interleaved round by round;
+  same examples, same model, the arms interleaved round by round; config arms
+  (``--arms before,after,after_packed``, :data:`CONFIG_ARMS`) and TRL ``SFTTrainer`` arms
+  (``trl_fast``, ``trl_default``: :mod:`ccl.bench_peers`, the ``peers`` extra) each train
+  their own model, with peak RSS and a held-out loss per arm;
 * ``predict`` documents/s of batched, length-sorted generation
   (:class:`~ccl.inference.hf_engine.HFEngine`) vs one document at a time;
 * ``cost``    training FLOPs per epoch of document SFT vs CCL from a recipe's
