@@ -152,7 +152,9 @@ class TrlArm:
         self.reached: set[int] = set()
         for i, layer in enumerate(self.layers):
             layer.register_full_backward_hook(lambda m, gi, go, i=i: self.reached.add(i))
-        self._out = tempfile.mkdtemp(prefix=f"ccl-bench-{name}-")
+        # TRL's output_dir (nothing is saved: save_strategy "no"); removed with the arm.
+        self._out_dir = tempfile.TemporaryDirectory(prefix=f"ccl-bench-{name}-")
+        self._out = self._out_dir.name
         self.seconds = self.cpu_seconds = self.setup_seconds = 0.0
         self.real = self.computed = self.answer = self.steps = 0
         self.peak_rss = self.peak_rss_increase = 0
