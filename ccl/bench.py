@@ -3,7 +3,10 @@
 * ``train``   real (non-padding) tokens/s and the share of computed tokens that
   are real: CCL's packing collator with token-budget batches vs random
   fixed-size batches padded to the longest (HF ``DataCollatorForSeq2Seq``),
-  same examples, same model, the arms interleaved round by round;
+  same examples, same model, the arms interleaved round by round; config arms
+  (``--arms before,after,after_packed``, :data:`CONFIG_ARMS`) and TRL ``SFTTrainer`` arms
+  (``trl_fast``, ``trl_default``: :mod:`ccl.bench_peers`, the ``peers`` extra) each train
+  their own model, with peak RSS and a held-out loss per arm;
 * ``predict`` documents/s of batched, length-sorted generation
   (:class:`~ccl.inference.hf_engine.HFEngine`) vs one document at a time;
 * ``cost``    training FLOPs per epoch of document SFT vs CCL from a recipe's
@@ -159,13 +162,24 @@ def build_training_inputs(cfg: DictConfig, work_dir: Path) -> tuple[Any, Any, li
 
 def epoch_sample(docs: list[dict], spans: list[dict], cfg: DictConfig, n: int, seed: int) -> list[dict]:
     """``n`` examples of the first data epoch of the mix (documents and spans in the mix's share)."""
+    return epoch_split(docs, spans, cfg, n, 0, seed)[0]
+
+
+def epoch_split(docs: list[dict], spans: list[dict], cfg: DictConfig, n: int, held_out: int,
+                seed: int) -> tuple[list[dict], list[dict]]:
+    """:func:`epoch_sample`'s ``n`` examples, and up to ``held_out`` other positions of the same epoch.
+
+    The held-out draw (its own generator) leaves the sample as :func:`epoch_sample` draws it.
+    """
     from ccl.data.datamodule import MixDataModule
 
     dm = MixDataModule(docs, spans, cfg.mix, cfg.train, seed=seed, pad_token_id=0)
     indices = dm.epoch_indices(0)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(indices), size=min(n, len(indices)), replace=False)
-    return [dm.examples[indices[int(i)]] for i in chosen]
+    rest = np.setdiff1d(np.arange(len(indices)), chosen)
+    others = np.random.default_rng([seed, 1]).permutation(rest)[:held_out]
+    return [dm.examples[indices[int(i)]] for i in chosen], [dm.examples[indices[int(i)]] for i in others]
 
 
 class Arm:
@@ -351,6 +365,10 @@ class ConfigArm:
         self.seconds = self.cpu_seconds = 0.0
         self.real = self.computed = self.answer = self.steps = 0
         self.peak_rss = self.peak_rss_increase = 0
+        self.train_loss: list[float] = []
+        from ccl.bench_peers import code_row_snapshot
+
+        self.code_rows = code_row_snapshot(self.model)
 
     def run(self, examples: list[dict], rng: np.random.Generator, count: bool = True) -> None:
         from ccl.data.datamodule import group_by_length
@@ -361,11 +379,14 @@ class ConfigArm:
         batches = group_by_length(range(len(examples)), lengths, int(self.cfg.train.batch_size),
                                   int(self.cfg.train.max_batch_tokens), rng, self.collator.batch_tokens)
         real = computed = answer = 0
+        losses = []
         with RssPeak() as rss:
             start, cpu_start = time.perf_counter(), time.process_time()
             for b in batches:
                 batch = self.collator([examples[i] for i in b])
-                forward(self.model, model_inputs(batch, self.loss_positions), self.prefix).loss.backward()
+                loss = forward(self.model, model_inputs(batch, self.loss_positions), self.prefix).loss
+                loss.backward()
+                losses.append(float(loss.detach()))
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 real += sum(lengths[i] for i in b)
@@ -378,11 +399,18 @@ class ConfigArm:
             self.steps += len(batches)
             self.peak_rss = max(self.peak_rss, rss.peak)
             self.peak_rss_increase = max(self.peak_rss_increase, rss.peak - rss.start)
+            self.train_loss.append(float(np.mean(losses)) if losses else float("nan"))
 
     def summary(self) -> dict[str, Any]:
+        from ccl.bench_peers import code_rows_changed, lora_parameter_count
+
         mib = 2**20
         return {
-            "name": self.name, "overrides": list(CONFIG_ARMS[self.name]),
+            "name": self.name, "trainer": "ccl", "overrides": list(CONFIG_ARMS[self.name]),
+            "attn_implementation": str(self.model.get_base_model().config._attn_implementation),
+            "train_loss_per_round": [round(x, 4) for x in self.train_loss],
+            "code_rows_trained": code_rows_changed(self.model, self.code_rows),
+            "lora_parameters": lora_parameter_count(self.model),
             "layers_reached_by_backward": sorted(self.reached), "n_layers": len(self.layers),
             "steps": self.steps, "real_tokens": self.real, "computed_tokens": self.computed,
             "answer_tokens": self.answer, "seconds": round(self.seconds, 2),
@@ -393,28 +421,65 @@ class ConfigArm:
         }
 
 
+def held_out_loss(model: Any, examples: list[dict], pad_token_id: int) -> float:
+    """Mean cross-entropy (nats) per answer token of ``examples`` under ``model``, one example at a time.
+
+    The same function for every arm (CCL's and peers'), in eval mode (no dropout), logits at
+    every position; the model is put back in training mode afterwards.
+    """
+    from ccl.data.datamodule import PaddingCollator
+
+    collate = PaddingCollator(pad_token_id)
+    total = tokens = 0.0
+    model.eval()
+    try:
+        with torch.no_grad():
+            for ex in examples:
+                batch = collate([ex])
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               use_cache=False).logits[0, :-1].float()
+                labels = batch["labels"][0, 1:]
+                keep = labels != IGNORE_INDEX
+                total += float(torch.nn.functional.cross_entropy(logits[keep], labels[keep], reduction="sum"))
+                tokens += int(keep.sum())
+    finally:
+        model.train()
+    return total / tokens if tokens else float("nan")
+
+
 def bench_train_configs(args: argparse.Namespace, overrides: list[str], console: Console,
                         names: list[str]) -> dict[str, Any]:
-    """Config arms (:data:`CONFIG_ARMS`), each with its own model, interleaved round by round."""
+    """Config arms (:data:`CONFIG_ARMS`) and peer trainers' arms (:data:`ccl.bench_peers.PEER_ARMS`),
+    each with its own model, interleaved round by round over the same examples.
+
+    A peer arm stands beside CCL's ``after`` configuration (the train stage's defaults): its
+    model, LoRA and learning rate come from that config. After the last round every arm's
+    loss on ``--held-out`` further examples of the same data epoch is measured the same way.
+    """
     import resource
 
+    from ccl.bench_peers import PEER_ARMS, TrlArm
     from ccl.data.sft import tokenize_examples
     from ccl.stages.data import build_data
     from ccl.stages.train import build_examples
 
     base_cfg = compose([f"backbone={args.backbone}", "logger=none", *overrides])
     seed = int(base_cfg.seed)
+
+    def arm_cfg(name: str) -> DictConfig:
+        arm_overrides = CONFIG_ARMS["after" if name in PEER_ARMS else name]
+        return compose([f"backbone={args.backbone}", "logger=none", *overrides, *arm_overrides])
+
     with tempfile.TemporaryDirectory() as work:
         bundle = build_data(base_cfg, Path(work), Console(quiet=True))
-        arms = {n: ConfigArm(n, compose([f"backbone={args.backbone}", "logger=none", *overrides,
-                                         *CONFIG_ARMS[n]]), bundle) for n in names}
+        arms: dict[str, Any] = {n: (TrlArm if n in PEER_ARMS else ConfigArm)(n, arm_cfg(n), bundle) for n in names}
     tokenizer_cfg = base_cfg
     tok = next(iter(arms.values())).tokenizer  # with the code tokens, as every arm has it
     doc_ex, span_ex, _ = build_examples(tokenizer_cfg, bundle)
     use_chat, max_len = bool(tokenizer_cfg.backbone.use_chat_template), int(tokenizer_cfg.backbone.max_length)
     docs, _ = tokenize_examples(tok, doc_ex, use_chat, max_len)
     spans, _ = tokenize_examples(tok, span_ex, use_chat, max_len) if span_ex else ([], None)
-    sample = epoch_sample(docs, spans, tokenizer_cfg, args.examples, seed)
+    sample, held_out = epoch_split(docs, spans, tokenizer_cfg, args.examples, args.held_out, seed)
     warm = sample[:2]  # allocator and kernels; each arm's optimizer state
     for arm in arms.values():
         arm.run(warm, np.random.default_rng(seed), count=False)
@@ -426,10 +491,14 @@ def bench_train_configs(args: argparse.Namespace, overrides: list[str], console:
                 arm.run(examples, np.random.default_rng([seed, r, e]))
             console.print(f"[dim]round {r}: {arm.name} done[/]")
     summaries = {n: a.summary() for n, a in arms.items()}
+    if held_out:
+        for n, a in arms.items():
+            summaries[n]["held_out_loss"] = round(held_out_loss(a.model, held_out, tok.pad_token_id), 4)
     kinds = {k: sum(1 for ex in sample if ex["kind"] == k) for k in ("doc", "span")}
     result: dict[str, Any] = {
         "benchmark": "train", "command": args.command_line, "backbone": str(base_cfg.backbone.name),
         "train_mode": str(base_cfg.train.mode), "examples": kinds, "rounds": args.rounds, "repeat": args.repeat,
+        "held_out_examples": len(held_out),
         "batch_size": int(base_cfg.train.batch_size), "max_batch_tokens": int(base_cfg.train.max_batch_tokens),
         "threads": torch.get_num_threads(), "arms": summaries,
         "process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -440,27 +509,40 @@ def bench_train_configs(args: argparse.Namespace, overrides: list[str], console:
         result["vs_before"] = {n: {"real_tokens_per_s": ratio(s["real_tokens_per_s"], base["real_tokens_per_s"]),
                                    "peak_rss_increase": ratio(s["peak_rss_increase_mib"], base["peak_rss_increase_mib"])}
                                for n, s in summaries.items() if n != "before"}
+    peers = [n for n in summaries if n in PEER_ARMS]
+    if peers:
+        best = max(peers, key=lambda n: summaries[n]["real_tokens_per_cpu_s"])
+        b = summaries[best]
+        result["vs_best_peer"] = {"peer": best, **{
+            n: {"real_tokens_per_s": ratio(s["real_tokens_per_s"], b["real_tokens_per_s"]),
+                "real_tokens_per_cpu_s": ratio(s["real_tokens_per_cpu_s"], b["real_tokens_per_cpu_s"]),
+                "peak_rss_increase": ratio(s["peak_rss_increase_mib"], b["peak_rss_increase_mib"])}
+            for n, s in summaries.items() if n not in PEER_ARMS}}
     result["machine"] = machine_info()
-    table = Table(title=f"train step before/after issue 12, {base_cfg.backbone.name} ({base_cfg.train.mode}), "
+    title = "peer trainers beside CCL" if peers else "train step before/after issue 12"
+    table = Table(title=f"{title}, {base_cfg.backbone.name} ({base_cfg.train.mode}), "
                         f"{kinds['doc']} documents + {kinds['span']} spans, {args.rounds} interleaved rounds")
     for col in ("arm", "layers with grad", "steps", "real tokens", "computed", "wall s", "real tok/s",
-                "real tok/CPU s", "peak RSS MiB", "peak RSS rise MiB"):
+                "real tok/CPU s", "peak RSS MiB", "peak RSS rise MiB", "held-out loss"):
         table.add_column(col, justify="left" if col == "arm" else "right")
     for s in summaries.values():
         reached = s["layers_reached_by_backward"]
         span = f"{reached[0]}-{reached[-1]} ({len(reached)}/{s['n_layers']})" if reached else "none"
         table.add_row(s["name"], span, str(s["steps"]), f"{s['real_tokens']:,}", f"{s['computed_tokens']:,}",
                       f"{s['seconds']:.1f}", f"{s['real_tokens_per_s']:,.0f}", f"{s['real_tokens_per_cpu_s']:,.0f}",
-                      f"{s['peak_rss_mib']:,}", f"{s['peak_rss_increase_mib']:,}")
+                      f"{s['peak_rss_mib']:,}", f"{s['peak_rss_increase_mib']:,}", str(s.get("held_out_loss", "-")))
     console.print(table)
     return result
 
 
 def bench_train(args: argparse.Namespace, overrides: list[str], console: Console) -> dict[str, Any]:
+    from ccl.bench_peers import PEER_ARMS
+
     names = args.arms.split(",")
-    if any(n in CONFIG_ARMS for n in names):
-        if not all(n in CONFIG_ARMS for n in names):
-            raise ValueError(f"--arms: config arms {sorted(CONFIG_ARMS)} cannot be mixed with {list(ARMS)}")
+    own_model = set(CONFIG_ARMS) | set(PEER_ARMS)
+    if any(n in own_model for n in names):
+        if not all(n in own_model for n in names):
+            raise ValueError(f"--arms: config and peer arms {sorted(own_model)} cannot be mixed with {list(ARMS)}")
         return bench_train_configs(args, overrides, console, names)
     from ccl.data.packing import use_packed_attention
 
@@ -776,6 +858,8 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--rounds", type=int, default=4, help="train/predict: interleaved rounds")
     parser.add_argument("--repeat", type=int, default=1,
                         help="train config arms: passes over each round's examples (a run shows each example ~3 times)")
+    parser.add_argument("--held-out", type=int, default=0, help="train, config and peer arms: further "
+                        "examples of the same epoch each arm's loss is measured on after the last round")
     parser.add_argument("--batch-size", type=int, default=8, help="train: the padded baseline's batch size")
     parser.add_argument("--budget", type=int, default=None, help="train: packed tokens per batch "
                         "(default train.max_batch_tokens)")

@@ -140,3 +140,28 @@ def test_data_bench_on_the_real_index(tmp_path):
     assert set(result["files"]) == {"index", "eindex", "drug", "neoplasm"}
     assert result["gold_pairs"] > 100_000
     assert result["index_plus_gold_tier_s"] <= 30 and result["tabular_cached_s"] <= 1
+
+
+def test_trl_peer_arms_train_ccls_examples_with_ccls_lora(cache):
+    """TRL's SFTTrainer arms beside CCL's default step: same tokens, same answer tokens, same LoRA."""
+    pytest.importorskip("trl", reason="the peer arms need: pip install -e '.[peers]'")
+    overrides = [o for o in SMALL_TINY if not o.startswith("backbone.num_layers")]
+    result = bench.main(["train", "--arms", "after,trl_fast,trl_default", "--examples", "8", "--rounds", "2",
+                         "--held-out", "2", *overrides, "backbone.num_layers=2", "train.lora.top_layers=1", cache])
+    arms = result["arms"]
+    after, fast, default = arms["after"], arms["trl_fast"], arms["trl_default"]
+    # The same examples: every real token and every answer (loss) token of CCL's arm, no more.
+    for key in ("real_tokens", "answer_tokens"):
+        assert fast[key] == default[key] == after[key] > 0, key
+    assert result["examples"]["doc"] + result["examples"]["span"] == 8
+    assert fast["computed_tokens"] == fast["real_tokens"]  # packed, padding-free: one flat row
+    assert fast["resolved"]["padding_free"] and not default["resolved"]["padding_free"]
+    assert default["computed_tokens"] > default["real_tokens"]  # padded to the longest
+    assert default["steps"] == 2  # SFTConfig's default 8 per step: one step per round of 4
+    # CCL's LoRA: the same rank, modules and top layer, so the same trainable LoRA parameters,
+    # and without gradient checkpointing backward stops at that layer as in CCL's arm.
+    assert fast["lora_parameters"] == default["lora_parameters"] == after["lora_parameters"] > 0
+    assert fast["layers_reached_by_backward"] == after["layers_reached_by_backward"] == [1]
+    losses = [a["held_out_loss"] for a in arms.values()]
+    assert all(np.isfinite(losses)) and max(losses) - min(losses) < 0.5
+    assert result["vs_best_peer"]["peer"] in ("trl_fast", "trl_default")

@@ -6,6 +6,7 @@ import importlib.util
 import logging
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -138,7 +139,19 @@ def _lora_targets(model: nn.Module, wanted: list[str]) -> list[str]:
 
 
 def _lora_model(model: PreTrainedModel, train_cfg: TrainConfig, code_token_side: str = "output") -> nn.Module:
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(model, train_cfg, code_token_side))
+
+
+def lora_config(model: PreTrainedModel, train_cfg: TrainConfig, code_token_side: str = "output") -> Any:
+    """The peft ``LoraConfig`` CCL trains ``model`` with: ``train.lora`` (rank, alpha, dropout,
+    target modules, the top ``top_layers`` decoder layers) plus the code-token rows of
+    :func:`code_token_targets`. Also what ``python -m ccl.bench train``'s TRL arms get.
+
+    Raises ``ValueError`` for ``top_layers < 1`` or target modules the model lacks.
+    """
+    from peft import LoraConfig
 
     lora = train_cfg.lora
     n_layers = model.config.num_hidden_layers
@@ -148,7 +161,7 @@ def _lora_model(model: PreTrainedModel, train_cfg: TrainConfig, code_token_side:
             raise ValueError(f"train.lora.top_layers must be >= 1, got {lora.top_layers}")
         layers = list(range(n_layers - lora.top_layers, n_layers))
     trainable_tokens = code_token_targets(model, code_token_side)
-    config = LoraConfig(
+    return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
@@ -158,7 +171,6 @@ def _lora_model(model: PreTrainedModel, train_cfg: TrainConfig, code_token_side:
         trainable_token_indices=trainable_tokens,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
 
 
 CODE_TOKEN_SIDES = ("output", "both")
