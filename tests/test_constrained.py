@@ -250,7 +250,8 @@ def test_restricted_predictions_drop_code_shaped_words_outside_the_codes_section
                     Generation("Evidence:\n- T2DM\nCodes:\nE11.9 - Type 2 diabetes mellitus")]
 
     docs = [Document(id=f"d{i}", text="pt with T2DM", codes=["E11.9"]) for i in range(2)]
-    cfg = compose(["backbone=tiny", "logger=none", "infer.max_new_tokens=16", "backbone.use_chat_template=false"])
+    cfg = compose(["backbone=tiny", "logger=none", "infer.max_new_tokens=16", "backbone.use_chat_template=false",
+                   "infer.span_recode=false"])
     free = predict_documents(cfg, model, tok, docs, engine=CannedEngine())
     assert [r["codes"] for r in free] == [["T2D.M", "I10"], ["E11.9"]]
     cfg.infer.restrict_codes = True
