@@ -318,7 +318,7 @@ class MixDataModule(pl.LightningDataModule):
         return docs + [self.n_docs + int(i) for i in spans]
 
     def _draw_spans(self, k: int, rng: np.random.Generator) -> np.ndarray:
-        return draw_spans(self.span_tiers, k, float(getattr(self.mix, "tier_alpha", 1.0)), rng)
+        return draw_spans(self.span_tiers, k, float(self.mix.tier_alpha), rng)
 
     def _warmup(self, n_batches: int) -> list[PlannedBatch]:
         if n_batches == 0:

@@ -123,7 +123,7 @@ class FrozenPrefix:
         ids, mask = batch["input_ids"], batch["attention_mask"]
         lengths = mask.sum(dim=1).tolist()
         rows = [ids[i, : int(n)] for i, n in enumerate(lengths)]
-        if any(bool(mask[i, : int(n)].all()) is False for i, n in enumerate(lengths)):
+        if not all(bool(mask[i, : int(n)].all()) for i, n in enumerate(lengths)):
             raise ValueError("FrozenPrefix needs right-padded rows (attention_mask 1...1 0...0)")
         keys = [self._key(r) for r in rows]
         missing = [i for i, key in enumerate(keys) if key not in self.cache]

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from ccl.config import TrainConfig
 from ccl.data.packing import MODEL_INPUTS
 from ccl.model.code_tokens import code_head_parameters, code_token_ids
+from ccl.model.frozen_prefix import forward as prefix_forward
 
 IGNORE_INDEX = -100
 
@@ -101,10 +102,8 @@ class SFTModule(pl.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
         # use_cache=False: with a KV cache present transformers skips the packed-sequence
         # detection from position_ids, and packed rows would attend across examples.
-        from ccl.model.frozen_prefix import forward
-
         inputs = model_inputs(batch, str(getattr(self.train_cfg, "loss_positions", "answer")))
-        return forward(self.model, inputs, self.prefix if self.training else None)
+        return prefix_forward(self.model, inputs, self.prefix if self.training else None)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss
