@@ -27,9 +27,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
 from ccl.cli_errors import cli_main
-from ccl.config import check_closed, register_configs
+from ccl.config import check_closed, llm_config, register_configs
 from ccl.expansion.coverage import coverage_report, print_coverage
-from ccl.expansion.llm.base import llm_config
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TIER_CHOICES = ("silver", "synthetic")

@@ -27,16 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
 from rich.console import Console
 
+from ccl.config import LLMConfig, SilverSpansConfig, llm_config
 from ccl.data.records import Document, SpanPair
 from ccl.expansion.llm.base import (
     GenerationParams,
-    LLMConfig,
     Message,
     generation_settings,
     is_credentialed,
-    llm_config,
     make_backend,
 )
 from ccl.expansion.llm.cache import CachedLLM
@@ -337,12 +337,14 @@ def _existing(spans: Mapping[str, Sequence[SpanPair]]) -> dict[str, list[str]]:
 
 
 def _setting(cfg: Any) -> tuple[str, str, int | None]:
-    silver = cfg.spans.silver
-    method = str(silver.get("method", "lexical"))
+    """(method, corpus, max pairs per code) of ``cfg.spans.silver``; keys it lacks take the
+    schema's defaults (:class:`ccl.config.SilverSpansConfig`)."""
+    silver = OmegaConf.merge(OmegaConf.structured(SilverSpansConfig), cfg.spans.silver)
+    method = str(silver.method)
     if method not in ("lexical", "llm"):
         raise ValueError(f"spans.silver.method={method!r}: choose lexical or llm")
-    k = silver.get("max_pairs_per_code")
-    return method, str(silver.get("corpus", CORPUS_NAMES[0])), int(k) if k is not None else None
+    k = silver.max_pairs_per_code
+    return method, str(silver.corpus), int(k) if k is not None else None
 
 
 def _tier_key(method: str, llm: LLMConfig, corpus_name: str, documents: Sequence[Document],

@@ -33,16 +33,16 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
 from rich.console import Console
 
+from ccl.config import LLMConfig, SyntheticSpansConfig, llm_config
 from ccl.data.records import Document, SpanPair
 from ccl.expansion.llm.base import (
     GenerationParams,
-    LLMConfig,
     Message,
     generation_settings,
     is_credentialed,
-    llm_config,
     make_backend,
 )
 from ccl.expansion.llm.cache import CachedLLM
@@ -50,7 +50,7 @@ from ccl.expansion.llm.parse import parse_string_list
 from ccl.expansion.llm.progress import track
 from ccl.expansion.tier_cache import load_tier, save_tier
 from ccl.icd.codes import CODE_PATTERN, canonical_code
-from ccl.icd.nearest import _levels
+from ccl.icd.nearest import hierarchy_levels
 from ccl.icd.tabular import TabularList
 from ccl.utils.hashing import hash_obj, hash_records
 
@@ -313,7 +313,7 @@ class CoveredIndex:
             return []
         target = self.tab.position(code)
         out: list[tuple[str, int]] = []
-        for dist, ranges in _levels(self.tab, self.tab.code_at(target)):
+        for dist, ranges in hierarchy_levels(self.tab, self.tab.code_at(target)):
             found = sorted(
                 (p for lo, hi in ranges for p in self._within(lo, hi) if p != target),
                 key=lambda p: (abs(p - target), p),
@@ -477,17 +477,16 @@ def _evidence(spans: Mapping[str, Sequence[SpanPair]]) -> dict[str, list[str]]:
 
 
 def _setting(cfg: Any) -> tuple[str, int, str, int]:
-    syn = cfg.spans.synthetic
-    method = str(syn.get("method", "template"))
+    """(method, pairs per code, targets, neighbours) of ``cfg.spans.synthetic``; keys it lacks
+    take the schema's defaults (:class:`ccl.config.SyntheticSpansConfig`), and a null
+    ``max_pairs_per_code`` the schema's default too (the tier is always bounded)."""
+    schema = SyntheticSpansConfig()
+    syn = OmegaConf.merge(OmegaConf.structured(schema), cfg.spans.synthetic)
+    method = str(syn.method)
     if method not in ("template", "llm"):
         raise ValueError(f"spans.synthetic.method={method!r}: choose template or llm")
-    k = syn.get("max_pairs_per_code")
-    return (
-        method,
-        int(k) if k is not None else 3,
-        str(syn.get("targets", "docs")),
-        int(syn.get("neighbours", 3)),
-    )
+    k = syn.max_pairs_per_code
+    return method, int(k if k is not None else schema.max_pairs_per_code), str(syn.targets), int(syn.neighbours)
 
 
 def _tier_key(method: str, llm: LLMConfig, targets: Sequence[str], spans: Mapping[str, Sequence[SpanPair]],
