@@ -37,9 +37,8 @@ from ccl.expansion.llm.base import (
     Message,
     generation_settings,
     is_credentialed,
-    make_backend,
 )
-from ccl.expansion.llm.cache import CachedLLM
+from ccl.expansion.llm.cache import CachedLLM, tier_llm
 from ccl.expansion.llm.lexical import LexicalMiner, locate
 from ccl.expansion.llm.parse import parse_code_spans, parse_string_list
 from ccl.expansion.llm.progress import track
@@ -402,18 +401,10 @@ def build_tier(
         report["skipped_mentions"] = {r: miner.skipped[r] for r in ("negated", "family")}
         source = "silver:lexical"
     else:
-        if llm_cfg.backend == "lexical":
-            raise ValueError(
-                "spans.silver.method=llm needs a generating backend: llm=hf, openai or vllm"
-            )
+        llm = tier_llm(llm_cfg, cache_dir, "spans.silver.method=llm", console)
         credentialed = is_credentialed(cfg.docs.get("source")) or any(
             is_credentialed(d.source) for d in documents
         )
-        llm = CachedLLM(
-            make_backend(llm_cfg, cache_dir), Path(cache_dir) / "llm" / "calls.sqlite",
-            batch_size=llm_cfg.batch_size, progress=llm_cfg.progress,
-            allow_credentialed_remote=llm_cfg.allow_credentialed_remote, console=console,
-        )  # fmt: skip
         try:
             params = GenerationParams.from_config(llm_cfg)
             cands = extract_with_llm(llm, documents, tab.description, params, counts,

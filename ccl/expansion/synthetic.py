@@ -43,15 +43,15 @@ from ccl.expansion.llm.base import (
     Message,
     generation_settings,
     is_credentialed,
-    make_backend,
 )
-from ccl.expansion.llm.cache import CachedLLM
+from ccl.expansion.llm.cache import CachedLLM, tier_llm
 from ccl.expansion.llm.parse import parse_string_list
 from ccl.expansion.llm.progress import track
 from ccl.expansion.tier_cache import load_tier, save_tier
 from ccl.icd.codes import CODE_PATTERN, canonical_code
 from ccl.icd.nearest import hierarchy_levels
 from ccl.icd.tabular import TabularList
+from ccl.icd.terms import strip_modifiers
 from ccl.utils.hashing import hash_obj, hash_records
 
 # Bump when synthesis or filtering changes, so cached tiers are rebuilt.
@@ -62,8 +62,6 @@ NEIGHBOUR_EVIDENCE = 8  # evidence phrases of one neighbour tried (or shown to t
 TARGETS = ("docs", "all")
 
 _TOKEN = re.compile(r"[\w]+(?:['\-][\w]+)*|[^\w\s]")
-_PARENS = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
-_CODING_WORDS = re.compile(r"\b(?:NOS|NEC)\b")
 _EDGE = re.compile(r"^[\s,;:.\-]+|[\s,;:.\-]+$")
 VAGUE = frozenset({"unspecified", "other", "nos", "nec", "not", "elsewhere", "classified"})
 # Nouns that only say which axis is unspecified ("stage unspecified", "unspecified site").
@@ -90,7 +88,7 @@ def normalise(text: str) -> str:
 
 
 def _tokens(text: str) -> list[str]:
-    return _TOKEN.findall(_CODING_WORDS.sub("", _PARENS.sub("", text)))
+    return _TOKEN.findall(strip_modifiers(text))
 
 
 def _join(tokens: Sequence[str]) -> str:
@@ -525,15 +523,7 @@ def build_tier(
     evidence = _evidence(spans)
     llm = None
     if method == "llm":
-        if llm_cfg.backend == "lexical":
-            raise ValueError(
-                "spans.synthetic.method=llm needs a generating backend: llm=hf, openai or vllm"
-            )
-        llm = CachedLLM(
-            make_backend(llm_cfg, cache_dir), Path(cache_dir) / "llm" / "calls.sqlite",
-            batch_size=llm_cfg.batch_size, progress=llm_cfg.progress,
-            allow_credentialed_remote=llm_cfg.allow_credentialed_remote, console=console,
-        )  # fmt: skip
+        llm = tier_llm(llm_cfg, cache_dir, "spans.synthetic.method=llm", console)
     try:
         # Prompts hold ICD-10-CM text and earlier-tier phrases; silver phrases are copied
         # from the docs source's notes, so they are as credentialed as those notes.
