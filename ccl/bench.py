@@ -44,6 +44,7 @@ from rich.table import Table
 
 from ccl.cli_errors import cli_main
 from ccl.data.packing import MODEL_INPUTS
+from ccl.data.sft import IGNORE_INDEX
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PAPER_HOURS = {"document SFT": 70.0, "CCL": 4.0}  # per epoch, the paper's Table 2
@@ -58,7 +59,6 @@ ARCHITECTURES = {
     "qwen25_1_5b": (28, 1536),
     "qwen25_7b": (28, 3584),
 }
-IGNORE_INDEX = -100
 
 
 # ------------------------------------------------------------------ shared pieces

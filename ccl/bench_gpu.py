@@ -45,8 +45,8 @@ import torch
 
 from ccl.bench import attention_flops, machine_info
 from ccl.data.packing import MODEL_INPUTS, PACKED_SDPA, PackingCollator, use_packed_attention
+from ccl.data.sft import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 QWEN3_4B = {  # Qwen/Qwen3-4B config.json
     "vocab_size": 151936, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
     "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "max_position_embeddings": 40960,

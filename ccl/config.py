@@ -3,21 +3,25 @@
 The dataclasses are registered in Hydra's ConfigStore as ``ccl_schema`` and
 ``conf/config.yaml`` lists it first in its defaults, so a misspelled key is a
 composition error instead of a silently ignored value.
+
+One source of defaults: the values live in ``conf/``. A dataclass default equals the
+value of its group's default option (the one ``conf/config.yaml`` picks) wherever that
+option sets the key, unless every option of the group sets the key itself (backbones);
+``tests/test_config.py`` checks it. The schema sits on the bottom floor: it imports
+nothing from the rest of the package.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-
-from ccl.expansion.llm.base import LLMConfig
 
 
 class _Choice(str, Enum):
@@ -186,7 +190,7 @@ class LoraConfig:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    top_layers: int | None = None  # LoRA on the top N decoder layers only; None: all
+    top_layers: int | None = 8  # LoRA on the top N decoder layers only; None: all
 
 
 @dataclass
@@ -200,16 +204,16 @@ class TrainConfig:
     warmup_ratio: float | None = None
     max_steps: int = 0  # 0: bounded by max_epochs
     max_epochs: int | None = 3
-    batch_size: int = 8  # examples per batch (upper bound)
-    max_batch_tokens: int = 8192  # token budget per batch (length-grouped)
+    batch_size: int = 4  # examples per micro-batch (upper bound)
+    max_batch_tokens: int = 2048  # token budget per micro-batch (length-grouped)
     packing: bool = False  # pack a batch's examples into rows (isolated attention, no padding)
     # Where logits and the loss are computed: "answer" (only at positions whose next token is a
     # target: no full-vocabulary logits for prompt tokens) or "all" (every position; the old path).
     loss_positions: str = "answer"
     # Run the frozen decoder layers below the lowest LoRA layer once per distinct example and
     # reuse their output in later epochs (ccl.model.frozen_prefix; padded batches only).
-    frozen_prefix_cache: bool = False
-    grad_accum: int = 1
+    frozen_prefix_cache: bool = True
+    grad_accum: int = 2  # micro-batches per optimiser step
     precision: str = "32-true"
     gradient_checkpointing: bool = False
     accelerator: str = "auto"
@@ -228,7 +232,7 @@ class InferConfig:
     # Answer length bound in tokens; null: derived from the training answers (their 99th
     # percentile plus a margin, ccl/inference/generation.py), recorded in model/ccl_model.json.
     max_new_tokens: int | None = None
-    batch_size: int = 8
+    batch_size: int = 16
     temperature: float = 0.0
     # The run's only predictions in human-evidence mode ("CCL + human evidence": the gold evidence
     # is written into the prompt, the model generates the codes). Part of the predict key.
@@ -309,9 +313,85 @@ class LoggerConfig:
 
 @dataclass
 class PathsConfig:
-    root_dir: str = "."
-    output_dir: str = "outputs"
-    cache_dir: str = ".cache/ccl"
+    root_dir: str = "${oc.env:CCL_ROOT,.}"
+    output_dir: str = "${paths.root_dir}/outputs"
+    cache_dir: str = "${oc.env:CCL_CACHE,${paths.root_dir}/.cache/ccl}"
+
+# Expansion LLMs (``conf/llm/*.yaml``). ``lexical`` generates no text: it mines spans directly.
+LLM_BACKENDS = ("lexical", "hf", "openai", "vllm")
+
+
+@dataclass
+class BackendConfig:
+    """Which text generator expands the span tiers, and how to call it (``make_backend``)."""
+
+    backend: str = "lexical"  # lexical | hf | openai | vllm
+    model: str | None = None  # hf: local dir or smollm2_135m; vllm: weights dir; openai: model name
+    base_url: str | None = None  # openai: e.g. http://localhost:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    seed: int = 0
+    batch_size: int = 8  # conversations per backend call (and per cache commit)
+    concurrency: int = 4  # openai: requests in flight at once
+    timeout_s: float = 120.0  # openai: per request
+    max_retries: int = 5  # openai: retries of 429 / 5xx / network errors
+    backoff_s: float = 1.0  # openai: first retry delay, doubled each time
+    requests_per_minute: float | None = None  # openai: client-side rate limit
+    dtype: str = "auto"  # hf / vllm weights dtype
+    device: str = "auto"  # hf: auto | cpu | cuda
+    tensor_parallel_size: int = 1  # vllm
+    gpu_memory_utilization: float = 0.9  # vllm
+    max_model_len: int | None = None  # vllm
+    allow_credentialed_remote: bool = False  # send MIMIC/MDACE text to a non-local endpoint
+
+
+@dataclass
+class MiningConfig:
+    """How the silver tier mines a corpus, whichever backend reads it."""
+
+    max_documents: int | None = None  # silver: mine the first N corpus documents only
+    max_candidates: int = 30  # silver stage 2: candidates shown to the LLM per code
+    fuzzy_edits: int = 1  # typo edits allowed per word (5+ letters) when finding spans in notes
+    negation_window: int = 6  # lexical: tokens around a mention searched for cues
+    progress: bool = True  # rich progress bars
+
+
+@dataclass
+class LLMConfig(MiningConfig, BackendConfig):
+    """The ``llm`` config group: backend settings and mining settings side by side (flat keys,
+    as ``conf/llm/*.yaml`` and existing run folders write them)."""
+
+
+def as_llm_config(node: Any) -> LLMConfig:
+    """An :class:`LLMConfig` from a DictConfig, a mapping, an LLMConfig or ``None`` (the default).
+
+    Raises ``ValueError`` naming unknown keys or an unknown ``backend``; ``TypeError`` for a
+    value that is not a mapping.
+    """
+    if node is None:
+        return LLMConfig()
+    if isinstance(node, LLMConfig):
+        return node
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, Mapping):
+        raise TypeError(f"llm config must be a mapping, got {type(node).__name__}")
+    known = {f.name for f in dataclasses.fields(LLMConfig)}
+    unknown = sorted(set(node) - known)
+    if unknown:
+        raise ValueError(f"llm config: unknown key(s) {unknown}; known: {sorted(known)}")
+    out = LLMConfig(**node)
+    if out.backend not in LLM_BACKENDS:
+        raise ValueError(f"llm.backend={out.backend!r}: choose one of {LLM_BACKENDS}")
+    return out
+
+
+def llm_config(run_cfg: Any) -> LLMConfig:
+    """The ``llm`` group of a full run config; absent or ``None``: the lexical default."""
+    node = run_cfg.get("llm") if run_cfg is not None else None
+    return as_llm_config(node)
 
 
 @dataclass

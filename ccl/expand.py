@@ -27,9 +27,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
 from ccl.cli_errors import cli_main
-from ccl.config import check_closed, register_configs
+from ccl.config import check_closed, llm_config, register_configs
 from ccl.expansion.coverage import coverage_report, print_coverage
-from ccl.expansion.llm.base import llm_config
+from ccl.utils.run_folder import RunFolder
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TIER_CHOICES = ("silver", "synthetic")
@@ -100,7 +100,7 @@ def expand(cfg: DictConfig, tier: str, console: Console | None = None) -> dict[s
     console = console or Console()
     run_dir = Path(cfg.paths.output_dir) / "expand" / f"{cfg.name}-{tier}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    RunFolder(run_dir).config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     bundle = build_data(cfg, run_dir, console)
     doc_codes = {c for split in bundle.docs.values() for d in split for c in d.codes}
     coverage = coverage_report(bundle.tab, bundle.spans, codes=doc_codes)

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from ccl.utils.run_folder import RunFolder
+
 LOSS_RTOL = 2e-2  # packed vs padded loss in bf16: a few bf16 ulps of the mean
 GPU_ARCH = {"hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 4, "num_attention_heads": 8,
             "num_key_value_heads": 4, "head_dim": 128}
@@ -128,7 +130,7 @@ def run_pipeline(backbone: Path, run_dir: Path, cache_dir: Path, cpu: bool) -> d
     t0 = time.perf_counter()
     metrics = run(cfg, run_dir, Console(quiet=True))
     seconds = time.perf_counter() - t0
-    meta = json.loads((run_dir / "model" / "ccl_model.json").read_text())
+    meta = json.loads(RunFolder(run_dir).model_meta.read_text())
     return {
         "overrides": overrides, "engine": engine, "seconds": round(seconds, 1),
         "timings_s": metrics.get("timings_s"), "micro_f1": metrics.get("codes", {}).get("overall", {}).get("micro_f1"),

@@ -24,10 +24,11 @@ from rich.table import Table
 
 from ccl.cli_errors import cli_main
 from ccl.data.records import Document
+from ccl.utils.run_folder import RunFolder
 
 
 def _load_run_config(run_dir: Path):
-    path = run_dir / "config.yaml"
+    path = RunFolder(run_dir).config
     if not path.exists():
         raise SystemExit(f"{path}: not a CCL run folder (no config.yaml); give the folder of a finished run")
     cfg = OmegaConf.load(path)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from ccl.icd.tabular import default_xml_path
+from ccl.icd.tabular import TabularList, default_xml_path, load_tabular
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -29,6 +29,12 @@ def xml_path() -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not shipped with this simple-icd-10-cm version")
     return path
+
+
+@pytest.fixture(scope="session")
+def tab(xml_path: Path) -> TabularList:
+    """The April 2026 Tabular List (parsed once per process; read-only)."""
+    return load_tabular(xml_path)
 
 
 def _random_tiny_llm(cache_dir: Path, notes: Sequence[str], examples: Sequence[Any]) -> tuple[Any, Any, list[str]]:

@@ -14,7 +14,6 @@ import pytest
 
 from ccl.data.sources.common import CodeMapper, IndexHints, map_code, normalise_term
 from ccl.icd.index import parse_index_xml, validate_entries
-from ccl.icd.tabular import load_tabular
 
 REAL_INDEX = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icd10cm" / "icd10cm-index-2025-rebuilt.xml"
 
@@ -39,10 +38,6 @@ FIXTURE_INDEX = """<?xml version="1.0" encoding="utf-8"?>
 </ICD10CM.index>
 """
 
-
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
 
 
 def fixture_hints(tmp_path: Path, tab, parkinson: str = "G20.A1") -> IndexHints:

@@ -54,3 +54,60 @@ def test_stage_lists():
     assert parse_stages("data,train") == ["data", "train"]
     with pytest.raises(ValueError, match="unknown stage"):
         parse_stages("data+trian")
+
+
+# ---------------------------------------------------------------- one source of defaults
+
+def _leaves(obj, prefix=""):
+    """``{"lora.top_layers": 8, ...}`` of a nested mapping (a list is a leaf)."""
+    out = {}
+    for key, value in obj.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _group_defaults():
+    """(group, dataclass, default option's file, every option's file) for each schema group."""
+    import yaml
+
+    from ccl import config as schema
+
+    kinds = {"icd": schema.ICDConfig, "backbone": schema.BackboneConfig, "docs": schema.DocsConfig,
+             "mix": schema.MixConfig, "train": schema.TrainConfig, "infer": schema.InferConfig,
+             "eval": schema.EvalConfig, "logger": schema.LoggerConfig, "paths": schema.PathsConfig,
+             "llm": schema.LLMConfig, "audit": schema.AuditConfig}
+    chosen = {}
+    for item in yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]:
+        if isinstance(item, dict):
+            chosen.update(item)
+    rows = [(g, kind, CONF / g / f"{chosen[g]}.yaml", sorted((CONF / g).glob("*.yaml"))) for g, kind in kinds.items()]
+    # Each span tier is its own option file (spans: [gold, silver, ...]) under its tier's key.
+    tiers = {"gold": schema.GoldSpansConfig, "silver": schema.SilverSpansConfig,
+             "synthetic": schema.SyntheticSpansConfig}
+    rows += [(f"spans.{t}", kind, CONF / "spans" / f"{t}.yaml", [CONF / "spans" / f"{t}.yaml"]) for t, kind in tiers.items()]
+    return rows
+
+
+@pytest.mark.parametrize("group,kind,default,options", _group_defaults(), ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_dataclass_defaults_are_the_yaml_defaults(group, kind, default, options):
+    """One source of defaults (ccl/config.py docstring): a dataclass default equals the value
+    its group's default option sets, unless every option of a group with several options sets
+    the key itself (backbones: each says its kind, dtype and length)."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    def load(path):
+        data = yaml.safe_load(path.read_text()) or {}
+        data.pop("defaults", None)
+        return data[group.split(".")[1]] if group.startswith("spans.") else data
+
+    declared = _leaves(OmegaConf.to_container(OmegaConf.structured(kind), enum_to_str=True))
+    # Keys every option of a group with several options sets: no YAML ever falls back on the schema.
+    set_by_all = set.intersection(*(set(_leaves(load(p))) for p in options)) if len(options) > 1 else set()
+    wrong = {key: (declared.get(key, "<undeclared>"), value) for key, value in _leaves(load(default)).items()
+             if key not in set_by_all and declared.get(key, "<undeclared>") not in (value, "???")}
+    assert not wrong, f"{group}: schema default vs {default.name}: {wrong}"
+    assert set(_leaves(load(default))) <= set(declared), "every YAML key is declared"

@@ -49,7 +49,8 @@ def realistic(n_docs=181, n_spans=181, seed=0):
 
 def dm_for(docs, spans, mix=None, **train) -> MixDataModule:
     # Pinned rather than the recipe defaults (3 document passes, 20 span warm-up steps).
-    cfg = TrainConfig(**({"batch_size": 8, "max_batch_tokens": 4096, "max_steps": 200, "max_epochs": None} | train))
+    cfg = TrainConfig(**({"batch_size": 8, "max_batch_tokens": 4096, "grad_accum": 1, "max_steps": 200,
+                          "max_epochs": None} | train))
     return MixDataModule(docs, spans, mix or MixConfig(span_warmup_steps=0), cfg, seed=7, pad_token_id=0)
 
 
@@ -165,7 +166,7 @@ def test_plan_is_deterministic_and_seeded():
         docs,
         spans,
         MixConfig(),
-        TrainConfig(batch_size=8, max_batch_tokens=4096, max_steps=200),
+        TrainConfig(batch_size=8, max_batch_tokens=4096, grad_accum=1, max_steps=200),
         seed=8,
         pad_token_id=0,
     )
@@ -210,7 +211,7 @@ def test_val_dataloader_covers_validation_documents_once():
         docs,
         spans,
         MixConfig(),
-        TrainConfig(batch_size=8, max_batch_tokens=4096),
+        TrainConfig(batch_size=8, max_batch_tokens=4096, grad_accum=1),
         seed=0,
         pad_token_id=0,
         val_examples=val,

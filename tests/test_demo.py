@@ -20,15 +20,10 @@ from ccl.data.demo import (
     natural_phrase,
 )
 from ccl.data.records import document_from_dict
-from ccl.icd.tabular import load_tabular
 
 CUES = ("denies", "no history of", "negative for", "ruled out", "no evidence of",
         "mother", "father", "brother", "sibling")  # fmt: skip
 
-
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
 
 
 @pytest.fixture(scope="module")

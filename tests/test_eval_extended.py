@@ -22,14 +22,9 @@ from ccl.eval.ranking import (
     tune_threshold,
 )
 from ccl.eval.stats import DocStats, bootstrap_intervals, paired_test
-from ccl.icd.tabular import load_tabular
 
 LN = math.log
 
-
-@pytest.fixture(scope="module")
-def tab(xml_path):
-    return load_tabular(xml_path)
 
 
 # -- ranking -------------------------------------------------------------------------------

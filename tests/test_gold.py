@@ -13,7 +13,6 @@ from ccl.config import ICDConfig
 from ccl.data.records import SpanPair
 from ccl.expansion.gold import SOURCE_PRIORITY, build_gold_tier, gold_pairs
 from ccl.icd.index import IndexEntry, load_valid_entries, parse_index_xml, validate_entries
-from ccl.icd.tabular import load_tabular
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icd10cm"
 FILES = {
@@ -51,10 +50,6 @@ MINI_INDEX = """<?xml version="1.0" encoding="utf-8"?>
 
 SUBSET = {"Q87.19", "E11.40", "E11.9", "F44.4", "C76.2", "T51.3X1A", "E11"}
 
-
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
 
 
 @pytest.fixture(scope="module")

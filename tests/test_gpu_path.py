@@ -118,7 +118,7 @@ def test_rank0_decision_is_the_value_in_a_single_process(monkeypatch):
 
 
 def test_guard_is_part_of_the_predict_key_only_under_the_hf_engine(tmp_path):
-    from ccl.run import predict_key
+    from ccl.stages.keys import predict_key
 
     hf_on = compose_cfg(tmp_path, "infer=hf", "infer.stop_repeated_lines=true")
     hf_off = compose_cfg(tmp_path, "infer=hf", "infer.stop_repeated_lines=false")

@@ -27,7 +27,6 @@ from ccl.icd.index import (
     term_phrase,
     validate_entries,
 )
-from ccl.icd.tabular import load_tabular
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icd10cm"
 MAIN = DATA / "icd10cm-index-2025-rebuilt.xml"
@@ -38,10 +37,6 @@ needs_data = pytest.mark.skipif(
     not MAIN.is_file(), reason=f"CDC index files not found in {DATA} (shared test data)"
 )
 
-
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
 
 
 @pytest.fixture(scope="module")

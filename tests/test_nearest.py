@@ -12,12 +12,7 @@ from ccl.icd.nearest import (
     nearest_codes,
     nearest_covered,
 )
-from ccl.icd.tabular import TabularList, load_tabular
-
-
-@pytest.fixture(scope="module")
-def tab(xml_path) -> TabularList:
-    return load_tabular(xml_path)
+from ccl.icd.tabular import TabularList
 
 
 def test_siblings_first(tab: TabularList) -> None:

@@ -190,7 +190,7 @@ def test_datamodule_with_packing_batches_by_token_budget():
             for n in (60, 55, 50, 45)]
     spans = [{"input_ids": [9] * n, "labels": [9] * n, "length": n, "prompt_length": 0, "kind": "span"}
              for n in (8, 9, 10, 11, 12, 13, 14, 15)]
-    train = TrainConfig(batch_size=100, max_batch_tokens=128, max_steps=0, max_epochs=1)
+    train = TrainConfig(batch_size=100, max_batch_tokens=128, grad_accum=1, max_steps=0, max_epochs=1)
     collator = PackingCollator(64, PAD)
     dm = MixDataModule(docs, spans, MixConfig(span_share=0.5, span_warmup_steps=0), train, seed=0,
                        collator=collator)

@@ -212,7 +212,7 @@ def test_sharded_strategies_are_refused_before_any_work(tmp_path, strategy):
 def test_ranks_above_zero_only_train(tmp_path, monkeypatch):
     """A DDP rank > 0 joins training but leaves the run folder (ledger, data, predictions,
     scores) to rank 0."""
-    import ccl.run as run_mod
+    import ccl.pipeline as run_mod
 
     monkeypatch.setattr(run_mod, "is_main_process", lambda: False)
     cfg = compose_cfg(tmp_path, "+experiment=ablation_row4")

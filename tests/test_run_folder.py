@@ -232,3 +232,35 @@ def test_a_folder_without_finished_stages_takes_any_config(tmp_path):
     (tmp_path / "stages.json").write_text('{"data": "k1"}')
     with pytest.raises(RunFolderConflict, match="docs.path: /wrong -> /right"):
         check_config(tmp_path, OmegaConf.create({"docs": {"path": "/right"}}))
+
+
+def test_run_folder_names_the_layout_once():
+    from ccl.utils.run_folder import FREE_KEYS, OUTSIDE_STAGE_KEYS, RunFolder
+
+    folder = RunFolder("/r")
+    assert RunFolder.metrics == "metrics.json" and folder.metrics == Path("/r/metrics.json")
+    assert folder.test_set("mdace").human_evidence().predictions == Path("/r/test_sets/mdace/human_evidence/predictions.jsonl")
+    assert folder.tuning().metrics == Path("/r/val/metrics.json")
+    assert folder.model_meta == Path("/r/model/ccl_model.json") and folder.spans("gold") == Path("/r/data/spans_gold.jsonl")
+    # One record of the keys no stage key covers: the free ones are exactly those marked free.
+    assert {k for k, free in OUTSIDE_STAGE_KEYS.items() if free} <= set(FREE_KEYS)
+    assert "train.val_docs" not in FREE_KEYS and "backbone.n_params" not in FREE_KEYS
+
+
+def test_atomic_writes_leave_nothing_behind_on_error(tmp_path):
+    from ccl.utils.atomic import atomic_dir, atomic_file
+
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_file(target) as f:
+        f.write("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
+    with atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "x").write_text("1")
+    with atomic_dir(tmp_path / "d") as tmp:  # a second writer loses the race quietly
+        (tmp / "x").write_text("2")
+    with atomic_dir(tmp_path / "d", replace=True) as tmp:
+        (tmp / "y").write_text("3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "out.json"]
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["y"]

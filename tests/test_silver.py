@@ -9,15 +9,11 @@ from omegaconf import OmegaConf
 from ccl.data.records import Document, SpanPair
 from ccl.expansion import silver
 from ccl.expansion.gold import gold_pairs
+from ccl.expansion.llm import cache as llm_cache
 from ccl.expansion.llm.base import LLMBackend, PrivacyError
-from ccl.icd.tabular import load_tabular
 
 CODES = {"I10", "E11.9", "J18.9"}
 
-
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +127,7 @@ class Scripted(LLMBackend):
 
 def test_llm_tier_keeps_verbatim_spans_and_counts_bad_answers(tab, gold, tmp_path, monkeypatch):
     backend = Scripted()
-    monkeypatch.setattr(silver, "make_backend", lambda cfg, cache_dir: backend)
+    monkeypatch.setattr(llm_cache, "make_backend", lambda cfg, cache_dir: backend)
     cfg = config(method="llm", backend="hf", model="scripted")
     pairs, report = silver.build_tier(cfg, tab, {}, corpus(), {"gold": gold}, tmp_path)
     assert [(p.code, p.evidence, p.source) for p in pairs] == [

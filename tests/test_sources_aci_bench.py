@@ -13,15 +13,10 @@ from ccl.data.records import RecordError
 from ccl.data.sources import load_source
 from ccl.data.sources.aci_bench import FILES, PREDICT_ONLY, load_aci_bench
 from ccl.data.sources.common import DownloadError, MissingDataError
-from ccl.icd.tabular import load_tabular
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aci-bench"
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"ACI-Bench reference data not at {DATA}")
 
-
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
 
 
 def config(path=DATA, **extra):

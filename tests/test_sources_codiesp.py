@@ -12,17 +12,12 @@ from ccl.data.records import RecordError
 from ccl.data.sources import load_source
 from ccl.data.sources.codiesp import load_codiesp
 from ccl.data.sources.common import DownloadError, MissingDataError
-from ccl.icd.tabular import load_tabular
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "codiesp"
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"CodiEsp reference data not at {DATA}")
 
 CASE = "S1130-63432016000100009-1"  # obesity case: a discontinuous mention, a "(IMC > 40" edge
 
-
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
 
 
 def config(path=DATA, **extra):

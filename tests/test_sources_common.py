@@ -21,12 +21,6 @@ from ccl.data.sources.common import (
     require,
     trim_span,
 )
-from ccl.icd.tabular import load_tabular
-
-
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
 
 
 @pytest.mark.parametrize(

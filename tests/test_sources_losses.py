@@ -28,10 +28,6 @@ DOCS = {  # id -> [(code, start, end)] with offsets into TEXT
 }
 
 
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
-
 
 def write_split(root: Path, folder: str, docs: dict, extra_text: tuple[str, ...] = (),
                 orphan_d: int = 0, orphan_x: int = 0) -> None:

@@ -21,7 +21,6 @@ from ccl.data.sources import load_source
 from ccl.data.sources import mdace as mdace_module
 from ccl.data.sources.common import DownloadError, MissingDataError, map_code
 from ccl.data.sources.mdace import NOTE_SEPARATOR, annotation_summary, load_mdace
-from ccl.icd.tabular import load_tabular
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mdace"
 ANNOTATIONS = DATA / "data" / "Inpatient" / "ICD-10" / "1.0"
@@ -76,10 +75,6 @@ def write_noteevents(path, notes, overrides=None, skip=()):
         writer.writerow(row(2, 99, "Nursing", "another"))
     return texts
 
-
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
 
 
 @pytest.fixture(scope="module")

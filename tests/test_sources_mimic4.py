@@ -12,7 +12,6 @@ from ccl.data.records import RecordError
 from ccl.data.sources import load_source
 from ccl.data.sources.common import DownloadError, MissingDataError
 from ccl.data.sources.mimic4 import load_mimic4, read_split
-from ccl.icd.tabular import load_tabular
 
 SPLIT = (
     Path(__file__).resolve().parents[1].parent
@@ -23,10 +22,6 @@ SPLIT = (
 )
 pytestmark = pytest.mark.skipif(not SPLIT.exists(), reason=f"MIMIC-IV split file not at {SPLIT}")
 
-
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from ccl.data.records import Document, SpanPair
 from ccl.expansion import synthetic
+from ccl.expansion.llm import cache as llm_cache
 from ccl.expansion.llm.base import LLMBackend
 from ccl.expansion.synthetic import (
     EvidenceFilter,
@@ -15,12 +16,6 @@ from ccl.expansion.synthetic import (
     target_codes,
     template_evidence,
 )
-from ccl.icd.tabular import load_tabular
-
-
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
 
 
 @pytest.mark.parametrize(
@@ -173,7 +168,7 @@ class Writer(LLMBackend):
 
 def test_llm_synthesis_filters_answers_and_falls_back_to_templates(tab, tmp_path, monkeypatch):
     writer = Writer()
-    monkeypatch.setattr(synthetic, "make_backend", lambda cfg, cache_dir: writer)
+    monkeypatch.setattr(llm_cache, "make_backend", lambda cfg, cache_dir: writer)
     spans = {"gold": [SpanPair("fracture of neck of right femur", "S72.001A", "gold", "index:main"),
                       SpanPair("type 2 diabetes", "E11.9", "gold", "index:main")]}
     cfg = _cfg(method="llm", backend="openai", model="writer", base_url="http://localhost:1/v1")

@@ -12,11 +12,6 @@ from ccl.icd.tabular import TabularError, TabularList, load_tabular
 
 
 @pytest.fixture(scope="module")
-def tab(xml_path: Path) -> TabularList:
-    return load_tabular(xml_path)
-
-
-@pytest.fixture(scope="module")
 def code_list(xml_path: Path) -> set[str]:
     """Dot-less codes of code-list-April-2026.txt, without chapters and range blocks."""
     lines = {line.strip() for line in (xml_path.parent / "code-list-April-2026.txt").open()}

@@ -331,7 +331,7 @@ def test_also_human_evidence_scores_the_same_model_apart_from_its_predictions(tm
 
 def test_also_human_evidence_skips_a_set_without_gold_evidence(tmp_path, monkeypatch):
     """The run's own split with a note without evidence: its human-evidence copy is skipped."""
-    import ccl.run as ccl_run
+    import ccl.pipeline as ccl_run
 
     original = ccl_run.build_data
 

@@ -44,10 +44,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ccl.config import MixConfig, TrainConfig
+from ccl.data.sft import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 CHUNK_BATCHES = 50  # length sorting happens within chunks of this many batches' worth of examples
 WARMUP = -1  # epoch label of span warm-up batches
 _SPAN_STREAM, _BATCH_STREAM, _WARMUP_STREAM, _VAL_STREAM = 1, 2, 3, 4

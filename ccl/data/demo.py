@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from ccl.data.records import Document, EvidenceSpan
 from ccl.icd.codes import canonical_code
-from ccl.icd.phrases import natural_phrase
+from ccl.icd.terms import natural_phrase
 
 SOURCE = "demo"
 MIN_TRAIN_OCCURRENCES = 3  # each seen code occurs in at least this many training notes

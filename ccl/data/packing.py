@@ -47,7 +47,8 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100
+from ccl.data.sft import IGNORE_INDEX
+
 FLASH_PREFIX = "flash_attention"
 PACKED_SDPA = "ccl_packed_sdpa"
 # Batch keys a causal LM's forward takes (``num_tokens`` is for logging only).

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ccl.icd.codes import canonical_code, is_well_formed
+from ccl.utils.atomic import atomic_file
 
 TIERS = ("gold", "silver", "synthetic")
 
@@ -143,14 +144,10 @@ def span_pair_from_dict(d: dict[str, Any], where: str = "<memory>") -> SpanPair:
 
 def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
     """Write dataclass records (or dicts) as JSON lines, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_file(path) as f:
         for row in rows:
             obj = row.to_dict() if hasattr(row, "to_dict") else row
             f.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -47,6 +47,7 @@ import numpy as np
 
 from ccl.data.prompts import Example, Message
 
+# Label of a position the loss skips (PyTorch's cross_entropy ignore_index); the one definition.
 IGNORE_INDEX = -100
 NOTE_MARKER = "Note:\n"  # the document templates of ccl.data.prompts end with "Note:\n{note}"
 _MAX_TRUNCATION_ROUNDS = 8

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -31,8 +29,9 @@ from typing import Any
 from ccl.data.records import SpanPair
 from ccl.icd.codes import canonical_code
 from ccl.icd.index import IndexEntry, IndexParse, gc_paused, validate_entries
-from ccl.icd.phrases import natural_phrase
 from ccl.icd.tabular import TabularList
+from ccl.icd.terms import natural_phrase
+from ccl.utils.atomic import atomic_dir
 
 # Bump when pair building changes, so cached tiers are rebuilt.
 GOLD_VERSION = "2"
@@ -185,20 +184,15 @@ def _save(pairs: list[SpanPair], report: dict[str, Any], folder: Path) -> None:
 
     schema = pa.schema([(name, pa.string()) for name in ("evidence", "code", "tier", "source")])
     table = pa.Table.from_pydict(_dataset_rows(pairs), schema=schema)
-    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     bars = ds_logging.is_progress_bar_enabled()
     ds_logging.disable_progress_bar()
-    try:
-        Dataset(table).save_to_disk(str(tmp / "dataset"))
-    finally:
-        if bars:
-            ds_logging.enable_progress_bar()
-    (tmp / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process stored the same tier first
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(folder) as tmp:  # another process may have stored the same tier first
+        try:
+            Dataset(table).save_to_disk(str(tmp / "dataset"))
+        finally:
+            if bars:
+                ds_logging.enable_progress_bar()
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
 
 
 def _load(folder: Path) -> tuple[list[SpanPair], dict[str, Any]] | None:

@@ -27,19 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
 from rich.console import Console
 
+from ccl.config import LLMConfig, SilverSpansConfig, llm_config
 from ccl.data.records import Document, SpanPair
 from ccl.expansion.llm.base import (
     GenerationParams,
-    LLMConfig,
     Message,
     generation_settings,
     is_credentialed,
-    llm_config,
-    make_backend,
 )
-from ccl.expansion.llm.cache import CachedLLM
+from ccl.expansion.llm.cache import CachedLLM, tier_llm
 from ccl.expansion.llm.lexical import LexicalMiner, locate
 from ccl.expansion.llm.parse import parse_code_spans, parse_string_list
 from ccl.expansion.llm.progress import track
@@ -337,12 +336,14 @@ def _existing(spans: Mapping[str, Sequence[SpanPair]]) -> dict[str, list[str]]:
 
 
 def _setting(cfg: Any) -> tuple[str, str, int | None]:
-    silver = cfg.spans.silver
-    method = str(silver.get("method", "lexical"))
+    """(method, corpus, max pairs per code) of ``cfg.spans.silver``; keys it lacks take the
+    schema's defaults (:class:`ccl.config.SilverSpansConfig`)."""
+    silver = OmegaConf.merge(OmegaConf.structured(SilverSpansConfig), cfg.spans.silver)
+    method = str(silver.method)
     if method not in ("lexical", "llm"):
         raise ValueError(f"spans.silver.method={method!r}: choose lexical or llm")
-    k = silver.get("max_pairs_per_code")
-    return method, str(silver.get("corpus", CORPUS_NAMES[0])), int(k) if k is not None else None
+    k = silver.max_pairs_per_code
+    return method, str(silver.corpus), int(k) if k is not None else None
 
 
 def _tier_key(method: str, llm: LLMConfig, corpus_name: str, documents: Sequence[Document],
@@ -400,18 +401,10 @@ def build_tier(
         report["skipped_mentions"] = {r: miner.skipped[r] for r in ("negated", "family")}
         source = "silver:lexical"
     else:
-        if llm_cfg.backend == "lexical":
-            raise ValueError(
-                "spans.silver.method=llm needs a generating backend: llm=hf, openai or vllm"
-            )
+        llm = tier_llm(llm_cfg, cache_dir, "spans.silver.method=llm", console)
         credentialed = is_credentialed(cfg.docs.get("source")) or any(
             is_credentialed(d.source) for d in documents
         )
-        llm = CachedLLM(
-            make_backend(llm_cfg, cache_dir), Path(cache_dir) / "llm" / "calls.sqlite",
-            batch_size=llm_cfg.batch_size, progress=llm_cfg.progress,
-            allow_credentialed_remote=llm_cfg.allow_credentialed_remote, console=console,
-        )  # fmt: skip
         try:
             params = GenerationParams.from_config(llm_cfg)
             cands = extract_with_llm(llm, documents, tab.description, params, counts,

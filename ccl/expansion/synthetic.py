@@ -33,25 +33,25 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
 from rich.console import Console
 
+from ccl.config import LLMConfig, SyntheticSpansConfig, llm_config
 from ccl.data.records import Document, SpanPair
 from ccl.expansion.llm.base import (
     GenerationParams,
-    LLMConfig,
     Message,
     generation_settings,
     is_credentialed,
-    llm_config,
-    make_backend,
 )
-from ccl.expansion.llm.cache import CachedLLM
+from ccl.expansion.llm.cache import CachedLLM, tier_llm
 from ccl.expansion.llm.parse import parse_string_list
 from ccl.expansion.llm.progress import track
 from ccl.expansion.tier_cache import load_tier, save_tier
 from ccl.icd.codes import CODE_PATTERN, canonical_code
-from ccl.icd.nearest import _levels
+from ccl.icd.nearest import hierarchy_levels
 from ccl.icd.tabular import TabularList
+from ccl.icd.terms import strip_modifiers
 from ccl.utils.hashing import hash_obj, hash_records
 
 # Bump when synthesis or filtering changes, so cached tiers are rebuilt.
@@ -62,8 +62,6 @@ NEIGHBOUR_EVIDENCE = 8  # evidence phrases of one neighbour tried (or shown to t
 TARGETS = ("docs", "all")
 
 _TOKEN = re.compile(r"[\w]+(?:['\-][\w]+)*|[^\w\s]")
-_PARENS = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
-_CODING_WORDS = re.compile(r"\b(?:NOS|NEC)\b")
 _EDGE = re.compile(r"^[\s,;:.\-]+|[\s,;:.\-]+$")
 VAGUE = frozenset({"unspecified", "other", "nos", "nec", "not", "elsewhere", "classified"})
 # Nouns that only say which axis is unspecified ("stage unspecified", "unspecified site").
@@ -90,7 +88,7 @@ def normalise(text: str) -> str:
 
 
 def _tokens(text: str) -> list[str]:
-    return _TOKEN.findall(_CODING_WORDS.sub("", _PARENS.sub("", text)))
+    return _TOKEN.findall(strip_modifiers(text))
 
 
 def _join(tokens: Sequence[str]) -> str:
@@ -313,7 +311,7 @@ class CoveredIndex:
             return []
         target = self.tab.position(code)
         out: list[tuple[str, int]] = []
-        for dist, ranges in _levels(self.tab, self.tab.code_at(target)):
+        for dist, ranges in hierarchy_levels(self.tab, self.tab.code_at(target)):
             found = sorted(
                 (p for lo, hi in ranges for p in self._within(lo, hi) if p != target),
                 key=lambda p: (abs(p - target), p),
@@ -477,17 +475,16 @@ def _evidence(spans: Mapping[str, Sequence[SpanPair]]) -> dict[str, list[str]]:
 
 
 def _setting(cfg: Any) -> tuple[str, int, str, int]:
-    syn = cfg.spans.synthetic
-    method = str(syn.get("method", "template"))
+    """(method, pairs per code, targets, neighbours) of ``cfg.spans.synthetic``; keys it lacks
+    take the schema's defaults (:class:`ccl.config.SyntheticSpansConfig`), and a null
+    ``max_pairs_per_code`` the schema's default too (the tier is always bounded)."""
+    schema = SyntheticSpansConfig()
+    syn = OmegaConf.merge(OmegaConf.structured(schema), cfg.spans.synthetic)
+    method = str(syn.method)
     if method not in ("template", "llm"):
         raise ValueError(f"spans.synthetic.method={method!r}: choose template or llm")
-    k = syn.get("max_pairs_per_code")
-    return (
-        method,
-        int(k) if k is not None else 3,
-        str(syn.get("targets", "docs")),
-        int(syn.get("neighbours", 3)),
-    )
+    k = syn.max_pairs_per_code
+    return method, int(k if k is not None else schema.max_pairs_per_code), str(syn.targets), int(syn.neighbours)
 
 
 def _tier_key(method: str, llm: LLMConfig, targets: Sequence[str], spans: Mapping[str, Sequence[SpanPair]],
@@ -526,15 +523,7 @@ def build_tier(
     evidence = _evidence(spans)
     llm = None
     if method == "llm":
-        if llm_cfg.backend == "lexical":
-            raise ValueError(
-                "spans.synthetic.method=llm needs a generating backend: llm=hf, openai or vllm"
-            )
-        llm = CachedLLM(
-            make_backend(llm_cfg, cache_dir), Path(cache_dir) / "llm" / "calls.sqlite",
-            batch_size=llm_cfg.batch_size, progress=llm_cfg.progress,
-            allow_credentialed_remote=llm_cfg.allow_credentialed_remote, console=console,
-        )  # fmt: skip
+        llm = tier_llm(llm_cfg, cache_dir, "spans.synthetic.method=llm", console)
     try:
         # Prompts hold ICD-10-CM text and earlier-tier phrases; silver phrases are copied
         # from the docs source's notes, so they are as credentialed as those notes.

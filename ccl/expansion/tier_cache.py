@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ccl.data.records import SpanPair, read_span_pairs, write_jsonl
+from ccl.utils.atomic import write_text_atomic
 
 
 def load_tier(folder: Path) -> tuple[list[SpanPair], dict[str, Any]] | None:
@@ -36,6 +37,5 @@ def save_tier(
     write_jsonl(folder / "pairs.jsonl", pairs)
     for name, rows in (extra or {}).items():
         write_jsonl(folder / name, rows)
-    tmp = folder / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True))
-    tmp.replace(folder / "report.json")  # last: its presence marks a complete entry
+    # Last: its presence marks a complete entry.
+    write_text_atomic(folder / "report.json", json.dumps(report, indent=2, sort_keys=True))

@@ -9,9 +9,7 @@ Drugs and Chemicals and Neoplasm Table as XML inside one "table and index" zip
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -20,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ccl.utils.downloads import FailedDownload, skip_reason
+from ccl.utils.downloads import FailedDownload, fetch_url, skip_reason
 
 CDC_TABLE_INDEX_URL = (
     "https://ftp.cdc.gov/pub/Health_Statistics/NCHS/Publications/ICD10CM/"
@@ -193,20 +191,13 @@ def download_index(
     source = zip_url(year, url)
     zip_path = dest_dir / Path(source.split("?")[0]).name
     if not zip_path.is_file():
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source, timeout=timeout) as r:
-                shutil.copyfileobj(r, out)
-            os.replace(tmp, zip_path)
+            fetch_url(source, zip_path, timeout)
         except urllib.error.HTTPError as err:
             raise IndexUnavailable(_help(year, source, f"HTTP {err.code} {err.reason}")) from None
         except OSError as err:  # URLError, timeouts, connection resets
             reason = getattr(err, "reason", None) or err
             raise IndexUnavailable(_help(year, source, f"network error ({reason})")) from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     try:
         return extract_index(zip_path, dest_dir)
     except IndexUnavailable as err:

@@ -50,7 +50,6 @@ import contextlib
 import functools
 import gc
 import hashlib
-import os
 import pickle
 import re
 import time
@@ -62,6 +61,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ccl.icd.codes import canonical_code
+from ccl.icd.terms import strip_modifiers
+from ccl.utils.atomic import write_pickle_atomic
+from ccl.utils.hashing import hash_file
 
 if TYPE_CHECKING:
     from ccl.icd.tabular import TabularList
@@ -109,8 +111,6 @@ CONNECTORS = frozenset(
     ]
 )
 _CODE_SHAPE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.?[0-9A-Z]{0,4})?\.?-?$")
-_PARENS = re.compile(r"\([^()]*\)")
-_CODING_WORDS = re.compile(r"\b(?:NEC|NOS)\b")
 _WORD = re.compile(r"[a-z]+")
 _LETTERS = re.compile(r"[^\W\d_]+")
 _EMPTY_CELLS = frozenset({"", "-", "--", "\u2014", "\u2013"})
@@ -185,13 +185,13 @@ class IndexParse:
 @functools.lru_cache(maxsize=1 << 17)
 def _match_key(text: str) -> str:
     """Loose key for matching ``see`` targets against titles."""
-    text = _CODING_WORDS.sub(" ", _PARENS.sub(" ", text)).lower()
+    text = strip_modifiers(text, fill=" ", square=False).lower()
     return " ".join(text.split()).strip(" ,;:")
 
 
 @functools.lru_cache(maxsize=1 << 17)  # titles repeat along every path
 def _clean(title: str) -> str:
-    text = _CODING_WORDS.sub(" ", _PARENS.sub(" ", title))
+    text = strip_modifiers(title, fill=" ", square=False)
     text = " ".join(text.split()).strip(" ,;:")
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if len(parts) < 2:
@@ -495,14 +495,6 @@ class _Walker:
         self.code_entry(node, text, "code", self.p.columns[int(col)])
 
 
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector: its passes over ~100k new objects double parse time."""
@@ -547,7 +539,7 @@ def _parse_index_xml(path: Path, source: str | None, resolve: bool) -> IndexPars
         stats={},
         source=source or _detect_source(root, str(path)),
         file=path,
-        file_hash=_file_hash(path),
+        file_hash=hash_file(path, n=None),
         version=_text(version) if version is not None else None,
         columns=_columns(root, str(path)),
     )
@@ -771,7 +763,7 @@ def load_valid_entries(
         "origin": files.origin,
         "seventh": seventh,
         "files": {
-            k: {"path": str(p), "sha256": _file_hash(p)[:16]} for k, p in files.paths.items()
+            k: {"path": str(p), "sha256": hash_file(p)} for k, p in files.paths.items()
         },
     }
     if not files.paths:
@@ -804,10 +796,6 @@ def load_valid_entries(
         details["parse"][kind] = parse.stats
         details["validation"][kind] = validation
     details["entries"] = len(entries)
-    pickle_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pickle_path.with_suffix(f".{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        pickle.dump((entries, details), f, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, pickle_path)
+    write_pickle_atomic(pickle_path, (entries, details))
     report.update(details)
     return entries, report

@@ -62,7 +62,7 @@ def _span(tab: TabularList, code: str) -> Range:
     return tab.subtree_span(code)
 
 
-def _levels(tab: TabularList, code: str) -> Iterator[tuple[int, list[Range]]]:
+def hierarchy_levels(tab: TabularList, code: str) -> Iterator[tuple[int, list[Range]]]:
     """Yield ``(distance, ranges)``: the positions first reached at each up distance."""
     start, end = _span(tab, code)
     yield 0, [(start + 1, end)]
@@ -119,7 +119,7 @@ def nearest_codes(
     out: list[tuple[str, int]] = []
     if k <= 0:
         return out
-    for dist, ranges in _levels(tab, tab.code_at(target)):
+    for dist, ranges in hierarchy_levels(tab, tab.code_at(target)):
         for position in _outward(ranges, target):
             candidate = tab.code_at(position)
             if (billable_only and not tab.is_billable(candidate)) or candidate in skip:
@@ -145,7 +145,7 @@ def nearest_covered(
     if k <= 0 or not covered:
         return out
     budget = _SCAN_PER_COVERED * len(covered)
-    for dist, ranges in _levels(tab, name):
+    for dist, ranges in hierarchy_levels(tab, name):
         budget -= sum(hi - lo for lo, hi in ranges)
         if budget < 0:
             return out + _rank_covered(tab, name, covered, dist, k - len(out))

@@ -26,16 +26,15 @@ import functools
 import gc
 import hashlib
 import importlib.util
-import os
 import pickle
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ccl.icd.codes import canonical_code
+from ccl.utils.atomic import write_pickle_atomic
 
 # Bump when parsing changes, so stale cache pickles are not reused.
 PARSER_VERSION = 2  # 2: codeFirst, useAdditionalCode and codeAlso notes kept
@@ -428,12 +427,7 @@ def _load_cached(path: Path, cache_dir: Path | None) -> TabularList:
         except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError):
             pass  # a stale or truncated cache entry: rebuild it below
     tab = parse_tabular(path, data)
-    pickle_path.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary file first so an interrupted run leaves no half-written pickle.
-    fd, tmp = tempfile.mkstemp(dir=pickle_path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        pickle.dump(tab, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, pickle_path)
+    write_pickle_atomic(pickle_path, tab)  # an interrupted run leaves no half-written pickle
     return tab
 
 

@@ -14,10 +14,9 @@ from transformers import PreTrainedTokenizerBase
 
 from ccl.config import TrainConfig
 from ccl.data.packing import MODEL_INPUTS
+from ccl.data.sft import IGNORE_INDEX
 from ccl.model.code_tokens import code_head_parameters, code_token_ids
 from ccl.model.frozen_prefix import forward as prefix_forward
-
-IGNORE_INDEX = -100
 
 
 def warmup_cosine(warmup_steps: int, max_steps: int):

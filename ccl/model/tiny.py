@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ccl.config import BackboneConfig
+from ccl.utils.atomic import atomic_dir
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 INIT_SEED = 1234
@@ -119,19 +117,8 @@ def build_tiny(cfg: BackboneConfig, corpus: Iterable[str], cache_dir: Path) -> P
     out.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     model = _init_model(cfg, tokenizer)
-    # Build in a sibling temp dir and rename, so a concurrent or killed build never
-    # leaves a half-written cache entry behind.
-    tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared
-    try:
+    # A concurrent or killed build never leaves a half-written cache entry behind.
+    with atomic_dir(out, done_marker="config.json") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            if not (out / "config.json").is_file():  # someone else did not win the race
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

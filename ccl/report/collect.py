@@ -25,8 +25,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ccl.data.records import TIERS
+from ccl.utils.run_folder import RunFolder
+
 SUBSETS = ("overall", "seen", "unseen")
-TIERS = ("gold", "silver", "synthetic")
 CODE_METRICS = ("micro_f1", "micro_precision", "micro_recall", "macro_f1", "macro_precision",
                 "macro_recall", "n_codes", "tp", "fp", "fn", "dropped_predictions")
 EVIDENCE_METRICS = ("exact_precision", "exact_recall", "exact_f1", "overlap_precision",
@@ -43,7 +45,7 @@ class RunFolderError(ValueError):
 
 def is_run_dir(path: Path) -> bool:
     """A finished run: ``config.yaml`` and ``metrics.json`` side by side."""
-    return (path / "config.yaml").is_file() and (path / "metrics.json").is_file()
+    return RunFolder(path).is_finished()
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -61,7 +63,7 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         if is_run_dir(path):
             runs = [path]
         else:
-            runs = sorted({m.parent for m in path.rglob("metrics.json") if is_run_dir(m.parent)},
+            runs = sorted({m.parent for m in path.rglob(RunFolder.metrics) if is_run_dir(m.parent)},
                           key=_natural_key)
             if not runs:
                 raise RunFolderError(f"{path}: no CCL run folder (config.yaml + metrics.json) in it")
@@ -76,8 +78,8 @@ def incomplete_runs(folder: Path) -> list[Path]:
         return []
     # Hidden folders (Hydra's .hydra/ holds a config.yaml too) are never runs.
     return sorted((d for d in folder.iterdir()
-                   if d.is_dir() and not d.name.startswith(".") and (d / "config.yaml").is_file()
-                   and not (d / "metrics.json").is_file()),
+                   if d.is_dir() and not d.name.startswith(".") and RunFolder(d).config.is_file()
+                   and not RunFolder(d).metrics.is_file()),
                   key=_natural_key)
 
 
@@ -142,7 +144,7 @@ def recipe_of(task: str, train_mode: str, tiers: list[str]) -> str:
 
 
 def _sweep_of(run_dir: Path) -> str:
-    return run_dir.parent.name if (run_dir.parent / "multirun.yaml").is_file() else ""
+    return run_dir.parent.name if RunFolder(run_dir).in_sweep() else ""
 
 
 def _train_columns(report: dict[str, Any] | None) -> dict[str, Any]:
@@ -185,14 +187,15 @@ def _train_columns(report: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _read_run_files(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict | None, list]:
-    cfg = _read_yaml(run_dir / "config.yaml")
+    folder = RunFolder(run_dir)
+    cfg = _read_yaml(folder.config)
     if not isinstance(cfg, dict) or "backbone" not in cfg:
-        raise RunFolderError(f"{run_dir / 'config.yaml'}: not a CCL config (no 'backbone' key)")
-    metrics = _read_json(run_dir / "metrics.json")
+        raise RunFolderError(f"{folder.config}: not a CCL config (no 'backbone' key)")
+    metrics = _read_json(folder.metrics)
     assert metrics is not None
-    manifest = _read_json(run_dir / "data_manifest.json", required=False) or {}
-    train_report = _read_json(run_dir / "model" / "ccl_model.json", required=False)
-    overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml", required=False) or []
+    manifest = _read_json(folder.manifest, required=False) or {}
+    train_report = _read_json(folder.model_meta, required=False)
+    overrides = _read_yaml(folder.overrides, required=False) or []
     return cfg, metrics, manifest, train_report, overrides
 
 
@@ -258,7 +261,7 @@ def _base_row(run_dir: Path, cfg: dict[str, Any], manifest: dict[str, Any], trai
         "docs": str(docs.get("name", "")), "split": split,
         "test_set": str(docs.get("name", "")) + ("" if split == "test" else f":{split}"),
         "test_set_docs": str(docs.get("name", "")),
-        "predictions": str(run_dir / "predictions.jsonl"),
+        "predictions": str(RunFolder(run_dir).predictions),
         "spans": "+".join(tiers) or "none",
         **{f"span_{t}": t in tiers for t in TIERS},
         "human_evidence": bool(infer.get("human_evidence", False)),
@@ -293,7 +296,7 @@ def _human_evidence_row(row: dict[str, Any], part: dict[str, Any], path: Path) -
     """The human-evidence twin of a results row, scored from ``part`` (at ``path``)."""
     timings = part.get("timings_s") or {}
     return {**row, **_metric_columns(part), "human_evidence": True,
-            "predictions": str(path.parent / "predictions.jsonl"),
+            "predictions": str(RunFolder(path.parent).predictions),
             "time_predict_s": timings.get("predict_human_evidence", NAN)}
 
 
@@ -307,6 +310,7 @@ def read_runs(run_dir: str | Path) -> list[dict[str, Any]]:
     is a run that scored nothing.
     """
     run_dir = Path(run_dir).resolve()
+    folder = RunFolder(run_dir)
     cfg, metrics, manifest, train_report, overrides = _read_run_files(run_dir)
     base = _base_row(run_dir, cfg, manifest, train_report, overrides)
     infer = cfg.get("infer") or {}
@@ -314,14 +318,16 @@ def read_runs(run_dir: str | Path) -> list[dict[str, Any]]:
     rows, human_rows = [], []
     if "codes" in metrics:
         if "overall" not in metrics["codes"]:
-            raise RunFolderError(f"{run_dir / 'metrics.json'}: no 'codes.overall' section")
+            raise RunFolderError(f"{folder.metrics}: no 'codes.overall' section")
         rows.append({**base, **_metric_columns(metrics)})
-        part = _read_part(run_dir / "human_evidence" / "metrics.json") if also_human else None
+        human_path = folder.human_evidence().metrics
+        part = _read_part(human_path) if also_human else None
         if part is not None:
-            human_rows.append(_human_evidence_row(rows[-1], part, run_dir / "human_evidence" / "metrics.json"))
+            human_rows.append(_human_evidence_row(rows[-1], part, human_path))
     test_manifest = manifest.get("test_sets") or {}
     for name in cfg.get("test_sets") or {}:
-        path = run_dir / "test_sets" / name / "metrics.json"
+        target = folder.test_set(name)
+        path = target.metrics
         part = _read_part(path)
         if part is None:
             continue
@@ -330,16 +336,16 @@ def read_runs(run_dir: str | Path) -> list[dict[str, Any]]:
             **base, **_metric_columns(part),
             "split": str(info.get("split", "test")), "test_set": str(name),
             "test_set_docs": str(info.get("docs") or (cfg["test_sets"][name] or {}).get("name", "")),
-            "predictions": str(path.parent / "predictions.jsonl"),
+            "predictions": str(target.predictions),
             "docs_test": info.get("count", 0), "test_hash": str(info.get("content_hash", "")),
         })
-        human_path = path.parent / "human_evidence" / "metrics.json"
+        human_path = target.human_evidence().metrics
         part = _read_part(human_path) if also_human else None
         if part is not None:
             human_rows.append(_human_evidence_row(rows[-1], part, human_path))
     rows = [_ordered(r) for r in rows + human_rows]
     if not rows:
-        raise RunFolderError(f"{run_dir / 'metrics.json'}: no 'codes.overall' section and no scored test set")
+        raise RunFolderError(f"{folder.metrics}: no 'codes.overall' section and no scored test set")
     return rows
 
 

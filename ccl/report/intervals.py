@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ccl.report.tables import ResultTable, Skip, without_human_evidence
+from ccl.utils.run_folder import RunFolder
 
 PAIRED_METRICS = {"micro F1": "micro_f1", "macro F1": "macro_f1"}
 INTERVAL_METRICS = {"Micro F1": "micro_f1", "Macro F1": "macro_f1", "Category F1": "category_micro_f1"}
@@ -40,7 +41,7 @@ def _stats(rows: list[dict[str, Any]]):
 
 
 def _metrics_of(predictions: str | Path) -> dict[str, Any]:
-    path = Path(predictions).parent / "metrics.json"
+    path = RunFolder(Path(predictions).parent).metrics
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 

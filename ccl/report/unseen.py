@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ccl.data.records import read_documents, read_span_pairs
+from ccl.data.records import TIERS, read_documents, read_span_pairs
 from ccl.eval.metrics import per_code_metrics
-from ccl.report.collect import TIERS, RunFolderError
+from ccl.report.collect import RunFolderError
 from ccl.report.tables import ResultTable, Skip, is_human_evidence, mean_std
+from ccl.utils.run_folder import RunFolder
 
 NOT_COVERED = "none"
 # Wording-coverage classes, in order (see the module docstring).
@@ -65,11 +66,12 @@ def code_table(run_dir: str | Path, predictions: str | Path | None = None) -> pd
     are in ``test_sets/<name>/`` (the results table's ``predictions`` column).
     """
     run_dir = Path(run_dir)
-    preds = read_predictions(Path(predictions) if predictions else run_dir / "predictions.jsonl")
-    seen = {c for d in read_documents(run_dir / "data" / "train.jsonl") for c in d.codes}
+    folder = RunFolder(run_dir)
+    preds = read_predictions(Path(predictions) if predictions else folder.predictions)
+    seen = {c for d in read_documents(folder.records("train")) for c in d.codes}
     pairs: dict[str, dict[str, int]] = {}
     for tier in TIERS:
-        path = run_dir / "data" / f"spans_{tier}.jsonl"
+        path = folder.spans(tier)
         counts: dict[str, int] = {}
         if path.is_file():
             for pair in read_span_pairs(path):
@@ -172,7 +174,7 @@ def tier_evidence(run_dir: str | Path) -> dict[str, dict[str, set[str]]]:
     """Per tier, per code: the normalised evidence of the run's span pairs (absent tier: empty)."""
     out: dict[str, dict[str, set[str]]] = {}
     for tier in TIERS:
-        path = Path(run_dir) / "data" / f"spans_{tier}.jsonl"
+        path = RunFolder(run_dir).spans(tier)
         forms: dict[str, set[str]] = {}
         if path.is_file():
             for pair in read_span_pairs(path):
@@ -183,7 +185,7 @@ def tier_evidence(run_dir: str | Path) -> dict[str, dict[str, set[str]]]:
 
 def written_forms(run_dir: str | Path, split: str = "test") -> dict[str, set[str]]:
     """Per code: the normalised gold evidence spans of the run's ``split`` documents."""
-    path = Path(run_dir) / "data" / f"{split}.jsonl"
+    path = RunFolder(run_dir).records(split)
     if not path.is_file():
         raise RunFolderError(f"{path}: file not found (the wording coverage needs the run's documents)")
     forms: dict[str, set[str]] = {}
@@ -228,7 +230,7 @@ def coverage_tables(results: pd.DataFrame) -> tuple[pd.DataFrame, ResultTable]:
     mean ± standard deviation over seeds, and each seed's value.
     """
     runs = results[~is_human_evidence(results) & (results["split"] != "")]
-    runs = runs[runs["predictions"].astype(str) == runs["run_dir"].astype(str) + "/predictions.jsonl"]
+    runs = runs[runs["predictions"].astype(str) == runs["run_dir"].astype(str) + "/" + RunFolder.predictions]
     rows: list[pd.DataFrame] = []
     for _, group in runs.groupby("test_hash", sort=True):
         union: dict[str, dict[str, set[str]]] = {t: {} for t in TIERS}

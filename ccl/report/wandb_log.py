@@ -27,6 +27,7 @@ import yaml
 from ccl.eval.metrics import per_code_metrics
 from ccl.report.collect import RunFolderError, flatten
 from ccl.report.unseen import read_predictions
+from ccl.utils.run_folder import MODEL_META, RunFolder
 
 GROUP_ENV = "CCL_SWEEP_GROUP"
 PER_CODE_COLUMNS = ["code", "subset", "support", "tp", "fp", "fn", "precision", "recall", "f1"]
@@ -67,7 +68,7 @@ def sweep_group(run_dir: Path, logger_cfg: Any = None) -> str | None:
     group = _get(logger_cfg, "group") or os.environ.get(GROUP_ENV)
     if group:
         return str(group)
-    if (Path(run_dir).parent / "multirun.yaml").is_file():
+    if RunFolder(run_dir).in_sweep():
         return Path(run_dir).resolve().parent.name
     return None
 
@@ -75,14 +76,14 @@ def sweep_group(run_dir: Path, logger_cfg: Any = None) -> str | None:
 def _notes(run_dir: Path, split: str) -> dict[str, str]:
     from ccl.data.records import read_documents
 
-    path = run_dir / "data" / f"{split}.jsonl"
+    path = RunFolder(run_dir).records(split)
     return {d.id: d.text for d in read_documents(path)} if path.is_file() else {}
 
 
 def build_payload(run_dir: str | Path, logger_cfg: Any = None, sample_size: int = 20) -> WandbPayload:
     """Gather the metrics, per-code rows, prediction sample and artifact contents of a run folder."""
     run_dir = Path(run_dir)
-    cfg_path, metrics_path = run_dir / "config.yaml", run_dir / "metrics.json"
+    cfg_path, metrics_path = RunFolder(run_dir).config, RunFolder(run_dir).metrics
     for path in (cfg_path, metrics_path):
         if not path.is_file():
             raise RunFolderError(f"{path}: file not found (not a finished CCL run folder)")
@@ -93,7 +94,7 @@ def build_payload(run_dir: str | Path, logger_cfg: Any = None, sample_size: int 
         raise RunFolderError(f"{metrics_path}: invalid JSON ({e.msg})") from None
     with_text = bool(_get(logger_cfg, "log_note_text", False))
     # A run scored on its test_sets only (infer.split=null) has no predictions of its own.
-    own = run_dir / "predictions.jsonl"
+    own = RunFolder(run_dir).predictions
     preds = read_predictions(own) if own.is_file() or "codes" in metrics else []
     seen = _seen_codes(run_dir)
 
@@ -115,7 +116,7 @@ def build_payload(run_dir: str | Path, logger_cfg: Any = None, sample_size: int 
     keep = None if with_text else ("id", "codes", "gold_codes")
     predictions_rows = [p if keep is None else {k: p[k] for k in keep if k in p} for p in preds]
 
-    model_dir = run_dir / "model"
+    model_dir = RunFolder(run_dir).model
     backbone = (config.get("backbone") or {}).get("name", "")
     return WandbPayload(
         name=f"{config.get('name', run_dir.name)}-{backbone}",
@@ -139,7 +140,7 @@ def build_payload(run_dir: str | Path, logger_cfg: Any = None, sample_size: int 
 def _seen_codes(run_dir: Path) -> set[str]:
     from ccl.data.records import read_documents
 
-    path = run_dir / "data" / "train.jsonl"
+    path = RunFolder(run_dir).records("train")
     return {c for d in read_documents(path) for c in d.codes} if path.is_file() else set()
 
 
@@ -169,7 +170,7 @@ def log_run_results(run_dir: str | Path, logger_cfg: Any = None, sample_size: in
             "results/predictions_sample": wandb.Table(columns=payload.sample_columns, data=payload.sample_rows),
         })
         with tempfile.TemporaryDirectory() as tmp:
-            preds = Path(tmp) / "predictions.jsonl"
+            preds = Path(tmp) / RunFolder.predictions
             preds.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in payload.predictions_rows),
                              encoding="utf-8")
             artifact = wandb.Artifact(_artifact_name(f"{payload.name}-predictions"), type="predictions")
@@ -180,7 +181,7 @@ def log_run_results(run_dir: str | Path, logger_cfg: Any = None, sample_size: in
             # Weights and configs only: a tiny backbone's tokenizer is trained on note
             # text, so tokenizer files stay local unless note text may leave the machine.
             for f in sorted(payload.adapter_dir.iterdir()):
-                if f.is_file() and (f.name.startswith("adapter_") or f.name == "ccl_model.json"
+                if f.is_file() and (f.name.startswith("adapter_") or f.name == MODEL_META
                                     or payload.with_text):
                     adapter.add_file(str(f))
             run.log_artifact(adapter)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from ccl.data.prompts import PROMPT_VERSION
-from ccl.data.records import Document, SpanPair, write_jsonl
+from ccl.data.records import TIERS, Document, SpanPair, write_jsonl
 from ccl.icd.tabular import TabularList, load_tabular
+from ccl.utils.atomic import atomic_dir
 from ccl.utils.hashing import hash_obj, hash_records
-
-MANIFEST = "data_manifest.json"
+from ccl.utils.run_folder import RunFolder
 
 
 @dataclass
@@ -41,7 +40,6 @@ class DataBundle:
     seen_codes: set[str]
     manifest: dict[str, Any]
     key: str
-    extra: dict[str, Any] = field(default_factory=dict)
     # Extra test sets (``cfg.test_sets``): name -> the test split of that docs config.
     test_sets: dict[str, list[Document]] = field(default_factory=dict)
 
@@ -50,7 +48,7 @@ class DataBundle:
         return self.tab.description
 
     def span_pairs(self) -> list[SpanPair]:
-        return [p for tier in ("gold", "silver", "synthetic") for p in self.spans.get(tier, [])]
+        return [p for tier in TIERS for p in self.spans.get(tier, [])]
 
 
 def load_index_entries(cfg: DictConfig, tab: TabularList, cache_dir: Path, console: Console) -> tuple[list, dict]:
@@ -177,8 +175,8 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
         )
         spans["gold"] = tier.pairs
         tier_reports["gold"] = {**tier.report, "content_hash": tier.content_hash}
-    for name in ("silver", "synthetic"):
-        if cfg.spans.get(name) is not None:
+    for name in TIERS:  # after gold, in order: each tier sees the pairs of the tiers before it
+        if name != "gold" and cfg.spans.get(name) is not None:
             import importlib
 
             module = importlib.import_module(f"ccl.expansion.{name}")
@@ -244,19 +242,15 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
         return bundle
     # Written into a fresh folder that then replaces data/: no file of an earlier config
     # (a tier or test set this one lacks) survives beside the new ones.
-    data_dir = Path(run_dir) / "data"
-    partial = Path(run_dir) / "data.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    for split, ds in docs.items():
-        write_jsonl(partial / f"{split}.jsonl", ds)
-    for name, pairs in spans.items():
-        write_jsonl(partial / f"spans_{name}.jsonl", pairs)
-    for name, ds in test_sets.items():
-        write_jsonl(partial / "test_sets" / f"{name}.jsonl", ds)
-    partial.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(data_dir, ignore_errors=True)
-    partial.rename(data_dir)
-    (Path(run_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    folder = RunFolder(run_dir)
+    with atomic_dir(folder.data, replace=True) as tmp:
+        for split, ds in docs.items():
+            write_jsonl(tmp / folder.records(split).name, ds)
+        for name, pairs in spans.items():
+            write_jsonl(tmp / folder.spans(name).name, pairs)
+        for name, ds in test_sets.items():
+            write_jsonl(tmp / RunFolder.TEST_SETS / folder.test_set_records(name).name, ds)
+    folder.manifest.write_text(json.dumps(manifest, indent=2))
     return bundle
 
 
@@ -280,7 +274,3 @@ def print_data_summary(bundle: DataBundle, console: Console) -> None:
     idx = bundle.manifest["index"]
     if idx.get("fallback"):
         console.print("[yellow]No Alphabetic Index was used: gold pairs come from Tabular List terms only.[/]")
-
-
-def config_to_dict(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -15,8 +15,6 @@ from ccl.eval.extended import apply_guidelines, extended_metrics
 from ccl.eval.metrics import seen_unseen_metrics
 from ccl.icd.tabular import TabularList
 
-METRICS = "metrics.json"
-
 
 def read_predictions(path: Path) -> list[dict[str, Any]]:
     """Read ``predictions.jsonl``; a broken line is an error naming file and line."""

@@ -51,14 +51,12 @@ from ccl.inference.generation import answer_length_stats
 from ccl.inference.parser import merge_outputs, parse_output
 from ccl.inference.scores import document_code_scores
 from ccl.stages.data import DataBundle
+from ccl.utils.atomic import atomic_dir
 from ccl.utils.hashing import hash_obj, hash_records
+from ccl.utils.run_folder import RunFolder
 
-PREDICTIONS = "predictions.jsonl"
-TEST_SETS_DIR = "test_sets"
-HUMAN_EVIDENCE_DIR = "human_evidence"
 WINDOW_MARK = "[window {} of {}]"  # raw_output of a note coded in windows (infer.long_notes=window)
 HUMAN_EVIDENCE_STAGE = "human_evidence"  # ledger entry: human_evidence, human_evidence@NAME
-MERGED_DIR = "merged"  # under model/: the adapter merged into a full model, for vLLM
 FALLBACK_MAX_NEW_TOKENS = 512  # a run without training answers to measure (warned)
 
 
@@ -77,8 +75,12 @@ class Target:
     tuning: bool = False  # the validation split, predicted to tune a threshold (eval.tune_threshold)
 
     @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.out_dir)
+
+    @property
     def predictions(self) -> Path:
-        return self.out_dir / PREDICTIONS
+        return self.folder.predictions
 
     @property
     def label(self) -> str:
@@ -120,11 +122,11 @@ def prediction_targets(cfg: DictConfig, bundle: DataBundle, run_dir: Path, key: 
         docs = bundle.docs.get(str(split))
         if not docs:
             raise ValueError(f"infer.split={split!r}: no documents in that split ({sorted(bundle.docs)})")
-        targets.append(Target(None, docs[:limit], Path(run_dir), "predict", key, human_evidence=human))
+        targets.append(Target(None, docs[:limit], RunFolder(run_dir).root, "predict", key, human_evidence=human))
     for name, all_docs in bundle.test_sets.items():
         docs = all_docs[:limit]
         skip = _no_evidence(docs, "infer.human_evidence=true") if human else ""
-        targets.append(Target(name, docs, Path(run_dir) / TEST_SETS_DIR / name, f"predict@{name}",
+        targets.append(Target(name, docs, RunFolder(run_dir).test_set(name).root, f"predict@{name}",
                               hash_obj({"predict": key, "test_set": hash_records(docs)}), skip,
                               human_evidence=human))
     if cfg.infer.get("also_human_evidence") and not human:
@@ -132,7 +134,7 @@ def prediction_targets(cfg: DictConfig, bundle: DataBundle, run_dir: Path, key: 
     return targets
 
 
-TUNING_DIR = "val"
+TUNING_DIR = RunFolder.TUNING
 
 
 def tuning_target(cfg: DictConfig, bundle: DataBundle, run_dir: Path, key: str) -> Target | None:
@@ -148,7 +150,7 @@ def tuning_target(cfg: DictConfig, bundle: DataBundle, run_dir: Path, key: str) 
     limit = int(cfg.infer.limit) if cfg.infer.limit else None
     human = bool(cfg.infer.human_evidence)
     docs = docs[:limit]
-    return Target(TUNING_DIR, docs, Path(run_dir) / TUNING_DIR, f"predict@{TUNING_DIR}",
+    return Target(TUNING_DIR, docs, RunFolder(run_dir).tuning().root, f"predict@{TUNING_DIR}",
                   hash_obj({"predict": key, "tuning": TUNING_DIR}),
                   _no_evidence(docs, "infer.human_evidence=true") if human else "",
                   human_evidence=human, tuning=True)
@@ -157,7 +159,7 @@ def tuning_target(cfg: DictConfig, bundle: DataBundle, run_dir: Path, key: str) 
 def human_evidence_target(target: Target) -> Target:
     """The human-evidence copy of a normal target: ``human_evidence/`` of its folder, its own key."""
     stage = HUMAN_EVIDENCE_STAGE + ("" if target.name is None else f"@{target.name}")
-    return Target(target.name, target.docs, target.out_dir / HUMAN_EVIDENCE_DIR, stage,
+    return Target(target.name, target.docs, target.folder.human_evidence().root, stage,
                   hash_obj({"predict": target.key, "human_evidence": True}),
                   target.skip or _no_evidence(target.docs, "infer.also_human_evidence=true"),
                   human_evidence=True, extra=True)
@@ -198,61 +200,93 @@ def predict_documents(
     (``infer.restrict_codes``) its restricted decoding. Rows get ``code_scores`` (code ->
     log-probability, :mod:`ccl.inference.scores`; a note coded in windows: the best score
     of each code over its windows) when the engine records them.
-    """
-    from ccl.inference.engine import make_engine
 
+    Steps: the engine's settings (:func:`_set_up_engine`: scores, restriction), each note's
+    prompts (:func:`build_prompts`: one, or one per window), generation, and one row per
+    document from its windows' outputs (:func:`_document_row`: restriction filter, scores),
+    then span re-coding (:func:`_recode_spans`, under ``infer.span_recode``).
+    """
     human = bool(cfg.infer.human_evidence) if human_evidence is None else bool(human_evidence)
     if human and not all(d.spans for d in docs):
         raise ValueError("human-evidence mode needs gold evidence spans on every test document")
-    if engine is None:
-        engine = make_engine(cfg.infer, model, tokenizer)
-    if hasattr(engine, "record_logprobs"):
-        engine.record_logprobs = True
-    if cfg.infer.get("restrict_codes"):
-        configure_engine(engine, tokenizer, allowed_codes, str(cfg.task), human)
+    engine = _set_up_engine(cfg, model, tokenizer, engine, allowed_codes, human)
     bound = int(max_new_tokens or cfg.infer.max_new_tokens or FALLBACK_MAX_NEW_TOKENS)
     plan = build_prompts(tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), human,
                          limits_from_config(cfg, answer_tokens=bound))
     t0 = time.perf_counter()
     outputs = engine.complete(plan.prompts, bound)
     if console:
-        cuts = getattr(engine, "guard_cuts", 0)
-        note = f"; {cuts} looping sections ended by the repeated-line guard" if cuts else ""
-        cut = sum(g.truncated for g in outputs)
-        note += f"; {cut} answers cut at the bound of {bound} tokens" if cut else ""
-        console.print(f"[cyan]predict[/]: {len(docs)} documents in {time.perf_counter() - t0:.0f} s{note}")
+        _report_generation(console, engine, outputs, len(docs), bound, time.perf_counter() - t0)
+    windows: list[list[tuple[Any, str]]] = [[] for _ in docs]  # (output, answer prefix) per window
+    for i, out, prefix in zip(plan.doc_index, outputs, plan.prefixes, strict=True):
+        windows[i].append((out, prefix))
     # Restricted decoding constrains the codes section only: a code-shaped word parsed from
     # elsewhere (an answer cut before "Codes:" is read whole, e.g. "T2DM" -> T2D.M) was not
     # decoded as a code, so it is dropped too.
     allowed = set(allowed_codes) if cfg.infer.get("restrict_codes") and allowed_codes else None
-    by_doc: list[list[tuple[Any, str]]] = [[] for _ in docs]
-    for i, out, prefix in zip(plan.doc_index, outputs, plan.prefixes, strict=True):
-        by_doc[i].append((out, prefix))
-    rows = []
-    for d, parts, cut in zip(docs, by_doc, plan.note_tokens_cut, strict=True):
-        parsed_parts = [parse_output(out.text, prefix=prefix) for out, prefix in parts]
-        if allowed is not None:
-            parsed_parts = [replace(p, codes=[c for c in p.codes if c in allowed]) for p in parsed_parts]
-        parsed = merge_outputs(parsed_parts)
-        raw = parts[0][0].text if len(parts) == 1 else "\n".join(
-            f"{WINDOW_MARK.format(k + 1, len(parts))}\n{out.text}" for k, (out, _) in enumerate(parts))
-        row = {"id": d.id, "raw_output": raw, "evidence": parsed.evidence, "codes": parsed.codes,
-               "gold_codes": d.codes, "truncated": any(out.truncated for out, _ in parts),
-               "note_tokens_cut": cut, "windows": len(parts)}
-        scores = document_code_scores(tokenizer, [out for out, _ in parts], [p.codes for p in parsed_parts],
-                                      parsed.codes)
-        if scores is not None:
-            row["code_scores"] = scores
-        rows.append(row)
+    rows = [_document_row(tokenizer, d, parts, cut, allowed)
+            for d, parts, cut in zip(docs, windows, plan.note_tokens_cut, strict=True)]
     if cfg.infer.get("span_recode") and not human:
-        from ccl.inference.span_recode import add_span_codes, recode_phrases
-
-        coded = recode_phrases(engine, tokenizer, [p for r in rows for p in r["evidence"]],
-                               bool(cfg.backbone.use_chat_template), allowed)
-        added = add_span_codes(rows, coded)
-        if console:
-            console.print(f"[cyan]predict[/]: span re-coding added {added} codes from {len(coded)} evidence phrases")
+        _recode_spans(engine, tokenizer, rows, bool(cfg.backbone.use_chat_template), allowed, console)
     return rows
+
+
+def _set_up_engine(cfg: DictConfig, model: Any, tokenizer: Any, engine: Any,
+                   allowed_codes: Sequence[str] | None, human: bool) -> Any:
+    """The engine to generate with (built from ``infer`` when None), recording code scores,
+    and restricted to ``allowed_codes`` at code positions under ``infer.restrict_codes``."""
+    from ccl.inference.engine import make_engine
+
+    if engine is None:
+        engine = make_engine(cfg.infer, model, tokenizer)
+    if hasattr(engine, "record_logprobs"):
+        engine.record_logprobs = True
+    if cfg.infer.get("restrict_codes"):
+        configure_engine(engine, tokenizer, allowed_codes, str(cfg.task), human)
+    return engine
+
+
+def _report_generation(console: Console, engine: Any, outputs: Sequence[Any], n_docs: int, bound: int,
+                       seconds: float) -> None:
+    cuts = getattr(engine, "guard_cuts", 0)
+    note = f"; {cuts} looping sections ended by the repeated-line guard" if cuts else ""
+    cut = sum(g.truncated for g in outputs)
+    note += f"; {cut} answers cut at the bound of {bound} tokens" if cut else ""
+    console.print(f"[cyan]predict[/]: {n_docs} documents in {seconds:.0f} s{note}")
+
+
+def _document_row(tokenizer: Any, doc: Document, parts: Sequence[tuple[Any, str]], cut: int,
+                  allowed: set[str] | None) -> dict[str, Any]:
+    """One prediction row from the outputs of a note's windows (one window: the whole note):
+    evidence and codes merged over the windows (only codes in ``allowed`` when it is given),
+    the raw outputs marked by window, and the code scores (the best of each code over its
+    windows) when the engine recorded them."""
+    parsed_parts = [parse_output(out.text, prefix=prefix) for out, prefix in parts]
+    if allowed is not None:
+        parsed_parts = [replace(p, codes=[c for c in p.codes if c in allowed]) for p in parsed_parts]
+    parsed = merge_outputs(parsed_parts)
+    raw = parts[0][0].text if len(parts) == 1 else "\n".join(
+        f"{WINDOW_MARK.format(k + 1, len(parts))}\n{out.text}" for k, (out, _) in enumerate(parts))
+    row = {"id": doc.id, "raw_output": raw, "evidence": parsed.evidence, "codes": parsed.codes,
+           "gold_codes": doc.codes, "truncated": any(out.truncated for out, _ in parts),
+           "note_tokens_cut": cut, "windows": len(parts)}
+    scores = document_code_scores(tokenizer, [out for out, _ in parts], [p.codes for p in parsed_parts],
+                                  parsed.codes)
+    if scores is not None:
+        row["code_scores"] = scores
+    return row
+
+
+def _recode_spans(engine: Any, tokenizer: Any, rows: list[dict[str, Any]], chat: bool,
+                  allowed: set[str] | None, console: Console | None) -> None:
+    """``infer.span_recode``: code each row's evidence phrases again with the span prompt and
+    add the codes found (:mod:`ccl.inference.span_recode`), in place."""
+    from ccl.inference.span_recode import add_span_codes, recode_phrases
+
+    coded = recode_phrases(engine, tokenizer, [p for r in rows for p in r["evidence"]], chat, allowed)
+    added = add_span_codes(rows, coded)
+    if console:
+        console.print(f"[cyan]predict[/]: span re-coding added {added} codes from {len(coded)} evidence phrases")
 
 
 def truncated_answers(rows: Sequence[dict[str, Any]]) -> int:
@@ -298,9 +332,9 @@ def answer_bound(cfg: DictConfig, run_dir: Path, bundle: DataBundle | None = Non
     training documents, :data:`FALLBACK_MAX_NEW_TOKENS` (warned)."""
     if cfg.infer.max_new_tokens:
         return int(cfg.infer.max_new_tokens)
-    from ccl.stages.train import MODEL_META, training_answer_lengths
+    from ccl.stages.train import training_answer_lengths
 
-    meta_path = Path(run_dir) / "model" / MODEL_META
+    meta_path = RunFolder(run_dir).model_meta
     if meta_path.is_file():
         stats = json.loads(meta_path.read_text(encoding="utf-8")).get("answer_tokens")
         if stats:
@@ -358,15 +392,12 @@ def merge_adapter(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, out
     err = float((after - before).abs().max() / before.abs().max().clamp_min(1e-6))
     if err > MERGE_RTOL:
         raise ValueError(
-            f"{run_dir / 'model'}: the merged model does not reproduce the adapter's logits (relative "
+            f"{RunFolder(run_dir).model}: the merged model does not reproduce the adapter's logits (relative "
             f"difference {err:.2g} > {MERGE_RTOL}); vLLM cannot serve this run: use infer=hf")
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    with atomic_dir(out_dir, replace=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     del model
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
     release_accelerator_memory()
     return out_dir
 
@@ -382,21 +413,21 @@ def vllm_serving(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, cons
     without LoRA. Zero-shot: the backbone's directory (or hub id).
     """
     from ccl.inference.vllm_engine import unsupported_lora_keys
-    from ccl.stages.train import MODEL_META, load_trained
+    from ccl.stages.train import load_trained
 
-    model_dir = Path(run_dir) / "model"
+    model_dir = RunFolder(run_dir).model
     if str(cfg.train.mode) == "none":
         model, _ = load_trained(cfg, bundle, run_dir)
         base = str(model.config._name_or_path)
         del model
         return Serving(base, None, base)
-    meta = json.loads((model_dir / MODEL_META).read_text(encoding="utf-8"))
+    meta = json.loads(RunFolder(run_dir).model_meta.read_text(encoding="utf-8"))
     if meta["mode"] == "full":
         return Serving(model_dir, None, model_dir)
     unsupported = unsupported_lora_keys(model_dir)
     if not unsupported and not meta.get("code_tokens"):
         return Serving(meta["base_dir"], model_dir, model_dir)
-    merged = model_dir / MERGED_DIR
+    merged = model_dir / RunFolder.MERGED
     if not (merged / "config.json").is_file():
         if console:
             console.print(f"[cyan]predict[/]: vLLM cannot load this adapter as LoRA ({len(unsupported)} "

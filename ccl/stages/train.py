@@ -35,37 +35,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from ccl.data.prompts import PROMPT_VERSION, Example, document_example, span_example
+from ccl.data.prompts import Example, document_example, span_example
 from ccl.data.sft import tokenize_examples
 from ccl.inference.generation import answer_length_stats
 from ccl.stages.data import DataBundle
-from ccl.utils.hashing import hash_obj
+from ccl.stages.keys import train_key
 from ccl.utils.loggers import finish_logger, make_logger
 from ccl.utils.progress import TrainProgress
+from ccl.utils.run_folder import MODEL_META, RunFolder
 
-MODEL_META = "ccl_model.json"
-
-
-# Settings that change how a run is executed or reported, not the weights it ends with.
 log = logging.getLogger(__name__)
-
-_NOT_IN_TRAIN_KEY = {
-    "backbone": ("family", "n_params"),
-    # frozen_prefix_cache: the same function computed in another order (loss and gradients
-    # equal to 1e-5), so a model trained either way is the same model.
-    "train": ("log_every_n_steps", "save_every_n_steps", "val_docs", "devices", "num_nodes",
-              "strategy", "accelerator", "frozen_prefix_cache"),
-}
-
-
-def train_key(cfg: DictConfig, bundle: DataBundle) -> str:
-    """Content key of the training stage: data key + everything that shapes the model."""
-    parts = {}
-    for group in ("backbone", "mix", "train"):
-        values = OmegaConf.to_container(cfg[group], resolve=True)
-        parts[group] = {k: v for k, v in values.items() if k not in _NOT_IN_TRAIN_KEY.get(group, ())}
-    return hash_obj({"data": bundle.key, "task": str(cfg.task), "seed": cfg.seed,
-                     "prompts": PROMPT_VERSION, **parts})
 
 
 def tiny_corpus(bundle: DataBundle) -> list[str]:
@@ -297,7 +276,7 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     module.prefix = frozen_prefix(cfg, model, packing)
     logger = make_logger(cfg, run_dir)
     # Checkpoints live under the stage key: a changed config never resumes a stale run.
-    ckpt_dir = run_dir / "checkpoints" / train_key(cfg, bundle)
+    ckpt_dir = run_dir / RunFolder.checkpoints / train_key(cfg, bundle)
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=ckpt_dir, save_last=True, save_top_k=0,
         every_n_train_steps=max(1, int(cfg.train.save_every_n_steps)),
@@ -331,10 +310,10 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
                  module.prefix.computed, module.prefix.served)
     seconds = progress.fit_seconds if progress.fit_seconds > 0 else time.perf_counter() - t0
     if not trainer.is_global_zero:  # DDP: every rank holds the same weights; rank 0 saves them
-        return run_dir / "model"
+        return RunFolder(run_dir).model
     # A fresh folder: files of an earlier mode (an adapter beside a full model) must not linger.
-    shutil.rmtree(run_dir / "model", ignore_errors=True)
-    out = save_trained(module, run_dir / "model")
+    shutil.rmtree(RunFolder(run_dir).model, ignore_errors=True)
+    out = save_trained(module, RunFolder(run_dir).model)
     report = {
         "mode": str(cfg.train.mode), "backbone": cfg.backbone.name,
         "base_dir": _absolute(str(getattr(module.model.config, "_name_or_path", ""))),
@@ -373,7 +352,7 @@ def load_trained(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path) -> t
     from ccl.model.backbone import load_backbone
 
     cache_dir = Path(cfg.paths.cache_dir)
-    model_dir = Path(run_dir) / "model"
+    model_dir = RunFolder(run_dir).model
     if str(cfg.train.mode) == "none" or not model_dir.exists():
         if str(cfg.train.mode) != "none":
             raise FileNotFoundError(f"{model_dir}: no trained model; run stage=train first")

@@ -1,5 +1,6 @@
 """Offline switch and memory of failed downloads, shared by every downloader in CCL.
 
+* :func:`fetch_url` -- the one download: a URL into a file, by rename.
 * :func:`offline_reason` -- ``CCL_OFFLINE=1`` (or Hugging Face's ``HF_HUB_OFFLINE=1``)
   makes every download in CCL a no-op that reports itself in one line.
 * :class:`FailedDownload` -- a download that failed (network error, HTTP error, bad
@@ -13,16 +14,30 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from ccl.utils.atomic import atomic_file
 from ccl.utils.hashing import hash_obj
 
 OFFLINE_ENV = ("CCL_OFFLINE", "HF_HUB_OFFLINE")
 RETRY_ENV = "CCL_DOWNLOAD_RETRY_HOURS"
 RETRY_AFTER_S = 24 * 3600.0
 MARKER_DIR = ".failed-downloads"
+
+
+def fetch_url(url: str, dest: Path, timeout: float) -> Path:
+    """Download ``url`` into ``dest`` by rename (no partial file is ever left under its name).
+
+    Errors propagate for the caller to word: ``urllib.error.HTTPError`` (a status),
+    ``urllib.error.URLError`` / ``OSError`` / ``TimeoutError`` (network).
+    """
+    with atomic_file(dest, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        shutil.copyfileobj(response, out)
+    return dest
 
 
 def offline_reason() -> str | None:

@@ -19,8 +19,8 @@ def hash_obj(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(stable_json(obj).encode("utf-8")).hexdigest()[:n]
 
 
-def hash_file(path: str | Path, n: int = 16) -> str:
-    """Short sha256 of a file's bytes, read in chunks."""
+def hash_file(path: str | Path, n: int | None = 16) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks; the first ``n`` hex digits (None: all 64)."""
     h = hashlib.sha256()
     with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

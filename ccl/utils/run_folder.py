@@ -29,16 +29,119 @@ from omegaconf import DictConfig, OmegaConf
 
 from ccl.utils.stages import STAGES, parse_stages
 
-LOCK_NAME = ".ccl.lock"
-CONFIG_NAME = "config.yaml"
+MODEL_META = "ccl_model.json"  # under model/: how to rebuild the trained model
 
+
+class _Entry:
+    """A file or folder of a run folder: its name when read on the class
+    (``RunFolder.metrics == "metrics.json"``), its path when read on a folder."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, folder: RunFolder | None, owner: type | None = None) -> Any:
+        return self.name if folder is None else folder.root / self.name
+
+
+class RunFolder:
+    """The file layout of a run folder: the one place its names are written down.
+
+    A run folder holds ``config.yaml`` (resolved), ``data_manifest.json``, ``data/`` (the
+    records), ``model/`` (weights or adapter and ``ccl_model.json``), ``stages.json`` and
+    ``stage_seconds.json`` (the ledger), and the results of each prediction target:
+    ``predictions.jsonl`` and ``metrics.json`` at the top for the run's own split, under
+    ``test_sets/<name>/`` for an extra test set, under ``val/`` for threshold tuning, and
+    under ``human_evidence/`` of any of these for its human-evidence copy. A target's
+    folder is a :class:`RunFolder` too (:meth:`test_set`, :meth:`human_evidence`,
+    :meth:`tuning`), with the same file names.
+    """
+
+    config = _Entry("config.yaml")
+    manifest = _Entry("data_manifest.json")
+    predictions = _Entry("predictions.jsonl")
+    metrics = _Entry("metrics.json")
+    stages = _Entry("stages.json")
+    stage_seconds = _Entry("stage_seconds.json")
+    lock = _Entry(".ccl.lock")
+    data = _Entry("data")
+    model = _Entry("model")
+    model_meta = _Entry(f"model/{MODEL_META}")
+    checkpoints = _Entry("checkpoints")
+    overrides = _Entry(".hydra/overrides.yaml")
+    TEST_SETS = "test_sets"
+    HUMAN_EVIDENCE = "human_evidence"
+    TUNING = "val"
+    MERGED = "merged"  # under model/: the adapter merged into a full model, for vLLM
+    MULTIRUN = "multirun.yaml"  # beside the job folders of a Hydra sweep
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.root)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunFolder) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def records(self, split: str) -> Path:
+        """``data/<split>.jsonl``: the documents of a split as the data stage wrote them."""
+        return self.data / f"{split}.jsonl"
+
+    def spans(self, tier: str) -> Path:
+        """``data/spans_<tier>.jsonl``: a span tier's pairs."""
+        return self.data / f"spans_{tier}.jsonl"
+
+    def test_set_records(self, name: str) -> Path:
+        return self.data / self.TEST_SETS / f"{name}.jsonl"
+
+    def test_set(self, name: str) -> RunFolder:
+        """The results folder of extra test set ``name``."""
+        return RunFolder(self.root / self.TEST_SETS / name)
+
+    def human_evidence(self) -> RunFolder:
+        """The results folder of this target's human-evidence copy."""
+        return RunFolder(self.root / self.HUMAN_EVIDENCE)
+
+    def tuning(self) -> RunFolder:
+        """The results folder of the validation split predicted for threshold tuning."""
+        return RunFolder(self.root / self.TUNING)
+
+    def is_finished(self) -> bool:
+        """A finished run: ``config.yaml`` and ``metrics.json`` side by side."""
+        return self.config.is_file() and self.metrics.is_file()
+
+    def in_sweep(self) -> bool:
+        """Whether this folder is a job of a Hydra multirun (``multirun.yaml`` beside it)."""
+        return (self.root.parent / self.MULTIRUN).is_file()
+
+
+# The one record of which config keys no stage's content key covers (ccl/stages/keys.py
+# leaves them out of the train and predict keys), and whether a run folder's config may
+# differ in them: True for how a run executes or logs; False for what its report shows
+# (table labels, the validation loss), kept with the results it describes.
+OUTSIDE_STAGE_KEYS: dict[str, bool] = {
+    "backbone.family": False, "backbone.n_params": False,
+    "train.log_every_n_steps": True, "train.save_every_n_steps": True, "train.val_docs": False,
+    "train.devices": True, "train.num_nodes": True, "train.strategy": True, "train.accelerator": True,
+    # The same function computed in another order (loss and gradients equal to 1e-5), so a
+    # model trained either way is the same model.
+    "train.frozen_prefix_cache": True,
+    # Human-evidence copies are keyed apart: switching them on adds their own results.
+    "infer.also_human_evidence": True,
+    "infer.gpu_memory_utilization": False,
+}  # fmt: skip
 # Keys that change how a run is executed or logged, never the results already in the folder.
-# Test sets and human-evidence copies are keyed apart (adding one adds its own results).
-FREE_KEYS = (
-    "stage", "overwrite", "ckpt_path", "logger", "paths",
-    "train.log_every_n_steps", "train.save_every_n_steps", "train.devices", "train.num_nodes",
-    "train.strategy", "train.accelerator", "train.frozen_prefix_cache", "infer.also_human_evidence",
-)
+# Test sets are keyed apart too (adding one adds its own results; see config_diff).
+FREE_KEYS = ("stage", "overwrite", "ckpt_path", "logger", "paths",
+             *(key for key, free in OUTSIDE_STAGE_KEYS.items() if free))
+
+
+def outside_stage_keys(group: str) -> tuple[str, ...]:
+    """The keys of config group ``group`` that no stage's content key covers."""
+    return tuple(k.split(".", 1)[1] for k in OUTSIDE_STAGE_KEYS if k.split(".", 1)[0] == group)
 
 
 class RunRefused(RuntimeError):
@@ -95,8 +198,8 @@ class RunLock:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_NAME
-        self.pid_path = self.run_dir / (LOCK_NAME + ".pid")
+        self.path = self.run_dir / RunFolder.lock
+        self.pid_path = self.run_dir / (RunFolder.lock + ".pid")
         self._lock = FileLock(str(self.path), thread_local=False, is_singleton=False)
         self.took_over: int | None = None  # PID of a dead holder whose lock was taken over
 
@@ -193,7 +296,7 @@ def check_config(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     keys (``key: old -> new``), unless ``cfg.overwrite`` is true: then every old
     ``metrics.json`` (run, test sets, human evidence) is deleted first.
     """
-    path = Path(run_dir) / CONFIG_NAME
+    path = RunFolder(run_dir).config
     if not path.is_file() or not _has_results(Path(run_dir)):
         return None  # new, or a run that failed before any stage finished: nothing to keep
     old = yaml.safe_load(path.read_text()) or {}
@@ -216,15 +319,15 @@ def check_config(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
 def _has_results(run_dir: Path) -> bool:
     """Whether any stage finished in ``run_dir`` (``stages.json`` names one)."""
     try:
-        return bool(json.loads((run_dir / "stages.json").read_text()))
+        return bool(json.loads(RunFolder(run_dir).stages.read_text()))
     except (OSError, ValueError):
         return False
 
 
 def clear_results(run_dir: Path) -> None:
     """Delete every ``metrics.json`` of a run folder (checkpoints are keyed and stay)."""
-    for metrics in Path(run_dir).rglob("metrics.json"):
-        if "checkpoints" not in metrics.relative_to(run_dir).parts:
+    for metrics in Path(run_dir).rglob(RunFolder.metrics):
+        if RunFolder.checkpoints not in metrics.relative_to(run_dir).parts:
             metrics.unlink()
 
 

@@ -11,6 +11,8 @@ import json
 import re
 from pathlib import Path
 
+from ccl.utils.atomic import write_json_atomic
+
 STAGES = ("data", "train", "predict", "eval")
 
 
@@ -36,8 +38,10 @@ class StageLedger:
     """
 
     def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / "stages.json"
-        self.seconds_path = Path(run_dir) / "stage_seconds.json"
+        from ccl.utils.run_folder import RunFolder  # run_folder.py imports this module
+
+        self.path = RunFolder(run_dir).stages
+        self.seconds_path = RunFolder(run_dir).stage_seconds
         self.state: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.seconds: dict[str, float] = (
             json.loads(self.seconds_path.read_text()) if self.seconds_path.exists() else {}
@@ -66,9 +70,3 @@ class StageLedger:
         if stale:
             write_json_atomic(self.seconds_path, self.seconds)
 
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write by rename, so an interrupted write never leaves a torn file."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)

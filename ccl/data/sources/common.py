@@ -59,12 +59,9 @@ so a run's ``data_manifest.json`` says exactly what changed and
 from __future__ import annotations
 
 import functools
-import os
 import random
 import re
-import shutil
 import string
-import tempfile
 import unicodedata
 import urllib.error
 import urllib.request
@@ -78,7 +75,7 @@ from typing import Any
 from ccl.data.records import Document, RecordError
 from ccl.icd.codes import canonical_code, is_well_formed
 from ccl.icd.tabular import TabularList
-from ccl.utils.downloads import offline_reason
+from ccl.utils.downloads import fetch_url, offline_reason
 
 DOWNLOAD_TIMEOUT_S = 60
 _UNSPECIFIED = re.compile(r"\bunspecified\b")
@@ -502,17 +499,9 @@ def download(url: str, dest: Path, what: str, config_key: str) -> Path:
     if offline:
         raise DownloadError(f"{what} not downloaded from {url} ({offline}). Download it elsewhere "
                             f"and set {config_key} to its local path.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
     try:
-        with (
-            os.fdopen(fd, "wb") as out,
-            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp,
-        ):
-            shutil.copyfileobj(resp, out)
-        os.replace(tmp, dest)
+        fetch_url(url, dest, DOWNLOAD_TIMEOUT_S)
     except (urllib.error.URLError, OSError, TimeoutError) as err:
-        Path(tmp).unlink(missing_ok=True)
         raise DownloadError(
             f"could not download {what} from {url} ({err}). If this machine is offline, "
             f"download it elsewhere and set {config_key} to its local path."

@@ -55,6 +55,7 @@ from ccl.data.sources.common import (
     trim_span,
 )
 from ccl.icd.tabular import TabularList
+from ccl.utils.atomic import write_text_atomic
 from ccl.utils.hashing import hash_obj
 
 NOTE_SEPARATOR = "\n\n"
@@ -306,10 +307,7 @@ def read_note_texts(path: Path, wanted: set[int], cache_dir: Path) -> dict[int, 
             f"{path}: {len(missing)} annotated notes are not in this file (ROW_ID {missing[:5]}...); "
             "MDACE needs MIMIC-III v1.4 NOTEEVENTS"
         )
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(".tmp")
-    tmp.write_text(json.dumps({str(k): v for k, v in texts.items()}), encoding="utf-8")
-    tmp.replace(cached)
+    write_text_atomic(cached, json.dumps({str(k): v for k, v in texts.items()}))
     return texts
 
 

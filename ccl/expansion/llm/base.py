@@ -1,4 +1,7 @@
-"""The expansion-LLM interface: config, generation parameters, backends, the privacy guard.
+"""The expansion-LLM interface: generation parameters, backends, the privacy guard.
+
+The ``llm`` config schema (:class:`ccl.config.LLMConfig`: backend settings apart from
+mining settings) lives with the rest of the schema in :mod:`ccl.config`.
 
 A backend turns a batch of chat conversations into a batch of completions
 (:meth:`LLMBackend.generate`). Backends do no caching; wrap them in
@@ -11,85 +14,33 @@ from __future__ import annotations
 
 import ipaddress
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from omegaconf import DictConfig, OmegaConf
+from ccl.config import LLM_BACKENDS, BackendConfig
+
+# The schema lives in ccl/config.py; these names stay importable from here.
+from ccl.config import LLMConfig as LLMConfig
+from ccl.config import as_llm_config as as_llm_config
+from ccl.config import llm_config as llm_config
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 Conversation = Sequence[Message]
 
-BACKENDS = ("lexical", "hf", "openai", "vllm")
+BACKENDS = LLM_BACKENDS
 # Sources whose text is under a PhysioNet credentialed data use agreement.
 CREDENTIALED_SOURCES = frozenset({"mimic3", "mimic4", "mdace"})
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-@dataclass
-class LLMConfig:
-    """The ``llm`` config group (``conf/llm/*.yaml``): which expansion LLM and how to call it."""
-
-    backend: str = "lexical"  # lexical | hf | openai | vllm
-    model: str | None = None  # hf: local dir or smollm2_135m; vllm: weights dir; openai: model name
-    base_url: str | None = None  # openai: e.g. http://localhost:8000/v1
-    api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_new_tokens: int = 512
-    seed: int = 0
-    batch_size: int = 8  # conversations per backend call (and per cache commit)
-    concurrency: int = 4  # openai: requests in flight at once
-    timeout_s: float = 120.0  # openai: per request
-    max_retries: int = 5  # openai: retries of 429 / 5xx / network errors
-    backoff_s: float = 1.0  # openai: first retry delay, doubled each time
-    requests_per_minute: float | None = None  # openai: client-side rate limit
-    dtype: str = "auto"  # hf / vllm weights dtype
-    device: str = "auto"  # hf: auto | cpu | cuda
-    tensor_parallel_size: int = 1  # vllm
-    gpu_memory_utilization: float = 0.9  # vllm
-    max_model_len: int | None = None  # vllm
-    allow_credentialed_remote: bool = False  # send MIMIC/MDACE text to a non-local endpoint
-    max_documents: int | None = None  # silver: mine the first N corpus documents only
-    max_candidates: int = 30  # silver stage 2: candidates shown to the LLM per code
-    fuzzy_edits: int = 1  # typo edits allowed per word (5+ letters) when finding spans in notes
-    negation_window: int = 6  # lexical: tokens around a mention searched for cues
-    progress: bool = True  # rich progress bars
-
-
-def llm_config(run_cfg: Any) -> LLMConfig:
-    """The ``llm`` group of a full run config; absent or ``None``: the lexical default."""
-    node = run_cfg.get("llm") if run_cfg is not None else None
-    return as_llm_config(node)
-
-
-def generation_settings(llm: LLMConfig) -> dict[str, Any]:
+def generation_settings(llm: BackendConfig) -> dict[str, Any]:
     """The LLM settings that change what a tier builder generates (part of its cache key)."""
     return {"backend": llm.backend, "model": llm.model, "base_url": llm.base_url,
             "temperature": llm.temperature, "top_p": llm.top_p, "seed": llm.seed,
             "max_new_tokens": llm.max_new_tokens}  # fmt: skip
-
-
-def as_llm_config(node: Any) -> LLMConfig:
-    """An :class:`LLMConfig` from a DictConfig, a mapping, an LLMConfig or ``None``."""
-    if node is None:
-        return LLMConfig()
-    if isinstance(node, LLMConfig):
-        return node
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
-    if not isinstance(node, Mapping):
-        raise TypeError(f"llm config must be a mapping, got {type(node).__name__}")
-    known = {f.name for f in fields(LLMConfig)}
-    unknown = sorted(set(node) - known)
-    if unknown:
-        raise ValueError(f"llm config: unknown key(s) {unknown}; known: {sorted(known)}")
-    out = LLMConfig(**node)
-    if out.backend not in BACKENDS:
-        raise ValueError(f"llm.backend={out.backend!r}: choose one of {BACKENDS}")
-    return out
 
 
 @dataclass(frozen=True)
@@ -103,7 +54,7 @@ class GenerationParams:
     stop: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
-    def from_config(cls, cfg: LLMConfig, **overrides: Any) -> GenerationParams:
+    def from_config(cls, cfg: BackendConfig, **overrides: Any) -> GenerationParams:
         base = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
                 "top_p": cfg.top_p, "seed": cfg.seed}  # fmt: skip
         return cls(**{**base, **overrides})
@@ -190,7 +141,7 @@ def check_privacy(backend: LLMBackend, credentialed: bool, allow_remote: bool) -
     )
 
 
-def make_backend(cfg: LLMConfig, cache_dir: str | Path = ".cache/ccl") -> LLMBackend:
+def make_backend(cfg: BackendConfig, cache_dir: str | Path = ".cache/ccl") -> LLMBackend:
     """The generating backend named by ``cfg.backend`` (imports are lazy)."""
     if cfg.backend == "hf":
         from ccl.expansion.llm.hf_backend import HFBackend

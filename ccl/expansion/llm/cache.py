@@ -21,12 +21,14 @@ from typing import Any
 
 from rich.console import Console
 
+from ccl.config import LLMConfig
 from ccl.expansion.llm.base import (
     Conversation,
     GenerationParams,
     LLMBackend,
     LLMError,
     check_privacy,
+    make_backend,
 )
 from ccl.expansion.llm.progress import track
 from ccl.utils.hashing import stable_json
@@ -176,3 +178,18 @@ class CachedLLM:
     def close(self) -> None:
         self.backend.close()
         self.cache.close()
+
+
+def tier_llm(llm_cfg: LLMConfig, cache_dir: str | Path, switch: str, console: Console | None = None) -> CachedLLM:
+    """The cached expansion LLM a tier generates with (``cache_dir/llm/calls.sqlite``).
+
+    ``switch`` names the setting that asked for it (``spans.silver.method=llm``): under
+    ``llm=lexical``, which generates no text, the ``ValueError`` says which backends to pick.
+    """
+    if llm_cfg.backend == "lexical":
+        raise ValueError(f"{switch} needs a generating backend: llm=hf, openai or vllm")
+    return CachedLLM(
+        make_backend(llm_cfg, cache_dir), Path(cache_dir) / "llm" / "calls.sqlite",
+        batch_size=llm_cfg.batch_size, progress=llm_cfg.progress,
+        allow_credentialed_remote=llm_cfg.allow_credentialed_remote, console=console,
+    )  # fmt: skip

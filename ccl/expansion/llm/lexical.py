@@ -30,12 +30,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ccl.icd.terms import plain_forms, tidy
+
 _WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
 _BREAK = re.compile(r"[.!?;](?=\s|$)|\n|:(?=\s)")
 _HEADING = re.compile(r"(?m)^[ \t]*([A-Za-z][A-Za-z /&-]{1,40}):")
-_PARENS = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
-_CODING_WORDS = re.compile(r"\b(?:NOS|NEC)\b")
-_SPACES = re.compile(r"\s+")
 _ABBREVIATION = re.compile(r"[A-Z][^ ]*[A-Z]")  # two capitals in one word: HTN, AFib
 
 # Words a note may leave out of a term ("COPD exacerbation" for "COPD with exacerbation").
@@ -47,22 +46,6 @@ GENERIC = frozenset(
     {"disease", "disorder", "condition", "syndrome", "other", "unspecified", "status", "history",
      "abnormal", "finding", "findings", "problem", "complication", "complications", "type"}
 )  # fmt: skip
-# Comma clauses of ICD wording that notes leave out.
-_VAGUE_CLAUSE = re.compile(
-    r"^(?:unspecified\b.*|.*\bunspecified|not elsewhere classified|not otherwise specified|"
-    r"uncomplicated|without complications?|(?:initial|subsequent) encounter\b.*|sequela)$",
-    re.IGNORECASE,
-)
-_TRAILING_WITHOUT = re.compile(
-    r"\s+without\s+(?:complications?|mention\b.*|.*\bunspecified)$", re.I
-)
-_ANY_WITHOUT = re.compile(r"(?<=\w)\s+without\s.*$", re.IGNORECASE)
-_LEADING = re.compile(r"^(?:other|unspecified)\s+", re.IGNORECASE)
-_UNSPECIFIED_PIECES = re.compile(
-    r"\b(?:unspecified (?:part|site|type) of|of unspecified site)\s*", re.I
-)
-_UNSPECIFIED_WORD = re.compile(r"\bunspecified\s+", re.IGNORECASE)
-_TRAILING_UNSPECIFIED = re.compile(r"\s+unspecified$", re.IGNORECASE)
 _ROMAN = {"1": "i", "2": "ii", "3": "iii", "4": "iv", "5": "v"}
 
 # Common clinical abbreviations and short forms: phrase (as it appears in a term) -> forms.
@@ -210,38 +193,12 @@ def _phrase_sub(text: str, phrase: str, replacement: str) -> str | None:
     return out if n else None
 
 
-def _clean(term: str) -> str:
-    return _SPACES.sub(" ", term).strip(" ,;:.")
-
-
 def term_variants(
     term: str, abbreviations: Mapping[str, Sequence[str]] = ABBREVIATIONS
 ) -> list[str]:
-    """Ways a clinician writes an ICD term, the term itself first (deduplicated, in order)."""
-    base = _clean(term)
-    plain = _clean(_CODING_WORDS.sub("", _PARENS.sub("", base)))
-    forms = [base, plain]
-    clauses = [c.strip() for c in plain.split(",")]
-    kept = [clauses[0]]
-    for clause in clauses[1:]:
-        stripped = _TRAILING_UNSPECIFIED.sub("", clause)
-        if stripped != clause and not _VAGUE_CLAUSE.match(stripped):
-            kept.append(stripped)  # "stage 3 unspecified" -> "stage 3"
-            break
-        if _VAGUE_CLAUSE.match(clause):
-            break
-        kept.append(clause)
-    short = ", ".join(kept)
-    short = _TRAILING_WITHOUT.sub("", short)
-    default = _clean(_ANY_WITHOUT.sub("", short))  # "without X" marks the default: notes omit it
-    short = _clean(_UNSPECIFIED_PIECES.sub("", short))
-    short = _clean(_LEADING.sub("", short))
-    forms += [
-        short,
-        _clean(_LEADING.sub("", plain)),
-        _clean(_UNSPECIFIED_WORD.sub("", short)),
-        default,
-    ]
+    """Ways a clinician writes an ICD term, the term itself first (deduplicated, in order):
+    its qualifier-free forms (:func:`ccl.icd.terms.plain_forms`), abbreviations, roman numerals."""
+    forms = plain_forms(term)
     expanded = list(forms)
     for form in forms:
         for phrase, shorts in abbreviations.items():
@@ -255,7 +212,7 @@ def term_variants(
             expanded.append(form[: m.start(2)] + _ROMAN[m.group(2)].upper() + form[m.end(2) :])
     out: dict[str, None] = {}
     for form in expanded:
-        form = _clean(form)
+        form = tidy(form)
         if form and form.lower() not in {f.lower() for f in out}:
             out[form] = None
     return list(out)
@@ -482,7 +439,7 @@ class LexicalMiner:
 
 def locate(span: str, text: str, edits: int = 1, max_gap: int = 1) -> tuple[int, int] | None:
     """Where ``span`` (e.g. copied by an LLM) occurs in ``text``: exactly, ignoring case, or fuzzily."""
-    span = _clean(span)
+    span = tidy(span)
     if not span:
         return None
     i = text.find(span)

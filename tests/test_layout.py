@@ -1,0 +1,56 @@
+"""The package's floors (README "Layout"): data flows one way, and no package reaches into
+another's private names. Read from the source with ``ast``, so a new import is checked as
+soon as it is written."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ccl"
+# The bottom floor: ICD knowledge, the config schema, utilities, record types.
+BOTTOM = ("ccl.icd", "ccl.config", "ccl.utils", "ccl.data.records")
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports():
+    """(importing module, imported module, imported name or None, line) for every project import."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        here = _module(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ccl":
+                for alias in node.names:
+                    yield here, node.module, alias.name, node.lineno
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "ccl":
+                        yield here, alias.name, None, node.lineno
+
+
+def _within(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _package(module: str) -> str:
+    """``ccl.expansion.llm.base`` -> ``ccl.expansion``; a top-level module is its own package."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_the_bottom_floor_imports_nothing_above_it():
+    upward = [f"{here}:{line} imports {target}" for here, target, _, line in _imports()
+              if _within(here, BOTTOM) and not _within(target, BOTTOM)]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_package_imports_a_private_name_of_another():
+    private = [f"{here}:{line} imports {target}.{name}" for here, target, name, line in _imports()
+               if name and name.startswith("_") and _package(here) != _package(target)]
+    assert not private, "\n".join(private)
+
+
+def test_the_checks_see_the_imports():
+    """Guards the two tests above against reading nothing."""
+    found = {(here, target) for here, target, _, _ in _imports()}
+    assert ("ccl.run", "ccl.config") in found and len(found) > 200
