@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -226,6 +227,48 @@ class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
+TRAIN_REF = re.compile(r"\$\{train\.(\w+)\}")
+
+
+@dataclass
+class TrainerConfig:
+    """``pytorch_lightning.Trainer`` arguments (``conf/trainer/default.yaml``); each ``${train.X}``
+    value mirrors a ``train.*`` key, which is where it is set (see :func:`trainer_mirrors`)."""
+
+    _target_: str = "pytorch_lightning.Trainer"
+    accelerator: str = "${train.accelerator}"
+    devices: Any = "${train.devices}"
+    num_nodes: int = "${train.num_nodes}"  # type: ignore[assignment]  # an interpolation
+    strategy: str = "${train.strategy}"
+    precision: str = "${train.precision}"
+    accumulate_grad_batches: int = "${train.grad_accum}"  # type: ignore[assignment]
+    log_every_n_steps: int = "${train.log_every_n_steps}"  # type: ignore[assignment]
+    enable_model_summary: bool = False
+
+
+def trainer_mirrors() -> dict[str, str]:
+    """``{"precision": "precision", "accumulate_grad_batches": "grad_accum", ...}``: the trainer
+    arguments whose schema default is a ``${train.X}`` interpolation, and their ``train`` key."""
+    found = {f.name: TRAIN_REF.fullmatch(str(f.default)) for f in dataclasses.fields(TrainerConfig)}
+    return {name: match.group(1) for name, match in found.items() if match}
+
+
+def check_trainer(cfg: Any) -> None:
+    """Refuse a ``trainer.X`` that differs from the ``train.*`` key it mirrors.
+
+    The train stage's content key (:func:`ccl.stages.keys.train_key`) covers ``train.*``, not
+    ``trainer.*`` (``conf/trainer/default.yaml`` only restates ``train.*``), so a
+    ``trainer.precision=bf16-mixed`` would train another model under the same key. Raises
+    ``ValueError`` naming both keys and the override to use.
+    """
+    wrong = [(name, key) for name, key in trainer_mirrors().items()
+             if name in cfg.trainer and cfg.trainer[name] != cfg.train[key]]
+    if wrong:
+        shown = "; ".join(f"trainer.{n}={cfg.trainer[n]} but train.{k}={cfg.train[k]}" for n, k in wrong)
+        fix = " ".join(f"train.{k}={cfg.trainer[n]}" for n, k in wrong)
+        raise ValueError(f"{shown}: the trainer group takes these from train.*; set {fix} instead")
+
+
 @dataclass
 class InferConfig:
     engine: Engine = Engine.hf
@@ -413,6 +456,7 @@ class CCLConfig:
     spans: SpansConfig = field(default_factory=SpansConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -72,9 +72,11 @@ class Pipeline:
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         if "train" in self.stages and self.trains:
+            from ccl.config import check_trainer
             from ccl.stages.train import check_launch, check_strategy
 
             check_strategy(str(cfg.train.strategy))  # before any work is done
+            check_trainer(cfg)
             check_launch(cfg.train)
         bundle = self.data()
         if self.stages == ["data"]:

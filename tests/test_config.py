@@ -76,7 +76,8 @@ def _group_defaults():
     from ccl import config as schema
 
     kinds = {"icd": schema.ICDConfig, "backbone": schema.BackboneConfig, "docs": schema.DocsConfig,
-             "mix": schema.MixConfig, "train": schema.TrainConfig, "infer": schema.InferConfig,
+             "mix": schema.MixConfig, "train": schema.TrainConfig, "trainer": schema.TrainerConfig,
+             "infer": schema.InferConfig,
              "eval": schema.EvalConfig, "logger": schema.LoggerConfig, "paths": schema.PathsConfig,
              "llm": schema.LLMConfig, "audit": schema.AuditConfig}
     chosen = {}
@@ -111,3 +112,44 @@ def test_dataclass_defaults_are_the_yaml_defaults(group, kind, default, options)
              if key not in set_by_all and declared.get(key, "<undeclared>") not in (value, "???")}
     assert not wrong, f"{group}: schema default vs {default.name}: {wrong}"
     assert set(_leaves(load(default))) <= set(declared), "every YAML key is declared"
+
+
+# ---------------------------------------------------------------- the trainer group
+
+
+def test_trainer_group_takes_its_arguments_from_train():
+    """conf/trainer/default.yaml restates train.*: the README's train.* overrides reach the
+    Lightning Trainer, and a trainer.* value of its own is refused (it is outside the train key)."""
+    from hydra.utils import instantiate
+
+    from ccl.config import check_trainer, trainer_mirrors
+
+    cfg = _compose(["train.accelerator=cpu", "train.precision=bf16-mixed", "train.grad_accum=3",
+                    "train.log_every_n_steps=7"])
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.trainer.accumulate_grad_batches == 3
+    assert trainer_mirrors()["accumulate_grad_batches"] == "grad_accum"
+    assert set(trainer_mirrors()) >= {"accelerator", "devices", "num_nodes", "strategy", "precision"}
+    check_trainer(cfg)
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    assert trainer.accumulate_grad_batches == 3 and trainer.log_every_n_steps == 7
+    assert trainer.precision == "bf16-mixed"
+    with pytest.raises(ValueError, match=r"trainer.precision=16-mixed but train.precision=32-true.*"
+                                         r"set train.precision=16-mixed"):
+        check_trainer(_compose(["trainer.precision=16-mixed"]))
+
+
+def test_trainer_group_is_outside_the_train_key_and_free_in_a_run_folder():
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from ccl.stages.keys import train_key
+    from ccl.utils.run_folder import config_diff
+
+    cfg = _compose([])
+    other = _compose(["trainer.enable_model_summary=true"])
+    bundle = SimpleNamespace(key="data")
+    assert train_key(cfg, bundle) == train_key(other, bundle)
+    old = OmegaConf.to_container(cfg, resolve=True)
+    old.pop("trainer")  # a run folder written before the trainer group existed
+    assert config_diff(old, OmegaConf.to_container(other, resolve=True)) == []

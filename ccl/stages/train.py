@@ -35,6 +35,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from ccl.config import check_trainer
 from ccl.data.prompts import Example, document_example, span_example
 from ccl.data.sft import tokenize_examples
 from ccl.inference.generation import answer_length_stats
@@ -215,15 +216,39 @@ def check_launch(train_cfg: Any) -> None:
             "done; README 'Paper-scale runs on GPUs')")
 
 
-def planned_world_size(train_cfg: Any) -> int:
+def planned_world_size(trainer_cfg: Any) -> int:
     """The number of processes the trainer will train with (Lightning's own resolution of
-    ``accelerator``, ``devices``, ``num_nodes`` and ``strategy``, torchrun's environment included)."""
+    ``accelerator``, ``devices``, ``num_nodes`` and ``strategy`` of ``trainer_cfg``, the
+    ``trainer`` group or ``train``, torchrun's environment included)."""
     probe = pl.Trainer(
-        accelerator=train_cfg.accelerator, devices=train_cfg.devices, num_nodes=train_cfg.num_nodes,
-        strategy=train_cfg.strategy, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
+        strategy=trainer_cfg.strategy, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False,
     )
     return int(probe.world_size)
+
+
+def fit_trainer(cfg: DictConfig, *, steps: int, validate: bool, logger: Any, callbacks: list[Any],
+                progress_bar: bool, run_dir: Path) -> pl.Trainer:
+    """The Lightning trainer of the fit: the ``trainer`` group (``conf/trainer/default.yaml``:
+    devices, precision, accumulation, all from ``train.*``) plus what this stage fixes.
+
+    Fixed here, not configurable: the data plan is one Lightning epoch of ``steps`` optimiser
+    steps that the datamodule shards by rank itself (``use_distributed_sampler=False``); the
+    validation loss, when ``validate``, is computed once, at the end; the fit is deterministic.
+    Raises ``ValueError`` (:func:`ccl.config.check_trainer`) for a ``trainer.*`` value that
+    differs from its ``train.*`` key.
+    """
+    from hydra.utils import instantiate
+
+    check_trainer(cfg)
+    return instantiate(
+        cfg.trainer, max_steps=steps, max_epochs=1, logger=logger, callbacks=callbacks,
+        enable_progress_bar=progress_bar,
+        num_sanity_val_steps=0, limit_val_batches=None if validate else 0,
+        val_check_interval=max(1, steps) if validate else None, deterministic=True,
+        default_root_dir=str(run_dir), use_distributed_sampler=False,
+    )
 
 
 def training_answer_lengths(cfg: DictConfig, bundle: DataBundle, tokenizer: Any) -> list[int]:
@@ -267,7 +292,7 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
                        pad_token_id=tokenizer.pad_token_id, collator=collator, val_examples=val_tok)
     # Planned for the world size the trainer will have: each rank takes every world_size-th
     # batch, so with train.max_epochs the steps (and the LR schedule over them) shrink N-fold.
-    dm.world_size = planned_world_size(cfg.train)
+    dm.world_size = planned_world_size(cfg.trainer)
     # The LR schedule spans the planned steps (train.max_epochs may end the plan early).
     warmup = (math.ceil(float(cfg.train.warmup_ratio) * dm.planned_steps) if cfg.train.get("warmup_ratio")
               else int(cfg.train.warmup_steps))
@@ -286,16 +311,8 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     # kept in the checkpoints, so a resumed or restored training reports all of it.
     progress = TrainProgress()
     bar = [pl.callbacks.RichProgressBar()] if not progress.log_lines else []
-    trainer = pl.Trainer(
-        max_steps=steps, max_epochs=1, accelerator=cfg.train.accelerator, devices=cfg.train.devices,
-        num_nodes=cfg.train.num_nodes, strategy=cfg.train.strategy, precision=cfg.train.precision,
-        accumulate_grad_batches=int(cfg.train.grad_accum), logger=logger, callbacks=[checkpoint, progress, *bar],
-        enable_progress_bar=bool(bar),
-        log_every_n_steps=int(cfg.train.log_every_n_steps), enable_model_summary=False,
-        num_sanity_val_steps=0, limit_val_batches=0 if not val_tok else None,
-        val_check_interval=max(1, steps) if val_tok else None, deterministic=True,
-        default_root_dir=str(run_dir), use_distributed_sampler=False,
-    )
+    trainer = fit_trainer(cfg, steps=steps, validate=bool(val_tok), logger=logger,
+                          callbacks=[checkpoint, progress, *bar], progress_bar=bool(bar), run_dir=run_dir)
     ckpt_path = cfg.get("ckpt_path") or (str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").exists() else None)
     if ckpt_path:
         console.print(f"[cyan]train[/]: resuming from {ckpt_path}")

@@ -134,8 +134,10 @@ OUTSIDE_STAGE_KEYS: dict[str, bool] = {
     "infer.gpu_memory_utilization": False,
 }  # fmt: skip
 # Keys that change how a run is executed or logged, never the results already in the folder.
-# Test sets are keyed apart too (adding one adds its own results; see config_diff).
-FREE_KEYS = ("stage", "overwrite", "ckpt_path", "logger", "paths",
+# Test sets are keyed apart too (adding one adds its own results; see config_diff). The trainer
+# group restates train.* (conf/trainer/default.yaml; ccl.config.check_trainer refuses any other
+# value), so it is compared there, and a folder written before the group existed stays valid.
+FREE_KEYS = ("stage", "overwrite", "ckpt_path", "logger", "paths", "trainer",
              *(key for key, free in OUTSIDE_STAGE_KEYS.items() if free))
 
 
