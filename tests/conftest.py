@@ -37,6 +37,12 @@ def tab(xml_path: Path) -> TabularList:
     return load_tabular(xml_path)
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder (tiny backbones, tokenizers) shared by one test module's tests."""
+    return tmp_path_factory.mktemp("cache")
+
+
 def _random_tiny_llm(cache_dir: Path, notes: Sequence[str], examples: Sequence[Any]) -> tuple[Any, Any, list[str]]:
     """A tiny Llama (tokenizer trained on ``notes`` and ``examples``) whose 2-D weights are
     re-drawn large enough that its output depends on the prompt; and the examples' prompts.

@@ -10,13 +10,12 @@ from ccl.config import DocsConfig
 from ccl.data.audit import AuditSettings, audit_documents, audit_spans, shingles
 from ccl.data.demo import build_demo_world
 from ccl.data.records import Document, SpanPair
-from ccl.icd.tabular import load_tabular
 
 
 @pytest.fixture(scope="module")
-def world():
+def world(tab):
     cfg = DocsConfig(name="demo", n_train=40, n_val=10, n_test=15, corpus_size=120)
-    return build_demo_world(cfg, load_tabular(), None)
+    return build_demo_world(cfg, tab, None)
 
 
 def copy(doc: Document, new_id: str, text: str | None = None) -> Document:

@@ -55,11 +55,6 @@ def tiny_cfg(**overrides) -> BackboneConfig:
     return BackboneConfig(**{**fields, **overrides})
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

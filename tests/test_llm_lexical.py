@@ -9,7 +9,6 @@ from ccl.data.demo import DEFAULT_CODE_POOL, build_demo_world
 from ccl.expansion.gold import gold_pairs
 from ccl.expansion.llm.lexical import LexicalMiner, locate, term_variants
 from ccl.expansion.silver import lexical_terms
-from ccl.icd.tabular import load_tabular
 
 TERMS = {
     "I10": ["Essential (primary) hypertension", "hypertension"],
@@ -123,8 +122,7 @@ def test_locate_exact_case_insensitive_and_fuzzy():
 
 
 @pytest.fixture(scope="module")
-def world():
-    tab = load_tabular()
+def world(tab):
     cfg = replace(DocsConfig(name="demo"), n_train=60, n_val=10, n_test=20, n_codes=25, corpus_size=0)
     pool = set(DEFAULT_CODE_POOL)
     bank = {}

@@ -49,11 +49,6 @@ def backbone_cfg(hidden: int = 64) -> BackboneConfig:
     )
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
 def collate(tokenizer, examples: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
     """Minimal right-padded collate: loss on the answer (and EOS) only."""
     rows = []

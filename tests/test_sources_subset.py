@@ -8,14 +8,8 @@ from ccl.config import DocsConfig
 from ccl.data.records import Document, EvidenceSpan
 from ccl.data.sources import load_source
 from ccl.data.sources.subset import restrict_source
-from ccl.icd.tabular import load_tabular
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "codiesp"
-
-
-@pytest.fixture(scope="module")
-def tab():
-    return load_tabular()
 
 
 def doc(doc_id: str, codes: list[str]) -> Document:

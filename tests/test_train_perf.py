@@ -39,11 +39,6 @@ def lora_cfg(top_layers: int | None = 2) -> TrainConfig:
     return TrainConfig(mode="lora", lora=LoraConfig(r=4, alpha=8, dropout=0.0, top_layers=top_layers))
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
 def code_model(cache: Path, side: str, top_layers: int | None = 2):
     model, tok = load_backbone(tiny_cfg(), cache, CORPUS)
     assert model.config.tie_word_embeddings
