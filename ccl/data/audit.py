@@ -36,13 +36,13 @@ import sys
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from ccl.config import AuditConfig
 from ccl.data.records import Document, SpanPair
 
 _WORD = re.compile(r"[^\W_]+")
@@ -50,17 +50,9 @@ TRAIN_SIDE = ("train", "val")  # splits a model trains or selects on; the corpus
 AUDIT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class AuditSettings:
-    """The knobs of ``conf/audit`` (see the module docstring)."""
-
-    shingle: int = 5
-    threshold: float = 0.5
-    containment: float = 0.8
-    num_perm: int = 128
-    min_span_words: int = 12
-    drop: bool = False
-    max_listed: int = 50
+class AuditSettings(AuditConfig):
+    """The knobs of ``conf/audit`` (see the module docstring), declared with their defaults
+    once, in :class:`ccl.config.AuditConfig`; :meth:`from_config` checks their ranges."""
 
     @classmethod
     def from_config(cls, cfg: Any) -> AuditSettings:
