@@ -26,39 +26,22 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 class _Choice(str, Enum):
-    """A closed set of string options: a wrong value is a composition error."""
+    """A closed set of string options, each member's value its name (the functional API:
+    ``_Choice("Engine", "hf vllm", module=__name__)``): a wrong value is a composition error."""
+
+    @staticmethod
+    def _generate_next_value_(name: str, start: int, count: int, last_values: list[Any]) -> str:
+        return name
 
     def __str__(self) -> str:
         return self.value
 
 
-class Task(_Choice):
-    evidence = "evidence"
-    codes_only = "codes_only"
-    cot = "cot"
-
-
-class TrainMode(_Choice):
-    lora = "lora"
-    full = "full"
-    none = "none"
-
-
-class Engine(_Choice):
-    hf = "hf"
-    vllm = "vllm"
-
-
-class LoggerKind(_Choice):
-    wandb = "wandb"
-    csv = "csv"
-    none = "none"
-
-
-class BackboneKind(_Choice):
-    tiny = "tiny"
-    smollm2 = "smollm2"
-    hub = "hub"
+Task = _Choice("Task", "evidence codes_only cot", module=__name__)
+TrainMode = _Choice("TrainMode", "lora full none", module=__name__)
+Engine = _Choice("Engine", "hf vllm", module=__name__)
+LoggerKind = _Choice("LoggerKind", "wandb csv none", module=__name__)
+BackboneKind = _Choice("BackboneKind", "tiny smollm2 hub", module=__name__)
 
 
 @dataclass
@@ -327,9 +310,7 @@ class AuditConfig:
     max_listed: int = 50  # pairs listed in the manifest (all are counted)
 
 
-class GuidelineMode(_Choice):
-    report = "report"
-    repair = "repair"
+GuidelineMode = _Choice("GuidelineMode", "report repair", module=__name__)
 
 
 @dataclass

@@ -34,33 +34,10 @@ def test_hand_computed_micro_and_macro() -> None:
 def test_per_code_metrics() -> None:
     per = per_code_metrics(GOLD, PRED)
     assert list(per) == ["E11.9", "I10", "N18.3"]
-    assert per["E11.9"] == {
-        "tp": 1,
-        "fp": 1,
-        "fn": 0,
-        "precision": 0.5,
-        "recall": 1.0,
-        "f1": pytest.approx(2 / 3),
-        "support": 1,
-    }
-    assert per["I10"] == {
-        "tp": 1,
-        "fp": 0,
-        "fn": 1,
-        "precision": 1.0,
-        "recall": 0.5,
-        "f1": pytest.approx(2 / 3),
-        "support": 2,
-    }
-    assert per["N18.3"] == {
-        "tp": 0,
-        "fp": 0,
-        "fn": 1,
-        "precision": 0.0,
-        "recall": 0.0,
-        "f1": 0.0,
-        "support": 1,
-    }
+    keys = ("tp", "fp", "fn", "precision", "recall", "f1", "support")
+    assert per["E11.9"] == dict(zip(keys, (1, 1, 0, 0.5, 1.0, pytest.approx(2 / 3), 1), strict=True))
+    assert per["I10"] == dict(zip(keys, (1, 0, 1, 1.0, 0.5, pytest.approx(2 / 3), 2), strict=True))
+    assert per["N18.3"] == dict(zip(keys, (0, 0, 1, 0.0, 0.0, 0.0, 1), strict=True))
 
 
 def test_explicit_label_space_keeps_its_predictions_and_counts_unused_codes_as_zero() -> None:

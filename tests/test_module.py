@@ -141,14 +141,8 @@ def test_packed_batch_gives_the_padded_loss(cache):
 def test_optimizer_groups_and_schedule(cache):
     model, tok = load_backbone(backbone_cfg(), cache, CORPUS)
     add_code_tokens(model, tok, list(PAIRS), PAIRS.__getitem__)
-    cfg = TrainConfig(
-        lr=1e-3,
-        code_head_lr=3e-2,
-        weight_decay=0.1,
-        warmup_steps=2,
-        max_steps=6,
-        lora=LoraConfig(r=4),
-    )
+    cfg = TrainConfig(lr=1e-3, code_head_lr=3e-2, weight_decay=0.1, warmup_steps=2, max_steps=6,
+                      lora=LoraConfig(r=4))
     wrapped = apply_training_mode(model, cfg)
     module = SFTModule(wrapped, cfg, tok)
     setup = module.configure_optimizers()
@@ -179,13 +173,8 @@ def test_lora_with_code_tokens_overfits_and_generates_codes(cache):
     pl.seed_everything(0)
     model, tok = load_backbone(backbone_cfg(hidden=256), cache, CORPUS)
     add_code_tokens(model, tok, list(PAIRS), PAIRS.__getitem__)
-    cfg = TrainConfig(
-        lr=3e-3,
-        code_head_lr=3e-2,
-        warmup_steps=5,
-        max_steps=60,
-        lora=LoraConfig(r=8, alpha=16, dropout=0.0),
-    )
+    cfg = TrainConfig(lr=3e-3, code_head_lr=3e-2, warmup_steps=5, max_steps=60,
+                      lora=LoraConfig(r=8, alpha=16, dropout=0.0))
     module = SFTModule(apply_training_mode(model, cfg), cfg, tok)
     pairs = examples()
     batches = [collate(tok, pairs[:4]), collate(tok, pairs[4:])]

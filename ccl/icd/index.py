@@ -46,16 +46,14 @@ the ``icd`` config, with a cache.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import hashlib
 import pickle
 import re
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 from ccl.icd.codes import canonical_code
 from ccl.icd.terms import strip_modifiers
 from ccl.utils.atomic import write_pickle_atomic
+from ccl.utils.gc_pause import gc_paused
 from ccl.utils.hashing import hash_file
 
 if TYPE_CHECKING:
@@ -493,18 +492,6 @@ class _Walker:
             self.stats["first_column_cells"] += 1
             return
         self.code_entry(node, text, "code", self.p.columns[int(col)])
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: its passes over ~100k new objects double parse time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def parse_index_xml(

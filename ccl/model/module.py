@@ -106,14 +106,8 @@ class SFTModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss
-        self.log(
-            "train/loss",
-            loss,
-            prog_bar=True,
-            on_step=True,
-            on_epoch=False,
-            batch_size=len(batch["input_ids"]),
-        )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False,
+                 batch_size=len(batch["input_ids"]))
         return loss
 
     def on_train_start(self) -> None:
@@ -145,15 +139,8 @@ class SFTModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss
-        self.log(
-            "val/loss",
-            loss,
-            prog_bar=True,
-            on_step=False,
-            on_epoch=True,
-            sync_dist=True,
-            batch_size=len(batch["input_ids"]),
-        )
+        self.log("val/loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=len(batch["input_ids"]))
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
