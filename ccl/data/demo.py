@@ -50,34 +50,25 @@ NATURAL_MAX_WORDS = 6
 
 # Common billable inpatient diagnoses, roughly most frequent first. Codes that
 # would contradict each other in one note (E11.9 vs E11.65, I10 vs I12.9) are
-# left out; every code is billable in the April 2026 Tabular List (tested).
-DEFAULT_CODE_POOL: tuple[str, ...] = (
-    "I10", "E78.5", "E11.9", "I25.10", "K21.9", "N17.9", "I48.91", "I50.9", "E87.1", "D64.9",
-    "J44.1", "J18.9", "N39.0", "E03.9", "F32.A", "F41.9", "G47.33", "E66.9", "N18.30", "A41.9",
-    "Z79.4", "Z79.01", "Z87.891", "Z79.02", "Z66", "E86.0", "E87.6", "D69.6", "F17.210", "J96.01",
-    "E87.20", "Z95.1", "Z99.2", "Z86.73", "Z91.81", "F10.20", "G93.41", "I95.9", "D72.829", "E83.42",
-    "E55.9", "E43", "M81.0", "M10.9", "M19.90", "R65.20", "I21.4", "I26.99", "I82.409", "I63.9",
-    "G45.9", "J90", "J45.909", "J43.9", "K59.00", "K92.2", "K85.90", "K80.20", "K70.30", "K57.30",
-    "K56.609", "L03.90", "L89.159", "M54.50", "G40.909", "G20.A1", "G30.9", "F03.90", "F05", "I35.0",
-    "I27.20", "I73.9", "I42.9", "I34.0", "I44.7", "I45.10", "I49.5", "I47.10", "R00.1", "R07.9",
-    "R06.02", "R50.9", "R55", "R41.82", "R11.2", "R19.7", "R10.9", "R53.1", "R63.4", "R33.9",
-    "R31.9", "R04.0", "R42", "R51.9", "R60.0", "E16.2", "E05.90", "E27.40", "E87.70", "E83.51",
-    "E87.5", "E87.0", "E87.3", "D70.9", "D61.818", "D47.3", "B37.0", "A04.72", "B20", "B18.2",
-    "U07.1", "J11.1", "J69.0", "J98.11", "J93.9", "J81.0", "J84.10", "J32.9", "J30.9", "N40.0",
-    "N13.30", "N20.0", "I61.9", "Z95.0", "Z85.46", "Z88.0", "Z51.5", "Z79.52", "Z86.711", "G62.9",
-    "G89.29", "F20.9", "F31.9", "F43.10", "K29.70", "K25.9", "K62.5", "K76.0", "K75.9", "K72.90",
-    "K50.90", "K51.90", "M62.81", "C34.90", "C50.919", "C61", "C18.9", "G43.909", "H40.9",
-)  # fmt: skip
+# left out; every code is billable in the April 2026 Tabular List (tested). A "*"
+# marks a condition usually carried in the past medical history rather than treated as new.
+_POOL = """
+    I10* E78.5* E11.9* I25.10* K21.9* N17.9 I48.91* I50.9* E87.1 D64.9 J44.1* J18.9 N39.0 E03.9*
+    F32.A* F41.9* G47.33* E66.9* N18.30* A41.9 Z79.4 Z79.01 Z87.891 Z79.02 Z66 E86.0 E87.6 D69.6
+    F17.210* J96.01 E87.20 Z95.1 Z99.2 Z86.73 Z91.81 F10.20* G93.41 I95.9 D72.829 E83.42 E55.9*
+    E43 M81.0* M10.9* M19.90* R65.20 I21.4 I26.99 I82.409 I63.9 G45.9 J90 J45.909* J43.9* K59.00
+    K92.2 K85.90 K80.20 K70.30* K57.30* K56.609 L03.90 L89.159 M54.50 G40.909* G20.A1* G30.9*
+    F03.90* F05 I35.0* I27.20* I73.9* I42.9* I34.0* I44.7* I45.10* I49.5* I47.10 R00.1 R07.9
+    R06.02 R50.9 R55 R41.82 R11.2 R19.7 R10.9 R53.1 R63.4 R33.9 R31.9 R04.0 R42 R51.9 R60.0
+    E16.2 E05.90* E27.40* E87.70 E83.51 E87.5 E87.0 E87.3 D70.9 D61.818 D47.3* B37.0 A04.72 B20*
+    B18.2* U07.1 J11.1 J69.0 J98.11 J93.9 J81.0 J84.10* J32.9* J30.9* N40.0* N13.30 N20.0 I61.9
+    Z95.0 Z85.46 Z88.0 Z51.5 Z79.52 Z86.711 G62.9* G89.29* F20.9* F31.9* F43.10* K29.70 K25.9
+    K62.5 K76.0* K75.9 K72.90 K50.90* K51.90* M62.81 C34.90* C50.919* C61* C18.9* G43.909*
+    H40.9*
+""".split()
+DEFAULT_CODE_POOL: tuple[str, ...] = tuple(c.rstrip("*") for c in _POOL)
+_CHRONIC: frozenset[str] = frozenset(c.rstrip("*") for c in _POOL if c.endswith("*"))
 
-# Conditions usually carried in the past medical history rather than treated as new.
-_CHRONIC: frozenset[str] = frozenset((
-    "I10", "E78.5", "E11.9", "I25.10", "K21.9", "I48.91", "I50.9", "J44.1", "E03.9", "F32.A",
-    "F41.9", "G47.33", "E66.9", "N18.30", "F17.210", "F10.20", "M81.0", "M10.9", "M19.90", "G40.909",
-    "G20.A1", "G30.9", "F03.90", "I35.0", "I27.20", "I73.9", "I42.9", "I34.0", "J43.9", "J45.909",
-    "J84.10", "J32.9", "J30.9", "N40.0", "B20", "B18.2", "K70.30", "K57.30", "E55.9", "G62.9",
-    "G89.29", "F20.9", "F31.9", "F43.10", "K50.90", "K51.90", "K76.0", "C34.90", "C50.919", "C61",
-    "C18.9", "G43.909", "H40.9", "I49.5", "I44.7", "I45.10", "D47.3", "E05.90", "E27.40",
-))  # fmt: skip
 
 # Clinical abbreviations for a few common conditions: a shorthand code is written only so,
 # another code of the list at ABBREVIATION_PROB. None is a Tabular List term of its code
