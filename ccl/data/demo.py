@@ -65,9 +65,9 @@ _POOL = """
     Z95.0 Z85.46 Z88.0 Z51.5 Z79.52 Z86.711 G62.9* G89.29* F20.9* F31.9* F43.10* K29.70 K25.9
     K62.5 K76.0* K75.9 K72.90 K50.90* K51.90* M62.81 C34.90* C50.919* C61* C18.9* G43.909*
     H40.9*
-""".split()
-DEFAULT_CODE_POOL: tuple[str, ...] = tuple(c.rstrip("*") for c in _POOL)
-_CHRONIC: frozenset[str] = frozenset(c.rstrip("*") for c in _POOL if c.endswith("*"))
+"""
+DEFAULT_CODE_POOL: tuple[str, ...] = tuple(c.rstrip("*") for c in _POOL.split())
+_CHRONIC: frozenset[str] = frozenset(c.rstrip("*") for c in _POOL.split() if c.endswith("*"))
 
 
 # Clinical abbreviations for a few common conditions: a shorthand code is written only so,
