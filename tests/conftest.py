@@ -2,9 +2,11 @@
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import requests
 import torch
 
 from ccl.icd.tabular import TabularList, default_xml_path, load_tabular
@@ -35,6 +37,40 @@ def xml_path() -> Path:
 def tab(xml_path: Path) -> TabularList:
     """The April 2026 Tabular List (parsed once per process; read-only)."""
     return load_tabular(xml_path)
+
+
+class FakeWeb:
+    """``requests.get`` as pooch's downloader calls it (:func:`ccl.utils.downloads.fetch_url`),
+    answered without a network: ``serve(url) -> bytes`` answers each URL (it may raise, e.g.
+    ``requests.HTTPError``); the default refuses every URL as a machine without network does.
+    ``calls`` lists the URLs asked for, in order, ``asked`` the ``(url, timeout)`` pairs."""
+
+    OFFLINE = "Failed to resolve 'host' ([Errno -3] Temporary failure in name resolution)"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.asked: list[tuple[str, Any]] = []
+        self.serve: Callable[[str], bytes] = self.refuse
+
+    @classmethod
+    def refuse(cls, url: str) -> bytes:
+        raise requests.ConnectionError(cls.OFFLINE)
+
+    def get(self, url: str, timeout: Any = None, **kwargs: Any) -> Any:
+        self.calls.append(url)
+        self.asked.append((url, timeout))
+        body = self.serve(url)
+        return SimpleNamespace(raise_for_status=lambda: None, headers={"content-length": str(len(body))},
+                               iter_content=lambda chunk_size=1024: [body])
+
+
+@pytest.fixture(autouse=True)
+def web(monkeypatch: pytest.MonkeyPatch) -> FakeWeb:
+    """Tests never download: every download of every test goes to a :class:`FakeWeb`,
+    offline unless the test sets ``web.serve``."""
+    fake = FakeWeb()
+    monkeypatch.setattr(requests, "get", fake.get)
+    return fake
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """A failed CDC index download is remembered for a day; the offline switch skips downloads in one line."""
 
-import urllib.error
-import urllib.request
 from types import SimpleNamespace
 
 import pytest
@@ -12,18 +10,11 @@ from ccl.utils.downloads import FailedDownload
 
 
 @pytest.fixture
-def network(monkeypatch):
-    """urlopen that fails like a machine without network, counting its calls."""
-    calls = []
-
-    def refuse(url, timeout=None):
-        calls.append(url)
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+def network(web, monkeypatch):
+    """A web that fails like a machine without network (conftest's FakeWeb); the URLs tried."""
     monkeypatch.delenv("CCL_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return calls
+    return web.calls
 
 
 def test_failed_index_download_is_remembered_and_not_retried(tmp_path, network):
@@ -47,3 +38,31 @@ def test_offline_switch_skips_every_download(tmp_path, network, monkeypatch):
     with pytest.raises(DownloadError, match="CCL_OFFLINE=1.*docs.path"):
         download("https://example.org/x.json", tmp_path / "x.json", "the file x", "docs.path")
     assert network == []
+
+
+def test_fetch_url_checks_the_hash_and_words_failures_in_one_line(tmp_path, web):
+    import hashlib
+
+    import requests
+
+    from ccl.utils.downloads import DownloadFailed, fetch_url
+
+    web.serve = lambda url: b"payload"
+    good = "sha256:" + hashlib.sha256(b"payload").hexdigest()
+    assert fetch_url("https://x.org/a.bin", tmp_path / "a.bin", 5, good).read_bytes() == b"payload"
+    with pytest.raises(DownloadFailed, match=r"^https://x.org/b.bin: .*hash") as err:
+        fetch_url("https://x.org/b.bin", tmp_path / "b.bin", 5, "sha256:" + "0" * 64)
+    assert "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]  # no file under a bad hash
+
+    def missing(url):
+        raise requests.HTTPError(response=SimpleNamespace(status_code=404, reason="Not Found"))
+
+    web.serve = missing
+    with pytest.raises(DownloadFailed) as err:
+        fetch_url("https://x.org/c.bin", tmp_path / "c.bin", 5)
+    assert err.value.reason == "HTTP 404 Not Found" and isinstance(err.value, OSError)
+    web.serve = web.refuse
+    with pytest.raises(DownloadFailed) as err:
+        fetch_url("https://x.org/c.bin", tmp_path / "c.bin", 5)
+    assert err.value.reason == "network error (Failed to resolve 'host' ([Errno -3] Temporary failure in name resolution))"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -399,15 +397,10 @@ NAMES_2025 = [
 ]
 
 
-def _offline(monkeypatch):
-    calls = []
-
-    def refuse(url, timeout=None):
-        calls.append((url, timeout))
-        raise urllib.error.URLError("no network in tests")
-
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    return calls
+def _offline(web):
+    """The ``(url, timeout)`` of every download tried on the (offline) fake web."""
+    web.serve = web.refuse
+    return web.asked
 
 
 def test_extract_index_from_zip(tmp_path):
@@ -421,8 +414,8 @@ def test_extract_index_from_zip(tmp_path):
         extract_index(incomplete, tmp_path / "out2")
 
 
-def test_download_offline_names_url_and_config_keys(tmp_path, monkeypatch):
-    calls = _offline(monkeypatch)
+def test_download_offline_names_url_and_config_keys(tmp_path, web):
+    calls = _offline(web)
     with pytest.raises(IndexUnavailable) as err:
         download_index(2025, tmp_path, timeout=3)
     message = str(err.value)
@@ -434,16 +427,19 @@ def test_download_offline_names_url_and_config_keys(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.part"))  # no half-written download left behind
 
 
-def test_download_with_url_override_then_cached(tmp_path, monkeypatch):
+def test_download_with_url_override_then_cached(tmp_path, web):
     archive = _zip(tmp_path / "mirror.zip", NAMES_2025)
-    files = download_index(2025, tmp_path / "dest", url=archive.as_uri())
-    assert files["eindex"].parent == tmp_path / "dest"
-    _offline(monkeypatch)  # the kept zip is reused: no second download
-    assert download_index(2025, tmp_path / "dest", url=archive.as_uri()) == files
+    mirror = "https://mirror.example.org/icd/mirror.zip"
+    web.serve = lambda url: archive.read_bytes()
+    files = download_index(2025, tmp_path / "dest", url=mirror)
+    assert files["eindex"].parent == tmp_path / "dest" and web.calls == [mirror]
+    _offline(web)  # the kept zip is reused: no second download
+    assert download_index(2025, tmp_path / "dest", url=mirror) == files
+    assert web.calls == [mirror]
 
 
 @needs_data
-def test_resolve_index_files(tmp_path, monkeypatch):
+def test_resolve_index_files(tmp_path, web):
     configured = resolve_index_files(ICDConfig(drug_xml=str(DRUG)), tmp_path)
     assert configured.origin == "config" and configured.paths == {"drug": DRUG}
     assert "icd.index_xml" in configured.message and not configured.fallback
@@ -453,7 +449,7 @@ def test_resolve_index_files(tmp_path, monkeypatch):
     off = resolve_index_files(ICDConfig(year=2025, download=False), tmp_path)
     assert off.fallback and off.paths == {}
     assert off.message.startswith("No Alphabetic Index available: gold pairs come from Tabular")
-    calls = _offline(monkeypatch)
+    calls = _offline(web)
     failed = resolve_index_files(ICDConfig(year=2025, download=True), tmp_path, timeout=2)
     assert failed.fallback and CDC_TABLE_INDEX_URL.format(year=2025) in failed.message
     assert len(calls) == 1

@@ -1,9 +1,7 @@
 """ACI-Bench from the real public CSVs: predict-only mode, user label files, errors."""
 
-import io
 import json
 import shutil
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -134,16 +132,9 @@ def test_missing_and_malformed_data_files_are_named(tab, tmp_path):
         load_aci_bench(config(labels_path=str(tmp_path / "none.csv")), tab, tmp_path)
 
 
-def test_download_when_no_path(tab, tmp_path, monkeypatch):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("offline")
-
-    monkeypatch.setattr("urllib.request.urlopen", offline)
+def test_download_when_no_path(tab, tmp_path, web):
     with pytest.raises(DownloadError, match=r"wyim/aci-bench/.*train\.csv.*docs\.path"):
         load_aci_bench(config(None), tab, tmp_path)
-    monkeypatch.setattr(
-        "urllib.request.urlopen",
-        lambda url, timeout: io.BytesIO((DATA / url.rsplit("/", 1)[1]).read_bytes()),
-    )
+    web.serve = lambda url: (DATA / url.rsplit("/", 1)[1]).read_bytes()
     data = load_aci_bench(config(None), tab, tmp_path)
     assert sum(len(v) for v in data.docs.values()) == 207

@@ -1,8 +1,6 @@
 """CodiEsp from the real public files: splits, evidence pieces, code mapping, languages, errors."""
 
-import io
 import shutil
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -167,22 +165,16 @@ def test_missing_files_are_named(tab, tmp_path):
         load_codiesp(config(tmp_path / "nowhere"), tab, tmp_path)
 
 
-def test_without_a_path_it_downloads_and_says_so_offline(tab, tmp_path, monkeypatch):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("offline")
-
-    monkeypatch.setattr("urllib.request.urlopen", offline)
+def test_without_a_path_it_downloads_and_says_so_offline(tab, tmp_path, web):
     cfg = DocsConfig(name="codiesp", source="codiesp", path=None, n_val=50)
     with pytest.raises(DownloadError, match=r"zenodo\.org/record/3837305.*docs\.path"):
         load_codiesp(cfg, tab, tmp_path)
 
 
-def test_downloaded_zip_is_unpacked_and_used(tab, tmp_path, monkeypatch):
+def test_downloaded_zip_is_unpacked_and_used(tab, tmp_path, web):
     root = small_copy(tmp_path / "src", n=3)
     archive = shutil.make_archive(str(tmp_path / "codiesp"), "zip", root.parent, "codiesp")
-    monkeypatch.setattr(
-        "urllib.request.urlopen", lambda url, timeout: io.BytesIO(Path(archive).read_bytes())
-    )
+    web.serve = lambda url: Path(archive).read_bytes()
     cfg = DocsConfig(name="codiesp", source="codiesp", path=None, n_val=1)
     data = load_codiesp(cfg, tab, tmp_path / "cache")
     assert {k: len(v) for k, v in data.docs.items()} == {"train": 2, "val": 1, "test": 3}

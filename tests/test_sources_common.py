@@ -1,7 +1,5 @@
 """Shared source helpers: the code mapping rule, span trimming, splits, downloads, dispatch."""
 
-import io
-import urllib.error
 import zipfile
 
 import pytest
@@ -117,11 +115,7 @@ def test_require_names_the_missing_file(tmp_path):
         require(tmp_path / "nope.csv", "thing", "Do this.")
 
 
-def test_download_offline_error_names_url_and_config_key(tmp_path, monkeypatch):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no route to host")
-
-    monkeypatch.setattr("urllib.request.urlopen", offline)
+def test_download_offline_error_names_url_and_config_key(tmp_path, web):
     with pytest.raises(DownloadError) as err:
         download("https://example.org/f.zip", tmp_path / "f.zip", "the corpus", "docs.path")
     message = str(err.value)
@@ -131,18 +125,12 @@ def test_download_offline_error_names_url_and_config_key(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no half-written file left behind
 
 
-def test_download_writes_once(tmp_path, monkeypatch):
-    calls = []
-
-    def fake(url, timeout):
-        calls.append(url)
-        return io.BytesIO(b"payload")
-
-    monkeypatch.setattr("urllib.request.urlopen", fake)
+def test_download_writes_once(tmp_path, web):
+    web.serve = lambda url: b"payload"
     dest = tmp_path / "sub" / "f.bin"
     assert download("u", dest, "x", "docs.path").read_bytes() == b"payload"
     download("u", dest, "x", "docs.path")
-    assert calls == ["u"]
+    assert web.calls == ["u"]
 
 
 def test_extract_zip_refuses_escaping_members(tmp_path):

@@ -10,7 +10,6 @@ import csv
 import gzip
 import json
 import shutil
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -257,11 +256,7 @@ def test_annotation_file_problems_name_the_file(small, tab, tmp_path):
         annotation_summary(small["cfg"], tab, tmp_path)
 
 
-def test_without_a_path_the_annotations_are_downloaded(tab, tmp_path, monkeypatch):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("offline")
-
-    monkeypatch.setattr("urllib.request.urlopen", offline)
+def test_without_a_path_the_annotations_are_downloaded(tab, tmp_path, web):
     cfg = DocsConfig(name="mdace", source="mdace", path=None)
     with pytest.raises(
         DownloadError,
@@ -269,10 +264,10 @@ def test_without_a_path_the_annotations_are_downloaded(tab, tmp_path, monkeypatc
     ):
         annotation_summary(cfg, tab, tmp_path)
 
-    def from_disk(url, timeout):  # serve the reference copy in place of GitHub
-        return open(DATA / url.split(mdace_module.COMMIT + "/", 1)[1], "rb")
+    def from_disk(url):  # serve the reference copy in place of GitHub
+        return (DATA / url.split(mdace_module.COMMIT + "/", 1)[1]).read_bytes()
 
-    monkeypatch.setattr("urllib.request.urlopen", from_disk)
+    web.serve = from_disk
     summary = annotation_summary(cfg, tab, tmp_path)
     assert [summary["splits"][s]["documents"] for s in ("train", "val", "test")] == [181, 60, 61]
     assert len(list((tmp_path / "sources").glob("mdace-*/data/Inpatient/ICD-10/1.0/*.json"))) == 302

@@ -1,7 +1,6 @@
 """MIMIC-IV ICD-10: the real public split, with synthetic stand-ins for the credentialed CSVs."""
 
 import gzip
-import urllib.error
 from pathlib import Path
 
 import pandas as pd
@@ -129,10 +128,6 @@ def test_malformed_files_are_named(files, tab, tmp_path):
         read_split(split)
 
 
-def test_split_file_download_offline(files, tab, tmp_path, monkeypatch):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("offline")
-
-    monkeypatch.setattr("urllib.request.urlopen", offline)
+def test_split_file_download_offline(files, tab, tmp_path, web):
     with pytest.raises(DownloadError, match=r"medical-coding-reproducibility.*docs\.split_path"):
         load_mimic4(config(files, split_path=None), tab, tmp_path)

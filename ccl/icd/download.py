@@ -10,15 +10,13 @@ Drugs and Chemicals and Neoplasm Table as XML inside one "table and index" zip
 from __future__ import annotations
 
 import shutil
-import urllib.error
-import urllib.request
 import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ccl.utils.downloads import FailedDownload, fetch_url, skip_reason
+from ccl.utils.downloads import DownloadFailed, FailedDownload, fetch_url, skip_reason
 
 CDC_TABLE_INDEX_URL = (
     "https://ftp.cdc.gov/pub/Health_Statistics/NCHS/Publications/ICD10CM/"
@@ -193,11 +191,8 @@ def download_index(
     if not zip_path.is_file():
         try:
             fetch_url(source, zip_path, timeout)
-        except urllib.error.HTTPError as err:
-            raise IndexUnavailable(_help(year, source, f"HTTP {err.code} {err.reason}")) from None
-        except OSError as err:  # URLError, timeouts, connection resets
-            reason = getattr(err, "reason", None) or err
-            raise IndexUnavailable(_help(year, source, f"network error ({reason})")) from None
+        except DownloadFailed as err:  # an HTTP status, a network error
+            raise IndexUnavailable(_help(year, source, err.reason)) from None
     try:
         return extract_index(zip_path, dest_dir)
     except IndexUnavailable as err:

@@ -1,6 +1,8 @@
-"""Offline switch and memory of failed downloads, shared by every downloader in CCL.
+"""Downloads, the offline switch and the memory of failed downloads, shared by every downloader in CCL.
 
-* :func:`fetch_url` -- the one download: a URL into a file, by rename.
+* :func:`fetch_url` -- the one download: a URL into a file, through ``pooch`` (HTTP(S)/FTP by
+  ``requests``, an optional SHA-256 check, the file moved into place only when complete);
+  any failure is one :class:`DownloadFailed` line.
 * :func:`offline_reason` -- ``CCL_OFFLINE=1`` (or Hugging Face's ``HF_HUB_OFFLINE=1``)
   makes every download in CCL a no-op that reports itself in one line.
 * :class:`FailedDownload` -- a download that failed (network error, HTTP error, bad
@@ -14,13 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import time
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ccl.utils.atomic import atomic_file
+import pooch
+import requests
+
 from ccl.utils.hashing import hash_obj
 
 OFFLINE_ENV = ("CCL_OFFLINE", "HF_HUB_OFFLINE")
@@ -29,15 +34,61 @@ RETRY_AFTER_S = 24 * 3600.0
 MARKER_DIR = ".failed-downloads"
 
 
-def fetch_url(url: str, dest: Path, timeout: float) -> Path:
-    """Download ``url`` into ``dest`` by rename (no partial file is ever left under its name).
+class DownloadFailed(OSError):
+    """:func:`fetch_url` could not get ``url``: ``reason`` is one short line (``HTTP 404 Not
+    Found``, ``network error (...)``, a hash mismatch), ``str()`` the URL and the reason."""
 
-    Errors propagate for the caller to word: ``urllib.error.HTTPError`` (a status),
-    ``urllib.error.URLError`` / ``OSError`` / ``TimeoutError`` (network).
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url, self.reason = url, reason
+
+
+def fetch_url(url: str, dest: Path, timeout: float, known_hash: str | None = None) -> Path:
+    """Download ``url`` into ``dest`` with :func:`pooch.retrieve`; return ``dest``.
+
+    pooch writes a temporary file beside ``dest`` and moves it into place when the download
+    (and the check against ``known_hash``, ``"sha256:..."``, when given) succeeded, so no partial
+    file is ever left under its name. ``timeout`` is in seconds (connect and each read).
+    Raises :class:`DownloadFailed` (an ``OSError``) on an HTTP status, a network error or a
+    hash mismatch.
     """
-    with atomic_file(dest, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-        shutil.copyfileobj(response, out)
+    dest = Path(dest)
+    downloader = pooch.HTTPDownloader(timeout=timeout, progressbar=False)
+    try:
+        with _quiet_pooch():
+            pooch.retrieve(url, known_hash, fname=dest.name, path=dest.parent, downloader=downloader)
+    except requests.HTTPError as err:
+        status = err.response.status_code if err.response is not None else "error"
+        reason = err.response.reason if err.response is not None else err
+        raise DownloadFailed(url, f"HTTP {status} {reason}") from None
+    except (requests.RequestException, OSError) as err:  # connection, DNS, timeouts, disk
+        raise DownloadFailed(url, f"network error ({_innermost(err)})") from None
+    except ValueError as err:  # pooch: the file's SHA-256 is not known_hash
+        raise DownloadFailed(url, " ".join(str(err).split())) from None
     return dest
+
+
+@contextmanager
+def _quiet_pooch() -> Iterator[None]:
+    """pooch's own log lines (the target path, the file's SHA-256) off for one call."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _innermost(err: BaseException) -> str:
+    """The root cause of a ``requests`` error in one line: ``requests`` wraps urllib3's error,
+    which wraps the socket's (``Failed to resolve 'host' ([Errno -2] Name or service not known)``)."""
+    while err.args and isinstance(err.args[0], BaseException):
+        err = err.args[0]
+    while isinstance(getattr(err, "reason", None), BaseException):
+        err = err.reason  # type: ignore[assignment]
+    text = re.sub(r"^(?:<[^>]*>|\w+\([^)]*\)): ", "", " ".join(str(err).split()))
+    return text or type(err).__name__
 
 
 def offline_reason() -> str | None:
