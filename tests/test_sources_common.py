@@ -20,32 +20,30 @@ from ccl.data.sources.common import (
     trim_span,
 )
 
+# code, its mapping ("-": none), the rule that chose it  # why
+MAP_CODE_CASES = """
+E11.9     E11.9     valid
+e119      E11.9     valid
+E87.2     E87.20    unspecified_descendant       # FY2023 split E87.2 into E87.20-E87.29
+I24.8     I24.89    same_description_descendant  # I24.81 is new; I24.89 keeps the old title
+K83.0     K83.09    other_descendant             # K83.01 primary sclerosing, K83.09 other cholangitis
+w19.xxx   W19.XXXA  same_description_descendant  # CodiEsp writes placeholders without a 7th character
+T14.90    T14.90XA  same_description_descendant
+E11.359   E11.3599  same_description_descendant  # the 7th character picks the eye; 9 = unspecified
+T81.4XXA  T81.40XA  unspecified_descendant       # MDACE's T81.4XXA: T81.4 was split; keep the A
+V29.9XXA  V29.99XA  other_descendant             # V29.91 e-bikes, V29.99 other motorcycles
+B37.3     B37.31    first_descendant
+Q9Z.9     -         not_in_tabular
+0DT70ZZ   -         malformed
+"""
 
-@pytest.mark.parametrize(
-    ("code", "expected", "reason"),
-    [
-        ("E11.9", "E11.9", "valid"),
-        ("e119", "E11.9", "valid"),
-        # FY2023 split E87.2 into E87.20-E87.29: the "unspecified" child.
-        ("E87.2", "E87.20", "unspecified_descendant"),
-        # I24.8 -> I24.81 (new) and I24.89, which keeps the old title.
-        ("I24.8", "I24.89", "same_description_descendant"),
-        # K83.0 -> K83.01 primary sclerosing cholangitis, K83.09 other cholangitis.
-        ("K83.0", "K83.09", "other_descendant"),
-        # CodiEsp writes placeholders without a 7th character.
-        ("w19.xxx", "W19.XXXA", "same_description_descendant"),
-        ("T14.90", "T14.90XA", "same_description_descendant"),
-        # The 7th character picks the eye; 9 = unspecified eye.
-        ("E11.359", "E11.3599", "same_description_descendant"),
-        # MDACE's T81.4XXA: T81.4 was split; keep the 7th character A.
-        ("T81.4XXA", "T81.40XA", "unspecified_descendant"),
-        # V29.9 now splits e-bikes (V29.91) from other motorcycles (V29.99).
-        ("V29.9XXA", "V29.99XA", "other_descendant"),
-        ("B37.3", "B37.31", "first_descendant"),
-        ("Q9Z.9", None, "not_in_tabular"),
-        ("0DT70ZZ", None, "malformed"),
-    ],
-)
+
+def _cases(table: str) -> list[tuple[str, str | None, str]]:
+    rows = [line.split("#")[0].split() for line in table.strip().splitlines()]
+    return [(code, None if mapped == "-" else mapped, reason) for code, mapped, reason in rows]
+
+
+@pytest.mark.parametrize(("code", "expected", "reason"), _cases(MAP_CODE_CASES))
 def test_map_code_rule(tab, code, expected, reason):
     assert map_code(code, tab) == (expected, reason)
     if expected is not None:
