@@ -6,9 +6,9 @@ import pytest
 
 from ccl.config import DocsConfig
 from ccl.data.demo import DEFAULT_CODE_POOL, build_demo_world
-from ccl.expansion.gold import gold_pairs
-from ccl.expansion.llm.lexical import LexicalMiner, locate, term_variants
+from ccl.expansion.lexical import LexicalMiner, locate, term_variants
 from ccl.expansion.silver import lexical_terms
+from ccl.icd.pairs import gold_pairs
 from ccl.icd.tabular import load_tabular
 
 TERMS = {
@@ -169,7 +169,7 @@ def test_miner_recovers_demo_evidence_spans(world):
     ],
 )
 def test_token_similarity_allows_typos_not_other_words(a, b, same):
-    from ccl.expansion.llm.lexical import similar
+    from ccl.expansion.lexical import similar
 
     assert similar(a, b, 1) is same
     assert similar(a, b, 0) is (a == b)

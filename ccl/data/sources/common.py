@@ -282,9 +282,10 @@ def _most_added(word: str, anchor_desc: str, candidates: list[str], tab: Tabular
 class CodeMapper:
     """Maps codes with :func:`map_code`, memoised, counting every occurrence by reason."""
 
-    def __init__(self, tab: TabularList, index: IndexHints | None = None) -> None:
+    def __init__(self, tab: TabularList, index: IndexHints | Iterable[Any] | None = None) -> None:
+        """``index``: an :class:`IndexHints`, the Index entries it is built from, or ``None``."""
         self.tab = tab
-        self.index = index
+        self.index = index if index is None or isinstance(index, IndexHints) else IndexHints(index)
         self._memo: dict[str, tuple[str | None, str]] = {}
         self.counts: Counter[str] = Counter()
         self.changed: dict[str, str] = {}
