@@ -25,6 +25,7 @@ from rich.console import Console
 from ccl.config import GoldSpansConfig, SilverSpansConfig, SyntheticSpansConfig
 from ccl.data.records import TIERS, Document, SpanPair
 from ccl.icd.tabular import TabularList
+from ccl.utils.targets import resolve_target
 
 
 class TierResult(NamedTuple):
@@ -73,18 +74,8 @@ def tier_target(name: str, node: Any) -> str:
 def resolve_tier(name: str, node: Any) -> Tier:
     """The callable ``spans.<name>._target_`` names. Raises ``ValueError`` (one line, naming
     the key) when it cannot be imported or is not callable."""
-    from hydra.utils import get_method
-
-    target = tier_target(name, node)
-    try:
-        build = get_method(target)
-    except Exception as err:  # hydra wraps import errors of every kind
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"spans.{name}._target_={target!r} cannot be imported ({reason}); name a function "
-            "build(ctx: TierContext) -> TierResult, e.g. ccl.expansion.gold.build"
-        ) from None
-    return build
+    return resolve_target(tier_target(name, node), f"spans.{name}._target_",
+                          "build(ctx: TierContext) -> TierResult, e.g. ccl.expansion.gold.build")
 
 
 def build_tiers(ctx: TierContext) -> tuple[dict[str, list[SpanPair]], dict[str, dict[str, Any]]]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from ccl.data.records import Document
 from ccl.icd.tabular import TabularList
+from ccl.utils.targets import resolve_target
 
 
 @dataclass
@@ -35,6 +36,7 @@ class SourceData:
 
 
 Loader = Callable[[Any, TabularList, Path, Any], SourceData]
+LOADER = "load(cfg, tab, cache_dir, index) -> SourceData, e.g. ccl.data.sources.mdace.load_mdace"
 # docs.source -> its built-in loader: for a DocsConfig without ``_target_`` (one built in
 # code, or a run folder's config written before sources were registered).
 SOURCES = {
@@ -50,8 +52,6 @@ def source_loader(cfg: Any) -> Loader:
     """The loader ``docs._target_`` names (or, without one, the built-in loader of
     ``docs.source``). Raises ``ValueError`` in one line naming the key when there is none
     or it cannot be imported."""
-    from hydra.utils import get_method
-
     target, source = getattr(cfg, "_target_", None), str(getattr(cfg, "source", None))
     if not target:
         if source not in SOURCES:
@@ -60,14 +60,7 @@ def source_loader(cfg: Any) -> Loader:
                 f"known: {', '.join(SOURCES)} (or set docs._target_ to a loader of your own)"
             )
         target = SOURCES[source]
-    try:
-        return get_method(str(target))
-    except Exception as err:  # hydra wraps import errors of every kind
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"docs._target_={str(target)!r} (docs.source={source!r}) cannot be imported ({reason}); name a "
-            f"function load(cfg, tab, cache_dir, index) -> SourceData, e.g. {SOURCES['mdace']}"
-        ) from None
+    return resolve_target(target, "docs._target_", LOADER)
 
 
 def load_source(cfg: Any, tab: TabularList, cache_dir: Path, index: Any = None) -> SourceData:
