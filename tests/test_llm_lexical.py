@@ -39,32 +39,21 @@ def found(miner, text, codes):
     return [(m.code, m.text) for m in mentions]
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Patient denies pneumonia.",
-        "No evidence of pneumonia on imaging.",
-        "Workup was negative for pneumonia.",
-        "Pneumonia was ruled out.",
-        "Pneumonia was considered but ruled out.",
-        "Without evidence of pneumonia.",
-        "No history of COPD, hypertension or pneumonia.",
-    ],
-)
+NEGATED = ["Patient denies pneumonia.", "No evidence of pneumonia on imaging.", "Workup was negative for pneumonia.",
+           "Pneumonia was ruled out.", "Pneumonia was considered but ruled out.", "Without evidence of pneumonia.",
+           "No history of COPD, hypertension or pneumonia."]
+FAMILY = ["Mother had breast cancer and malignant neoplasm of female breast.",
+          "Family history of type 2 diabetes in a sibling.", "Father with hypertension.",
+          "Social history: lives alone.\n\nFamily history: hypertension and type 2 diabetes.\n\nExam: normal."]
+
+
+@pytest.mark.parametrize("text", NEGATED)
 def test_negated_mentions_are_skipped(miner, text):
     assert found(miner, text, ["J18.9", "I10", "J44.1"]) == []
     assert miner.skipped["negated"] >= 1
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Mother had breast cancer and malignant neoplasm of female breast.",
-        "Family history of type 2 diabetes in a sibling.",
-        "Father with hypertension.",
-        "Social history: lives alone.\n\nFamily history: hypertension and type 2 diabetes.\n\nExam: normal.",
-    ],
-)
+@pytest.mark.parametrize("text", FAMILY)
 def test_family_history_mentions_are_skipped(miner, text):
     assert found(miner, text, ["C50.919", "E11.9", "I10"]) == []
     assert miner.skipped["family"] >= 1

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from ccl.data.records import Document, SpanPair
 from ccl.expansion import silver
 from ccl.expansion.llm import cache as llm_cache
-from ccl.expansion.llm.base import LLMBackend, PrivacyError
+from ccl.expansion.llm.base import PrivacyError
 from ccl.expansion.tiers import TierContext
 from ccl.icd.pairs import gold_pairs
 
@@ -81,29 +81,14 @@ def test_corpus_can_be_a_document_split(tab, gold, tmp_path):
         silver.build(TierContext(config(corpus_name="mimic"), tab, docs, [], {"gold": gold}, tmp_path))
 
 
-class Scripted(LLMBackend):
-    """A stand-in LLM that answers the extraction and refinement prompts from their text."""
+class Scripted:
+    """Answers the extraction and refinement prompts from their text."""
 
-    name = "hf"
-
-    def __init__(self):
-        self.prompts = []
-
-    @property
-    def model_id(self):
-        return "scripted"
-
-    def generate(self, batch, params):
-        out = []
-        for conv in batch:
-            prompt = conv[-1]["content"]
-            self.prompts.append(prompt)
-            if "<<<" in prompt:
-                note = prompt.split("<<<\n", 1)[1].split("\n>>>", 1)[0]
-                out.append(self.extract(note))
-            else:
-                out.append(self.refine(prompt))
-        return out
+    @staticmethod
+    def answer(prompt, params):
+        if "<<<" in prompt:
+            return Scripted.extract(prompt.split("<<<\n", 1)[1].split("\n>>>", 1)[0])
+        return Scripted.refine(prompt)
 
     @staticmethod
     def extract(note):
@@ -126,8 +111,8 @@ class Scripted(LLMBackend):
         return '["HTN", "htn"]'
 
 
-def test_llm_tier_keeps_verbatim_spans_and_counts_bad_answers(tab, gold, tmp_path, monkeypatch):
-    backend = Scripted()
+def test_llm_tier_keeps_verbatim_spans_and_counts_bad_answers(tab, gold, tmp_path, monkeypatch, stand_in_llm):
+    backend = stand_in_llm("hf", "scripted", Scripted.answer)
     monkeypatch.setattr(llm_cache, "make_backend", lambda cfg, cache_dir: backend)
     cfg = config(method="llm", backend="hf", model="scripted")
     pairs, report = silver.build(TierContext(cfg, tab, {}, corpus(), {"gold": gold}, tmp_path))

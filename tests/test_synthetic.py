@@ -8,7 +8,6 @@ from omegaconf import OmegaConf
 from ccl.data.records import Document, SpanPair
 from ccl.expansion import synthetic
 from ccl.expansion.llm import cache as llm_cache
-from ccl.expansion.llm.base import LLMBackend
 from ccl.expansion.synthetic import (
     EvidenceFilter,
     description_changes,
@@ -142,33 +141,16 @@ def test_target_sets(tab):
         target_codes("some", tab, {})
 
 
-class Writer(LLMBackend):
-    """A stand-in LLM answering the synthesis prompt: one bad answer, one with filtered items."""
-
-    name = "openai"
-
-    def __init__(self):
-        self.prompts = []
-
-    @property
-    def model_id(self):
-        return "writer"
-
-    def generate(self, batch, params):
-        out = []
-        for conv in batch:
-            prompt = conv[-1]["content"]
-            self.prompts.append(prompt)
-            if "E11.65" in prompt.split("\n", 1)[0]:
-                out.append("I'd rather not.")
-            else:
-                out.append(json.dumps(["S72.002A fracture", "fracture", "fracture of neck of right femur",
-                                       "displaced left femoral neck fracture", "left hip fracture after fall"]))
-        return out
+def write(prompt, params):
+    """Answers the synthesis prompt: one bad answer, one with filtered items."""
+    if "E11.65" in prompt.split("\n", 1)[0]:
+        return "I'd rather not."
+    return json.dumps(["S72.002A fracture", "fracture", "fracture of neck of right femur",
+                       "displaced left femoral neck fracture", "left hip fracture after fall"])
 
 
-def test_llm_synthesis_filters_answers_and_falls_back_to_templates(tab, tmp_path, monkeypatch):
-    writer = Writer()
+def test_llm_synthesis_filters_answers_and_falls_back_to_templates(tab, tmp_path, monkeypatch, stand_in_llm):
+    writer = stand_in_llm("openai", "writer", write)
     monkeypatch.setattr(llm_cache, "make_backend", lambda cfg, cache_dir: writer)
     spans = {"gold": [SpanPair("fracture of neck of right femur", "S72.001A", "gold", "index:main"),
                       SpanPair("type 2 diabetes", "E11.9", "gold", "index:main")]}

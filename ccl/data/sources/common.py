@@ -99,6 +99,18 @@ def option(cfg: Any, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def choice(cfg: Any, name: str, default: str, allowed: Sequence[str], what: str) -> str:
+    """``docs.<name>`` (``default`` when unset) after checking it is one of ``allowed``.
+
+    Raises ``ValueError`` ``docs.<name>='x': <what> ('a', 'b')``; ``what`` says whose
+    options they are ("CodiEsp has").
+    """
+    value = str(option(cfg, name, default))
+    if value not in allowed:
+        raise ValueError(f"docs.{name}={value!r}: {what} {tuple(allowed)}")
+    return value
+
+
 # -- ICD-10-CM code mapping ------------------------------------------------------
 
 
