@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from ccl.config import GoldSpansConfig
 from ccl.data.records import SpanPair
-from ccl.expansion.tier_cache import load_tier, save_tier
+from ccl.expansion.tier_cache import open_entry, save_tier
 from ccl.expansion.tiers import TierContext, TierResult
 from ccl.icd.index import IndexEntry, IndexParse, gc_paused, validate_entries
 from ccl.icd.nearest import nearest_codes
@@ -131,11 +131,9 @@ def build_gold_tier(
             sort_keys=True,
         ).encode("utf-8")
     ).hexdigest()[:16]
-    folder = Path(cache_dir) / "gold" / content_hash
-    loaded = load_tier(folder)  # an entry of the old Arrow format reads as missing: rebuilt
-    if loaded is not None:
-        pairs, report = loaded
-        return GoldTier(pairs, folder / "pairs.jsonl", report, content_hash, from_cache=True)
+    folder, cached = open_entry(cache_dir, "gold", content_hash)  # an old Arrow entry: rebuilt
+    if cached is not None:
+        return GoldTier(cached.pairs, folder / "pairs.jsonl", cached.report, content_hash, from_cache=True)
 
     with gc_paused():
         pairs, report = _build(tab, parses, entries, _Request(chosen, wanted, max_pairs_per_code, seventh))

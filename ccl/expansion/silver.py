@@ -24,7 +24,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -41,7 +40,7 @@ from ccl.expansion.llm.base import (
 from ccl.expansion.llm.cache import CachedLLM, tier_llm
 from ccl.expansion.llm.parse import parse_code_spans, parse_string_list
 from ccl.expansion.llm.progress import track
-from ccl.expansion.tier_cache import load_tier, save_tier
+from ccl.expansion.tier_cache import open_entry, save_tier
 from ccl.expansion.tiers import TierContext, TierResult
 from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList
@@ -363,17 +362,15 @@ def _tier_key(method: str, llm: LLMConfig, corpus_name: str, documents: Sequence
 def build(ctx: TierContext) -> TierResult:
     """The registered silver tier (``spans.silver._target_``): build it, or load it from
     ``cache_dir/silver/<hash>``; its settings are ``ctx.cfg.spans.silver`` and ``ctx.cfg.llm``."""
-    cfg, tab, docs, spans, cache_dir, console = ctx.cfg, ctx.tab, ctx.docs, ctx.spans, ctx.cache_dir, ctx.console
+    cfg, tab, spans, cache_dir, console = ctx.cfg, ctx.tab, ctx.spans, ctx.cache_dir, ctx.console
     method, corpus_name, k = _setting(cfg)
     llm_cfg = llm_config(cfg)
-    documents = [d for d in select_corpus(corpus_name, docs, ctx.corpus) if d.codes]
+    documents = [d for d in select_corpus(corpus_name, ctx.docs, ctx.corpus) if d.codes]
     if llm_cfg.max_documents is not None:
         documents = documents[: llm_cfg.max_documents]
-    key = _tier_key(method, llm_cfg, corpus_name, documents, spans, tab, k)
-    folder = Path(cache_dir) / "silver" / key
-    loaded = load_tier(folder)
-    if loaded is not None:
-        return TierResult(*loaded)
+    folder, cached = open_entry(cache_dir, TIER, _tier_key(method, llm_cfg, corpus_name, documents, spans, tab, k))
+    if cached is not None:
+        return cached
 
     start = time.perf_counter()
     existing = _existing(spans)

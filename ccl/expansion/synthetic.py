@@ -30,7 +30,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -46,7 +45,7 @@ from ccl.expansion.llm.base import (
 from ccl.expansion.llm.cache import CachedLLM, tier_llm
 from ccl.expansion.llm.parse import parse_string_list
 from ccl.expansion.llm.progress import track
-from ccl.expansion.tier_cache import load_tier, save_tier
+from ccl.expansion.tier_cache import open_entry, save_tier
 from ccl.expansion.tiers import TierContext, TierResult
 from ccl.icd.codes import CODE_PATTERN, canonical_code
 from ccl.icd.nearest import hierarchy_levels
@@ -503,15 +502,13 @@ def build(ctx: TierContext) -> TierResult:
     """The registered synthetic tier (``spans.synthetic._target_``): build it, or load it from
     ``cache_dir/synthetic/<hash>``; its settings are ``ctx.cfg.spans.synthetic`` and ``ctx.cfg.llm``."""
     # Synthesis reads the hierarchy and the earlier tiers, never notes (ctx.corpus).
-    cfg, tab, docs, spans, cache_dir, console = ctx.cfg, ctx.tab, ctx.docs, ctx.spans, ctx.cache_dir, ctx.console
+    cfg, tab, spans, cache_dir, console = ctx.cfg, ctx.tab, ctx.spans, ctx.cache_dir, ctx.console
     method, k, which, n_neighbours = _setting(cfg)
+    targets = target_codes(which, tab, ctx.docs)
     llm_cfg = llm_config(cfg)
-    targets = target_codes(which, tab, docs)
-    key = _tier_key(method, llm_cfg, targets, spans, tab, k, n_neighbours)
-    folder = Path(cache_dir) / "synthetic" / key
-    loaded = load_tier(folder)
-    if loaded is not None:
-        return TierResult(*loaded)
+    folder, cached = open_entry(cache_dir, TIER, _tier_key(method, llm_cfg, targets, spans, tab, k, n_neighbours))
+    if cached is not None:
+        return cached
 
     start = time.perf_counter()
     evidence = _evidence(spans)
