@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from ccl.config import DocsConfig, register_configs
+from ccl.config import DocsConfig, check_closed, register_configs
 from ccl.data.records import SpanPair
 from ccl.data.sources import SOURCES, load_source, source_loader
 from ccl.expansion.tiers import TierContext, TierResult, build_tiers, resolve_tier
@@ -85,6 +85,7 @@ def test_a_source_of_your_own_loads_from_a_yaml_without_editing_ccl(user_code, t
     # The same path serves an extra test set (+docs@test_sets.NAME=...) and the whole data stage.
     cfg = _compose([searchpath, "docs=my_source", "+docs@test_sets.mine=my_source", "spans=[gold]",
                     "icd.download=false", f"paths.cache_dir={tmp_path / 'cache'}"])
+    check_closed(cfg)  # _target_ is a declared key of docs and of every test set
     from ccl.stages.data import build_data
 
     bundle = build_data(cfg, tmp_path / "run", Console(quiet=True))
