@@ -162,3 +162,16 @@ def test_token_similarity_allows_typos_not_other_words(a, b, same):
 
     assert similar(a, b, 1) is same
     assert similar(a, b, 0) is (a == b)
+
+
+def test_lexical_is_a_choice_of_llm_but_no_generating_backend():
+    """``llm=lexical`` mines without generating: make_backend refuses it and lists only the
+    backends it builds."""
+    from ccl.expansion.llm.base import BACKENDS, LLMBackendError, LLMConfig, make_backend
+
+    assert BACKENDS == ("hf", "openai", "vllm")
+    with pytest.raises(LLMBackendError, match=r"ccl\.expansion\.lexical\.LexicalMiner.*llm=hf, llm=openai, llm=vllm"):
+        make_backend(LLMConfig(backend="lexical"))
+    with pytest.raises(LLMBackendError) as err:
+        make_backend(LLMConfig(backend="gpt"))
+    assert "lexical" not in str(err.value) and "'vllm'" in str(err.value)
