@@ -85,7 +85,11 @@ class BackboneConfig:
 @dataclass
 class DocsConfig:
     name: str = MISSING
-    source: str = "demo"  # demo | mdace | codiesp | aci_bench | mimic4
+    # The loader, ``load(cfg, tab, cache_dir, index) -> SourceData`` (ccl/data/sources/__init__.py);
+    # every conf/docs option names its own. None (a DocsConfig built in code): the built-in
+    # loader of ``source``. Outside the content keys, as every ``_target_``.
+    _target_: str | None = None
+    source: str = "demo"  # demo | mdace | codiesp | aci_bench | mimic4 (or a source of your own)
     seed: int = 13
     # demo world
     n_train: int = 120
@@ -121,6 +125,9 @@ class DocsConfig:
 
 @dataclass
 class GoldSpansConfig:
+    # The tier's builder, ``build(ctx) -> TierResult`` (ccl/expansion/tiers.py); like every
+    # ``_target_``, outside the content keys (a tier's cache key is what it builds from).
+    _target_: str = "ccl.expansion.gold.build"
     sources: list[str] = field(default_factory=lambda: ["index", "description", "inclusion", "short"])
     restrict: str = "docs"  # docs: the documents' label space and its neighbours | all
     neighbours: int = 0  # nearest codes added per label-space code when restrict=docs
@@ -129,6 +136,7 @@ class GoldSpansConfig:
 
 @dataclass
 class SilverSpansConfig:
+    _target_: str = "ccl.expansion.silver.build"
     method: str = "lexical"  # lexical | llm
     corpus: str = "demo_corpus"
     max_pairs_per_code: int | None = 10
@@ -136,6 +144,7 @@ class SilverSpansConfig:
 
 @dataclass
 class SyntheticSpansConfig:
+    _target_: str = "ccl.expansion.synthetic.build"
     method: str = "template"  # template | llm
     max_pairs_per_code: int | None = 3
     targets: str = "docs"  # docs: billable codes of every document split | all: every billable code

@@ -112,3 +112,26 @@ def _random_tiny_llm(cache_dir: Path, notes: Sequence[str], examples: Sequence[A
 def random_tiny_llm() -> Callable[[Path, Sequence[str], Sequence[Any]], tuple[Any, Any, list[str]]]:
     """Builds a prompt-sensitive tiny Llama: ``random_tiny_llm(cache_dir, notes, examples)``."""
     return _random_tiny_llm
+
+
+@pytest.fixture
+def stand_in_llm() -> Callable[..., Any]:
+    """A factory of stand-in expansion LLMs: ``stand_in_llm(name, model_id, answer)`` is an
+    :class:`ccl.expansion.llm.base.LLMBackend` whose reply to each conversation is
+    ``answer(last message's content, params)``; it records those messages in ``.prompts``."""
+    from ccl.expansion.llm.base import LLMBackend
+
+    class StandIn(LLMBackend):
+        def __init__(self, name: str, model_id: str, answer: Callable[[str, Any], str]) -> None:
+            self.name, self._model_id, self.answer, self.prompts = name, model_id, answer, []
+
+        @property
+        def model_id(self) -> str:
+            return self._model_id
+
+        def generate(self, batch: Sequence[Any], params: Any) -> list[str]:
+            prompts = [conv[-1]["content"] for conv in batch]
+            self.prompts.extend(prompts)
+            return [self.answer(p, params) for p in prompts]
+
+    return StandIn

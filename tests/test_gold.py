@@ -6,13 +6,13 @@ import time
 from pathlib import Path
 
 import pytest
-from datasets import load_from_disk
 
 import ccl.expansion.gold as gold
 from ccl.config import ICDConfig
-from ccl.data.records import SpanPair
-from ccl.expansion.gold import SOURCE_PRIORITY, build_gold_tier, gold_pairs
+from ccl.data.records import SpanPair, read_span_pairs
+from ccl.expansion.gold import build_gold_tier
 from ccl.icd.index import IndexEntry, load_valid_entries, parse_index_xml, validate_entries
+from ccl.icd.pairs import SOURCE_PRIORITY, gold_pairs
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icd10cm"
 FILES = {
@@ -143,7 +143,7 @@ def test_tier_is_cached_on_disk(tab, tables, tmp_path, monkeypatch):
     subset = {"T51.3X1A", "C76.2", "C79.9", "D36.9", "Q87.19"}
     tier = build_gold_tier(tab, tables, ["index", "description", "inclusion"], subset, tmp_path)
     assert not tier.from_cache
-    assert tier.dataset_path == tmp_path / "gold" / tier.content_hash / "dataset"
+    assert tier.pairs_path == tmp_path / "gold" / tier.content_hash / "pairs.jsonl"
     r = tier.report
     assert r["codes_covered"] == len(subset) and r["billable_codes_total"] == len(
         tab.billable_codes()
@@ -152,8 +152,8 @@ def test_tier_is_cached_on_disk(tab, tables, tmp_path, monkeypatch):
     assert r["pairs"] == len(tier.pairs) == sum(r["pairs_per_source"].values())
     assert r["index_fallback"] is False and r["subset"]["billable"] == len(subset)
     assert r["seventh_character"] == "A" and r["index_validation"]["drug"]["completed"] > 0
-    stored = load_from_disk(str(tier.dataset_path))
-    assert stored.num_rows == len(tier.pairs) and stored[0] == tier.pairs[0].to_dict()
+    stored = read_span_pairs(tier.pairs_path)  # one tier cache format: JSON lines
+    assert len(stored) == len(tier.pairs) and stored[0] == tier.pairs[0]
 
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the tier was rebuilt instead of loaded")

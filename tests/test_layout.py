@@ -54,3 +54,11 @@ def test_the_checks_see_the_imports():
     """Guards the two tests above against reading nothing."""
     found = {(here, target) for here, target, _, _ in _imports()}
     assert ("ccl.run", "ccl.config") in found and len(found) > 200
+
+
+def test_the_data_floor_imports_no_span_tier():
+    """Documents come before span tiers: ``ccl.data`` (every source, the demo one included)
+    never imports ``ccl.expansion``; what both need (gold pairs) lives in ``ccl.icd``."""
+    upward = [f"{here}:{line} imports {target}" for here, target, _, line in _imports()
+              if _within(here, ("ccl.data",)) and _within(target, ("ccl.expansion",))]
+    assert not upward, "\n".join(upward)

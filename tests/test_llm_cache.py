@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ccl.expansion.llm.base import GenerationParams, LLMBackend, LLMError
+from ccl.expansion.llm.base import GenerationParams, LLMError
 from ccl.expansion.llm.cache import CachedLLM, CallCache, call_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,21 +109,6 @@ def test_kill_9_midway_then_resume_repeats_no_finished_call(tmp_path):
     assert json.loads(out3.read_text())["stats"]["cache_hits"] == N_PROMPTS
 
 
-class _Echo(LLMBackend):
-    name = "echo"
-
-    def __init__(self):
-        self.seen = []
-
-    @property
-    def model_id(self):
-        return "echo-1"
-
-    def generate(self, batch, params):
-        self.seen.extend(c[-1]["content"] for c in batch)
-        return [f"{c[-1]['content']}@{params.temperature}" for c in batch]
-
-
 def test_keys_cover_backend_model_prompt_and_parameters():
     conv = [{"role": "user", "content": "x"}]
     base = call_key("hf", "m", conv, GenerationParams())
@@ -139,14 +124,14 @@ def test_keys_cover_backend_model_prompt_and_parameters():
     assert base not in others and len(others) == 6
 
 
-def test_duplicate_prompts_in_one_request_are_generated_once(tmp_path):
-    echo = _Echo()
+def test_duplicate_prompts_in_one_request_are_generated_once(tmp_path, stand_in_llm):
+    echo = stand_in_llm("echo", "echo-1", lambda prompt, params: f"{prompt}@{params.temperature}")
     llm = CachedLLM(echo, tmp_path / "c.sqlite", batch_size=3, progress=False)
     convs = [[{"role": "user", "content": t}] for t in ["a", "b", "a", "c", "b"]]
     assert llm.complete(convs, GenerationParams()) == ["a@0.0", "b@0.0", "a@0.0", "c@0.0", "b@0.0"]
-    assert echo.seen == ["a", "b", "c"]
+    assert echo.prompts == ["a", "b", "c"]
     assert llm.complete(convs, GenerationParams(temperature=0.5))[0] == "a@0.5"  # new params: new calls
-    assert echo.seen == ["a", "b", "c", "a", "b", "c"]
+    assert echo.prompts == ["a", "b", "c", "a", "b", "c"]
     assert len(CallCache(tmp_path / "c.sqlite")) == 6
 
 

@@ -6,9 +6,9 @@ import pytest
 
 from ccl.config import DocsConfig
 from ccl.data.demo import DEFAULT_CODE_POOL, build_demo_world
-from ccl.expansion.gold import gold_pairs
-from ccl.expansion.llm.lexical import LexicalMiner, locate, term_variants
+from ccl.expansion.lexical import LexicalMiner, locate, term_variants
 from ccl.expansion.silver import lexical_terms
+from ccl.icd.pairs import gold_pairs
 
 TERMS = {
     "I10": ["Essential (primary) hypertension", "hypertension"],
@@ -38,32 +38,21 @@ def found(miner, text, codes):
     return [(m.code, m.text) for m in mentions]
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Patient denies pneumonia.",
-        "No evidence of pneumonia on imaging.",
-        "Workup was negative for pneumonia.",
-        "Pneumonia was ruled out.",
-        "Pneumonia was considered but ruled out.",
-        "Without evidence of pneumonia.",
-        "No history of COPD, hypertension or pneumonia.",
-    ],
-)
+NEGATED = ["Patient denies pneumonia.", "No evidence of pneumonia on imaging.", "Workup was negative for pneumonia.",
+           "Pneumonia was ruled out.", "Pneumonia was considered but ruled out.", "Without evidence of pneumonia.",
+           "No history of COPD, hypertension or pneumonia."]
+FAMILY = ["Mother had breast cancer and malignant neoplasm of female breast.",
+          "Family history of type 2 diabetes in a sibling.", "Father with hypertension.",
+          "Social history: lives alone.\n\nFamily history: hypertension and type 2 diabetes.\n\nExam: normal."]
+
+
+@pytest.mark.parametrize("text", NEGATED)
 def test_negated_mentions_are_skipped(miner, text):
     assert found(miner, text, ["J18.9", "I10", "J44.1"]) == []
     assert miner.skipped["negated"] >= 1
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "Mother had breast cancer and malignant neoplasm of female breast.",
-        "Family history of type 2 diabetes in a sibling.",
-        "Father with hypertension.",
-        "Social history: lives alone.\n\nFamily history: hypertension and type 2 diabetes.\n\nExam: normal.",
-    ],
-)
+@pytest.mark.parametrize("text", FAMILY)
 def test_family_history_mentions_are_skipped(miner, text):
     assert found(miner, text, ["C50.919", "E11.9", "I10"]) == []
     assert miner.skipped["family"] >= 1
@@ -167,7 +156,20 @@ def test_miner_recovers_demo_evidence_spans(world):
     ],
 )
 def test_token_similarity_allows_typos_not_other_words(a, b, same):
-    from ccl.expansion.llm.lexical import similar
+    from ccl.expansion.lexical import similar
 
     assert similar(a, b, 1) is same
     assert similar(a, b, 0) is (a == b)
+
+
+def test_lexical_is_a_choice_of_llm_but_no_generating_backend():
+    """``llm=lexical`` mines without generating: make_backend refuses it and lists only the
+    backends it builds."""
+    from ccl.expansion.llm.base import BACKENDS, LLMBackendError, LLMConfig, make_backend
+
+    assert BACKENDS == ("hf", "openai", "vllm")
+    with pytest.raises(LLMBackendError, match=r"ccl\.expansion\.lexical\.LexicalMiner.*llm=hf, llm=openai, llm=vllm"):
+        make_backend(LLMConfig(backend="lexical"))
+    with pytest.raises(LLMBackendError) as err:
+        make_backend(LLMConfig(backend="gpt"))
+    assert "lexical" not in str(err.value) and "'vllm'" in str(err.value)

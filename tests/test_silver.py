@@ -8,9 +8,10 @@ from omegaconf import OmegaConf
 
 from ccl.data.records import Document, SpanPair
 from ccl.expansion import silver
-from ccl.expansion.gold import gold_pairs
 from ccl.expansion.llm import cache as llm_cache
-from ccl.expansion.llm.base import LLMBackend, PrivacyError
+from ccl.expansion.llm.base import PrivacyError
+from ccl.expansion.tiers import TierContext
+from ccl.icd.pairs import gold_pairs
 
 CODES = {"I10", "E11.9", "J18.9"}
 
@@ -40,7 +41,7 @@ def config(method="lexical", k=2, source="demo", corpus_name="demo_corpus", **ll
 
 
 def test_lexical_tier_ranks_by_frequency_and_skips_gold_negated_family(tab, gold, tmp_path):
-    pairs, report = silver.build_tier(config(), tab, {"train": []}, corpus(), {"gold": gold}, tmp_path)
+    pairs, report = silver.build(TierContext(config(), tab, {"train": []}, corpus(), {"gold": gold}, tmp_path))
     assert [(p.code, p.evidence) for p in pairs] == [
         ("E11.9", "T2DM"), ("E11.9", "type 2 diabetes"),  # one document each: alphabetical
         ("I10", "HTN"), ("I10", "Essential hypertension"),  # HTN in two documents comes first
@@ -56,53 +57,38 @@ def test_lexical_tier_ranks_by_frequency_and_skips_gold_negated_family(tab, gold
 
 
 def test_max_pairs_per_code_and_no_limit(tab, gold, tmp_path):
-    one, _ = silver.build_tier(config(k=1), tab, {}, corpus(), {"gold": gold}, tmp_path)
+    one, _ = silver.build(TierContext(config(k=1), tab, {}, corpus(), {"gold": gold}, tmp_path))
     assert [p.evidence for p in one] == ["T2DM", "HTN", "pneumonia"]
-    every, report = silver.build_tier(config(k=None), tab, {}, corpus(), {"gold": gold}, tmp_path)
+    every, report = silver.build(TierContext(config(k=None), tab, {}, corpus(), {"gold": gold}, tmp_path))
     assert report["candidates"] == 6  # T2DM, type 2 diabetes, HTN, Essential hypertension, Hypertension, pneumonia
     assert len(every) == 5  # all but "Hypertension", a gold phrase
 
 
 def test_tier_is_cached_by_content(tab, gold, tmp_path, monkeypatch):
-    first = silver.build_tier(config(), tab, {}, corpus(), {"gold": gold}, tmp_path)
+    first = silver.build(TierContext(config(), tab, {}, corpus(), {"gold": gold}, tmp_path))
     monkeypatch.setattr(silver, "mine_lexical", lambda *a, **k: pytest.fail("rebuilt a cached tier"))
-    assert silver.build_tier(config(), tab, {}, corpus(), {"gold": gold}, tmp_path) == first
+    assert silver.build(TierContext(config(), tab, {}, corpus(), {"gold": gold}, tmp_path)) == first
     changed = corpus()[:2]
     with pytest.raises(pytest.fail.Exception):
-        silver.build_tier(config(), tab, {}, changed, {"gold": gold}, tmp_path)
+        silver.build(TierContext(config(), tab, {}, changed, {"gold": gold}, tmp_path))
 
 
 def test_corpus_can_be_a_document_split(tab, gold, tmp_path):
     docs = {"train": corpus()[:1]}
-    pairs, report = silver.build_tier(config(corpus_name="train"), tab, docs, [], {"gold": gold}, tmp_path)
+    pairs, report = silver.build(TierContext(config(corpus_name="train"), tab, docs, [], {"gold": gold}, tmp_path))
     assert report["documents"] == 1 and {p.evidence for p in pairs} == {"HTN", "pneumonia"}
     with pytest.raises(ValueError, match="spans.silver.corpus='mimic'.*train"):
-        silver.build_tier(config(corpus_name="mimic"), tab, docs, [], {"gold": gold}, tmp_path)
+        silver.build(TierContext(config(corpus_name="mimic"), tab, docs, [], {"gold": gold}, tmp_path))
 
 
-class Scripted(LLMBackend):
-    """A stand-in LLM that answers the extraction and refinement prompts from their text."""
+class Scripted:
+    """Answers the extraction and refinement prompts from their text."""
 
-    name = "hf"
-
-    def __init__(self):
-        self.prompts = []
-
-    @property
-    def model_id(self):
-        return "scripted"
-
-    def generate(self, batch, params):
-        out = []
-        for conv in batch:
-            prompt = conv[-1]["content"]
-            self.prompts.append(prompt)
-            if "<<<" in prompt:
-                note = prompt.split("<<<\n", 1)[1].split("\n>>>", 1)[0]
-                out.append(self.extract(note))
-            else:
-                out.append(self.refine(prompt))
-        return out
+    @staticmethod
+    def answer(prompt, params):
+        if "<<<" in prompt:
+            return Scripted.extract(prompt.split("<<<\n", 1)[1].split("\n>>>", 1)[0])
+        return Scripted.refine(prompt)
 
     @staticmethod
     def extract(note):
@@ -125,11 +111,11 @@ class Scripted(LLMBackend):
         return '["HTN", "htn"]'
 
 
-def test_llm_tier_keeps_verbatim_spans_and_counts_bad_answers(tab, gold, tmp_path, monkeypatch):
-    backend = Scripted()
+def test_llm_tier_keeps_verbatim_spans_and_counts_bad_answers(tab, gold, tmp_path, monkeypatch, stand_in_llm):
+    backend = stand_in_llm("hf", "scripted", Scripted.answer)
     monkeypatch.setattr(llm_cache, "make_backend", lambda cfg, cache_dir: backend)
     cfg = config(method="llm", backend="hf", model="scripted")
-    pairs, report = silver.build_tier(cfg, tab, {}, corpus(), {"gold": gold}, tmp_path)
+    pairs, report = silver.build(TierContext(cfg, tab, {}, corpus(), {"gold": gold}, tmp_path))
     assert [(p.code, p.evidence, p.source) for p in pairs] == [
         ("E11.9", "type 2 diabetes", "silver:llm:hf"),  # copied with the note's casing
         ("I10", "HTN", "silver:llm:hf"),
@@ -148,7 +134,7 @@ def test_llm_tier_keeps_verbatim_spans_and_counts_bad_answers(tab, gold, tmp_pat
     # A rebuilt tier (here: a new cache folder for the tier, the same call cache) repeats no call.
     for entry in (tmp_path / "silver").iterdir():
         (entry / "report.json").unlink()
-    again, report2 = silver.build_tier(cfg, tab, {}, corpus(), {"gold": gold}, tmp_path)
+    again, report2 = silver.build(TierContext(cfg, tab, {}, corpus(), {"gold": gold}, tmp_path))
     assert again == pairs and report2["llm_calls"]["cache_hits"] == 7 and len(backend.prompts) == 7
 
 
@@ -163,16 +149,16 @@ def test_credentialed_notes_never_reach_a_remote_endpoint(tab, gold, tmp_path):
     cfg = config(method="llm", source="mdace", backend="openai", model="gpt-x",
                  base_url="https://api.example.com/v1")
     with pytest.raises(PrivacyError, match="PhysioNet"):
-        silver.build_tier(cfg, tab, {}, corpus(), {"gold": gold}, tmp_path)
+        silver.build(TierContext(cfg, tab, {}, corpus(), {"gold": gold}, tmp_path))
     mimic = [Document("m1", "HTN.", ["I10"], source="mimic4")]
     cfg = config(method="llm", backend="openai", model="gpt-x", base_url="https://api.example.com/v1")
     with pytest.raises(PrivacyError):
-        silver.build_tier(cfg, tab, {}, mimic, {"gold": gold}, tmp_path)
+        silver.build(TierContext(cfg, tab, {}, mimic, {"gold": gold}, tmp_path))
 
 
 def test_method_llm_needs_a_generating_backend(tab, gold, tmp_path):
     with pytest.raises(ValueError, match="llm=hf, openai or vllm"):
-        silver.build_tier(config(method="llm"), tab, {}, corpus(), {"gold": gold}, tmp_path)
+        silver.build(TierContext(config(method="llm"), tab, {}, corpus(), {"gold": gold}, tmp_path))
 
 
 def test_refinement_of_credentialed_candidates_is_guarded_too(tab, tmp_path):

@@ -8,7 +8,6 @@ from omegaconf import OmegaConf
 from ccl.data.records import Document, SpanPair
 from ccl.expansion import synthetic
 from ccl.expansion.llm import cache as llm_cache
-from ccl.expansion.llm.base import LLMBackend
 from ccl.expansion.synthetic import (
     EvidenceFilter,
     description_changes,
@@ -16,6 +15,7 @@ from ccl.expansion.synthetic import (
     target_codes,
     template_evidence,
 )
+from ccl.expansion.tiers import TierContext
 
 
 @pytest.mark.parametrize(
@@ -120,7 +120,7 @@ def _docs():
 def test_build_tier_targets_the_documents_label_space_and_is_cached(tab, tmp_path, monkeypatch):
     spans = {"gold": [SpanPair("fracture of neck of right femur", "S72.001A", "gold", "index:main"),
                       SpanPair("type 2 diabetes", "E11.9", "gold", "index:main")]}
-    pairs, report = synthetic.build_tier(_cfg(), tab, _docs(), [], spans, tmp_path)
+    pairs, report = synthetic.build(TierContext(_cfg(), tab, _docs(), [], spans, tmp_path))
     assert {(p.code, p.evidence) for p in pairs} == {
         ("S72.002A", "fracture of neck of left femur"),
         ("E11.65", "type 2 diabetes with hyperglycemia"),
@@ -131,7 +131,7 @@ def test_build_tier_targets_the_documents_label_space_and_is_cached(tab, tmp_pat
     rows = [json.loads(line) for line in (folder / "provenance.jsonl").read_text().splitlines()]
     assert {r["neighbour"] for r in rows} == {"S72.001A", "E11.9"}
     monkeypatch.setattr(synthetic, "synthesize", lambda *a, **k: pytest.fail("rebuilt a cached tier"))
-    assert synthetic.build_tier(_cfg(), tab, _docs(), [], spans, tmp_path) == (pairs, report)
+    assert synthetic.build(TierContext(_cfg(), tab, _docs(), [], spans, tmp_path)) == (pairs, report)
 
 
 def test_target_sets(tab):
@@ -141,38 +141,21 @@ def test_target_sets(tab):
         target_codes("some", tab, {})
 
 
-class Writer(LLMBackend):
-    """A stand-in LLM answering the synthesis prompt: one bad answer, one with filtered items."""
-
-    name = "openai"
-
-    def __init__(self):
-        self.prompts = []
-
-    @property
-    def model_id(self):
-        return "writer"
-
-    def generate(self, batch, params):
-        out = []
-        for conv in batch:
-            prompt = conv[-1]["content"]
-            self.prompts.append(prompt)
-            if "E11.65" in prompt.split("\n", 1)[0]:
-                out.append("I'd rather not.")
-            else:
-                out.append(json.dumps(["S72.002A fracture", "fracture", "fracture of neck of right femur",
-                                       "displaced left femoral neck fracture", "left hip fracture after fall"]))
-        return out
+def write(prompt, params):
+    """Answers the synthesis prompt: one bad answer, one with filtered items."""
+    if "E11.65" in prompt.split("\n", 1)[0]:
+        return "I'd rather not."
+    return json.dumps(["S72.002A fracture", "fracture", "fracture of neck of right femur",
+                       "displaced left femoral neck fracture", "left hip fracture after fall"])
 
 
-def test_llm_synthesis_filters_answers_and_falls_back_to_templates(tab, tmp_path, monkeypatch):
-    writer = Writer()
+def test_llm_synthesis_filters_answers_and_falls_back_to_templates(tab, tmp_path, monkeypatch, stand_in_llm):
+    writer = stand_in_llm("openai", "writer", write)
     monkeypatch.setattr(llm_cache, "make_backend", lambda cfg, cache_dir: writer)
     spans = {"gold": [SpanPair("fracture of neck of right femur", "S72.001A", "gold", "index:main"),
                       SpanPair("type 2 diabetes", "E11.9", "gold", "index:main")]}
     cfg = _cfg(method="llm", backend="openai", model="writer", base_url="http://localhost:1/v1")
-    pairs, report = synthetic.build_tier(cfg, tab, _docs(), [], spans, tmp_path)
+    pairs, report = synthetic.build(TierContext(cfg, tab, _docs(), [], spans, tmp_path))
     assert [(p.code, p.evidence, p.source) for p in pairs] == [
         ("E11.65", "type 2 diabetes with hyperglycemia", "synthetic:template"),
         ("S72.002A", "displaced left femoral neck fracture", "synthetic:llm:openai"),
@@ -210,4 +193,4 @@ def test_llm_synthesis_from_credentialed_silver_phrases_is_guarded(tab, tmp_path
     cfg = _cfg(method="llm", backend="openai", model="m", base_url="https://api.example.com/v1")
     cfg.docs.source = "mimic4"
     with pytest.raises(PrivacyError, match="PhysioNet"):
-        synthetic.build_tier(cfg, tab, _docs(), [], spans, tmp_path)
+        synthetic.build(TierContext(cfg, tab, _docs(), [], spans, tmp_path))

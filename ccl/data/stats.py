@@ -101,31 +101,21 @@ def collect(cfg: Any) -> dict[str, Any]:
     cache_dir = Path(cfg.paths.cache_dir)
     tab = load_tabular(cfg.icd.tabular_xml, cache_dir)
     source = str(cfg.docs.source)
-    index = None
-    if source != "demo":  # the Alphabetic Index chooses billable codes for labels, as in a run
-        from ccl.data.sources.common import IndexHints
-        from ccl.icd.index import load_valid_entries
+    # As in a run: the Alphabetic Index chooses billable codes for labels, and the demo
+    # source draws its phrases from the same gold pairs (so these are the run's documents).
+    from ccl.data.sources.common import IndexHints
+    from ccl.icd.index import load_valid_entries
 
-        entries, index_report = load_valid_entries(cfg.icd, tab, cache_dir)
-        index = IndexHints(entries) if entries else None
-    if source == "demo":
-        from ccl.data.demo import build_demo_world
-
-        world = build_demo_world(cfg.docs, tab, None)
-        return {
-            "source": source,
-            "rows": summarize(world.splits(), world.corpus),
-            "details": world.stats,
-        }
+    entries, _ = load_valid_entries(cfg.icd, tab, cache_dir)
     if source == "mdace" and not cfg.docs.notes_path:
         from ccl.data.sources.mdace import annotation_summary
 
-        summary = annotation_summary(cfg.docs, tab, cache_dir, index)
+        summary = annotation_summary(cfg.docs, tab, cache_dir, IndexHints(entries) if entries else None)
         note = "annotations only (docs.notes_path not set): no text, so no lengths"
         return {"source": source, "rows": _mdace_rows(summary), "details": summary, "note": note}
     from ccl.data.sources import load_source
 
-    data = load_source(cfg.docs, tab, cache_dir, index)
+    data = load_source(cfg.docs, tab, cache_dir, entries or None)
     return {"source": source, "rows": summarize(data.docs, data.corpus), "details": data.stats}
 
 

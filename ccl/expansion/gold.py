@@ -1,18 +1,12 @@
-"""The gold span tier: ``evidence -> code`` pairs from the ICD-10-CM books themselves.
+"""The gold span tier: :func:`ccl.icd.pairs.gold_pairs` for the run's codes, cached.
 
-Sources (names accepted in ``sources``):
-
-* ``index``: every Alphabetic Index entry phrase (main index, External Cause
-  index, Drug and Neoplasm tables); ``index:main``, ``index:eindex``,
-  ``index:drug``, ``index:neoplasm`` select one file;
-* ``description``: the Tabular List description of each billable code;
-* ``inclusion``: the billable code's own inclusion terms.
-
-Only billable codes of the Tabular List year get pairs. Pairs are deduplicated
-on (evidence lower-cased and whitespace-collapsed, code), keeping the source
-that comes first in :data:`SOURCE_PRIORITY`. Order is deterministic: by code,
-then source priority, then shorter evidence first (so ``max_pairs_per_code``
-keeps the description and the most generic phrases).
+``spans.gold`` (:class:`ccl.config.GoldSpansConfig`): ``sources`` (see
+:mod:`ccl.icd.pairs`), ``restrict`` (``docs``: the codes of every document split, plus
+``neighbours`` nearest codes each; ``all``: every billable code) and
+``max_pairs_per_code``. The tier is cached under ``cache_dir/gold/<hash>``
+(:mod:`ccl.expansion.tier_cache`: ``pairs.jsonl`` + ``report.json``); the hash, which the
+data manifest reports as the tier's ``content_hash``, covers the Tabular List, the index
+files (or entries), the sources, the code subset, the maximum and :data:`GOLD_VERSION`.
 """
 
 from __future__ import annotations
@@ -26,39 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from ccl.config import GoldSpansConfig
 from ccl.data.records import SpanPair
-from ccl.icd.codes import canonical_code
+from ccl.expansion.tier_cache import open_entry, save_tier
+from ccl.expansion.tiers import TierContext, TierResult
 from ccl.icd.index import IndexEntry, IndexParse, gc_paused, validate_entries
+from ccl.icd.nearest import nearest_codes
+from ccl.icd.pairs import canonical_codes, expand_sources, gold_pairs
 from ccl.icd.tabular import TabularList
-from ccl.icd.terms import natural_phrase
-from ccl.utils.atomic import atomic_dir
 
 # Bump when pair building changes, so cached tiers are rebuilt.
 GOLD_VERSION = "2"
-TIER = "gold"
-SOURCE_PRIORITY = (
-    "tabular:description",
-    "tabular:inclusion",
-    "tabular:short",  # description / inclusion term without coding qualifiers ("gout")
-    "index:main",
-    "index:eindex",
-    "index:drug",
-    "index:neoplasm",
-)
-_RANK = {name: i for i, name in enumerate(SOURCE_PRIORITY)}
-_INDEX_SOURCE = {
-    "index": "index:main",
-    "eindex": "index:eindex",
-    "drug": "index:drug",
-    "neoplasm": "index:neoplasm",
-}
-_ALIASES = {
-    "index": tuple(_INDEX_SOURCE.values()),
-    "description": ("tabular:description",),
-    "inclusion": ("tabular:inclusion",),
-    "short": ("tabular:short",),
-    **{name: (name,) for name in SOURCE_PRIORITY},
-}
 
 
 @dataclass
@@ -66,80 +40,26 @@ class GoldTier:
     """The gold pairs, where they are stored, and what they cover."""
 
     pairs: list[SpanPair]
-    dataset_path: Path
+    pairs_path: Path  # the cache entry's pairs.jsonl
     report: dict[str, Any]
     content_hash: str
     from_cache: bool = field(default=False, compare=False)
 
 
-def expand_sources(sources: Sequence[str]) -> tuple[str, ...]:
-    """Pair sources named by ``sources`` (aliases expanded), in priority order."""
-    if isinstance(sources, str):
-        sources = [sources]
-    chosen: set[str] = set()
-    for name in sources:
-        if name not in _ALIASES:
-            raise ValueError(f"unknown gold source {name!r}; choose from {sorted(_ALIASES)}")
-        chosen.update(_ALIASES[name])
-    return tuple(s for s in SOURCE_PRIORITY if s in chosen)
-
-
-def _canonical_codes(codes: set[str] | Sequence[str] | None) -> set[str] | None:
-    return None if codes is None else {canonical_code(c) for c in codes}
-
-
-def gold_pairs(
-    tab: TabularList,
-    entries: Sequence[IndexEntry],
-    sources: Sequence[str] = ("index", "description", "inclusion", "short"),
-    codes: set[str] | None = None,
-    max_pairs_per_code: int | None = None,
-) -> list[SpanPair]:
-    """Gold pairs from validated index ``entries`` and the Tabular List (see module doc)."""
-    chosen = expand_sources(sources)
-    wanted = _canonical_codes(codes)
-    billable = (
-        tab.billable_codes() if wanted is None else sorted(c for c in wanted if tab.is_billable(c))
-    )
-    billable_set = set(billable)
-    best: dict[tuple[str, str], tuple[int, str]] = {}
-
-    def offer(evidence: str, code: str, rank: int) -> None:
-        evidence = " ".join(evidence.split())
-        key = (evidence.lower(), code)  # normalised: whitespace-collapsed, lower case
-        if evidence and (key not in best or rank < best[key][0]):
-            best[key] = (rank, evidence)
-
-    if "tabular:description" in chosen:
-        rank = _RANK["tabular:description"]
-        for code in billable:
-            offer(tab.description(code), code, rank)
-    if "tabular:inclusion" in chosen:
-        rank = _RANK["tabular:inclusion"]
-        for code in billable:
-            for term in tab.inclusion_terms(code):
-                offer(term, code, rank)
-    if "tabular:short" in chosen:
-        rank = _RANK["tabular:short"]
-        for code in billable:
-            for term in (tab.description(code), *tab.inclusion_terms(code)):
-                offer(natural_phrase(term), code, rank)
-    ranks = {kind: _RANK[name] for kind, name in _INDEX_SOURCE.items() if name in chosen}
-    for e in entries:
-        if e.source in ranks and e.code in billable_set:
-            offer(e.phrase, e.code, ranks[e.source])
-
-    rows = sorted(
-        ((code, rank, len(text), norm, text) for (norm, code), (rank, text) in best.items()),
-    )
-    pairs: list[SpanPair] = []
-    per_code: Counter[str] = Counter()
-    for code, rank, _, _, text in rows:
-        if max_pairs_per_code is not None and per_code[code] >= max_pairs_per_code:
-            continue
-        per_code[code] += 1
-        pairs.append(SpanPair(text, code, TIER, SOURCE_PRIORITY[rank]))
-    return pairs
+def build(ctx: TierContext) -> TierResult:
+    """The registered gold tier (``spans.gold._target_``): pairs for the codes of every
+    document split (``restrict: docs``, plus ``neighbours`` nearest codes of each) or for
+    every billable code (``restrict: all``); the report carries the cache hash as
+    ``content_hash``. Raises ``ValueError`` for an unknown gold source."""
+    g = OmegaConf.merge(OmegaConf.structured(GoldSpansConfig), ctx.cfg.spans.gold)
+    codes = None
+    if g.restrict != "all":
+        codes = {c for split in ctx.docs.values() for d in split for c in d.codes}
+        for c in sorted(codes) if g.neighbours else ():
+            codes.update(n for n, _ in nearest_codes(ctx.tab, c, k=g.neighbours))
+    tier = build_gold_tier(ctx.tab, list(ctx.entries), list(g.sources), codes, ctx.cache_dir,
+                           max_pairs_per_code=g.max_pairs_per_code)
+    return TierResult(tier.pairs, {**tier.report, "content_hash": tier.content_hash})
 
 
 # ---------------------------------------------------------------- the cached tier
@@ -168,51 +88,6 @@ def _as_index(
     raise TypeError("index must be an IndexParse, a list of IndexParse or a list of IndexEntry")
 
 
-def _dataset_rows(pairs: Sequence[SpanPair]) -> dict[str, list[str]]:
-    return {
-        "evidence": [p.evidence for p in pairs],
-        "code": [p.code for p in pairs],
-        "tier": [p.tier for p in pairs],
-        "source": [p.source for p in pairs],
-    }
-
-
-def _save(pairs: list[SpanPair], report: dict[str, Any], folder: Path) -> None:
-    import pyarrow as pa
-    from datasets import Dataset
-    from datasets.utils import logging as ds_logging
-
-    schema = pa.schema([(name, pa.string()) for name in ("evidence", "code", "tier", "source")])
-    table = pa.Table.from_pydict(_dataset_rows(pairs), schema=schema)
-    bars = ds_logging.is_progress_bar_enabled()
-    ds_logging.disable_progress_bar()
-    with atomic_dir(folder) as tmp:  # another process may have stored the same tier first
-        try:
-            Dataset(table).save_to_disk(str(tmp / "dataset"))
-        finally:
-            if bars:
-                ds_logging.enable_progress_bar()
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-
-
-def _load(folder: Path) -> tuple[list[SpanPair], dict[str, Any]] | None:
-    from datasets import load_from_disk
-
-    report_path = folder / "report.json"
-    if not report_path.is_file():
-        return None
-    try:
-        data = load_from_disk(str(folder / "dataset")).to_dict()
-        report = json.loads(report_path.read_text())
-    except (OSError, ValueError):
-        return None  # a damaged cache entry: rebuild
-    pairs = [
-        SpanPair(*row)
-        for row in zip(data["evidence"], data["code"], data["tier"], data["source"], strict=True)
-    ]
-    return pairs, report
-
-
 def build_gold_tier(
     tab: TabularList,
     index_parse_or_entries: IndexParse | Sequence[IndexParse] | Sequence[IndexEntry] | None,
@@ -222,7 +97,8 @@ def build_gold_tier(
     max_pairs_per_code: int | None = None,
     seventh: str | None = "A",
 ) -> GoldTier:
-    """Build the gold tier, or load it from ``cache_dir/gold/<hash>`` when built before.
+    """Build the gold tier, or load it from ``cache_dir/gold/<hash>`` when built before
+    (``pairs.jsonl`` + ``report.json``, :mod:`ccl.expansion.tier_cache`).
 
     ``index_parse_or_entries`` is raw :class:`IndexParse` objects (validated here
     with ``seventh``: ``"A"``, initial encounter, completes codes that need a
@@ -234,7 +110,7 @@ def build_gold_tier(
     start = time.perf_counter()
     parses, entries = _as_index(index_parse_or_entries)
     chosen = expand_sources(sources)
-    wanted = _canonical_codes(codes)
+    wanted = canonical_codes(codes)
     if parses:
         index_key: Any = {
             "files": sorted((p.source, p.file_hash) for p in parses),
@@ -255,40 +131,41 @@ def build_gold_tier(
             sort_keys=True,
         ).encode("utf-8")
     ).hexdigest()[:16]
-    folder = Path(cache_dir) / "gold" / content_hash
-    loaded = _load(folder)
-    if loaded is not None:
-        pairs, report = loaded
-        return GoldTier(pairs, folder / "dataset", report, content_hash, from_cache=True)
+    folder, cached = open_entry(cache_dir, "gold", content_hash)  # an old Arrow entry: rebuilt
+    if cached is not None:
+        return GoldTier(cached.pairs, folder / "pairs.jsonl", cached.report, content_hash, from_cache=True)
 
     with gc_paused():
-        pairs, report = _build(tab, parses, entries, chosen, wanted, max_pairs_per_code, seventh)
+        pairs, report = _build(tab, parses, entries, _Request(chosen, wanted, max_pairs_per_code, seventh))
     report["seconds"] = round(time.perf_counter() - start, 2)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _save(pairs, report, folder)
-    return GoldTier(pairs, folder / "dataset", report, content_hash)
+    save_tier(folder, pairs, report)
+    return GoldTier(pairs, folder / "pairs.jsonl", report, content_hash)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What a gold tier is built from besides the books: sources, code subset, cap, 7th character."""
+
+    sources: tuple[str, ...]
+    wanted: set[str] | None
+    max_pairs_per_code: int | None
+    seventh: str | None
 
 
 def _build(
-    tab: TabularList,
-    parses: list[IndexParse],
-    entries: list[IndexEntry],
-    chosen: tuple[str, ...],
-    wanted: set[str] | None,
-    max_pairs_per_code: int | None,
-    seventh: str | None,
+    tab: TabularList, parses: list[IndexParse], entries: list[IndexEntry], req: _Request
 ) -> tuple[list[SpanPair], dict[str, Any]]:
     validation = None
     if parses:
         entries = []
         validation = {}
         for p in parses:
-            kept, validation[p.source] = validate_entries(p, tab, seventh=seventh)
+            kept, validation[p.source] = validate_entries(p, tab, seventh=req.seventh)
             entries.extend(kept)
-    pairs = gold_pairs(tab, entries, chosen, wanted, max_pairs_per_code)
-    report = _report(tab, pairs, entries, chosen, wanted, max_pairs_per_code, validation)
+    pairs = gold_pairs(tab, entries, req.sources, req.wanted, req.max_pairs_per_code)
+    report = _report(tab, pairs, entries, req, validation)
     if parses:
-        report["seventh_character"] = seventh  # appended where the Tabular List requires one
+        report["seventh_character"] = req.seventh  # appended where the Tabular List requires one
     return pairs, report
 
 
@@ -300,14 +177,10 @@ def _codes_per_source(pairs: Sequence[SpanPair]) -> dict[str, int]:
 
 
 def _report(
-    tab: TabularList,
-    pairs: list[SpanPair],
-    entries: Sequence[IndexEntry],
-    sources: tuple[str, ...],
-    wanted: set[str] | None,
-    max_pairs_per_code: int | None,
+    tab: TabularList, pairs: list[SpanPair], entries: Sequence[IndexEntry], req: _Request,
     validation: dict[str, Any] | None,
 ) -> dict[str, Any]:
+    sources, wanted, max_pairs_per_code = req.sources, req.wanted, req.max_pairs_per_code
     covered = {p.code for p in pairs}
     billable_total = len(tab.billable_codes())
     index_sources = [s for s in sources if s.startswith("index:")]

@@ -3,7 +3,7 @@
 Stage 1, per labelled document: extract verbatim minimal spans per code
 (``method: llm``: the extraction prompt, answers kept only where the span
 really occurs in the note, located fuzzily; ``method: lexical``: the
-:class:`~ccl.expansion.llm.lexical.LexicalMiner`). Unique phrases are
+:class:`~ccl.expansion.lexical.LexicalMiner`). Unique phrases are
 aggregated per code with the number of documents and mentions they come from.
 
 Stage 2, per code: the frequency-ranked candidates, minus phrases the code
@@ -24,14 +24,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from rich.console import Console
 
 from ccl.config import LLMConfig, SilverSpansConfig, llm_config
 from ccl.data.records import Document, SpanPair
+from ccl.expansion.lexical import LexicalMiner, locate
 from ccl.expansion.llm.base import (
     GenerationParams,
     Message,
@@ -39,10 +38,10 @@ from ccl.expansion.llm.base import (
     is_credentialed,
 )
 from ccl.expansion.llm.cache import CachedLLM, tier_llm
-from ccl.expansion.llm.lexical import LexicalMiner, locate
 from ccl.expansion.llm.parse import parse_code_spans, parse_string_list
 from ccl.expansion.llm.progress import track
-from ccl.expansion.tier_cache import load_tier, save_tier
+from ccl.expansion.tier_cache import open_entry, save_tier
+from ccl.expansion.tiers import TierContext, TierResult
 from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList
 from ccl.utils.hashing import hash_obj, hash_records
@@ -360,26 +359,18 @@ def _tier_key(method: str, llm: LLMConfig, corpus_name: str, documents: Sequence
     })  # fmt: skip
 
 
-def build_tier(
-    cfg: Any,
-    tab: TabularList,
-    docs: Mapping[str, Sequence[Document]],
-    corpus: Sequence[Document],
-    spans: Mapping[str, Sequence[SpanPair]],
-    cache_dir: str | Path,
-    console: Console | None = None,
-) -> tuple[list[SpanPair], dict[str, Any]]:
-    """Build (or load) the silver tier for a composed run config; return pairs and report."""
+def build(ctx: TierContext) -> TierResult:
+    """The registered silver tier (``spans.silver._target_``): build it, or load it from
+    ``cache_dir/silver/<hash>``; its settings are ``ctx.cfg.spans.silver`` and ``ctx.cfg.llm``."""
+    cfg, tab, spans, cache_dir, console = ctx.cfg, ctx.tab, ctx.spans, ctx.cache_dir, ctx.console
     method, corpus_name, k = _setting(cfg)
     llm_cfg = llm_config(cfg)
-    documents = [d for d in select_corpus(corpus_name, docs, corpus) if d.codes]
+    documents = [d for d in select_corpus(corpus_name, ctx.docs, ctx.corpus) if d.codes]
     if llm_cfg.max_documents is not None:
         documents = documents[: llm_cfg.max_documents]
-    key = _tier_key(method, llm_cfg, corpus_name, documents, spans, tab, k)
-    folder = Path(cache_dir) / "silver" / key
-    loaded = load_tier(folder)
-    if loaded is not None:
-        return loaded
+    folder, cached = open_entry(cache_dir, TIER, _tier_key(method, llm_cfg, corpus_name, documents, spans, tab, k))
+    if cached is not None:
+        return cached
 
     start = time.perf_counter()
     existing = _existing(spans)
@@ -441,4 +432,4 @@ def build_tier(
         },
     )  # fmt: skip
     save_tier(folder, pairs, report)
-    return pairs, report
+    return TierResult(pairs, report)

@@ -30,11 +30,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
-from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
-from rich.console import Console
 
 from ccl.config import LLMConfig, SyntheticSpansConfig, llm_config
 from ccl.data.records import Document, SpanPair
@@ -47,7 +45,8 @@ from ccl.expansion.llm.base import (
 from ccl.expansion.llm.cache import CachedLLM, tier_llm
 from ccl.expansion.llm.parse import parse_string_list
 from ccl.expansion.llm.progress import track
-from ccl.expansion.tier_cache import load_tier, save_tier
+from ccl.expansion.tier_cache import open_entry, save_tier
+from ccl.expansion.tiers import TierContext, TierResult
 from ccl.icd.codes import CODE_PATTERN, canonical_code
 from ccl.icd.nearest import hierarchy_levels
 from ccl.icd.tabular import TabularList
@@ -499,25 +498,17 @@ def _tier_key(method: str, llm: LLMConfig, targets: Sequence[str], spans: Mappin
     })  # fmt: skip
 
 
-def build_tier(
-    cfg: Any,
-    tab: TabularList,
-    docs: Mapping[str, Sequence[Document]],
-    corpus: Sequence[Document],
-    spans: Mapping[str, Sequence[SpanPair]],
-    cache_dir: str | Path,
-    console: Console | None = None,
-) -> tuple[list[SpanPair], dict[str, Any]]:
-    """Build (or load) the synthetic tier for a composed run config; return pairs and report."""
-    del corpus  # synthesis reads the hierarchy and earlier tiers, not notes
+def build(ctx: TierContext) -> TierResult:
+    """The registered synthetic tier (``spans.synthetic._target_``): build it, or load it from
+    ``cache_dir/synthetic/<hash>``; its settings are ``ctx.cfg.spans.synthetic`` and ``ctx.cfg.llm``."""
+    # Synthesis reads the hierarchy and the earlier tiers, never notes (ctx.corpus).
+    cfg, tab, spans, cache_dir, console = ctx.cfg, ctx.tab, ctx.spans, ctx.cache_dir, ctx.console
     method, k, which, n_neighbours = _setting(cfg)
+    targets = target_codes(which, tab, ctx.docs)
     llm_cfg = llm_config(cfg)
-    targets = target_codes(which, tab, docs)
-    key = _tier_key(method, llm_cfg, targets, spans, tab, k, n_neighbours)
-    folder = Path(cache_dir) / "synthetic" / key
-    loaded = load_tier(folder)
-    if loaded is not None:
-        return loaded
+    folder, cached = open_entry(cache_dir, TIER, _tier_key(method, llm_cfg, targets, spans, tab, k, n_neighbours))
+    if cached is not None:
+        return cached
 
     start = time.perf_counter()
     evidence = _evidence(spans)
@@ -560,4 +551,4 @@ def build_tier(
     if llm is not None:
         report.update(backend=llm_cfg.backend, model=llm_cfg.model, llm_calls=llm.stats.to_dict())
     save_tier(folder, result.pairs, report, {"provenance.jsonl": result.provenance})
-    return result.pairs, report
+    return TierResult(result.pairs, report)

@@ -1,5 +1,8 @@
 """On-disk cache entries of a span tier: ``pairs.jsonl`` + ``report.json`` (+ extra JSON lines).
 
+The one format of every tier's cache (gold, silver, synthetic), under
+``cache_dir/<tier>/<content hash>``.
+
 ``report.json`` is written last, so its presence marks a complete entry; a
 damaged entry reads as missing and is rebuilt.
 """
@@ -12,18 +15,27 @@ from pathlib import Path
 from typing import Any
 
 from ccl.data.records import SpanPair, read_span_pairs, write_jsonl
+from ccl.expansion.tiers import TierResult
 from ccl.utils.atomic import write_text_atomic
 
 
-def load_tier(folder: Path) -> tuple[list[SpanPair], dict[str, Any]] | None:
-    """Pairs and report of a complete entry, or ``None`` (absent or damaged)."""
+def load_tier(folder: Path) -> TierResult | None:
+    """Pairs and report of a complete entry, or ``None`` (absent, damaged, or of another
+    format: a gold entry written as Arrow before tiers shared this one)."""
     report = folder / "report.json"
     if not report.is_file():
         return None
     try:
-        return read_span_pairs(folder / "pairs.jsonl"), json.loads(report.read_text())
+        return TierResult(read_span_pairs(folder / "pairs.jsonl"), json.loads(report.read_text()))
     except (OSError, ValueError):
         return None
+
+
+def open_entry(cache_dir: str | Path, tier: str, key: str) -> tuple[Path, TierResult | None]:
+    """The entry folder ``cache_dir/<tier>/<key>`` and what it holds (``None``: build it,
+    then :func:`save_tier` into the folder)."""
+    folder = Path(cache_dir) / tier / key
+    return folder, load_tier(folder)
 
 
 def save_tier(

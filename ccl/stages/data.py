@@ -22,6 +22,8 @@ from rich.table import Table
 
 from ccl.data.prompts import PROMPT_VERSION
 from ccl.data.records import TIERS, Document, SpanPair, write_jsonl
+from ccl.data.sources import load_source
+from ccl.expansion.tiers import TierContext, build_tiers
 from ccl.icd.tabular import TabularList, load_tabular
 from ccl.utils.atomic import atomic_dir
 from ccl.utils.hashing import hash_obj, hash_records
@@ -62,23 +64,10 @@ def load_index_entries(cfg: DictConfig, tab: TabularList, cache_dir: Path, conso
 
 
 def _build_documents(docs_cfg: DictConfig, cache_dir: Path, tab: TabularList, entries: list) -> tuple[dict, list, dict]:
-    """Documents by split, the code-only corpus and the source's stats for one docs config."""
-    source = docs_cfg.source
-    if source == "demo":
-        from ccl.data.demo import DEFAULT_CODE_POOL, build_demo_world
-        from ccl.expansion.gold import gold_pairs
-
-        pool = set(docs_cfg.code_pool or DEFAULT_CODE_POOL)
-        bank: dict[str, list[str]] = {}
-        for pair in gold_pairs(tab, entries, codes=pool):
-            bank.setdefault(pair.code, []).append(pair.evidence)
-        world = build_demo_world(docs_cfg, tab, bank)
-        docs = {"train": world.train, "val": world.val, "test": world.test}
-        return docs, world.corpus, {"demo": world.stats}
-    from ccl.data.sources import load_source
-
+    """Documents by split, the code-only corpus and the source's stats for one docs config
+    (its loader: ``docs._target_``, :func:`ccl.data.sources.load_source`)."""
     data = load_source(docs_cfg, tab, cache_dir, entries)
-    return data.docs, data.corpus, {source: data.stats}
+    return data.docs, data.corpus, {str(docs_cfg.source): data.stats}
 
 
 TEST_SET_SPLIT = "test"
@@ -156,33 +145,10 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
             codes = {c for d in test_sets[name] for c in d.codes}
             info["seen"], info["unseen"] = len(codes & seen_codes), len(codes - seen_codes)
     label_space = _label_space(docs, cfg.infer.split)
-    all_doc_codes = sorted({c for split in docs.values() for d in split for c in d.codes})
 
-    spans: dict[str, list[SpanPair]] = {}
-    tier_reports: dict[str, Any] = {}
-    if cfg.spans.get("gold") is not None:
-        from ccl.expansion.gold import build_gold_tier
-
-        g = cfg.spans.gold
-        codes = None if g.restrict == "all" else set(all_doc_codes)
-        if codes is not None and g.neighbours:
-            from ccl.icd.nearest import nearest_codes
-
-            for c in list(codes):
-                codes.update(n for n, _ in nearest_codes(tab, c, k=g.neighbours))
-        tier = build_gold_tier(
-            tab, entries, list(g.sources), codes, cache_dir, max_pairs_per_code=g.max_pairs_per_code
-        )
-        spans["gold"] = tier.pairs
-        tier_reports["gold"] = {**tier.report, "content_hash": tier.content_hash}
-    for name in TIERS:  # after gold, in order: each tier sees the pairs of the tiers before it
-        if name != "gold" and cfg.spans.get(name) is not None:
-            import importlib
-
-            module = importlib.import_module(f"ccl.expansion.{name}")
-            pairs, report = module.build_tier(cfg, tab, docs, corpus, spans, cache_dir)
-            spans[name] = pairs
-            tier_reports[name] = report
+    # The span tiers (ccl/expansion/tiers.py): spans.<tier>._target_, in order gold, silver,
+    # synthetic; each sees the pairs of the tiers before it.
+    spans, tier_reports = build_tiers(TierContext(cfg, tab, docs, corpus, cache_dir=cache_dir, entries=entries))
 
     if audit_settings is not None:
         from ccl.data.audit import audit_spans

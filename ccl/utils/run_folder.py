@@ -261,7 +261,9 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _free(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in FREE_KEYS)
+    # A ``_target_`` names the code that builds a part (docs._target_, spans.<tier>._target_),
+    # never its content: a folder written before parts were registered stays valid.
+    return key.endswith("._target_") or any(key == k or key.startswith(k + ".") for k in FREE_KEYS)
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -33,7 +33,14 @@ from typing import Any
 
 from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
-from ccl.data.sources.common import CodeMapper, IndexHints, check_losses, download, option, require
+from ccl.data.sources.common import (
+    CodeMapper,
+    IndexHints,
+    check_losses,
+    choice,
+    download,
+    require,
+)
 from ccl.icd.codes import canonical_code, is_well_formed
 from ccl.icd.tabular import TabularList
 
@@ -171,9 +178,7 @@ def load_aci_bench(
     cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
 ) -> SourceData:
     """ACI-Bench encounters, labelled from ``docs.labels_path`` or predict-only."""
-    field_name = str(option(cfg, "text_field", "note"))
-    if field_name not in TEXT_FIELDS:
-        raise ValueError(f"docs.text_field={field_name!r}: ACI-Bench has {TEXT_FIELDS}")
+    field_name = choice(cfg, "text_field", "note", TEXT_FIELDS, "ACI-Bench has")
     root = aci_root(cfg, cache_dir)
     rows: dict[str, list[tuple[str, dict[str, str]]]] = {
         split: [r for name in names for r in read_encounters(root / name)]

@@ -53,9 +53,9 @@ from ccl.data.sources.common import (
     MissingDataError,
     carve_validation,
     check_losses,
+    choice,
     download,
     extract_zip,
-    option,
     require,
     trim_span,
     with_split,
@@ -245,12 +245,8 @@ def load_codiesp(
     cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
 ) -> SourceData:
     """CodiEsp documents (see the module doc for splits, spans and languages)."""
-    language = str(option(cfg, "language", "es"))
-    if language not in LANGUAGES:
-        raise ValueError(f"docs.language={language!r}: CodiEsp has {LANGUAGES}")
-    test_split = str(option(cfg, "test_split", "dev"))
-    if test_split not in TEST_SPLITS:
-        raise ValueError(f"docs.test_split={test_split!r}: CodiEsp's test split is one of {TEST_SPLITS}")
+    language = choice(cfg, "language", "es", LANGUAGES, "CodiEsp has")
+    test_split = choice(cfg, "test_split", "dev", TEST_SPLITS, "CodiEsp's test split is one of")
     root = codiesp_root(cfg, cache_dir)
     splits = SPLITS if test_split == "dev" else OFFICIAL_SPLITS
     if test_split == "test" and not (root / "test" / "testD.tsv").is_file():

@@ -99,6 +99,18 @@ def option(cfg: Any, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
+def choice(cfg: Any, name: str, default: str, allowed: Sequence[str], what: str) -> str:
+    """``docs.<name>`` (``default`` when unset) after checking it is one of ``allowed``.
+
+    Raises ``ValueError`` ``docs.<name>='x': <what> ('a', 'b')``; ``what`` says whose
+    options they are ("CodiEsp has").
+    """
+    value = str(option(cfg, name, default))
+    if value not in allowed:
+        raise ValueError(f"docs.{name}={value!r}: {what} {tuple(allowed)}")
+    return value
+
+
 # -- ICD-10-CM code mapping ------------------------------------------------------
 
 
@@ -282,9 +294,10 @@ def _most_added(word: str, anchor_desc: str, candidates: list[str], tab: Tabular
 class CodeMapper:
     """Maps codes with :func:`map_code`, memoised, counting every occurrence by reason."""
 
-    def __init__(self, tab: TabularList, index: IndexHints | None = None) -> None:
+    def __init__(self, tab: TabularList, index: IndexHints | Iterable[Any] | None = None) -> None:
+        """``index``: an :class:`IndexHints`, the Index entries it is built from, or ``None``."""
         self.tab = tab
-        self.index = index
+        self.index = index if index is None or isinstance(index, IndexHints) else IndexHints(index)
         self._memo: dict[str, tuple[str | None, str]] = {}
         self.counts: Counter[str] = Counter()
         self.changed: dict[str, str] = {}

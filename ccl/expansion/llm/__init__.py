@@ -1,4 +1,6 @@
-"""Expansion LLMs: one batched interface (hf, openai, vllm), a persistent call cache, the lexical miner.
+"""Expansion LLMs: one batched interface (hf, openai, vllm), a persistent call cache.
+
+The lexical miner, which generates no text, sits beside the tiers (:mod:`ccl.expansion.lexical`).
 
 Imports here stay light (no torch, no vllm): backends load their heavy
 dependencies when first used.

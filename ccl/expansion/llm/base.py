@@ -6,8 +6,9 @@ mining settings) lives with the rest of the schema in :mod:`ccl.config`.
 A backend turns a batch of chat conversations into a batch of completions
 (:meth:`LLMBackend.generate`). Backends do no caching; wrap them in
 :class:`ccl.expansion.llm.cache.CachedLLM`, which every tier uses. The
-``lexical`` choice is not a text generator: it mines spans directly (see
-:mod:`ccl.expansion.llm.lexical`), so :func:`make_backend` refuses it.
+``lexical`` choice of ``llm.backend`` is not a text generator: it mines spans directly
+(:mod:`ccl.expansion.lexical`, beside the tiers), so :data:`BACKENDS` leaves it out and
+:func:`make_backend` refuses it with a pointer to the generating ones.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from ccl.config import llm_config as llm_config
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 Conversation = Sequence[Message]
 
-BACKENDS = LLM_BACKENDS
+# The backends make_backend builds: every llm.backend choice but ``lexical``, which generates no text.
+BACKENDS = tuple(b for b in LLM_BACKENDS if b != "lexical")
 # Sources whose text is under a PhysioNet credentialed data use agreement.
 CREDENTIALED_SOURCES = frozenset({"mimic3", "mimic4", "mdace"})
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -172,6 +174,6 @@ def make_backend(cfg: BackendConfig, cache_dir: str | Path = ".cache/ccl") -> LL
     if cfg.backend == "lexical":
         raise LLMBackendError(
             "llm=lexical does not generate text; it mines spans directly "
-            "(ccl.expansion.llm.lexical.LexicalMiner). Pick llm=hf, llm=openai or llm=vllm."
+            f"(ccl.expansion.lexical.LexicalMiner). Pick one of {', '.join(f'llm={b}' for b in BACKENDS)}."
         )
     raise LLMBackendError(f"llm.backend={cfg.backend!r}: choose one of {BACKENDS}")

@@ -48,61 +48,66 @@ GENERIC = frozenset(
 )  # fmt: skip
 _ROMAN = {"1": "i", "2": "ii", "3": "iii", "4": "iv", "5": "v"}
 
-# Common clinical abbreviations and short forms: phrase (as it appears in a term) -> forms.
+# Common clinical abbreviations and short forms, one phrase (as it appears in a term) a line:
+# "phrase: form | form ...".
+_ABBREVIATION_TABLE = """
+essential hypertension: HTN
+hypertension: HTN
+hyperlipidemia: HLD
+type 2 diabetes mellitus: T2DM | DM2 | type 2 DM | NIDDM | type 2 diabetes
+type 1 diabetes mellitus: T1DM | DM1 | type 1 DM | IDDM | type 1 diabetes
+diabetes mellitus: DM | diabetes
+atrial fibrillation: AFib | AF | A-fib
+congestive heart failure: CHF
+heart failure: CHF | HF
+chronic obstructive pulmonary disease: COPD
+acute kidney failure: AKI | ARF | acute kidney injury
+acute kidney injury: AKI
+chronic kidney disease: CKD
+end stage renal disease: ESRD
+atherosclerotic heart disease of native coronary artery: CAD | coronary artery disease
+coronary artery disease: CAD
+gastro-esophageal reflux disease: GERD | reflux
+gastroesophageal reflux disease: GERD
+obstructive sleep apnea: OSA
+urinary tract infection: UTI
+non-st elevation myocardial infarction: NSTEMI
+st elevation myocardial infarction: STEMI
+myocardial infarction: MI
+deep vein thrombosis: DVT
+acute embolism and thrombosis of deep veins of lower extremity: DVT | acute DVT
+pulmonary embolism: PE
+benign prostatic hyperplasia: BPH
+cerebral infarction: CVA | stroke
+cerebrovascular accident: CVA
+altered mental status: AMS
+do not resuscitate: DNR
+transient cerebral ischemic attack: TIA
+transient ischemic attack: TIA
+shortness of breath: SOB
+major depressive disorder: MDD
+generalized anxiety disorder: GAD
+post-traumatic stress disorder: PTSD
+human immunodeficiency virus: HIV
+chronic viral hepatitis c: HCV | chronic hepatitis C
+hepatitis c: HCV
+rheumatoid arthritis: RA
+systemic lupus erythematosus: SLE
+acute respiratory distress syndrome: ARDS
+peripheral vascular disease: PVD
+peripheral arterial disease: PAD
+diabetic ketoacidosis: DKA
+irritable bowel syndrome: IBS
+multiple sclerosis: MS
+amyotrophic lateral sclerosis: ALS
+urinary incontinence: UI
+gastrointestinal hemorrhage: GI bleed | GI hemorrhage
+methicillin resistant staphylococcus aureus: MRSA
+clostridioides difficile: C. diff | C diff
+"""
 ABBREVIATIONS: dict[str, tuple[str, ...]] = {
-    "essential hypertension": ("HTN",),
-    "hypertension": ("HTN",),
-    "hyperlipidemia": ("HLD",),
-    "type 2 diabetes mellitus": ("T2DM", "DM2", "type 2 DM", "NIDDM", "type 2 diabetes"),
-    "type 1 diabetes mellitus": ("T1DM", "DM1", "type 1 DM", "IDDM", "type 1 diabetes"),
-    "diabetes mellitus": ("DM", "diabetes"),
-    "atrial fibrillation": ("AFib", "AF", "A-fib"),
-    "congestive heart failure": ("CHF",),
-    "heart failure": ("CHF", "HF"),
-    "chronic obstructive pulmonary disease": ("COPD",),
-    "acute kidney failure": ("AKI", "ARF", "acute kidney injury"),
-    "acute kidney injury": ("AKI",),
-    "chronic kidney disease": ("CKD",),
-    "end stage renal disease": ("ESRD",),
-    "atherosclerotic heart disease of native coronary artery": ("CAD", "coronary artery disease"),
-    "coronary artery disease": ("CAD",),
-    "gastro-esophageal reflux disease": ("GERD", "reflux"),
-    "gastroesophageal reflux disease": ("GERD",),
-    "obstructive sleep apnea": ("OSA",),
-    "urinary tract infection": ("UTI",),
-    "non-st elevation myocardial infarction": ("NSTEMI",),
-    "st elevation myocardial infarction": ("STEMI",),
-    "myocardial infarction": ("MI",),
-    "deep vein thrombosis": ("DVT",),
-    "acute embolism and thrombosis of deep veins of lower extremity": ("DVT", "acute DVT"),
-    "pulmonary embolism": ("PE",),
-    "benign prostatic hyperplasia": ("BPH",),
-    "cerebral infarction": ("CVA", "stroke"),
-    "cerebrovascular accident": ("CVA",),
-    "altered mental status": ("AMS",),
-    "do not resuscitate": ("DNR",),
-    "transient cerebral ischemic attack": ("TIA",),
-    "transient ischemic attack": ("TIA",),
-    "shortness of breath": ("SOB",),
-    "major depressive disorder": ("MDD",),
-    "generalized anxiety disorder": ("GAD",),
-    "post-traumatic stress disorder": ("PTSD",),
-    "human immunodeficiency virus": ("HIV",),
-    "chronic viral hepatitis c": ("HCV", "chronic hepatitis C"),
-    "hepatitis c": ("HCV",),
-    "rheumatoid arthritis": ("RA",),
-    "systemic lupus erythematosus": ("SLE",),
-    "acute respiratory distress syndrome": ("ARDS",),
-    "peripheral vascular disease": ("PVD",),
-    "peripheral arterial disease": ("PAD",),
-    "diabetic ketoacidosis": ("DKA",),
-    "irritable bowel syndrome": ("IBS",),
-    "multiple sclerosis": ("MS",),
-    "amyotrophic lateral sclerosis": ("ALS",),
-    "urinary incontinence": ("UI",),
-    "gastrointestinal hemorrhage": ("GI bleed", "GI hemorrhage"),
-    "methicillin resistant staphylococcus aureus": ("MRSA",),
-    "clostridioides difficile": ("C. diff", "C diff"),
+    phrase: tuple(form.strip() for form in forms.split("|"))
+    for phrase, forms in (line.split(": ", 1) for line in _ABBREVIATION_TABLE.strip().splitlines())
 }
 
 NEGATION_BEFORE = ("no", "not", "denies", "denied", "deny", "negative for", "without evidence of",
