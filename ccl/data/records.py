@@ -9,6 +9,7 @@ field in the error, so a bad line in a 10,000-line file is found at once.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,17 @@ from ccl.icd.codes import canonical_code, is_well_formed
 from ccl.utils.atomic import atomic_file
 
 TIERS = ("gold", "silver", "synthetic")
+# Spaces and the punctuation a span may carry at its edges (",", ";", ":", ".", "-").
+EDGE_PUNCT = re.compile(r"^[\s,;:.\-]+|[\s,;:.\-]+$")
+
+
+def phrase_key(text: str) -> str:
+    """The key under which two evidence phrases count as the same span text: case-folded,
+    whitespace runs collapsed, edge spaces and ``,;:.-`` dropped (``" Heart failure, "`` ->
+    ``"heart failure"``). The span tiers dedup with it and the coverage report compares tiers'
+    wording with it. (Evidence F1 has its own, wider rule: :func:`ccl.eval.evidence.normalise`.)
+    """
+    return EDGE_PUNCT.sub("", " ".join(text.split())).casefold()
 
 
 class RecordError(ValueError):

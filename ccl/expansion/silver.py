@@ -19,7 +19,6 @@ LLM calls under ``cache_dir/llm/calls.sqlite``, so an interrupted run resumes.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -29,7 +28,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ccl.config import LLMConfig, SilverSpansConfig, llm_config
-from ccl.data.records import Document, SpanPair
+from ccl.data.records import Document, SpanPair, phrase_key
 from ccl.expansion.lexical import LexicalMiner, locate
 from ccl.expansion.llm.base import (
     GenerationParams,
@@ -51,7 +50,6 @@ SILVER_VERSION = "1"
 TIER = "silver"
 MAX_SPAN_WORDS = 25
 CORPUS_NAMES = ("demo_corpus", "corpus")
-_EDGE_PUNCT = re.compile(r"^[\s,;:.\-]+|[\s,;:.\-]+$")
 
 SYSTEM = "You are an expert clinical coder. You cite evidence exactly as it is written in the note."
 EXTRACTION = """Below is a clinical note and the ICD-10-CM codes assigned to it.
@@ -79,11 +77,6 @@ Candidate phrases found in clinical notes, with the number of notes each came fr
 {candidates}
 
 Choose at most {k} candidate phrases that together represent how clinicians document this diagnosis: keep distinct wordings (abbreviations, synonyms, specific qualifiers), and drop near-duplicates, phrases that do not support this code, and phrases already collected. Copy the chosen phrases exactly. Answer with a JSON list of strings only."""
-
-
-def normalise(phrase: str) -> str:
-    """The dedup key of a phrase: case-folded, whitespace collapsed, edge punctuation dropped."""
-    return _EDGE_PUNCT.sub("", " ".join(phrase.split())).casefold()
 
 
 def extraction_prompt(
@@ -135,7 +128,7 @@ class Candidates:
             self.labelled_docs[code] += 1
             keys: set[str] = set()
             for span in spans.get(code, ()):
-                key = normalise(span)
+                key = phrase_key(span)
                 if not key:
                     continue
                 keys.add(key)
@@ -260,7 +253,7 @@ def refine_with_llm(
     The candidates are copied from the notes, so ``credentialed`` follows the corpus.
     """
     keep = k if k is not None else max_candidates
-    have = {c: {normalise(e) for e in ev} for c, ev in existing.items()}
+    have = {c: {phrase_key(e) for e in ev} for c, ev in existing.items()}
     pools: dict[str, list[tuple[str, str, int, int]]] = {}
     for code in candidates.codes():
         rows = [r for r in candidates.ranked(code) if r[1] not in have.get(code, set())]
@@ -282,7 +275,7 @@ def refine_with_llm(
         counts.add("lenient_answers", int(lenient))
         picked: dict[str, tuple[str, int, int]] = {}
         for phrase in chosen or ():
-            row = by_key.get(normalise(phrase))
+            row = by_key.get(phrase_key(phrase))
             if row is None:
                 counts.add("refined_not_a_candidate")
             elif len(picked) < keep:
@@ -387,7 +380,7 @@ def build(ctx: TierContext) -> TierResult:
             fuzzy_edits=llm_cfg.fuzzy_edits, window=llm_cfg.negation_window,
         )  # fmt: skip
         cands = mine_lexical(documents, miner, llm_cfg.progress)
-        have = {c: {normalise(e) for e in ev} for c, ev in existing.items()}
+        have = {c: {phrase_key(e) for e in ev} for c, ev in existing.items()}
         chosen = refine_by_frequency(cands, have, k)
         report["skipped_mentions"] = {r: miner.skipped[r] for r in ("negated", "family")}
         source = "silver:lexical"

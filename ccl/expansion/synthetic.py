@@ -35,7 +35,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ccl.config import LLMConfig, SyntheticSpansConfig, llm_config
-from ccl.data.records import Document, SpanPair
+from ccl.data.records import EDGE_PUNCT, Document, SpanPair, phrase_key
 from ccl.expansion.llm.base import (
     GenerationParams,
     Message,
@@ -61,7 +61,6 @@ NEIGHBOUR_EVIDENCE = 8  # evidence phrases of one neighbour tried (or shown to t
 TARGETS = ("docs", "all")
 
 _TOKEN = re.compile(r"[\w]+(?:['\-][\w]+)*|[^\w\s]")
-_EDGE = re.compile(r"^[\s,;:.\-]+|[\s,;:.\-]+$")
 VAGUE = frozenset({"unspecified", "other", "nos", "nec", "not", "elsewhere", "classified"})
 # Nouns that only say which axis is unspecified ("stage unspecified", "unspecified site").
 QUALIFIER_NOUNS = frozenset({"stage", "site", "type", "part", "severity", "organism", "grade",
@@ -80,10 +79,6 @@ Evidence phrases written for {neighbour}:
 {evidence}
 
 Write up to {k} short evidence phrases (2 to 25 words each) that a clinician could write in a note to document {target}. Keep the style of the examples, and change exactly what distinguishes the target from {neighbour} (for example laterality, episode of care, type, stage, with or without a complication). Never write ICD-10-CM codes. Answer with a JSON list of strings only."""
-
-
-def normalise(text: str) -> str:
-    return _EDGE.sub("", " ".join(text.split())).casefold()
 
 
 def _tokens(text: str) -> list[str]:
@@ -189,7 +184,7 @@ def apply_change(evidence: str, change: Change) -> tuple[str, bool]:
         if all(w.lower() in QUALIFIER_NOUNS for w in _content(kept)):
             return evidence, True  # ", stage unspecified": nothing specific to add
         clause = _join(kept)
-        if normalise(clause) not in normalise(evidence):
+        if phrase_key(clause) not in phrase_key(evidence):
             return f"{evidence}, {clause}", True
         return evidence, True
     if change.after and (m := _word_at(evidence, change.after)):
@@ -220,9 +215,9 @@ def apply_changes(evidence: str, changes: Sequence[Change]) -> str | None:
         out, ok = apply_change(out, change)
         if not ok:
             return None
-    out = _EDGE.sub("", re.sub(r"\s+([,;:.])", r"\1", " ".join(out.split())))
+    out = EDGE_PUNCT.sub("", re.sub(r"\s+([,;:.])", r"\1", " ".join(out.split())))
     out = re.sub(r",\s*,", ",", out)
-    return out if out and normalise(out) != normalise(evidence) else None
+    return out if out and phrase_key(out) != phrase_key(evidence) else None
 
 
 def template_evidence(
@@ -258,7 +253,7 @@ class EvidenceFilter:
         self.owner: dict[str, set[str]] = {}
         for code, evidence in existing.items():
             for e in evidence:
-                self.owner.setdefault(normalise(e), set()).add(code)
+                self.owner.setdefault(phrase_key(e), set()).add(code)
 
     def has_code(self, text: str, codes: Iterable[str]) -> bool:
         for m in CODE_PATTERN.finditer(text):
@@ -272,7 +267,7 @@ class EvidenceFilter:
     def reason(
         self, text: str, target: str, neighbour_evidence: Iterable[str], taken: set[str]
     ) -> str | None:
-        key = normalise(text)
+        key = phrase_key(text)
         if not key:
             return "empty"
         if self.has_code(text, [target]):
@@ -282,7 +277,7 @@ class EvidenceFilter:
             return "length"
         if key in taken:
             return "duplicate"
-        if key in {normalise(e) for e in neighbour_evidence}:
+        if key in {phrase_key(e) for e in neighbour_evidence}:
             return "same_as_neighbour"
         if self.owner.get(key, set()) - {target}:
             return "other_code_evidence"
@@ -369,7 +364,7 @@ def _choose(
         if why:
             out.rejected[why] += 1
             continue
-        taken.add(normalise(text))
+        taken.add(phrase_key(text))
         out.keep(code, text, source, neighbour, dist, origin)
         if dist is not None:
             out.distance[dist] += 1
@@ -469,7 +464,7 @@ def _evidence(spans: Mapping[str, Sequence[SpanPair]]) -> dict[str, list[str]]:
     out: dict[str, dict[str, str]] = {}
     for tier in ("gold", "silver", *sorted(set(spans) - {"gold", "silver"})):
         for p in sorted(spans.get(tier, ()), key=lambda p: (len(p.evidence), p.evidence)):
-            out.setdefault(p.code, {}).setdefault(normalise(p.evidence), p.evidence)
+            out.setdefault(p.code, {}).setdefault(phrase_key(p.evidence), p.evidence)
     return {c: list(v.values()) for c, v in out.items()}
 
 

@@ -21,13 +21,12 @@ and row 5 (all tiers) are compared on the same codes.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ccl.data.records import TIERS, read_documents, read_span_pairs
+from ccl.data.records import TIERS, phrase_key, read_documents, read_span_pairs
 from ccl.eval.metrics import per_code_metrics
 from ccl.report.collect import RunFolderError
 from ccl.report.tables import ResultTable, Skip, is_human_evidence, mean_std
@@ -36,7 +35,6 @@ from ccl.utils.run_folder import RunFolder
 NOT_COVERED = "none"
 # Wording-coverage classes, in order (see the module docstring).
 COVERAGE_CLASSES = ("gold", "silver-only", "synthetic-only", NOT_COVERED)
-_EDGE_PUNCT = re.compile(r"^[\s,;:.\-]+|[\s,;:.\-]+$")
 # Runs compared with each other: same model, same test documents (content hash), same task.
 GROUP_KEYS = ["backbone", "test_hash", "task", "train_mode", "seed"]
 
@@ -165,11 +163,6 @@ def coverage_summary(per_code: pd.DataFrame) -> pd.DataFrame:
 
 
 
-def _normalise(text: str) -> str:
-    """Case-folded, spaces collapsed, edge punctuation dropped (as the silver tier dedups)."""
-    return _EDGE_PUNCT.sub("", " ".join(text.split())).casefold()
-
-
 def tier_evidence(run_dir: str | Path) -> dict[str, dict[str, set[str]]]:
     """Per tier, per code: the normalised evidence of the run's span pairs (absent tier: empty)."""
     out: dict[str, dict[str, set[str]]] = {}
@@ -178,7 +171,7 @@ def tier_evidence(run_dir: str | Path) -> dict[str, dict[str, set[str]]]:
         forms: dict[str, set[str]] = {}
         if path.is_file():
             for pair in read_span_pairs(path):
-                forms.setdefault(pair.code, set()).add(_normalise(pair.evidence))
+                forms.setdefault(pair.code, set()).add(phrase_key(pair.evidence))
         out[tier] = forms
     return out
 
@@ -191,7 +184,7 @@ def written_forms(run_dir: str | Path, split: str = "test") -> dict[str, set[str
     forms: dict[str, set[str]] = {}
     for doc in read_documents(path):
         for span in doc.spans:
-            forms.setdefault(span.code, set()).add(_normalise(span.text))
+            forms.setdefault(span.code, set()).add(phrase_key(span.text))
     return forms
 
 
