@@ -242,7 +242,7 @@ class InferConfig:
     # test_sets/<name>/human_evidence/). Keyed apart: switching it on for a finished run adds
     # those predictions only (no retraining, the normal predictions stay cached).
     also_human_evidence: bool = False
-    # End a section whose line repeats (ccl/inference/guards.py): a looping model still
+    # End a section whose line repeats (ccl/generation/guards.py): a looping model still
     # reaches its codes. An HF-generate logits processor: applied under engine=hf only (not
     # under engine=vllm, nor its HF fallback), and part of the predict key only there.
     stop_repeated_lines: bool = True

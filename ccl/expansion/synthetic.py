@@ -46,8 +46,8 @@ from ccl.expansion.llm.base import (
 )
 from ccl.expansion.llm.cache import CachedLLM, tier_llm
 from ccl.expansion.llm.parse import parse_string_list
-from ccl.expansion.llm.progress import track
 from ccl.expansion.tier_cache import load_tier, save_tier
+from ccl.generation.progress import track
 from ccl.icd.codes import CODE_PATTERN, canonical_code
 from ccl.icd.nearest import hierarchy_levels
 from ccl.icd.tabular import TabularList

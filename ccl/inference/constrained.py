@@ -220,7 +220,7 @@ def configure_engine(
         stop_ids = list(getattr(engine, "stop_ids", []))
 
         def factory(prompts: list[str], width: int) -> list[LogitsProcessor]:
-            from ccl.inference.guards import starts_in_codes
+            from ccl.generation.guards import starts_in_codes
 
             return [CodeTrieProcessor(tokenizer, codes, width, [starts_in_codes(p) for p in prompts], stop_ids)]
 

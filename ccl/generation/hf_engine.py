@@ -1,6 +1,6 @@
 """Batched greedy decoding with Hugging Face ``generate``, on CPU or GPU.
 
-Prompts are encoded exactly as in training (:func:`ccl.data.sft.encode_prompts`),
+Prompts are encoded exactly as in training (:func:`ccl.generation.chat.encode_prompts`),
 sorted longest first (so a batch that does not fit in memory fails at once and
 batches waste little padding), LEFT-padded into batches of ``batch_size``, and
 decoded back into the caller's order. Only the new tokens are decoded, up to
@@ -26,7 +26,7 @@ equal one-at-a-time decoding (``tests/test_generation.py``); the logits differ
 from it in the last float bits, as any batching does (other matrix shapes).
 
 ``repeat_guard=True`` ends a section whose line repeats
-(:class:`~ccl.inference.guards.RepeatedLineGuard`), so a looping model still
+(:class:`~ccl.generation.guards.RepeatedLineGuard`), so a looping model still
 reaches its codes.
 
 Decoding settings are explicit, so HF and vLLM runs decode alike: the
@@ -48,10 +48,10 @@ import torch
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, StaticCache
 from transformers.cache_utils import DynamicLayer, StaticLayer
 
-from ccl.data.sft import encode_prompts
-from ccl.inference.generation import Generation, finish_reason
-from ccl.inference.guards import RepeatedLineGuard, starts_in_codes
-from ccl.inference.scores import TokenLogprobRecorder
+from ccl.generation.chat import encode_prompts
+from ccl.generation.guards import RepeatedLineGuard, starts_in_codes
+from ccl.generation.logprobs import TokenLogprobRecorder
+from ccl.generation.record import Generation, finish_reason
 
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth an extra forward
 
@@ -211,7 +211,7 @@ class HFEngine:
         return [ids for ids, _, _ in self._generate(prompts, max_new_tokens)]
 
     def complete(self, prompts: Sequence[str], max_new_tokens: int) -> list[Generation]:
-        """One :class:`~ccl.inference.generation.Generation` per prompt, in input order:
+        """One :class:`~ccl.generation.record.Generation` per prompt, in input order:
         text (new tokens, special tokens skipped), ids, and ``"length"`` when no stop token
         came within ``max_new_tokens``. With ``record_logprobs`` each also carries
         ``logprobs``, one log-probability per token id (issue 16's code scores)."""
@@ -293,6 +293,8 @@ class HFEngine:
     def _bar(self, total: int):
         if not self.progress:
             return nullcontext(lambda n: None)
-        from ccl.utils.progress import doc_progress  # rich bar on a terminal, log lines otherwise
+        from ccl.generation.progress import (
+            doc_progress,  # rich bar on a terminal, log lines otherwise
+        )
 
         return doc_progress(total)

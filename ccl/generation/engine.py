@@ -1,7 +1,7 @@
 """The generation engine interface and the choice between HF generate and vLLM.
 
 ``infer.engine=vllm`` on a machine without vLLM or without a CUDA GPU does not
-fail: it warns once and falls back to :class:`~ccl.inference.hf_engine.HFEngine`
+fail: it warns once and falls back to :class:`~ccl.generation.hf_engine.HFEngine`
 (with a CPU-sized batch), so one experiment config runs on a laptop and a GPU
 node alike. An unknown engine name is an error.
 
@@ -23,9 +23,9 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ccl.config import InferConfig
-from ccl.inference.generation import Generation
-from ccl.inference.hf_engine import HFEngine
-from ccl.inference.vllm_engine import VLLMEngine
+from ccl.generation.hf_engine import HFEngine
+from ccl.generation.record import Generation
+from ccl.generation.vllm_engine import VLLMEngine
 
 HF_FALLBACK_BATCH = 16  # vLLM batch sizes (hundreds) are far too large for HF generate
 

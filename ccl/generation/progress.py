@@ -1,10 +1,17 @@
-"""A rich progress bar with rate, ETA and cache hits, or nothing when disabled."""
+"""Generation progress: per document for prediction, per call (with cache hits) for expansion.
+
+:func:`doc_progress` (prediction's HF engine): a rich bar on a terminal, throttled log lines
+(:class:`ccl.utils.progress.LogLines`, every ``CCL_PROGRESS_SECONDS``) when stdout is a log.
+:func:`track` (the expansion tiers): a rich bar with rate, ETA and cache hits, or nothing
+when disabled.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -15,6 +22,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from ccl.utils.progress import LogLines, duration, is_terminal, time_left
 
 
 class Tracker:
@@ -63,3 +72,28 @@ def track(
     progress = Progress(*columns, console=console, transient=False)
     with progress:
         yield Tracker(progress, total, desc)
+
+
+@contextmanager
+def doc_progress(total: int, label: str = "predict", stream: TextIO | None = None) -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)`` for ``total`` documents: a rich bar on a terminal, log lines otherwise."""
+    if is_terminal(stream):
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda n: bar.advance(task, n)
+        return
+    lines = LogLines(label, total, stream)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if lines.due(done):
+            elapsed = time.perf_counter() - lines.start
+            rate = done / elapsed if elapsed > 0 else 0.0
+            lines.emit(f"{done}/{total} documents ({done / max(total, 1):.0%}), {rate:.2f} docs/s, "
+                       f"elapsed {duration(elapsed)}, ETA {time_left(done, total, elapsed)}")
+
+    yield advance
