@@ -230,7 +230,7 @@ class TrainConfig:
 class InferConfig:
     engine: Engine = Engine.hf
     # Answer length bound in tokens; null: derived from the training answers (their 99th
-    # percentile plus a margin, ccl/inference/generation.py), recorded in model/ccl_model.json.
+    # percentile plus a margin, ccl/generation/record.py), recorded in model/ccl_model.json.
     max_new_tokens: int | None = None
     batch_size: int = 16
     temperature: float = 0.0

@@ -8,11 +8,11 @@ in the prompt, codes generated) under ``human_evidence/`` of the target's folder
 apart from the normal one.
 
 Where the model runs. HF generate runs on the device training used
-(:func:`inference_device`: CUDA when visible and ``train.accelerator`` allows, else the
+(:func:`ccl.generation.loading.inference_device`: CUDA when visible and ``train.accelerator`` allows, else the
 CPU; flash-attention only with CUDA tensors). ``infer.engine=vllm`` on a CUDA machine
 with vLLM loads no HF model at all: it serves the run's saved directories
 (:func:`vllm_serving`), after the memory of any earlier stage in this process is
-released (:func:`release_accelerator_memory`). An adapter vLLM's LoRA loader cannot
+released (:func:`ccl.generation.loading.release_accelerator_memory`). An adapter vLLM's LoRA loader cannot
 read (code-token rows) is merged into a full model saved with its tokenizer under
 ``model/merged/`` and served without LoRA.
 

@@ -26,9 +26,8 @@ from ccl.config import LLM_BACKENDS, BackendConfig
 from ccl.config import LLMConfig as LLMConfig
 from ccl.config import as_llm_config as as_llm_config
 from ccl.config import llm_config as llm_config
-
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
-Conversation = Sequence[Message]
+from ccl.generation.chat import Conversation as Conversation
+from ccl.generation.chat import Message as Message
 
 BACKENDS = LLM_BACKENDS
 # Sources whose text is under a PhysioNet credentialed data use agreement.
@@ -76,14 +75,16 @@ class PrivacyError(LLMError, PermissionError):
 
 
 class LLMBackend(ABC):
-    """Batched chat completion. Subclasses set :attr:`name` and implement :meth:`generate`."""
+    """Batched chat completion. Subclasses set :attr:`name` and :attr:`model` and implement
+    :meth:`generate`."""
 
     name: str = "abstract"
+    model: str = ""  # the served name, local path or package model name of llm.model
 
     @property
-    @abstractmethod
     def model_id(self) -> str:
-        """The model as it enters cache keys (a served name or a local path)."""
+        """The model as it enters cache keys (a served name or a local path): :attr:`model`."""
+        return self.model
 
     @property
     def is_local(self) -> bool:

