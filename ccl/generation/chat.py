@@ -17,8 +17,7 @@ Two renderings, one per use:
       <answer><eos>
 
 * :func:`render_chat` (the expansion LLMs): the chat template when the tokenizer has one,
-  else :func:`render_plain`'s ``role: content`` turns ending in ``assistant:``; it also says
-  whether the text already holds the special tokens (a template writes them).
+  else :func:`render_plain`'s ``role: content`` turns ending in ``assistant:``.
 
 Prompt ids. :func:`encode_prompts` tokenises prompt text without special tokens and then
 puts the tokenizer's own prefix (BOS, for Llama-style tokenizers) in front unless the text
@@ -72,15 +71,14 @@ def render_plain(conversation: Conversation) -> str:
     return "\n\n".join(turns) + "\n\nassistant:"
 
 
-def render_chat(tokenizer: Any, conversation: Conversation) -> tuple[str, bool]:
-    """An expansion conversation as prompt text, and whether that text already holds the
-    special tokens (True: the chat template wrote them; False: :func:`render_plain`)."""
+def render_chat(tokenizer: Any, conversation: Conversation) -> str:
+    """An expansion conversation as prompt text: the tokenizer's chat template (which writes
+    the special tokens; :func:`encode_prompts` adds no second BOS), else :func:`render_plain`."""
     if has_chat_template(tokenizer):
-        text = tokenizer.apply_chat_template(
+        return tokenizer.apply_chat_template(
             [dict(m) for m in conversation], tokenize=False, add_generation_prompt=True
         )
-        return text, True
-    return render_plain(conversation), False
+    return render_plain(conversation)
 
 
 def prompt_prefix_ids(tokenizer: Any) -> list[int]:

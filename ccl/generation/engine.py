@@ -1,4 +1,8 @@
-"""The generation engine interface and the choice between HF generate and vLLM.
+"""The generation engine interface and the factory that picks HF generate or vLLM.
+
+Prediction builds its engine here (:func:`make_engine`, from ``infer``); the expansion
+LLM of ``llm=hf`` runs the same :class:`~ccl.generation.hf_engine.HFEngine`
+(:mod:`ccl.expansion.llm.hf_backend`).
 
 ``infer.engine=vllm`` on a machine without vLLM or without a CUDA GPU does not
 fail: it warns once and falls back to :class:`~ccl.generation.hf_engine.HFEngine`
@@ -32,6 +36,8 @@ HF_FALLBACK_BATCH = 16  # vLLM batch sizes (hundreds) are far too large for HF g
 
 @runtime_checkable
 class GenerationEngine(Protocol):
+    """What prediction needs of an engine: prompt texts in, one output per prompt, in order."""
+
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         """Generated text per prompt, in input order."""
         ...

@@ -82,7 +82,17 @@ def common_prefix_length(rows: Sequence[Sequence[int]], limit: int | None = None
 
 
 class HFEngine:
-    """Greedy (``temperature == 0``) or sampled generation with ``model.generate``."""
+    """Greedy (``temperature == 0``) or sampled generation with ``model.generate``.
+
+    ``model`` and ``tokenizer``: a loaded causal LM (any device) and its tokenizer; prompts are
+    text, encoded by :func:`~ccl.generation.chat.encode_prompts`. ``batch_size``: rows per
+    ``generate`` call. ``top_p``: nucleus sampling when sampling (None: the model's own
+    setting). ``stop_token_ids`` join the tokenizer's and the model's EOS ids. ``progress``
+    shows :func:`~ccl.generation.progress.doc_progress`. ``extra_processors(prompts,
+    prompt_width)`` adds logits processors per batch (restricted decoding);
+    ``record_logprobs`` keeps each new token's log-probability. Raises ``ValueError`` for
+    ``batch_size < 1`` or when no stop token is known.
+    """
 
     def __init__(
         self,
@@ -97,6 +107,7 @@ class HFEngine:
         shared_prefix: bool = True,
         row_prefill: bool | None = None,
         repetition_penalty: float = 1.0,
+        top_p: float | None = None,
         extra_processors: Callable[[list[str], int], list[LogitsProcessor]] | None = None,
         record_logprobs: bool = False,
     ) -> None:
@@ -108,6 +119,7 @@ class HFEngine:
         self.repeat_guard = bool(repeat_guard)
         self.shared_prefix = bool(shared_prefix)
         self.repetition_penalty = float(repetition_penalty)
+        self.top_p = None if top_p is None else float(top_p)
         self.cache_kw = cache_keyword(model)
         device = next(model.parameters()).device
         self.row_prefill = device.type == "cpu" if row_prefill is None else bool(row_prefill)
@@ -134,7 +146,8 @@ class HFEngine:
         # Explicit, so the model's generation_config cannot add a penalty vLLM would not apply.
         penalty = {"repetition_penalty": self.repetition_penalty}
         if self.temperature > 0:
-            return {"do_sample": True, "temperature": self.temperature, **penalty}
+            top_p = {} if self.top_p is None else {"top_p": self.top_p}
+            return {"do_sample": True, "temperature": self.temperature, **top_p, **penalty}
         return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, **penalty}
 
     def _static(self, rows: int) -> bool:

@@ -6,7 +6,10 @@ the cache), or a hub id for users whose machines can reach a hub. Loading, dtype
 device are :func:`ccl.generation.loading.load_causal_lm`'s; conversations are rendered by
 :func:`ccl.generation.chat.render_chat` (the tokenizer's chat template; a tokenizer
 without one, like the ``tiny`` backbone's, gets a plain ``role: content`` rendering).
-Greedy when ``temperature == 0``, else seeded sampling with ``top_p``.
+Generation is :class:`ccl.generation.hf_engine.HFEngine`'s (the prediction engine: left
+padding, shared prompt prefix, one stop at EOS, explicit ``repetition_penalty=1.0``): greedy
+when ``temperature == 0``, else sampling with ``top_p`` under ``seed``; ``stop`` strings cut
+the text afterwards.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ccl.expansion.llm.base import (
     GenerationParams,
     LLMBackend,
@@ -22,6 +27,7 @@ from ccl.expansion.llm.base import (
     apply_stop,
 )
 from ccl.generation.chat import Conversation, render_chat
+from ccl.generation.hf_engine import HFEngine
 from ccl.generation.loading import load_causal_lm
 
 SMOLLM2_NAMES = frozenset({"smollm2", "smollm2_135m"})
@@ -66,37 +72,20 @@ class HFBackend(LLMBackend):
                 f"llm=hf: cannot load {self.model!r} ({err}); give a local model directory"
             ) from err
 
-    def render(self, conversation: Conversation) -> tuple[str, bool]:
-        """The prompt text, and whether it already holds the special tokens."""
-        self._load()
-        return render_chat(self._tokenizer, conversation)
-
     def generate(self, batch: Sequence[Conversation], params: GenerationParams) -> list[str]:
+        """One completion per conversation, in order (stop strings cut, whitespace stripped).
+
+        Raises :class:`LLMBackendError` when the model cannot be loaded.
+        """
         if not batch:
             return []
-        import torch
-
         self._load()
-        rendered = [self.render(c) for c in batch]
-        templated = rendered[0][1]
-        tok = self._tokenizer
-        enc = tok([r[0] for r in rendered], return_tensors="pt", padding=True,
-                  add_special_tokens=not templated).to(self._model.device)  # fmt: skip
-        sample = params.temperature > 0
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
-            "do_sample": sample,
-            "pad_token_id": tok.pad_token_id,
-        }
-        if sample:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p)
-        else:  # silence "temperature is set but do_sample=False" from model generation configs
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        engine = HFEngine(self._model, self._tokenizer, batch_size=len(batch), temperature=params.temperature,
+                          top_p=params.top_p)
+        prompts = [render_chat(self._tokenizer, c) for c in batch]
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(params.seed)
-            out = self._model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1] :]
-        texts = tok.batch_decode(new, skip_special_tokens=True)
+            texts = engine.generate(prompts, params.max_new_tokens)
         return [apply_stop(t, params.stop).strip() for t in texts]
 
     def close(self) -> None:
