@@ -302,3 +302,14 @@ def test_cache_keyword_follows_the_installed_transformers(tiny):
             return input_ids
 
     assert cache_keyword(Older()) == "past_key_values"
+
+
+def test_sampling_with_a_vanishing_top_p_is_greedy(tiny, reference):
+    """``top_p`` reaches generate: a nucleus of (almost) zero mass keeps only the top token, so
+    sampling at a high temperature gives the greedy answer; without ``top_p`` it does not."""
+    model, tok, prompts = tiny
+    torch.manual_seed(0)
+    nucleus = HFEngine(model, tok, batch_size=8, temperature=5.0, top_p=1e-9).generate_ids(prompts, NEW_TOKENS)
+    assert nucleus == reference
+    torch.manual_seed(0)
+    assert HFEngine(model, tok, batch_size=8, temperature=5.0).generate_ids(prompts, NEW_TOKENS) != reference

@@ -37,6 +37,7 @@ class Tracker:
         self.hits = 0
 
     def advance(self, n: int = 1, hits: int = 0) -> None:
+        """Count ``n`` more items done, ``hits`` of them answered from the cache."""
         self.done += n
         self.hits += hits
         if self._progress is None or self._task is None:

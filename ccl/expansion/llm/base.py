@@ -54,11 +54,13 @@ class GenerationParams:
 
     @classmethod
     def from_config(cls, cfg: BackendConfig, **overrides: Any) -> GenerationParams:
+        """The sampling settings of ``llm`` (:class:`ccl.config.BackendConfig`), ``overrides`` on top."""
         base = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
                 "top_p": cfg.top_p, "seed": cfg.seed}  # fmt: skip
         return cls(**{**base, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values (``stop`` as a list), for cache keys."""
         return {**asdict(self), "stop": list(self.stop)}
 
 
@@ -124,6 +126,7 @@ def is_local_url(url: str | None) -> bool:
 
 
 def is_credentialed(source: str | None) -> bool:
+    """Whether ``source`` (a docs source name) is credentialed PhysioNet text."""
     return (source or "").lower() in CREDENTIALED_SOURCES
 
 

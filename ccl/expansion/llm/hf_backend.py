@@ -89,5 +89,6 @@ class HFBackend(LLMBackend):
         return [apply_stop(t, params.stop).strip() for t in texts]
 
     def close(self) -> None:
+        """Drop the model and tokenizer (loaded again on the next :meth:`generate`)."""
         self._model = None
         self._tokenizer = None
