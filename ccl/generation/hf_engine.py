@@ -306,8 +306,7 @@ class HFEngine:
     def _bar(self, total: int):
         if not self.progress:
             return nullcontext(lambda n: None)
-        from ccl.generation.progress import (
-            doc_progress,  # rich bar on a terminal, log lines otherwise
-        )
+        # Imported when shown: ccl.utils.progress (log lines) imports Lightning.
+        from ccl.generation.progress import doc_progress
 
         return doc_progress(total)

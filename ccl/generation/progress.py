@@ -79,8 +79,6 @@ def track(
 def doc_progress(total: int, label: str = "predict", stream: TextIO | None = None) -> Iterator[Callable[[int], None]]:
     """Yield ``advance(n)`` for ``total`` documents: a rich bar on a terminal, log lines otherwise."""
     if is_terminal(stream):
-        from rich.progress import Progress
-
         with Progress(transient=True) as bar:
             task = bar.add_task(label, total=total)
             yield lambda n: bar.advance(task, n)
