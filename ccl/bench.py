@@ -8,7 +8,7 @@
   (``trl_fast``, ``trl_default``: :mod:`ccl.bench_peers`, the ``peers`` extra) each train
   their own model, with peak RSS and a held-out loss per arm;
 * ``predict`` documents/s of batched, length-sorted generation
-  (:class:`~ccl.inference.hf_engine.HFEngine`) vs one document at a time;
+  (:class:`~ccl.generation.hf_engine.HFEngine`) vs one document at a time;
 * ``cost``    training FLOPs per epoch of document SFT vs CCL from a recipe's
   token lengths, beside the paper's 70 h vs 4 h per epoch;
 * ``data``    seconds to parse the Alphabetic Index and build the full gold
@@ -598,8 +598,8 @@ def bench_train(args: argparse.Namespace, overrides: list[str], console: Console
 
 def bench_predict(args: argparse.Namespace, overrides: list[str], console: Console) -> dict[str, Any]:
     from ccl.data.prompt_builder import limits_from_config
-    from ccl.data.sft import encode_prompts
-    from ccl.inference.hf_engine import HFEngine, common_prefix_length
+    from ccl.generation.chat import encode_prompts
+    from ccl.generation.hf_engine import HFEngine, common_prefix_length
     from ccl.stages.data import build_data
     from ccl.stages.predict import build_prompts
     from ccl.stages.train import load_model

@@ -265,7 +265,7 @@ def check_trainer(cfg: Any) -> None:
 class InferConfig:
     engine: Engine = Engine.hf
     # Answer length bound in tokens; null: derived from the training answers (their 99th
-    # percentile plus a margin, ccl/inference/generation.py), recorded in model/ccl_model.json.
+    # percentile plus a margin, ccl/generation/record.py), recorded in model/ccl_model.json.
     max_new_tokens: int | None = None
     batch_size: int = 16
     temperature: float = 0.0
@@ -277,7 +277,7 @@ class InferConfig:
     # test_sets/<name>/human_evidence/). Keyed apart: switching it on for a finished run adds
     # those predictions only (no retraining, the normal predictions stay cached).
     also_human_evidence: bool = False
-    # End a section whose line repeats (ccl/inference/guards.py): a looping model still
+    # End a section whose line repeats (ccl/generation/guards.py): a looping model still
     # reaches its codes. An HF-generate logits processor: applied under engine=hf only (not
     # under engine=vllm, nor its HF fallback), and part of the predict key only there.
     stop_repeated_lines: bool = True

@@ -11,6 +11,8 @@ import torch
 from transformers import AutoTokenizer
 
 from ccl.data.prompts import document_answer, document_example
+from ccl.generation.hf_engine import HFEngine
+from ccl.generation.logprobs import TokenLogprobRecorder
 from ccl.icd.codes import CODE_PATTERN, canonical_code
 from ccl.inference.constrained import (
     CodeTrieProcessor,
@@ -18,9 +20,8 @@ from ccl.inference.constrained import (
     answer_regex,
     configure_engine,
 )
-from ccl.inference.hf_engine import HFEngine
 from ccl.inference.parser import parse_output
-from ccl.inference.scores import TokenLogprobRecorder, attach_code_scores, code_scores, code_spans
+from ccl.inference.scores import attach_code_scores, code_scores, code_spans
 
 CODES = ["E11.9", "E10.9", "I10", "N18.3", "S72.001A", "J45.909"]
 ALLOWED = ["E11.9", "I10", "N18.3", "S72.001A"]
@@ -239,7 +240,7 @@ def test_vllm_gets_the_same_grammar_as_structured_outputs(monkeypatch):
 def test_restricted_predictions_drop_code_shaped_words_outside_the_codes_section(tiny):
     from ccl.bench import compose
     from ccl.data.records import Document
-    from ccl.inference.generation import Generation
+    from ccl.generation.record import Generation
     from ccl.stages.predict import predict_documents
 
     model, tok, _ = tiny
@@ -262,7 +263,7 @@ def test_restricted_predictions_drop_code_shaped_words_outside_the_codes_section
 def test_span_recode_adds_the_span_prompt_code_of_each_evidence_phrase(tiny):
     from ccl.bench import compose
     from ccl.data.records import Document
-    from ccl.inference.generation import Generation
+    from ccl.generation.record import Generation
     from ccl.stages.predict import predict_documents
 
     model, tok, _ = tiny

@@ -12,10 +12,10 @@ import torch
 
 from ccl.config import InferConfig
 from ccl.data.prompts import document_example
-from ccl.inference import engine as engine_mod
-from ccl.inference.engine import GenerationEngine, make_engine
-from ccl.inference.hf_engine import HFEngine
-from ccl.inference.vllm_engine import VLLM_HINT, VLLMEngine, adapter_max_lora_rank
+from ccl.generation import engine as engine_mod
+from ccl.generation.engine import GenerationEngine, make_engine
+from ccl.generation.hf_engine import HFEngine
+from ccl.generation.vllm_engine import VLLM_HINT, VLLMEngine, adapter_max_lora_rank
 
 WORDS = [
     "patient",
@@ -183,7 +183,7 @@ def test_adapter_max_lora_rank(tmp_path):
 
 
 def test_repeated_last_line_looks_at_complete_lines_of_one_section():
-    from ccl.inference.guards import repeated_last_line
+    from ccl.generation.guards import repeated_last_line
 
     assert not repeated_last_line("Evidence:\n- fever\n- cough\n- fever\n")  # mentioned twice: honest
     assert repeated_last_line("Evidence:\n- fever\n- cough\n- fever\n- fever\n")  # a third copy: a loop
@@ -197,7 +197,7 @@ def test_repeated_last_line_looks_at_complete_lines_of_one_section():
 
 def _scripted_decode(tok, script: str, in_codes: bool, steps: int) -> str:
     """Greedy decoding of a 'model' that always wants the next token of ``script``, guarded."""
-    from ccl.inference.guards import RepeatedLineGuard
+    from ccl.generation.guards import RepeatedLineGuard
 
     want = tok.encode(script, add_special_tokens=False)
     prompt = [7, 7, 7]
@@ -244,7 +244,7 @@ def test_make_engine_guards_by_default(tiny):
 
 
 def test_periodic_tail_finds_a_loop_inside_a_line():
-    from ccl.inference.guards import periodic_tail
+    from ccl.generation.guards import periodic_tail
 
     assert periodic_tail([5, 1, 2, 1, 2, 1, 2, 1, 2])
     assert periodic_tail([9] * 4) and not periodic_tail([9] * 3)
@@ -292,7 +292,7 @@ def test_complete_reports_answers_cut_by_the_bound(tiny):
 
 def test_cache_keyword_follows_the_installed_transformers(tiny):
     """transformers 5.24 renamed forward's ``past_key_values`` to ``cache``; pyproject admits both."""
-    from ccl.inference.hf_engine import cache_keyword
+    from ccl.generation.hf_engine import cache_keyword
 
     model, _, _ = tiny
     assert cache_keyword(model) in inspect.signature(type(model).forward).parameters
@@ -302,3 +302,14 @@ def test_cache_keyword_follows_the_installed_transformers(tiny):
             return input_ids
 
     assert cache_keyword(Older()) == "past_key_values"
+
+
+def test_sampling_with_a_vanishing_top_p_is_greedy(tiny, reference):
+    """``top_p`` reaches generate: a nucleus of (almost) zero mass keeps only the top token, so
+    sampling at a high temperature gives the greedy answer; without ``top_p`` it does not."""
+    model, tok, prompts = tiny
+    torch.manual_seed(0)
+    nucleus = HFEngine(model, tok, batch_size=8, temperature=5.0, top_p=1e-9).generate_ids(prompts, NEW_TOKENS)
+    assert nucleus == reference
+    torch.manual_seed(0)
+    assert HFEngine(model, tok, batch_size=8, temperature=5.0).generate_ids(prompts, NEW_TOKENS) != reference

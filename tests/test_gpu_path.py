@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from test_run import CONF, compose_cfg, quiet
 
 from ccl.config import TrainConfig
-from ccl.inference.generation import answer_length_stats, answer_token_bound, finish_reason
+from ccl.generation.record import answer_length_stats, answer_token_bound, finish_reason
 from ccl.run import run
 from ccl.stages import predict as predict_mod
 from ccl.stages import train as train_mod
@@ -125,7 +125,7 @@ def test_guard_is_part_of_the_predict_key_only_under_the_hf_engine(tmp_path):
     v_on = compose_cfg(tmp_path, "infer=vllm", "infer.stop_repeated_lines=true")
     v_off = compose_cfg(tmp_path, "infer=vllm", "infer.stop_repeated_lines=false")
     assert predict_key(hf_on, "t") != predict_key(hf_off, "t")
-    from ccl.inference.engine import guard_applies
+    from ccl.generation.engine import guard_applies
 
     assert guard_applies(hf_on.infer) and not guard_applies(v_on.infer) and not guard_applies(v_off.infer)
     assert predict_key(v_on, "t") == predict_key(v_off, "t")

@@ -62,3 +62,22 @@ def test_the_data_floor_imports_no_span_tier():
     upward = [f"{here}:{line} imports {target}" for here, target, _, line in _imports()
               if _within(here, ("ccl.data",)) and _within(target, ("ccl.expansion",))]
     assert not upward, "\n".join(upward)
+
+
+# The generation layer serves prediction and expansion alike: it may use the bottom floor and
+# the prompt text (ccl.data.prompts), never the coding, training, stage or expansion rooms.
+GENERATION = ("ccl.generation",)
+GENERATION_MAY_IMPORT = (*BOTTOM, "ccl.generation", "ccl.data.prompts")
+
+
+def test_the_generation_layer_imports_only_the_floor_below():
+    upward = [f"{here}:{line} imports {target}" for here, target, _, line in _imports()
+              if _within(here, GENERATION) and not _within(target, GENERATION_MAY_IMPORT)]
+    assert not upward, "\n".join(upward)
+
+
+def test_one_has_chat_template():
+    """Chat rendering has one home (ccl.generation.chat); nobody defines it again."""
+    defined = [str(p.relative_to(PACKAGE.parent)) for p in sorted(PACKAGE.rglob("*.py"))
+               if "def has_chat_template(" in p.read_text()]
+    assert defined == ["ccl/generation/chat.py"]

@@ -11,7 +11,8 @@ from ccl.config import BackboneConfig
 from ccl.data.prompt_builder import PromptLimits, build_document_prompts, limits_from_config
 from ccl.data.prompts import SYSTEM, document_example, document_prompt, human_evidence_prefix
 from ccl.data.records import Document
-from ccl.data.sft import encode_prompts, render_prompt, tokenize_examples
+from ccl.data.sft import tokenize_examples
+from ccl.generation.chat import encode_prompts, render_prompt
 from ccl.inference.parser import ParsedOutput, merge_outputs
 from ccl.model.tiny import build_tiny
 
@@ -133,11 +134,11 @@ def test_predict_stage_cuts_and_windows_long_notes(tok, monkeypatch):
             return [f"Evidence:\n- phrase {i}\nCodes:\nE11.{i % 10}" for i in range(len(prompts))]
 
         def complete(self, prompts, max_new_tokens):
-            from ccl.inference.generation import Generation
+            from ccl.generation.record import Generation
 
             return [Generation(text) for text in self.generate(prompts, max_new_tokens)]
 
-    monkeypatch.setattr("ccl.inference.engine.make_engine", lambda *a, **k: Echo())
+    monkeypatch.setattr("ccl.generation.engine.make_engine", lambda *a, **k: Echo())
     docs = [Document(id="short", text="Type 2 diabetes.", codes=["E11.9"]),
             Document(id="long", text=LONG, codes=["E11.9"])]
     cfg = OmegaConf.create({"task": "evidence", "backbone": {"max_length": 256, "use_chat_template": False},
@@ -161,7 +162,7 @@ def test_windowed_note_gets_each_codes_best_score_over_its_windows(tok, monkeypa
     from omegaconf import OmegaConf
 
     import ccl.stages.predict as predict
-    from ccl.inference.generation import Generation
+    from ccl.generation.record import Generation
     from ccl.inference.scores import code_scores
 
     made: list[Generation] = []
@@ -180,7 +181,7 @@ def test_windowed_note_gets_each_codes_best_score_over_its_windows(tok, monkeypa
             return out
 
     engine = Scored()
-    monkeypatch.setattr("ccl.inference.engine.make_engine", lambda *a, **k: engine)
+    monkeypatch.setattr("ccl.generation.engine.make_engine", lambda *a, **k: engine)
     docs = [Document(id="long", text=LONG, codes=["E11.9"])]
     cfg = OmegaConf.create({"task": "evidence", "backbone": {"max_length": 256, "use_chat_template": False},
                             "infer": {"human_evidence": False, "max_new_tokens": 64,

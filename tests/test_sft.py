@@ -12,15 +12,8 @@ from transformers import AutoTokenizer
 
 from ccl.config import BackboneConfig
 from ccl.data.prompts import SYSTEM, Example, document_example, span_example
-from ccl.data.sft import (
-    IGNORE_INDEX,
-    NOTE_MARKER,
-    encode_prompts,
-    plain_prompt,
-    render_prompt,
-    tokenize_example,
-    tokenize_examples,
-)
+from ccl.data.sft import IGNORE_INDEX, NOTE_MARKER, tokenize_example, tokenize_examples
+from ccl.generation.chat import encode_prompts, plain_prompt, render_prompt
 from ccl.model.tiny import build_tiny
 
 CODIESP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "codiesp" / "train"

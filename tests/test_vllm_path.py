@@ -20,7 +20,7 @@ STANDIN = Path(__file__).parent / "standin"
 @pytest.fixture
 def vllm_standin(monkeypatch):
     """``import vllm`` gives the stand-in, and the engine treats vLLM as runnable here."""
-    import ccl.inference.engine as engine_mod
+    import ccl.generation.engine as engine_mod
 
     monkeypatch.syspath_prepend(str(STANDIN))
     for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
@@ -64,7 +64,7 @@ def test_vllm_engine_is_built_from_the_base_model_and_the_adapter(tmp_path, vllm
 
 
 def test_code_token_adapter_is_merged_and_served_without_lora(tmp_path, vllm_standin):
-    from ccl.inference.vllm_engine import VLLMEngine, unsupported_lora_keys
+    from ccl.generation.vllm_engine import VLLMEngine, unsupported_lora_keys
 
     over = ("+experiment=ablation_row4", "backbone.code_tokens=true", "infer.max_new_tokens=24",
             "infer.stop_repeated_lines=false")
@@ -162,8 +162,8 @@ def test_both_engines_give_each_token_its_log_probability(tmp_path, vllm_standin
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ccl.config import BackboneConfig
-    from ccl.inference.hf_engine import HFEngine
-    from ccl.inference.vllm_engine import VLLMEngine
+    from ccl.generation.hf_engine import HFEngine
+    from ccl.generation.vllm_engine import VLLMEngine
     from ccl.model.tiny import build_tiny
 
     cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=32, num_layers=1, num_heads=2,

@@ -3,7 +3,7 @@
 Training renders a document example's prompt with :func:`ccl.data.sft.tokenize_examples`;
 prediction, ``python -m ccl.predict`` and ``python -m ccl.bench predict`` render theirs
 here, with the same messages (:func:`ccl.data.prompts.document_prompt`), the same
-rendering (:func:`ccl.data.sft.render_prompt`) and the same truncation rule
+rendering (:func:`ccl.generation.chat.render_prompt`) and the same truncation rule
 (:func:`ccl.data.sft.fit_prompt`): the note, never the instruction, loses tokens
 from its end until *prompt + answer* fits ``backbone.max_length``. In training
 the answer is the target; at prediction it is at most ``infer.max_new_tokens``
@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ccl.data.prompts import document_prompt
-from ccl.data.sft import encode_prompts, fit_prompt, render_prompt
+from ccl.data.sft import fit_prompt
+from ccl.generation.chat import encode_prompts, render_prompt
 
 LONG_NOTES = ("truncate", "window")
 # Tokens kept free in a window's note budget: re-tokenising a window's text can merge or

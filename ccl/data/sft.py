@@ -3,26 +3,11 @@
 An example is ``prompt ids + answer ids + [eos]``; ``labels`` are ``-100`` over
 the prompt, so the loss covers the answer and its end token only.
 
-Prompt text. With a chat template (and ``use_chat_template``) the messages go
-through ``tokenizer.apply_chat_template(..., add_generation_prompt=True)``;
-otherwise through the plain format of :func:`plain_prompt`::
-
-    ### System:
-    <system message>
-
-    ### User:
-    <user message>
-
-    ### Assistant:
-    <answer><eos>
-
-Prompt ids. :func:`encode_prompts` tokenises prompt text without special tokens
-and then puts the tokenizer's own prefix (BOS, for Llama-style tokenizers) in
-front unless the text already starts with it (chat templates often write BOS
-themselves), so no prompt carries BOS twice. Training and inference
-(:mod:`ccl.inference.hf_engine`) share that function, so the model sees the
-same ids in both. The answer is tokenised on its own, as the model will write
-it after the prompt.
+Prompt text and ids come from :mod:`ccl.generation.chat` (:func:`render_prompt`: the
+chat template when asked and present, else the plain ``### System / ### User /
+### Assistant`` format; :func:`encode_prompts`: BOS exactly once), the functions both
+prediction engines use, so the model sees the same ids in training and prediction. The
+answer is tokenised on its own, as the model will write it after the prompt.
 
 Truncation. When ``prompt + answer + eos`` exceeds ``max_length``, the note is
 cut, never the instruction or the answer: the text after the last ``Note:\\n``
@@ -37,7 +22,6 @@ with an empty note is an error.
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ccl.data.prompts import Example, Message
+from ccl.generation.chat import encode_prompts, render_prompt
 
 # Label of a position the loss skips (PyTorch's cross_entropy ignore_index); the one definition.
 IGNORE_INDEX = -100
@@ -71,48 +56,6 @@ class TokenizeStats:
             "tokens": self.tokens,
             "loss_tokens": self.loss_tokens,
         }
-
-
-def has_chat_template(tokenizer: Any) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
-def plain_prompt(messages: Sequence[Message]) -> str:
-    """The template-free prompt format (see the module docstring)."""
-    parts = [f"### {m['role'].capitalize()}:\n{m['content']}\n\n" for m in messages]
-    return "".join(parts) + "### Assistant:\n"
-
-
-def render_prompt(tokenizer: Any, messages: Sequence[Message], use_chat_template: bool) -> str:
-    """Prompt text that the answer follows: chat template when asked and present, else plain."""
-    if use_chat_template and has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    if use_chat_template:
-        warnings.warn(
-            "use_chat_template is set but the tokenizer has no chat template; using the plain "
-            "'### System / ### User / ### Assistant' prompt format",
-            stacklevel=2,
-        )
-    return plain_prompt(messages)
-
-
-def prompt_prefix_ids(tokenizer: Any) -> list[int]:
-    """Ids the tokenizer puts before a text when it adds special tokens (``[bos]`` or ``[]``)."""
-    probe = "a"
-    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
-    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
-    n = len(full) - len(plain)
-    return list(full[:n]) if n > 0 and list(full[n:]) == list(plain) else []
-
-
-def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
-    """Token ids of prompt texts, batched, with the tokenizer's BOS prefix exactly once."""
-    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    prefix = prompt_prefix_ids(tokenizer)
-    if not prefix:
-        return [list(x) for x in ids]
-    k = len(prefix)
-    return [list(x) if list(x[:k]) == prefix else prefix + list(x) for x in ids]
 
 
 def _split_note(messages: Sequence[Message]) -> tuple[int, str, str]:

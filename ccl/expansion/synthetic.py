@@ -44,9 +44,9 @@ from ccl.expansion.llm.base import (
 )
 from ccl.expansion.llm.cache import CachedLLM, tier_llm
 from ccl.expansion.llm.parse import parse_string_list
-from ccl.expansion.llm.progress import track
 from ccl.expansion.tier_cache import open_entry, save_tier
 from ccl.expansion.tiers import TierContext, TierResult
+from ccl.generation.progress import track
 from ccl.icd.codes import CODE_PATTERN, canonical_code
 from ccl.icd.nearest import hierarchy_levels
 from ccl.icd.tabular import TabularList

@@ -29,6 +29,7 @@ import torch
 from transformers import LogitsProcessor
 
 from ccl.data.prompts import CODES_HEADER, EVIDENCE_HEADER
+from ccl.generation.guards import starts_in_codes
 from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList
 
@@ -220,8 +221,6 @@ def configure_engine(
         stop_ids = list(getattr(engine, "stop_ids", []))
 
         def factory(prompts: list[str], width: int) -> list[LogitsProcessor]:
-            from ccl.inference.guards import starts_in_codes
-
             return [CodeTrieProcessor(tokenizer, codes, width, [starts_in_codes(p) for p in prompts], stop_ids)]
 
         engine.extra_processors = factory

@@ -1,10 +1,8 @@
 """A score for each generated code: the log-probability of its tokens, from the same generation.
 
-:class:`TokenLogprobRecorder` is the last ``LogitsProcessor`` of a generate call: at each
-step it sees the final (processed) scores, and at the next step the token that was
-chosen from them, and records that token's log-probability under the processed
-distribution (with restricted decoding, renormalised over the allowed tokens; a token
-forced by the repeat guard gets 0). No score tensors are kept beyond one step.
+The engines record the log-probability of every generated token
+(:class:`ccl.generation.logprobs.TokenLogprobRecorder` under HF generate, ``logprobs=0``
+under vLLM) in each :class:`~ccl.generation.record.Generation`.
 
 :func:`code_scores` maps the parsed codes back onto the generated text and sums the
 log-probabilities of the tokens that overlap each code's characters (with
@@ -18,43 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from transformers import LogitsProcessor
-
 from ccl.data.prompts import CODES_HEADER
 from ccl.icd.codes import CODE_PATTERN, canonical_code, is_well_formed
-
-
-class TokenLogprobRecorder(LogitsProcessor):
-    """Records the log-probability of every chosen token; see the module doc.
-
-    After generate, call :meth:`finish` with the last generated token of each row;
-    ``logprobs[row]`` then holds one value per generated token.
-    """
-
-    def __init__(self, rows: int, prompt_width: int) -> None:
-        self.width = int(prompt_width)
-        self.logprobs: list[list[float]] = [[] for _ in range(rows)]
-        self._prev: torch.Tensor | None = None  # (rows, vocab) log-softmax of the last step
-
-    def _take(self, chosen: torch.Tensor) -> None:
-        assert self._prev is not None
-        values = self._prev.gather(1, chosen.view(-1, 1).to(self._prev.device)).view(-1).tolist()
-        for row, v in enumerate(values):
-            self.logprobs[row].append(float(v))
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self._prev is not None and input_ids.shape[1] > self.width:
-            self._take(input_ids[:, -1])
-        self._prev = torch.log_softmax(scores.float(), dim=-1)
-        return scores
-
-    def finish(self, last_tokens: torch.Tensor) -> list[list[float]]:
-        """Record the final step's chosen tokens; return the per-row log-probabilities."""
-        if self._prev is not None:
-            self._take(last_tokens)
-            self._prev = None
-        return self.logprobs
 
 
 def token_char_ends(tokenizer: Any, ids: Sequence[int]) -> list[int]:
@@ -120,7 +83,7 @@ def document_code_scores(
 ) -> dict[str, float] | None:
     """``code -> log-probability`` for one document coded by one or more generations.
 
-    ``generations`` are the document's :class:`~ccl.inference.generation.Generation` objects
+    ``generations`` are the document's :class:`~ccl.generation.record.Generation` objects
     (one per prompt; several when the note was coded in windows, ``infer.long_notes=window``),
     ``window_codes`` the codes parsed from each, ``codes`` the document's merged codes. A
     code's score is its :func:`code_scores` value in each generation that wrote it, and the

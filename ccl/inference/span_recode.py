@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ccl.data.prompts import span_prompt
-from ccl.data.sft import render_prompt
+from ccl.generation.chat import render_prompt
 from ccl.inference.parser import parse_output
 from ccl.inference.scores import code_scores
 

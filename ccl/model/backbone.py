@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from ccl.config import BackboneConfig, TrainConfig
+from ccl.generation.chat import has_chat_template
 from ccl.model.code_tokens import code_token_ids
 from ccl.model.smollm2 import smollm2_dir
 from ccl.model.tiny import build_tiny
@@ -48,10 +49,6 @@ def resolve_attn_implementation(name: str) -> str:
     if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
     return "sdpa"
-
-
-def has_chat_template(tokenizer: PreTrainedTokenizerBase) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
 
 
 def _looks_like_path(name: str) -> bool:

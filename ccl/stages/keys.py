@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from ccl.data.prompts import PROMPT_VERSION
-from ccl.inference.engine import guard_applies
-from ccl.inference.guards import GUARD_VERSION
+from ccl.generation.engine import guard_applies
+from ccl.generation.guards import GUARD_VERSION
 from ccl.inference.parser import PARSER_VERSION
 from ccl.utils.hashing import hash_obj
 from ccl.utils.run_folder import outside_stage_keys

@@ -8,11 +8,11 @@ in the prompt, codes generated) under ``human_evidence/`` of the target's folder
 apart from the normal one.
 
 Where the model runs. HF generate runs on the device training used
-(:func:`inference_device`: CUDA when visible and ``train.accelerator`` allows, else the
+(:func:`ccl.generation.loading.inference_device`: CUDA when visible and ``train.accelerator`` allows, else the
 CPU; flash-attention only with CUDA tensors). ``infer.engine=vllm`` on a CUDA machine
 with vLLM loads no HF model at all: it serves the run's saved directories
 (:func:`vllm_serving`), after the memory of any earlier stage in this process is
-released (:func:`release_accelerator_memory`). An adapter vLLM's LoRA loader cannot
+released (:func:`ccl.generation.loading.release_accelerator_memory`). An adapter vLLM's LoRA loader cannot
 read (code-token rows) is merged into a full model saved with its tokenizer under
 ``model/merged/`` and served without LoRA.
 
@@ -24,7 +24,6 @@ the training answers (recorded by the train stage in ``model/ccl_model.json``,
 
 from __future__ import annotations
 
-import gc
 import json
 import shutil
 import time
@@ -46,8 +45,16 @@ from ccl.data.prompt_builder import (
 )
 from ccl.data.prompts import human_evidence_prefix
 from ccl.data.records import Document, write_jsonl
+from ccl.generation.loading import (
+    inference_device,
+    load_tokenizer,
+    place_model,
+    release_accelerator_memory,
+    stop_token_ids,
+)
+from ccl.generation.record import answer_length_stats
+from ccl.generation.vllm_engine import unsupported_lora_keys
 from ccl.inference.constrained import configure_engine, restrict_codes_of
-from ccl.inference.generation import answer_length_stats
 from ccl.inference.parser import merge_outputs, parse_output
 from ccl.inference.scores import document_code_scores
 from ccl.stages.data import DataBundle
@@ -235,7 +242,7 @@ def _set_up_engine(cfg: DictConfig, model: Any, tokenizer: Any, engine: Any,
                    allowed_codes: Sequence[str] | None, human: bool) -> Any:
     """The engine to generate with (built from ``infer`` when None), recording code scores,
     and restricted to ``allowed_codes`` at code positions under ``infer.restrict_codes``."""
-    from ccl.inference.engine import make_engine
+    from ccl.generation.engine import make_engine  # looked up per call: tests replace it
 
     if engine is None:
         engine = make_engine(cfg.infer, model, tokenizer)
@@ -292,37 +299,6 @@ def _recode_spans(engine: Any, tokenizer: Any, rows: list[dict[str, Any]], chat:
 def truncated_answers(rows: Sequence[dict[str, Any]]) -> int:
     """Prediction rows whose answer hit the length bound (rows of older runs count as not cut)."""
     return sum(bool(r.get("truncated")) for r in rows)
-
-
-def inference_device(train_cfg: Any) -> torch.device:
-    """Where HF generate runs: CUDA when a GPU is visible and ``train.accelerator`` is
-    ``auto``, ``gpu`` or ``cuda``; else the CPU."""
-    wanted = str(train_cfg.accelerator).lower()
-    if wanted in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def place_model(model: Any, device: torch.device) -> Any:
-    """``model`` moved to ``device``; flash-attention is switched to SDPA off CUDA (its
-    kernels take CUDA tensors only)."""
-    config = getattr(model, "config", None)
-    if device.type != "cuda" and getattr(config, "_attn_implementation", None) == "flash_attention_2":
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        if hasattr(base, "set_attn_implementation"):
-            base.set_attn_implementation("sdpa")
-        else:
-            config._attn_implementation = "sdpa"
-    return model.to(device)
-
-
-def release_accelerator_memory() -> None:
-    """Free what earlier stages left (the trained model, its optimizer, cached CUDA blocks)
-    so a vLLM engine started next can take ``infer.gpu_memory_utilization`` of the GPU."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
 
 
 def answer_bound(cfg: DictConfig, run_dir: Path, bundle: DataBundle | None = None, tokenizer: Any = None) -> int:
@@ -412,7 +388,6 @@ def vllm_serving(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, cons
     code tokens): merged into ``model/merged/`` once (:func:`merge_adapter`), served
     without LoRA. Zero-shot: the backbone's directory (or hub id).
     """
-    from ccl.inference.vllm_engine import unsupported_lora_keys
     from ccl.stages.train import load_trained
 
     model_dir = RunFolder(run_dir).model
@@ -449,17 +424,20 @@ def predict_stage(
     ``on_done`` is called after each target's file is written (the run marks it finished
     there, so an interrupted run keeps the targets it completed).
     """
-    from ccl.inference.engine import make_engine, vllm_unavailable_reason
+    from ccl.generation.engine import (  # per call: tests replace them
+        make_engine,
+        vllm_unavailable_reason,
+    )
     from ccl.stages.train import load_trained
 
     allowed = restrict_codes_of(cfg, bundle, run_dir)
     if str(cfg.infer.engine) == "vllm" and vllm_unavailable_reason() is None:
         serving = vllm_serving(cfg, bundle, run_dir, console)
         release_accelerator_memory()  # before vLLM sizes its KV cache from the free memory
-        tokenizer = _load_tokenizer(serving.tokenizer_dir)
+        tokenizer = load_tokenizer(serving.tokenizer_dir)
         engine = make_engine(cfg.infer, None, tokenizer, adapter_dir=serving.adapter_dir,
                              model_dir=serving.model_dir, tokenizer_dir=serving.tokenizer_dir,
-                             stop_token_ids=_stop_ids(serving.model_dir, tokenizer), seed=int(cfg.seed))
+                             stop_token_ids=stop_token_ids(serving.model_dir, tokenizer), seed=int(cfg.seed))
     else:
         release_accelerator_memory()  # the training model of this process, if any
         model, tokenizer = load_trained(cfg, bundle, run_dir)
@@ -479,20 +457,3 @@ def predict_stage(
     return paths
 
 
-def _load_tokenizer(path: Path | str) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def _stop_ids(model_dir: Path | str, tokenizer: Any) -> list[int]:
-    """The stop tokens HF generate uses: the tokenizer's EOS and the model's generation EOS ids."""
-    ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
-    path = Path(model_dir) / "generation_config.json"
-    if path.is_file():
-        eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
-        ids |= {int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None}
-    return sorted(ids)

@@ -38,7 +38,7 @@ from rich.console import Console
 from ccl.config import check_trainer
 from ccl.data.prompts import Example, document_example, span_example
 from ccl.data.sft import tokenize_examples
-from ccl.inference.generation import answer_length_stats
+from ccl.generation.record import answer_length_stats
 from ccl.stages.data import DataBundle
 from ccl.stages.keys import train_key
 from ccl.utils.loggers import finish_logger, make_logger

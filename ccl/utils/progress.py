@@ -1,7 +1,8 @@
 """Progress that reaches a log file as well as a terminal.
 
 When stdout is a terminal, training shows Lightning's rich progress bar and
-prediction a rich bar (both redraw in place). When stdout is redirected (``> run.log``,
+prediction a rich bar (both redraw in place; prediction's is
+:func:`ccl.generation.progress.doc_progress`). When stdout is redirected (``> run.log``,
 ``nohup``, a batch scheduler), a redrawn bar writes nothing useful, so a plain line
 is printed instead every :func:`interval_s` seconds (30 s; ``CCL_PROGRESS_SECONDS``
 changes it, 0 prints every step), plus one at the end:
@@ -21,8 +22,6 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any, TextIO
 
 import pytorch_lightning as pl
@@ -78,33 +77,9 @@ class LogLines:
         print(f"{self.label}: {text}", file=self.stream or sys.stdout, flush=True)
 
 
-def _eta(done: int, total: int, elapsed: float) -> str:
+def time_left(done: int, total: int, elapsed: float) -> str:
+    """Time left at the rate so far, as :func:`duration` writes it (``"?"`` before any is done)."""
     return duration(elapsed / done * (total - done)) if done else "?"
-
-
-@contextmanager
-def doc_progress(total: int, label: str = "predict", stream: TextIO | None = None) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)`` for ``total`` documents: a rich bar on a terminal, log lines otherwise."""
-    if is_terminal(stream):
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task(label, total=total)
-            yield lambda n: bar.advance(task, n)
-        return
-    lines = LogLines(label, total, stream)
-    done = 0
-
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        if lines.due(done):
-            elapsed = time.perf_counter() - lines.start
-            rate = done / elapsed if elapsed > 0 else 0.0
-            lines.emit(f"{done}/{total} documents ({done / max(total, 1):.0%}), {rate:.2f} docs/s, "
-                       f"elapsed {duration(elapsed)}, ETA {_eta(done, total, elapsed)}")
-
-    yield advance
 
 
 def _batch_tokens(batch: Any) -> int:
@@ -165,7 +140,7 @@ class TrainProgress(pl.Callback):
         elapsed = time.perf_counter() - (self._t0 or time.perf_counter())
         done = step - self._first_step  # steps of this session (a resumed fit starts later)
         rate = self._tokens / elapsed if elapsed > 0 else 0.0
-        eta = _eta(done, total - self._first_step, elapsed)
+        eta = time_left(done, total - self._first_step, elapsed)
         self._lines.emit(f"step {step}/{total} ({step / max(total, 1):.0%}), loss {self.loss:.3f}, "
                          f"{rate:,.0f} tokens/s, elapsed {duration(self.fit_seconds)}, ETA {eta}")
 

@@ -27,9 +27,8 @@ from ccl.config import LLM_BACKENDS, BackendConfig
 from ccl.config import LLMConfig as LLMConfig
 from ccl.config import as_llm_config as as_llm_config
 from ccl.config import llm_config as llm_config
-
-Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
-Conversation = Sequence[Message]
+from ccl.generation.chat import Conversation as Conversation
+from ccl.generation.chat import Message as Message
 
 # The backends make_backend builds: every llm.backend choice but ``lexical``, which generates no text.
 BACKENDS = tuple(b for b in LLM_BACKENDS if b != "lexical")
@@ -57,11 +56,13 @@ class GenerationParams:
 
     @classmethod
     def from_config(cls, cfg: BackendConfig, **overrides: Any) -> GenerationParams:
+        """The sampling settings of ``llm`` (:class:`ccl.config.BackendConfig`), ``overrides`` on top."""
         base = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
                 "top_p": cfg.top_p, "seed": cfg.seed}  # fmt: skip
         return cls(**{**base, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values (``stop`` as a list), for cache keys."""
         return {**asdict(self), "stop": list(self.stop)}
 
 
@@ -78,14 +79,16 @@ class PrivacyError(LLMError, PermissionError):
 
 
 class LLMBackend(ABC):
-    """Batched chat completion. Subclasses set :attr:`name` and implement :meth:`generate`."""
+    """Batched chat completion. Subclasses set :attr:`name` and :attr:`model` and implement
+    :meth:`generate`."""
 
     name: str = "abstract"
+    model: str = ""  # the served name, local path or package model name of llm.model
 
     @property
-    @abstractmethod
     def model_id(self) -> str:
-        """The model as it enters cache keys (a served name or a local path)."""
+        """The model as it enters cache keys (a served name or a local path): :attr:`model`."""
+        return self.model
 
     @property
     def is_local(self) -> bool:
@@ -125,6 +128,7 @@ def is_local_url(url: str | None) -> bool:
 
 
 def is_credentialed(source: str | None) -> bool:
+    """Whether ``source`` (a docs source name) is credentialed PhysioNet text."""
     return (source or "").lower() in CREDENTIALED_SOURCES
 
 

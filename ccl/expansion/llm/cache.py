@@ -30,7 +30,7 @@ from ccl.expansion.llm.base import (
     check_privacy,
     make_backend,
 )
-from ccl.expansion.llm.progress import track
+from ccl.generation.progress import track
 from ccl.utils.hashing import stable_json
 
 CACHE_VERSION = 1

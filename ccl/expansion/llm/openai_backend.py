@@ -93,10 +93,6 @@ class OpenAIBackend(LLMBackend):
         self._count_lock = threading.Lock()
 
     @property
-    def model_id(self) -> str:
-        return self.model
-
-    @property
     def is_local(self) -> bool:
         return is_local_url(self.base_url)
 

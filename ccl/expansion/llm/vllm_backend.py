@@ -52,10 +52,6 @@ class VLLMBackend(LLMBackend):
         self._llm: Any = None
         self._vllm: Any = None
 
-    @property
-    def model_id(self) -> str:
-        return self.model
-
     def _engine(self) -> Any:
         if self._llm is not None:
             return self._llm
@@ -74,6 +70,8 @@ class VLLMBackend(LLMBackend):
         return self._llm
 
     def generate(self, batch: Sequence[Conversation], params: GenerationParams) -> list[str]:
+        """One completion per conversation, in order, from one ``LLM.chat`` call (the model's
+        own chat template); stop strings cut. Raises :class:`LLMBackendError` without vLLM or a GPU."""
         if not batch:
             return []
         llm = self._engine()
@@ -88,4 +86,5 @@ class VLLMBackend(LLMBackend):
         return [apply_stop(o.outputs[0].text if o.outputs else "", params.stop) for o in outputs]
 
     def close(self) -> None:
+        """Drop the engine (built again on the next :meth:`generate`)."""
         self._llm = None

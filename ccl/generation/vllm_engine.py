@@ -8,7 +8,7 @@ offline API (``vllm.LLM``, ``vllm.SamplingParams``, ``vllm.inputs.TokensPrompt``
 * ``LLM(model=..., tokenizer=..., max_num_seqs=..., seed=..., gpu_memory_utilization=...,
   max_model_len=..., dtype=..., enable_lora=..., max_loras=..., max_lora_rank=...)``;
 * prompts as token ids (``TokensPrompt(prompt_token_ids=ids)``), encoded by
-  :func:`ccl.data.sft.encode_prompts` with the run's own tokenizer (vLLM is pointed at
+  :func:`ccl.generation.chat.encode_prompts` with the run's own tokenizer (vLLM is pointed at
   the tokenizer saved with the run, so it decodes with the one training used), so vLLM
   sees the ids training saw (no second BOS from its own tokenisation);
 * ``SamplingParams(temperature, max_tokens, repetition_penalty, stop_token_ids,
@@ -17,7 +17,7 @@ offline API (``vllm.LLM``, ``vllm.SamplingParams``, ``vllm.inputs.TokensPrompt``
   sampled token), and the structured outputs of restricted decoding (``sampling_kwargs``);
 * each ``RequestOutput.outputs[0]`` gives ``text``, ``token_ids`` and ``finish_reason``
   (``"length"`` when ``max_tokens`` ended it), kept as a
-  :class:`~ccl.inference.generation.Generation`.
+  :class:`~ccl.generation.record.Generation`.
 
 vLLM's LoRA loader accepts only LoRA matrices in an adapter file (names ending in
 ``lora_A.weight``, ``lora_B.weight``, ``lora_embedding_A``/``lora_embedding_B``;
@@ -40,8 +40,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ccl.data.sft import encode_prompts
-from ccl.inference.generation import Generation
+from ccl.generation.chat import encode_prompts
+from ccl.generation.record import Generation
 
 VLLM_HINT = "infer.engine=vllm needs vLLM and a CUDA GPU: `pip install ccl[gpu]` (or use infer=hf)"
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 512)  # the max_lora_rank values vLLM accepts
@@ -150,7 +150,7 @@ class VLLMEngine:
         self.last_logprobs: list[list[float]] = []
 
     def complete(self, prompts: Sequence[str], max_new_tokens: int) -> list[Generation]:
-        """One :class:`~ccl.inference.generation.Generation` per prompt, in input order.
+        """One :class:`~ccl.generation.record.Generation` per prompt, in input order.
 
         With ``record_logprobs`` each carries the log-probability of every sampled token
         (``SamplingParams(logprobs=0)``: vLLM returns the sampled token's own entry per

@@ -1,7 +1,7 @@
 """What an engine returns per prompt, and the answer-length bound both engines decode to.
 
-Both engines (:class:`~ccl.inference.hf_engine.HFEngine`,
-:class:`~ccl.inference.vllm_engine.VLLMEngine`) return one :class:`Generation` per
+Both engines (:class:`~ccl.generation.hf_engine.HFEngine`,
+:class:`~ccl.generation.vllm_engine.VLLMEngine`) return one :class:`Generation` per
 prompt from ``complete``: the text, its token ids, and why decoding ended, in vLLM's
 words (``CompletionOutput.finish_reason``: ``"stop"`` when a stop token ended it,
 ``"length"`` when ``max_new_tokens`` did). A ``"length"`` answer was cut by the bound:

@@ -1,6 +1,6 @@
 """Batched greedy decoding with Hugging Face ``generate``, on CPU or GPU.
 
-Prompts are encoded exactly as in training (:func:`ccl.data.sft.encode_prompts`),
+Prompts are encoded exactly as in training (:func:`ccl.generation.chat.encode_prompts`),
 sorted longest first (so a batch that does not fit in memory fails at once and
 batches waste little padding), LEFT-padded into batches of ``batch_size``, and
 decoded back into the caller's order. Only the new tokens are decoded, up to
@@ -26,7 +26,7 @@ equal one-at-a-time decoding (``tests/test_generation.py``); the logits differ
 from it in the last float bits, as any batching does (other matrix shapes).
 
 ``repeat_guard=True`` ends a section whose line repeats
-(:class:`~ccl.inference.guards.RepeatedLineGuard`), so a looping model still
+(:class:`~ccl.generation.guards.RepeatedLineGuard`), so a looping model still
 reaches its codes.
 
 Decoding settings are explicit, so HF and vLLM runs decode alike: the
@@ -48,10 +48,10 @@ import torch
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, StaticCache
 from transformers.cache_utils import DynamicLayer, StaticLayer
 
-from ccl.data.sft import encode_prompts
-from ccl.inference.generation import Generation, finish_reason
-from ccl.inference.guards import RepeatedLineGuard, starts_in_codes
-from ccl.inference.scores import TokenLogprobRecorder
+from ccl.generation.chat import encode_prompts
+from ccl.generation.guards import RepeatedLineGuard, starts_in_codes
+from ccl.generation.logprobs import TokenLogprobRecorder
+from ccl.generation.record import Generation, finish_reason
 
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth an extra forward
 
@@ -82,7 +82,17 @@ def common_prefix_length(rows: Sequence[Sequence[int]], limit: int | None = None
 
 
 class HFEngine:
-    """Greedy (``temperature == 0``) or sampled generation with ``model.generate``."""
+    """Greedy (``temperature == 0``) or sampled generation with ``model.generate``.
+
+    ``model`` and ``tokenizer``: a loaded causal LM (any device) and its tokenizer; prompts are
+    text, encoded by :func:`~ccl.generation.chat.encode_prompts`. ``batch_size``: rows per
+    ``generate`` call. ``top_p``: nucleus sampling when sampling (None: the model's own
+    setting). ``stop_token_ids`` join the tokenizer's and the model's EOS ids. ``progress``
+    shows :func:`~ccl.generation.progress.doc_progress`. ``extra_processors(prompts,
+    prompt_width)`` adds logits processors per batch (restricted decoding);
+    ``record_logprobs`` keeps each new token's log-probability. Raises ``ValueError`` for
+    ``batch_size < 1`` or when no stop token is known.
+    """
 
     def __init__(
         self,
@@ -97,6 +107,7 @@ class HFEngine:
         shared_prefix: bool = True,
         row_prefill: bool | None = None,
         repetition_penalty: float = 1.0,
+        top_p: float | None = None,
         extra_processors: Callable[[list[str], int], list[LogitsProcessor]] | None = None,
         record_logprobs: bool = False,
     ) -> None:
@@ -108,6 +119,7 @@ class HFEngine:
         self.repeat_guard = bool(repeat_guard)
         self.shared_prefix = bool(shared_prefix)
         self.repetition_penalty = float(repetition_penalty)
+        self.top_p = None if top_p is None else float(top_p)
         self.cache_kw = cache_keyword(model)
         device = next(model.parameters()).device
         self.row_prefill = device.type == "cpu" if row_prefill is None else bool(row_prefill)
@@ -134,7 +146,8 @@ class HFEngine:
         # Explicit, so the model's generation_config cannot add a penalty vLLM would not apply.
         penalty = {"repetition_penalty": self.repetition_penalty}
         if self.temperature > 0:
-            return {"do_sample": True, "temperature": self.temperature, **penalty}
+            top_p = {} if self.top_p is None else {"top_p": self.top_p}
+            return {"do_sample": True, "temperature": self.temperature, **top_p, **penalty}
         return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None, **penalty}
 
     def _static(self, rows: int) -> bool:
@@ -211,7 +224,7 @@ class HFEngine:
         return [ids for ids, _, _ in self._generate(prompts, max_new_tokens)]
 
     def complete(self, prompts: Sequence[str], max_new_tokens: int) -> list[Generation]:
-        """One :class:`~ccl.inference.generation.Generation` per prompt, in input order:
+        """One :class:`~ccl.generation.record.Generation` per prompt, in input order:
         text (new tokens, special tokens skipped), ids, and ``"length"`` when no stop token
         came within ``max_new_tokens``. With ``record_logprobs`` each also carries
         ``logprobs``, one log-probability per token id (issue 16's code scores)."""
@@ -293,6 +306,7 @@ class HFEngine:
     def _bar(self, total: int):
         if not self.progress:
             return nullcontext(lambda n: None)
-        from ccl.utils.progress import doc_progress  # rich bar on a terminal, log lines otherwise
+        # Imported when shown: ccl.utils.progress (log lines) imports Lightning.
+        from ccl.generation.progress import doc_progress
 
         return doc_progress(total)

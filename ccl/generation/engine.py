@@ -1,7 +1,11 @@
-"""The generation engine interface and the choice between HF generate and vLLM.
+"""The generation engine interface and the factory that picks HF generate or vLLM.
+
+Prediction builds its engine here (:func:`make_engine`, from ``infer``); the expansion
+LLM of ``llm=hf`` runs the same :class:`~ccl.generation.hf_engine.HFEngine`
+(:mod:`ccl.expansion.llm.hf_backend`).
 
 ``infer.engine=vllm`` on a machine without vLLM or without a CUDA GPU does not
-fail: it warns once and falls back to :class:`~ccl.inference.hf_engine.HFEngine`
+fail: it warns once and falls back to :class:`~ccl.generation.hf_engine.HFEngine`
 (with a CPU-sized batch), so one experiment config runs on a laptop and a GPU
 node alike. An unknown engine name is an error.
 
@@ -23,15 +27,17 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from ccl.config import InferConfig
-from ccl.inference.generation import Generation
-from ccl.inference.hf_engine import HFEngine
-from ccl.inference.vllm_engine import VLLMEngine
+from ccl.generation.hf_engine import HFEngine
+from ccl.generation.record import Generation
+from ccl.generation.vllm_engine import VLLMEngine
 
 HF_FALLBACK_BATCH = 16  # vLLM batch sizes (hundreds) are far too large for HF generate
 
 
 @runtime_checkable
 class GenerationEngine(Protocol):
+    """What prediction needs of an engine: prompt texts in, one output per prompt, in order."""
+
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         """Generated text per prompt, in input order."""
         ...
