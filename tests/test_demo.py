@@ -22,7 +22,7 @@ from ccl.data.demo import (
 from ccl.data.records import document_from_dict
 
 CUES = ("denies", "no history of", "negative for", "ruled out", "no evidence of",
-        "mother", "father", "brother", "sibling")  # fmt: skip
+        "mother", "father", "brother", "sibling")
 
 
 
@@ -236,7 +236,7 @@ def test_same_world_in_another_process(tab):
     )
     env = {**os.environ, "PYTHONHASHSEED": "4242"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                         text=True, check=True, timeout=60)  # fmt: skip
+                         text=True, check=True, timeout=60)
     assert out.stdout.strip() == world_hash(build_demo_world(small(), tab))
 
 

@@ -17,7 +17,7 @@ def small(tmp_path):
         "docs.n_train=24", "docs.n_val=6", "docs.n_test=6", "docs.n_codes=8", "docs.corpus_size=40",
         "icd.download=false", f"paths.cache_dir={tmp_path}/cache", f"paths.output_dir={tmp_path}/out",
         "llm.progress=false",
-    ]  # fmt: skip
+    ]
 
 
 def test_command_line_needs_exactly_one_tier():

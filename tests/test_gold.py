@@ -93,7 +93,7 @@ def test_dedup_keeps_the_first_source_by_priority(tab):
     same = IndexEntry(
         ("x",), "TYPE 2 diabetes   mellitus with diabetic neuropathy, unspecified", (),
         "E11.40", "E11.40", "index", None,
-    )  # fmt: skip
+    )
     other = IndexEntry(("y",), "diabetic neuropathy", (), "E11.40", "E11.40", "eindex", None)
     pairs = gold_pairs(tab, [same, other, other], codes={"E11.40"})
     assert [(p.source, p.evidence) for p in pairs] == [

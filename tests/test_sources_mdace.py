@@ -26,7 +26,7 @@ ANNOTATIONS = DATA / "data" / "Inpatient" / "ICD-10" / "1.0"
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"MDACE reference data not at {DATA}")
 
 HEADER = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME",
-          "CATEGORY", "DESCRIPTION", "CGID", "ISERROR", "TEXT"]  # fmt: skip
+          "CATEGORY", "DESCRIPTION", "CGID", "ISERROR", "TEXT"]
 FILLER = 'Pt seen on rounds, "stable".\nVitals reviewed; plan as below. ' * 40
 # Chart 141751, note 22980: I10 annotated at 2745-2757; we write an edge space and period there.
 TRIM_NOTE, TRIM_RANGE, TRIM_TEXT = 22980, (2745, 2757), " hypertensi."
@@ -129,7 +129,7 @@ def test_notes_are_joined_and_offsets_shifted(world):
     starts = [(s.start, s.end, s.code) for s in d.spans]
     assert starts == [(555, 574, "K22.70"), (283 + shift, 308 + shift, "C16.0"),
                       (756 + shift, 768 + shift, "I10"), (769 + shift, 789 + shift, "Z86.73"),
-                      (808 + shift, 836 + shift, "Z87.891"), (3057 + shift, 3068 + shift, "E86.1")]  # fmt: skip
+                      (808 + shift, 836 + shift, "Z87.891"), (3057 + shift, 3068 + shift, "E86.1")]
     assert d.codes == ["K22.70", "C16.0", "I10", "Z86.73", "Z87.891", "E86.1"]  # no PCS 3E0G36Z
 
 

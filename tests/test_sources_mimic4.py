@@ -66,7 +66,7 @@ def files(tmp_path, ids):
                               ["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "text"], notes),
         "labels": write_gz_csv(tmp_path / "diagnoses_icd.csv.gz",
                                ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"], diagnoses),
-    }  # fmt: skip
+    }
 
 
 def config(files, **kw):

@@ -71,7 +71,7 @@ def test_module_entry_point_on_aci_bench(tmp_path):
         [sys.executable, "-m", "ccl.data.stats", "docs=aci_bench",
          f"docs.path={DATA / 'aci-bench'}", f"paths.cache_dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     assert "no labels: predict-only" in proc.stdout
     assert "│ test  │       120 │" in proc.stdout

@@ -183,7 +183,7 @@ def test_small_file_extensions(tmp_path: Path) -> None:
     assert tab.year == "2099"
     assert tab.all_codes() == [
         "S02", "S02.0", "S02.0XXA", "S02.0XXS", "S02.1", "S02.1X", "S02.1X1", "S02.1X1B", "S09",
-    ]  # fmt: skip
+    ]
     assert tab.billable_codes() == ["S02.0XXA", "S02.0XXS", "S02.1X1B", "S09"]
     assert tab.description("S02.0XXS") == "Fracture of vault, sequela"
     assert tab.description("S02.1X1B") == "Fracture of base, right, open"  # nearer def wins

@@ -79,7 +79,7 @@ ABBREVIATIONS: dict[str, str] = {
     "G47.33": "OSA", "N39.0": "UTI", "N18.30": "CKD stage 3", "I21.4": "NSTEMI",
     "I82.409": "DVT", "N40.0": "BPH", "I63.9": "CVA", "R41.82": "AMS", "Z66": "DNR",
     "R06.02": "SOB", "K92.2": "GI bleed",
-}  # fmt: skip
+}
 
 
 class TabularLike(Protocol):
@@ -397,14 +397,14 @@ _FAMILY_MEMBERS = ("spouse", "daughter", "son", "partner")
 _COMPLAINTS = (
     "fatigue", "cough", "dyspnea on exertion", "confusion", "leg swelling", "poor oral intake",
     "abnormal labs", "fall at home", "palpitations", "decreased appetite",
-)  # fmt: skip
+)
 _MEDICATIONS = (
     "aspirin 81 mg daily", "atorvastatin 40 mg nightly", "metoprolol tartrate 25 mg twice daily",
     "lisinopril 10 mg daily", "pantoprazole 40 mg daily", "furosemide 20 mg daily",
     "metformin 500 mg twice daily", "apixaban 5 mg twice daily", "levothyroxine 75 mcg daily",
     "sertraline 50 mg daily", "amlodipine 5 mg daily", "acetaminophen 650 mg as needed",
     "senna 8.6 mg nightly", "vitamin D3 1000 units daily",
-)  # fmt: skip
+)
 _TREATMENTS = (
     "supportive care",
     "medical management",
@@ -784,7 +784,7 @@ def build_demo_world(
         train=out["train"], val=out["val"], test=out["test"], corpus=out["corpus"],
         codes=codes, seen_codes=seen, unseen_codes=unseen, phrases=phrases,
         shorthand={c: ABBREVIATIONS[c] for c in shorthand},
-    )  # fmt: skip
+    )
     world.stats = _stats(world, counts, origin, skipped)
     return world
 

@@ -28,7 +28,7 @@ def _cumulative(
             "new_codes": len(new),
             "codes": len(covered),
             "share": round(len(covered) / len(universe), 6) if universe else 0.0,
-        })  # fmt: skip
+        })
     return rows
 
 
@@ -55,7 +55,7 @@ def coverage_report(
                 "billable_codes": len(codes_by_tier[t] & billable),
             }
             for t in tiers
-        },  # fmt: skip
+        },
         "cumulative": _cumulative(tiers, codes_by_tier, billable),
     }
     if codes is not None:
@@ -80,5 +80,5 @@ def print_coverage(report: dict[str, Any], console: Console, title: str = "Span 
     if "subset" in report:
         for row in report["subset"]["cumulative"]:
             table.add_row(f"{row['tiers']} (label space, {report['subset']['codes']})", str(row["new_codes"]),
-                          str(row["codes"]), f"{100 * row['share']:.2f}%")  # fmt: skip
+                          str(row["codes"]), f"{100 * row['share']:.2f}%")
     console.print(table)

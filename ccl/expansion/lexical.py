@@ -45,7 +45,7 @@ OPTIONAL = frozenset(
 GENERIC = frozenset(
     {"disease", "disorder", "condition", "syndrome", "other", "unspecified", "status", "history",
      "abnormal", "finding", "findings", "problem", "complication", "complications", "type"}
-)  # fmt: skip
+)
 _ROMAN = {"1": "i", "2": "ii", "3": "iii", "4": "iv", "5": "v"}
 
 # Common clinical abbreviations and short forms, one phrase (as it appears in a term) a line:
@@ -112,11 +112,11 @@ ABBREVIATIONS: dict[str, tuple[str, ...]] = {
 
 NEGATION_BEFORE = ("no", "not", "denies", "denied", "deny", "negative for", "without evidence of",
                    "no evidence of", "no history of", "ruled out", "rule out", "free of",
-                   "absence of", "never")  # fmt: skip
+                   "absence of", "never")
 NEGATION_AFTER = ("ruled out", "was negative", "excluded", "unlikely", "has resolved")
 FAMILY = ("mother", "father", "brother", "sister", "sibling", "family history", "family hx",
           "fhx", "grandmother", "grandfather", "aunt", "uncle", "cousin", "son", "daughter",
-          "maternal", "paternal", "parent")  # fmt: skip
+          "maternal", "paternal", "parent")
 # "brought in by daughter and found to have X": a relative after these words is not the subject.
 NOT_SUBJECT = frozenset({"by", "with", "from", "to", "and"})
 SCOPE_END = frozenset({"but", "however", "although", "though", "except", "yet"})

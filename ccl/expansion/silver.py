@@ -104,7 +104,7 @@ def refinement_prompt(
 
     ranked = "\n".join(f"{i}. {json.dumps(p)} ({n})" for i, (p, n) in enumerate(candidates, 1))
     user = REFINEMENT.format(code=code, description=description, terms=bullets(terms),
-                             existing=bullets(existing), candidates=ranked, k=k)  # fmt: skip
+                             existing=bullets(existing), candidates=ranked, k=k)
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -266,7 +266,7 @@ def refine_with_llm(
             list(existing.get(c, ()))[:15], [(r[0], r[2]) for r in pools[c]], keep,
         )
         for c in codes
-    ]  # fmt: skip
+    ]
     answers = llm.complete(prompts, params, desc="silver: refine", credentialed=credentialed)
     out: dict[str, list[tuple[str, int, int]]] = {}
     for code, answer in zip(codes, answers, strict=True):
@@ -339,7 +339,7 @@ def _setting(cfg: Any) -> tuple[str, str, int | None]:
 
 
 def _tier_key(method: str, llm: LLMConfig, corpus_name: str, documents: Sequence[Document],
-              spans: Mapping[str, Sequence[SpanPair]], tab: TabularList, k: int | None) -> str:  # fmt: skip
+              spans: Mapping[str, Sequence[SpanPair]], tab: TabularList, k: int | None) -> str:
     relevant = {"fuzzy_edits": llm.fuzzy_edits, "max_documents": llm.max_documents}
     if method == "lexical":
         relevant["negation_window"] = llm.negation_window
@@ -349,7 +349,7 @@ def _tier_key(method: str, llm: LLMConfig, corpus_name: str, documents: Sequence
         "version": SILVER_VERSION, "method": method, "llm": relevant, "corpus": corpus_name,
         "documents": hash_records(documents), "tabular": tab.content_hash(), "k": k,
         "existing": {t: hash_records(p) for t, p in sorted(spans.items())},
-    })  # fmt: skip
+    })
 
 
 def build(ctx: TierContext) -> TierResult:
@@ -378,7 +378,7 @@ def build(ctx: TierContext) -> TierResult:
         miner = LexicalMiner(
             lexical_terms(tab, [p for ps in spans.values() for p in ps], labelled),
             fuzzy_edits=llm_cfg.fuzzy_edits, window=llm_cfg.negation_window,
-        )  # fmt: skip
+        )
         cands = mine_lexical(documents, miner, llm_cfg.progress)
         have = {c: {phrase_key(e) for e in ev} for c, ev in existing.items()}
         chosen = refine_by_frequency(cands, have, k)
@@ -392,9 +392,9 @@ def build(ctx: TierContext) -> TierResult:
         try:
             params = GenerationParams.from_config(llm_cfg)
             cands = extract_with_llm(llm, documents, tab.description, params, counts,
-                                     credentialed, llm_cfg.fuzzy_edits)  # fmt: skip
+                                     credentialed, llm_cfg.fuzzy_edits)
             chosen = refine_with_llm(llm, tab, cands, existing, k, params, counts,
-                                     llm_cfg.max_candidates, credentialed)  # fmt: skip
+                                     llm_cfg.max_candidates, credentialed)
         finally:
             llm.close()
         report.update(backend=llm_cfg.backend, model=llm_cfg.model, llm_calls=llm.stats.to_dict())
@@ -423,6 +423,6 @@ def build(ctx: TierContext) -> TierResult:
                    "kept": [[s, d, m] for s, d, m in chosen.get(code, [])]}
             for code in sorted(cands.labelled_docs)
         },
-    )  # fmt: skip
+    )
     save_tier(folder, pairs, report)
     return TierResult(pairs, report)

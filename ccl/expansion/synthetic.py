@@ -64,7 +64,7 @@ _TOKEN = re.compile(r"[\w]+(?:['\-][\w]+)*|[^\w\s]")
 VAGUE = frozenset({"unspecified", "other", "nos", "nec", "not", "elsewhere", "classified"})
 # Nouns that only say which axis is unspecified ("stage unspecified", "unspecified site").
 QUALIFIER_NOUNS = frozenset({"stage", "site", "type", "part", "severity", "organism", "grade",
-                             "laterality", "side", "episode", "encounter", "region"})  # fmt: skip
+                             "laterality", "side", "episode", "encounter", "region"})
 FUNCTION = frozenset(
     {"of", "the", "a", "an", "and", "in", "to", "for", "on", "by", "at", ",", "due"}
 )
@@ -145,7 +145,7 @@ def description_changes(neighbour_description: str, target_description: str) -> 
         clause = tuple(b[lo:hi])
         before, after = _anchor(reversed(a[:i1])), _anchor(a[i2:])
         changes.append(Change(tuple(a[i1:i2]), tuple(b[j1:j2]), before, after, clause,
-                              lo == 0, j2 >= hi))  # fmt: skip
+                              lo == 0, j2 >= hi))
     return changes
 
 
@@ -236,12 +236,12 @@ def description_evidence(description: str) -> str:
 def synthesis_prompt(
     target: str, target_description: str, neighbour: str, neighbour_description: str,
     evidence: Sequence[str], k: int,
-) -> list[Message]:  # fmt: skip
+) -> list[Message]:
     """The LLM synthesis prompt for one uncovered code."""
     lines = "\n".join(f"- {e}" for e in evidence) or "- (none)"
     user = SYNTHESIS.format(target=target, target_description=target_description,
                             neighbour=neighbour, neighbour_description=neighbour_description,
-                            evidence=lines, k=k)  # fmt: skip
+                            evidence=lines, k=k)
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -328,16 +328,16 @@ class Synthesis:
     uncovered: list[str] = field(default_factory=list)
 
     def keep(self, code: str, text: str, source: str, neighbour: str | None, dist: int | None,
-             origin: str | None) -> None:  # fmt: skip
+             origin: str | None) -> None:
         self.pairs.append(SpanPair(text, code, TIER, source))
         self.provenance.append({"code": code, "evidence": text, "source": source,
-                                "neighbour": neighbour, "distance": dist, "from": origin})  # fmt: skip
+                                "neighbour": neighbour, "distance": dist, "from": origin})
 
 
 def _template_candidates(
     tab: TabularList, code: str, neighbours: Sequence[tuple[str, int]],
     evidence: Mapping[str, Sequence[str]],
-) -> Iterator[tuple[str, str, int, str]]:  # fmt: skip
+) -> Iterator[tuple[str, str, int, str]]:
     """``(text, neighbour, distance, neighbour evidence)`` from substitution, nearest first (lazy)."""
     target_description = tab.description(code)
     for neighbour, dist in neighbours:
@@ -354,7 +354,7 @@ def _choose(
     out: Synthesis, flt: EvidenceFilter, code: str, k: int,
     candidates: Iterable[tuple[str, str | None, int | None, str | None, str]],
     evidence: Mapping[str, Sequence[str]],
-) -> int:  # fmt: skip
+) -> int:
     """Keep up to ``k`` candidates ``(text, neighbour, distance, origin, source)`` that pass."""
     taken: set[str] = set()
     for text, neighbour, dist, origin, source in candidates:
@@ -404,9 +404,9 @@ def synthesize(
         for c in asked:
             n = near[c][0][0]
             prompts.append(synthesis_prompt(c, tab.description(c), n, tab.description(n),
-                                             list(evidence[n])[:NEIGHBOUR_EVIDENCE], k))  # fmt: skip
+                                             list(evidence[n])[:NEIGHBOUR_EVIDENCE], k))
         texts = llm.complete(prompts, params or GenerationParams(), desc="synthetic: write",
-                             credentialed=credentialed)  # fmt: skip
+                             credentialed=credentialed)
         for c, text in zip(asked, texts, strict=True):
             items, lenient = parse_string_list(text)
             parse["lenient_answers"] += lenient
@@ -432,7 +432,7 @@ def synthesize(
             if not kept:
                 cands = _template_candidates(tab, code, near[code], evidence)
                 kept = _choose(out, flt, code, k,
-                               ((t, n, d, e, "synthetic:template") for t, n, d, e in cands), evidence)  # fmt: skip
+                               ((t, n, d, e, "synthetic:template") for t, n, d, e in cands), evidence)
             if not kept:
                 out.fallbacks["description"] += 1
                 text = description_evidence(tab.description(code))
@@ -482,7 +482,7 @@ def _setting(cfg: Any) -> tuple[str, int, str, int]:
 
 
 def _tier_key(method: str, llm: LLMConfig, targets: Sequence[str], spans: Mapping[str, Sequence[SpanPair]],
-              tab: TabularList, k: int, neighbours: int) -> str:  # fmt: skip
+              tab: TabularList, k: int, neighbours: int) -> str:
     relevant = {}
     if method == "llm":
         relevant = generation_settings(llm)
@@ -490,7 +490,7 @@ def _tier_key(method: str, llm: LLMConfig, targets: Sequence[str], spans: Mappin
         "version": SYNTHETIC_VERSION, "method": method, "llm": relevant, "k": k,
         "neighbours": neighbours, "targets": hash_obj(list(targets)), "tabular": tab.content_hash(),
         "existing": {t: hash_records(p) for t, p in sorted(spans.items())},
-    })  # fmt: skip
+    })
 
 
 def build(ctx: TierContext) -> TierResult:
@@ -516,7 +516,7 @@ def build(ctx: TierContext) -> TierResult:
         credentialed = is_credentialed(cfg.docs.get("source")) and bool(spans.get("silver"))
         result, parse = synthesize(tab, targets, evidence, k, n_neighbours, llm,
                                    GenerationParams.from_config(llm_cfg), llm_cfg.progress,
-                                   credentialed)  # fmt: skip
+                                   credentialed)
     finally:
         if llm is not None:
             llm.close()

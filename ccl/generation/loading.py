@@ -22,7 +22,7 @@ import torch
 
 # llm.dtype names (and their short forms) -> torch dtype names.
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-               "float16": "float16", "fp16": "float16"}  # fmt: skip
+               "float16": "float16", "fp16": "float16"}
 
 
 def inference_device(train_cfg: Any) -> torch.device:

@@ -760,7 +760,7 @@ def load_valid_entries(
             (INDEX_VERSION, sorted((k, v["sha256"]) for k, v in report["files"].items()),
              tab.content_hash(), seventh)
         ).encode()
-    ).hexdigest()[:16]  # fmt: skip
+    ).hexdigest()[:16]
     pickle_path = Path(cache_dir) / "index" / f"entries-{key}.pkl"
     if pickle_path.is_file():
         try:

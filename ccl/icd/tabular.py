@@ -346,7 +346,7 @@ class _Builder:
             _notes(elem, "inclusionTerm"), _notes(elem, "excludes1"), _notes(elem, "excludes2"),
             chapter, block, kind,
             _notes(elem, "codeFirst"), _notes(elem, "useAdditionalCode"), _notes(elem, "codeAlso"),
-        )  # fmt: skip
+        )
         return code
 
     def extended(
@@ -387,7 +387,7 @@ def parse_tabular(path: Path, data: bytes | None = None) -> TabularList:
     return TabularList(
         year, str(path), hashlib.sha256(data).hexdigest(),
         builder.codes, builder.chapters, builder.blocks,
-    )  # fmt: skip
+    )
 
 
 def _read(path: Path) -> bytes:

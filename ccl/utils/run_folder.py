@@ -132,7 +132,7 @@ OUTSIDE_STAGE_KEYS: dict[str, bool] = {
     # Human-evidence copies are keyed apart: switching them on adds their own results.
     "infer.also_human_evidence": True,
     "infer.gpu_memory_utilization": False,
-}  # fmt: skip
+}
 # Keys that change how a run is executed or logged, never the results already in the folder.
 # Test sets are keyed apart too (adding one adds its own results; see config_diff). The trainer
 # group restates train.* (conf/trainer/default.yaml; ccl.config.check_trainer refuses any other

@@ -41,7 +41,7 @@ def generation_settings(llm: BackendConfig) -> dict[str, Any]:
     """The LLM settings that change what a tier builder generates (part of its cache key)."""
     return {"backend": llm.backend, "model": llm.model, "base_url": llm.base_url,
             "temperature": llm.temperature, "top_p": llm.top_p, "seed": llm.seed,
-            "max_new_tokens": llm.max_new_tokens}  # fmt: skip
+            "max_new_tokens": llm.max_new_tokens}
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class GenerationParams:
     def from_config(cls, cfg: BackendConfig, **overrides: Any) -> GenerationParams:
         """The sampling settings of ``llm`` (:class:`ccl.config.BackendConfig`), ``overrides`` on top."""
         base = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
-                "top_p": cfg.top_p, "seed": cfg.seed}  # fmt: skip
+                "top_p": cfg.top_p, "seed": cfg.seed}
         return cls(**{**base, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,7 +164,7 @@ def make_backend(cfg: BackendConfig, cache_dir: str | Path = ".cache/ccl") -> LL
             cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
             max_retries=cfg.max_retries, backoff_s=cfg.backoff_s,
             requests_per_minute=cfg.requests_per_minute, concurrency=cfg.concurrency,
-        )  # fmt: skip
+        )
     if cfg.backend == "vllm":
         from ccl.expansion.llm.vllm_backend import VLLMBackend
 
@@ -174,7 +174,7 @@ def make_backend(cfg: BackendConfig, cache_dir: str | Path = ".cache/ccl") -> LL
             cfg.model, tensor_parallel_size=cfg.tensor_parallel_size, dtype=cfg.dtype,
             gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
             seed=cfg.seed,
-        )  # fmt: skip
+        )
     if cfg.backend == "lexical":
         raise LLMBackendError(
             "llm=lexical does not generate text; it mines spans directly "

@@ -42,7 +42,7 @@ def call_key(backend: str, model: str, conversation: Conversation, params: Gener
     blob = stable_json(
         {"v": CACHE_VERSION, "backend": backend, "model": model,
          "messages": [dict(m) for m in conversation], "params": params.to_dict()}
-    )  # fmt: skip
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -192,4 +192,4 @@ def tier_llm(llm_cfg: LLMConfig, cache_dir: str | Path, switch: str, console: Co
         make_backend(llm_cfg, cache_dir), Path(cache_dir) / "llm" / "calls.sqlite",
         batch_size=llm_cfg.batch_size, progress=llm_cfg.progress,
         allow_credentialed_remote=llm_cfg.allow_credentialed_remote, console=console,
-    )  # fmt: skip
+    )

@@ -38,7 +38,7 @@ class RateLimiter:
     """Spaces call starts at least ``60 / per_minute`` seconds apart (thread-safe)."""
 
     def __init__(self, per_minute: float | None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         if per_minute is not None and per_minute <= 0:
             raise ValueError(f"requests_per_minute must be > 0, got {per_minute}")
         self.interval = 60.0 / per_minute if per_minute else 0.0
