@@ -66,3 +66,25 @@ def test_fetch_url_checks_the_hash_and_words_failures_in_one_line(tmp_path, web)
     with pytest.raises(DownloadFailed) as err:
         fetch_url("https://x.org/c.bin", tmp_path / "c.bin", 5)
     assert err.value.reason == "network error (Failed to resolve 'host' ([Errno -3] Temporary failure in name resolution))"
+
+
+def test_fetch_url_copies_a_file_url_and_refuses_other_schemes(tmp_path):
+    """A mirror on a shared disk (file://) is copied and hash-checked, as pooch checks a
+    download; a scheme no downloader handles is one clear line, not a network error."""
+    import hashlib
+
+    from ccl.utils.downloads import DownloadFailed, fetch_url
+
+    mirror = tmp_path / "mirror" / "icd10cm-index.zip"
+    mirror.parent.mkdir()
+    mirror.write_bytes(b"zip bytes")
+    digest = hashlib.sha256(b"zip bytes").hexdigest()
+    out = fetch_url(mirror.as_uri(), tmp_path / "cache" / "index.zip", 5, known_hash=f"sha256:{digest}")
+    assert out.read_bytes() == b"zip bytes"
+    with pytest.raises(DownloadFailed, match="is not the expected"):
+        fetch_url(mirror.as_uri(), tmp_path / "cache" / "other.zip", 5, known_hash="sha256:" + "0" * 64)
+    with pytest.raises(DownloadFailed, match="no such file"):
+        fetch_url((tmp_path / "missing.zip").as_uri(), tmp_path / "cache" / "m.zip", 5)
+    with pytest.raises(DownloadFailed, match="scheme 's3' not supported"):
+        fetch_url("s3://bucket/index.zip", tmp_path / "cache" / "s3.zip", 5)
+    assert not (tmp_path / "cache" / "other.zip").exists() and not (tmp_path / "cache" / "m.zip").exists()

@@ -126,9 +126,10 @@ def test_download_offline_error_names_url_and_config_key(tmp_path, web):
 def test_download_writes_once(tmp_path, web):
     web.serve = lambda url: b"payload"
     dest = tmp_path / "sub" / "f.bin"
-    assert download("u", dest, "x", "docs.path").read_bytes() == b"payload"
-    download("u", dest, "x", "docs.path")
-    assert web.calls == ["u"]
+    url = "https://example.org/u"
+    assert download(url, dest, "x", "docs.path").read_bytes() == b"payload"
+    download(url, dest, "x", "docs.path")
+    assert web.calls == [url]
 
 
 def test_extract_zip_refuses_escaping_members(tmp_path):

@@ -18,17 +18,27 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on a clean exit rename it to ``path``.
 
     ``mode`` is ``"w"`` (text, ``encoding``) or ``"wb"``. The parent folder is created.
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    The file gets the permissions a plain ``open`` would give it (``0o666`` less the umask),
+    so a shared cache stays readable by others. On an exception the temporary file is
+    removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0o600)
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
         os.replace(tmp, path)

@@ -1,8 +1,9 @@
 """Downloads, the offline switch and the memory of failed downloads, shared by every downloader in CCL.
 
-* :func:`fetch_url` -- the one download: a URL into a file, through ``pooch`` (HTTP(S)/FTP by
-  ``requests``, an optional SHA-256 check, the file moved into place only when complete);
-  any failure is one :class:`DownloadFailed` line.
+* :func:`fetch_url` -- the one download: a URL into a file, through ``pooch`` (HTTP(S) by
+  ``requests``, FTP by ``ftplib``; a ``file://`` URL, e.g. a mirror on a shared disk, is
+  copied), an optional SHA-256 check, the file moved into place only when complete; any
+  failure is one :class:`DownloadFailed` line.
 * :func:`offline_reason` -- ``CCL_OFFLINE=1`` (or Hugging Face's ``HF_HUB_OFFLINE=1``)
   makes every download in CCL a no-op that reports itself in one line.
 * :class:`FailedDownload` -- a download that failed (network error, HTTP error, bad
@@ -14,18 +15,23 @@
 
 from __future__ import annotations
 
+import ftplib
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pooch
 import requests
 
+from ccl.utils.atomic import atomic_file
 from ccl.utils.hashing import hash_obj
 
 OFFLINE_ENV = ("CCL_OFFLINE", "HF_HUB_OFFLINE")
@@ -46,14 +52,23 @@ class DownloadFailed(OSError):
 def fetch_url(url: str, dest: Path, timeout: float, known_hash: str | None = None) -> Path:
     """Download ``url`` into ``dest`` with :func:`pooch.retrieve`; return ``dest``.
 
-    pooch writes a temporary file beside ``dest`` and moves it into place when the download
-    (and the check against ``known_hash``, ``"sha256:..."``, when given) succeeded, so no partial
-    file is ever left under its name. ``timeout`` is in seconds (connect and each read).
-    Raises :class:`DownloadFailed` (an ``OSError``) on an HTTP status, a network error or a
-    hash mismatch.
+    ``http(s)://`` and ``ftp://`` go through pooch's downloaders; ``file://`` (a local or
+    mounted mirror, which pooch does not fetch) is copied. Either way a temporary file beside
+    ``dest`` is moved into place only when the transfer (and the check against ``known_hash``,
+    ``"sha256:..."``, when given) succeeded, so no partial file is ever left under its name.
+    ``timeout`` is in seconds (connect and each read). Raises :class:`DownloadFailed` (an
+    ``OSError``) on an HTTP status, a network error, a missing local file, a file that cannot
+    be written, a hash mismatch or a URL scheme other than these.
     """
     dest = Path(dest)
-    downloader = pooch.HTTPDownloader(timeout=timeout, progressbar=False)
+    scheme = urlparse(url).scheme.lower()
+    if scheme == "file":
+        return _copy_local(url, dest, known_hash)
+    downloaders = {"http": pooch.HTTPDownloader, "https": pooch.HTTPDownloader, "ftp": pooch.FTPDownloader}
+    if scheme not in downloaders:
+        raise DownloadFailed(url, f"URL scheme {scheme or '(none)'!r} not supported (use http(s)://, ftp:// "
+                                  "or file://, or place the file by hand)")
+    downloader = downloaders[scheme](timeout=timeout, progressbar=False)
     try:
         with _quiet_pooch():
             pooch.retrieve(url, known_hash, fname=dest.name, path=dest.parent, downloader=downloader)
@@ -61,10 +76,29 @@ def fetch_url(url: str, dest: Path, timeout: float, known_hash: str | None = Non
         status = err.response.status_code if err.response is not None else "error"
         reason = err.response.reason if err.response is not None else err
         raise DownloadFailed(url, f"HTTP {status} {reason}") from None
-    except (requests.RequestException, OSError) as err:  # connection, DNS, timeouts, disk
+    except (requests.RequestException, *ftplib.all_errors) as err:  # connection, DNS, timeouts
+        if isinstance(err, OSError) and err.filename is not None:  # the disk, not the network
+            raise DownloadFailed(url, f"could not write {err.filename} ({err.strerror})") from None
         raise DownloadFailed(url, f"network error ({_innermost(err)})") from None
     except ValueError as err:  # pooch: the file's SHA-256 is not known_hash
         raise DownloadFailed(url, " ".join(str(err).split())) from None
+    return dest
+
+
+def _copy_local(url: str, dest: Path, known_hash: str | None) -> Path:
+    """``file://`` URL: copy the file into ``dest`` by rename, checked against ``known_hash``."""
+    source = Path(url2pathname(urlparse(url).path))
+    if not source.is_file():
+        raise DownloadFailed(url, f"no such file {source}")
+    if known_hash is not None:
+        digest = pooch.file_hash(str(source), alg=known_hash.split(":", 1)[0] if ":" in known_hash else "sha256")
+        if digest != known_hash.split(":", 1)[-1]:
+            raise DownloadFailed(url, f"SHA-256 {digest} of {source} is not the expected {known_hash}")
+    try:
+        with atomic_file(dest, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out)
+    except OSError as err:
+        raise DownloadFailed(url, f"could not copy to {dest} ({err.strerror or err})") from None
     return dest
 
 

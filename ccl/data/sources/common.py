@@ -63,8 +63,6 @@ import random
 import re
 import string
 import unicodedata
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 from collections import Counter
@@ -514,9 +512,9 @@ def download(url: str, dest: Path, what: str, config_key: str) -> Path:
                             f"and set {config_key} to its local path.")
     try:
         fetch_url(url, dest, DOWNLOAD_TIMEOUT_S)
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
+    except OSError as err:  # DownloadFailed: one short reason; the URL is said once here
         raise DownloadError(
-            f"could not download {what} from {url} ({err}). If this machine is offline, "
+            f"could not download {what} from {url} ({getattr(err, 'reason', err)}). If this machine is offline, "
             f"download it elsewhere and set {config_key} to its local path."
         ) from err
     return dest
