@@ -278,6 +278,21 @@ def test_repetition_penalty_is_explicit_not_inherited_from_the_model(tiny):
     assert penalised != plain  # the configured one is
 
 
+def test_without_a_penalty_the_model_keeps_its_own(tiny):
+    """repetition_penalty=None (the expansion backend): the generation_config's penalty applies,
+    as it did when the expansion backend called generate itself."""
+    model, tok, prompts = tiny
+    before = model.generation_config.repetition_penalty
+    model.generation_config.repetition_penalty = 5.0
+    try:
+        own = HFEngine(model, tok, batch_size=3, repetition_penalty=None).generate_ids(prompts, 24)
+        explicit = HFEngine(model, tok, batch_size=3, repetition_penalty=5.0).generate_ids(prompts, 24)
+        none = HFEngine(model, tok, batch_size=3).generate_ids(prompts, 24)
+    finally:
+        model.generation_config.repetition_penalty = before
+    assert own == explicit != none
+
+
 def test_complete_reports_answers_cut_by_the_bound(tiny):
     model, tok, prompts = tiny
     engine = HFEngine(model, tok, batch_size=3)

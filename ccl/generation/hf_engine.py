@@ -32,7 +32,7 @@ reaches its codes.
 Decoding settings are explicit, so HF and vLLM runs decode alike: the
 ``repetition_penalty`` given here (1.0: none) is passed to every ``generate`` call and
 overrides the one a model ships in its ``generation_config`` (some instruct models
-ship 1.05, which vLLM would not apply). :meth:`HFEngine.complete` also says per prompt
+ship 1.05, which vLLM would not apply); ``None`` leaves the model's own in force. :meth:`HFEngine.complete` also says per prompt
 whether decoding ended at a stop token or at ``max_new_tokens`` (``finish_reason``
 ``"length"``, as vLLM reports it).
 """
@@ -106,7 +106,7 @@ class HFEngine:
         repeat_guard: bool = False,
         shared_prefix: bool = True,
         row_prefill: bool | None = None,
-        repetition_penalty: float = 1.0,
+        repetition_penalty: float | None = 1.0,
         top_p: float | None = None,
         extra_processors: Callable[[list[str], int], list[LogitsProcessor]] | None = None,
         record_logprobs: bool = False,
@@ -118,7 +118,8 @@ class HFEngine:
         self.static_cache = bool(static_cache)
         self.repeat_guard = bool(repeat_guard)
         self.shared_prefix = bool(shared_prefix)
-        self.repetition_penalty = float(repetition_penalty)
+        # None: the model's generation_config decides (the expansion backends' behaviour).
+        self.repetition_penalty = None if repetition_penalty is None else float(repetition_penalty)
         self.top_p = None if top_p is None else float(top_p)
         self.cache_kw = cache_keyword(model)
         device = next(model.parameters()).device
@@ -143,8 +144,9 @@ class HFEngine:
             yield order[s : s + self.batch_size]
 
     def _sampling(self) -> dict[str, Any]:
-        # Explicit, so the model's generation_config cannot add a penalty vLLM would not apply.
-        penalty = {"repetition_penalty": self.repetition_penalty}
+        # Explicit, so the model's generation_config cannot add a penalty vLLM would not apply
+        # (prediction); None leaves the generation_config's penalty in force (expansion).
+        penalty = {} if self.repetition_penalty is None else {"repetition_penalty": self.repetition_penalty}
         if self.temperature > 0:
             top_p = {} if self.top_p is None else {"top_p": self.top_p}
             return {"do_sample": True, "temperature": self.temperature, **top_p, **penalty}

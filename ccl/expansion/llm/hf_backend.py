@@ -80,8 +80,12 @@ class HFBackend(LLMBackend):
         if not batch:
             return []
         self._load()
+        # As the backend generated before it shared the prediction engine: the model's own
+        # repetition penalty (generation_config) and a dynamic KV cache, which every model
+        # supports. Rows run longest first, so sampled (temperature > 0) draws differ from the
+        # old backend's; greedy answers are the same.
         engine = HFEngine(self._model, self._tokenizer, batch_size=len(batch), temperature=params.temperature,
-                          top_p=params.top_p)
+                          top_p=params.top_p, repetition_penalty=None, static_cache=False)
         prompts = [render_chat(self._tokenizer, c) for c in batch]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(params.seed)
