@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ccl.data.records import Document
+from ccl.data.sources.subset import restrict_source
 from ccl.icd.tabular import TabularList
 from ccl.utils.targets import resolve_target
 
@@ -74,8 +75,6 @@ def load_source(cfg: Any, tab: TabularList, cache_dir: Path, index: Any = None) 
     Raises ``ValueError`` for an unknown source; loaders raise their own errors naming
     the ``docs.*`` key and file.
     """
-    from ccl.data.sources.subset import restrict_source
-
     data = source_loader(cfg)(cfg, tab, Path(cache_dir), index)
     if not isinstance(data, SourceData):
         raise TypeError(f"docs._target_ of source {cfg.source!r} returned {type(data).__name__}, not SourceData")
