@@ -21,11 +21,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ccl.config import UnknownConfigKey
-from ccl.data.sources.common import DownloadError
-from ccl.icd.download import IndexUnavailable
-from ccl.utils.run_folder import RunRefused, StaleStageOutput
-
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = ("CCL_DEBUG", "HYDRA_FULL_ERROR")
 EXIT_CODE = 1
@@ -55,17 +50,31 @@ def hydra_debug_flag() -> None:
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
-    """The error classes whose message is the whole story."""
+    """The error classes whose message is the whole story (imported lazily: cheap CLIs stay cheap)."""
+    # why: needed only once an error is raised; at the top they would load hydra, requests and
+    # pooch (~0.25 s) into every CLI, --help included
     import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    return (
+    from ccl.config import UnknownConfigKey
+
+    found: list[type[BaseException]] = [
         FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError,
         ValueError,  # bad config values, malformed JSON/records (RecordError), UnicodeDecodeError
         UnknownConfigKey, yaml.YAMLError, HydraException, OmegaConfBaseException,
-        IndexUnavailable, RunRefused, StaleStageOutput, DownloadError,
-    )
+    ]
+    from ccl.icd.download import IndexUnavailable
+    from ccl.utils.run_folder import RunRefused, StaleStageOutput
+
+    found += [IndexUnavailable, RunRefused, StaleStageOutput]
+    try:
+        from ccl.data.sources.common import DownloadError
+    except ImportError:  # pragma: no cover - the package moved
+        pass
+    else:
+        found.append(DownloadError)
+    return tuple(found)
 
 
 def describe(err: BaseException) -> str:
