@@ -30,9 +30,6 @@ from rich.table import Table
 from ccl.cli_errors import cli_main
 from ccl.config import check_closed, register_configs
 from ccl.data.records import Document
-from ccl.data.sources import load_source
-from ccl.data.sources.common import IndexHints
-from ccl.data.sources.mdace import annotation_summary
 from ccl.icd.index import load_valid_entries
 from ccl.icd.tabular import load_tabular
 
@@ -102,6 +99,11 @@ def _mdace_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def collect(cfg: Any) -> dict[str, Any]:
     """Load ``cfg.docs`` and return ``{"rows": {group: stats}, "source": ..., "notes": [...]}``."""
+    # why: the source loaders load requests + pooch (~0.08 s), not needed for --help
+    from ccl.data.sources import load_source
+    from ccl.data.sources.common import IndexHints
+    from ccl.data.sources.mdace import annotation_summary
+
     cache_dir = Path(cfg.paths.cache_dir)
     tab = load_tabular(cfg.icd.tabular_xml, cache_dir)
     source = str(cfg.docs.source)
