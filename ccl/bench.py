@@ -42,9 +42,25 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from ccl.bench_peers import (
+    PEER_ARMS,
+    TrlArm,
+    code_row_snapshot,
+    code_rows_changed,
+    lora_parameter_count,
+)
 from ccl.cli_errors import cli_main
-from ccl.data.packing import MODEL_INPUTS
-from ccl.data.sft import IGNORE_INDEX
+from ccl.config import register_configs
+from ccl.data.packing import MODEL_INPUTS, PACKED_SDPA, PackingCollator, use_packed_attention
+from ccl.data.prompt_builder import limits_from_config
+from ccl.data.sft import IGNORE_INDEX, tokenize_examples
+from ccl.expansion.gold import build_gold_tier
+from ccl.generation.chat import encode_prompts
+from ccl.icd.download import find_index_files
+from ccl.icd.index import parse_index_xml
+from ccl.icd.tabular import load_tabular
+from ccl.model.frozen_prefix import forward
+from ccl.stages.data import build_data
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PAPER_HOURS = {"document SFT": 70.0, "CCL": 4.0}  # per epoch, the paper's Table 2
@@ -68,8 +84,6 @@ def compose(overrides: Sequence[str]) -> DictConfig:
     """The run config of ``conf/`` with Hydra overrides, as ``python -m ccl.run`` composes it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-
-    from ccl.config import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -145,9 +159,8 @@ def train_flops(
 
 def build_training_inputs(cfg: DictConfig, work_dir: Path) -> tuple[Any, Any, list[dict], list[dict]]:
     """Model (in its ``train.mode``), tokenizer, document and span examples, as the train stage builds them."""
-    from ccl.data.sft import tokenize_examples
+    # why: transformers + lightning: slow import (~3 s), not for --help
     from ccl.model.backbone import apply_training_mode
-    from ccl.stages.data import build_data
     from ccl.stages.train import build_examples, load_model
 
     bundle = build_data(cfg, work_dir, Console(quiet=True))
@@ -171,6 +184,7 @@ def epoch_split(docs: list[dict], spans: list[dict], cfg: DictConfig, n: int, he
 
     The held-out draw (its own generator) leaves the sample as :func:`epoch_sample` draws it.
     """
+    # why: lightning: slow import (~3 s), not for --help
     from ccl.data.datamodule import MixDataModule
 
     dm = MixDataModule(docs, spans, cfg.mix, cfg.train, seed=seed, pad_token_id=0)
@@ -226,8 +240,8 @@ class Arm:
 
 def packed_arm(pad_id: int, budget: int, row_tokens: int, attn: str) -> Arm:
     """CCL: token-budget batches (the datamodule's grouping, priced by the packer), packed."""
+    # why: lightning: slow import (~3 s), not for --help
     from ccl.data.datamodule import group_by_length
-    from ccl.data.packing import PackingCollator
 
     collator = PackingCollator(row_tokens, pad_id, attn_implementation=attn)
 
@@ -261,8 +275,6 @@ ARMS = ("packed", "packed_mask", "padded")
 
 
 def make_arms(names: Sequence[str], tokenizer: Any, budget: int, row_tokens: int, batch_size: int) -> dict[str, Arm]:
-    from ccl.data.packing import PACKED_SDPA
-
     makers = {  # the model stays on the CPU here (GPU: ccl.bench_gpu), so no flash-attention
         "packed": lambda: packed_arm(tokenizer.pad_token_id, budget, row_tokens, PACKED_SDPA),
         "packed_mask": lambda: packed_arm(tokenizer.pad_token_id, budget, row_tokens, "sdpa"),
@@ -338,8 +350,8 @@ class ConfigArm:
     """
 
     def __init__(self, name: str, cfg: DictConfig, bundle: Any) -> None:
+        # why: lightning + transformers: slow import (~3 s), not for --help
         from ccl.data.datamodule import PaddingCollator
-        from ccl.data.packing import PackingCollator, use_packed_attention
         from ccl.model.backbone import apply_training_mode
         from ccl.stages.train import frozen_prefix, load_model
 
@@ -366,13 +378,11 @@ class ConfigArm:
         self.real = self.computed = self.answer = self.steps = 0
         self.peak_rss = self.peak_rss_increase = 0
         self.train_loss: list[float] = []
-        from ccl.bench_peers import code_row_snapshot
-
         self.code_rows = code_row_snapshot(self.model)
 
     def run(self, examples: list[dict], rng: np.random.Generator, count: bool = True) -> None:
+        # why: lightning: slow import (~3 s), not for --help
         from ccl.data.datamodule import group_by_length
-        from ccl.model.frozen_prefix import forward
         from ccl.model.module import model_inputs
 
         lengths = [len(ex["input_ids"]) for ex in examples]
@@ -402,8 +412,6 @@ class ConfigArm:
             self.train_loss.append(float(np.mean(losses)) if losses else float("nan"))
 
     def summary(self) -> dict[str, Any]:
-        from ccl.bench_peers import code_rows_changed, lora_parameter_count
-
         mib = 2**20
         return {
             "name": self.name, "trainer": "ccl", "overrides": list(CONFIG_ARMS[self.name]),
@@ -427,6 +435,7 @@ def held_out_loss(model: Any, examples: list[dict], pad_token_id: int) -> float:
     The same function for every arm (CCL's and peers'), in eval mode (no dropout), logits at
     every position; the model is put back in training mode afterwards.
     """
+    # why: lightning: slow import (~3 s), not for --help
     from ccl.data.datamodule import PaddingCollator
 
     collate = PaddingCollator(pad_token_id)
@@ -458,9 +467,7 @@ def bench_train_configs(args: argparse.Namespace, overrides: list[str], console:
     """
     import resource
 
-    from ccl.bench_peers import PEER_ARMS, TrlArm
-    from ccl.data.sft import tokenize_examples
-    from ccl.stages.data import build_data
+    # why: lightning: slow import (~3 s), not for --help
     from ccl.stages.train import build_examples
 
     base_cfg = compose([f"backbone={args.backbone}", "logger=none", *overrides])
@@ -536,16 +543,12 @@ def bench_train_configs(args: argparse.Namespace, overrides: list[str], console:
 
 
 def bench_train(args: argparse.Namespace, overrides: list[str], console: Console) -> dict[str, Any]:
-    from ccl.bench_peers import PEER_ARMS
-
     names = args.arms.split(",")
     own_model = set(CONFIG_ARMS) | set(PEER_ARMS)
     if any(n in own_model for n in names):
         if not all(n in own_model for n in names):
             raise ValueError(f"--arms: config and peer arms {sorted(own_model)} cannot be mixed with {list(ARMS)}")
         return bench_train_configs(args, overrides, console, names)
-    from ccl.data.packing import use_packed_attention
-
     cfg = compose([f"backbone={args.backbone}", "logger=none", *overrides])
     seed = int(cfg.seed)
     with tempfile.TemporaryDirectory() as work:
@@ -597,10 +600,8 @@ def bench_train(args: argparse.Namespace, overrides: list[str], console: Console
 
 
 def bench_predict(args: argparse.Namespace, overrides: list[str], console: Console) -> dict[str, Any]:
-    from ccl.data.prompt_builder import limits_from_config
-    from ccl.generation.chat import encode_prompts
+    # why: transformers + lightning: slow import (~3 s), not for --help
     from ccl.generation.hf_engine import HFEngine, common_prefix_length
-    from ccl.stages.data import build_data
     from ccl.stages.predict import build_prompts
     from ccl.stages.train import load_model
 
@@ -698,9 +699,8 @@ def recipe_lengths(cfg: DictConfig, work_dir: Path, all_spans: bool = False) -> 
 
     Returns (document SFT lengths, CCL epoch lengths, span examples, tokenizer used).
     """
+    # why: lightning: slow import (~3 s), not for --help
     from ccl.data.datamodule import MixDataModule
-    from ccl.data.sft import tokenize_examples
-    from ccl.stages.data import build_data
     from ccl.stages.train import build_examples
 
     bundle = build_data(cfg, work_dir, Console(quiet=True))
@@ -723,6 +723,7 @@ def cost_tokenizer(cfg: DictConfig, bundle: Any) -> tuple[Any, str]:
     """The backbone's tokenizer when it is on this machine, else SmolLM2's as a stand-in."""
     from transformers import AutoTokenizer
 
+    # why: transformers + lightning: slow import (~3 s), not for --help
     from ccl.model.smollm2 import smollm2_dir
     from ccl.model.tiny import build_tiny
     from ccl.stages.train import tiny_corpus
@@ -805,11 +806,6 @@ def _timed_tabular_load(cache_dir: Path) -> float:
 
 
 def bench_data(args: argparse.Namespace, overrides: list[str], console: Console) -> dict[str, Any]:
-    from ccl.expansion.gold import build_gold_tier
-    from ccl.icd.download import find_index_files
-    from ccl.icd.index import parse_index_xml
-    from ccl.icd.tabular import load_tabular
-
     if not args.icd_dir:
         raise ValueError("data: give --icd-dir, the folder holding the four CDC index XML files")
     files = find_index_files(Path(args.icd_dir))

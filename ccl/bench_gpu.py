@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from ccl.bench import attention_flops, machine_info
+from ccl.config import LoraConfig, TrainConfig
 from ccl.data.packing import MODEL_INPUTS, PACKED_SDPA, PackingCollator, use_packed_attention
 from ccl.data.sft import IGNORE_INDEX
 
@@ -66,7 +67,7 @@ def build_model(arch: dict[str, Any], device: torch.device, dtype: torch.dtype, 
     """Random-initialised Qwen3 with LoRA ``rank`` on q/k/v/o/gate/up/down."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from ccl.config import LoraConfig, TrainConfig
+    # why: transformers: slow import (~3 s), like the transformers import beside it
     from ccl.model.backbone import apply_training_mode
 
     config = Qwen3Config(**arch)

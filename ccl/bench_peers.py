@@ -128,6 +128,7 @@ class TrlArm:
     def __init__(self, name: str, cfg: DictConfig, bundle: Any) -> None:
         from peft import get_peft_model
 
+        # why: transformers + lightning: slow import (~3 s), only a peer arm needs it
         from ccl.model.backbone import lora_config
         from ccl.stages.train import load_model
 
@@ -177,6 +178,7 @@ class TrlArm:
         return trainer, counter
 
     def run(self, examples: list[dict], rng: np.random.Generator, count: bool = True) -> None:
+        # why: import cycle: ccl.bench imports this module
         from ccl.bench import RssPeak
 
         seed = int(rng.integers(2**31 - 1))

@@ -51,6 +51,8 @@ def hydra_debug_flag() -> None:
 
 def known_errors() -> tuple[type[BaseException], ...]:
     """The error classes whose message is the whole story (imported lazily: cheap CLIs stay cheap)."""
+    # why: needed only once an error is raised; at the top they would load hydra, requests and
+    # pooch (~0.25 s) into every CLI, --help included
     import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

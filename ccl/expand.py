@@ -29,6 +29,7 @@ from rich.console import Console
 from ccl.cli_errors import cli_main
 from ccl.config import check_closed, llm_config, register_configs
 from ccl.expansion.coverage import coverage_report, print_coverage
+from ccl.stages.data import build_data
 from ccl.utils.run_folder import RunFolder
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -95,8 +96,6 @@ def compose_config(tier: str, overrides: list[str]) -> DictConfig:
 
 def expand(cfg: DictConfig, tier: str, console: Console | None = None) -> dict[str, Any]:
     """Build the configured tiers (``tier`` last) and return the coverage report."""
-    from ccl.stages.data import build_data
-
     console = console or Console()
     run_dir = Path(cfg.paths.output_dir) / "expand" / f"{cfg.name}-{tier}"
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,12 @@ from typing import Any
 
 import torch
 
+from ccl import bench_gpu
+from ccl.bench_gpu import pad_collate
+from ccl.config import DocsConfig, register_configs
+from ccl.data.demo import build_demo_world
+from ccl.data.packing import PACKED_SDPA, PackingCollator, use_packed_attention
+from ccl.icd.tabular import load_tabular
 from ccl.utils.run_folder import RunFolder
 
 LOSS_RTOL = 2e-2  # packed vs padded loss in bf16: a few bf16 ulps of the mean
@@ -42,6 +48,7 @@ def build_backbone(out_dir: Path, arch: dict[str, int], texts: list[str], vocab:
     """A random-init Qwen3 with a local BPE tokenizer, saved (bf16) in ``out_dir``."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
+    # why: transformers: slow import (~3 s), like the transformers import beside it
     from ccl.model.tiny import train_tokenizer
 
     tokenizer = train_tokenizer(texts, vocab)
@@ -59,10 +66,6 @@ def build_backbone(out_dir: Path, arch: dict[str, int], texts: list[str], vocab:
 
 def demo_texts(cache_dir: Path, small: bool = False) -> list[str]:
     """Notes of a demo world (the tokenizer's corpus), built offline."""
-    from ccl.config import DocsConfig
-    from ccl.data.demo import build_demo_world
-    from ccl.icd.tabular import load_tabular
-
     tab = load_tabular(None, cache_dir)
     docs = DocsConfig(name="demo", n_train=8, n_val=2, n_test=3, n_codes=8, corpus_size=20) if small else \
         DocsConfig(name="demo")
@@ -73,9 +76,6 @@ def demo_texts(cache_dir: Path, small: bool = False) -> list[str]:
 def loss_agreement(backbone: Path, device: torch.device, n: int = 8) -> dict[str, Any]:
     """Loss of the same examples packed into one row and padded into a batch, bf16 autocast."""
     from transformers import AutoModelForCausalLM
-
-    from ccl.bench_gpu import pad_collate
-    from ccl.data.packing import PACKED_SDPA, PackingCollator, use_packed_attention
 
     model = AutoModelForCausalLM.from_pretrained(backbone, dtype=torch.bfloat16).to(device).eval()
     use_packed_attention(model)
@@ -105,7 +105,7 @@ def run_pipeline(backbone: Path, run_dir: Path, cache_dir: Path, cpu: bool) -> d
     from hydra import compose, initialize_config_dir
     from rich.console import Console
 
-    from ccl.config import register_configs
+    # why: ccl.run loads transformers (~2.5 s); only the pipeline check needs it
     from ccl.run import run
 
     engine = "vllm" if not cpu and importlib.util.find_spec("vllm") else "hf"
@@ -159,8 +159,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "torch": torch.__version__}
     t0 = time.perf_counter()
     if not args.skip_bench:
-        from ccl import bench_gpu
-
         bench_args = ["--small", "--steps", "2", "--warmup", "1", "--seq", "128"] if args.cpu else ["--steps", "8"]
         bench = bench_gpu.main(bench_args)
         result["bench_gpu"] = {k: bench[k] for k in ("command", "seq", "arms", "real_token_throughput_ratio",

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from ccl.bench_gpu import QWEN3_4B
+from ccl.config import LoraConfig, TrainConfig
 
 GIB = 1024**3
 MIB = 1024**2
@@ -40,7 +41,7 @@ def saved_bytes(arch: dict[str, Any], layers: int, tokens: int, checkpointing: b
     """Bytes autograd saves in one forward of ``tokens`` tokens (one row), parameters excluded."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from ccl.config import LoraConfig, TrainConfig
+    # why: transformers: slow import (~3 s), like the transformers import beside it
     from ccl.model.backbone import apply_training_mode
 
     torch.manual_seed(0)

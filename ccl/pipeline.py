@@ -20,9 +20,18 @@ from typing import Any
 from omegaconf import DictConfig
 from rich.console import Console
 
+from ccl.config import check_trainer
+from ccl.inference.constrained import allowed_codes
 from ccl.stages.data import DataBundle, build_data, print_data_summary
 from ccl.stages.keys import predict_key, train_key
-from ccl.stages.predict import Target
+from ccl.stages.predict import (
+    Target,
+    clear_outputs,
+    predict_stage,
+    prediction_targets,
+    truncated_answers,
+    tuning_target,
+)
 from ccl.utils.atomic import write_json_atomic
 from ccl.utils.run_folder import RunFolder, StaleStageOutput
 from ccl.utils.stages import StageLedger
@@ -72,7 +81,7 @@ class Pipeline:
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         if "train" in self.stages and self.trains:
-            from ccl.config import check_trainer
+            # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
             from ccl.stages.train import check_launch, check_strategy
 
             check_strategy(str(cfg.train.strategy))  # before any work is done
@@ -101,6 +110,7 @@ class Pipeline:
     # ---------------------------------------------------------------- data and train
 
     def data(self) -> DataBundle:
+        # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
         from ccl.stages.train import rank0_first
 
         cfg, run_dir, console = self.cfg, self.folder.root, self.console
@@ -117,6 +127,7 @@ class Pipeline:
 
     def train(self, key: str) -> None:
         """Skip a training finished under ``key``; else redo it and invalidate what follows."""
+        # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
         from ccl.stages.train import rank0_decision, train_stage
 
         work: Callable[..., Any] = train_stage
@@ -142,8 +153,6 @@ class Pipeline:
 
     def targets(self, pkey: str) -> list[Target]:
         """The prediction targets not skipped; a skipped one loses its earlier outputs."""
-        from ccl.stages.predict import clear_outputs, prediction_targets, tuning_target
-
         cfg, bundle = self.cfg, self.bundle
         if cfg.infer.human_evidence and cfg.infer.also_human_evidence:
             self.console.print("[yellow]infer.also_human_evidence[/]: ignored, infer.human_evidence=true "
@@ -161,8 +170,6 @@ class Pipeline:
         return [t for t in targets if not t.skip]
 
     def predict(self, active: list[Target]) -> None:
-        from ccl.stages.predict import predict_stage
-
         pending = [t for t in active if not self.ledger.is_done(t.stage, t.key, [t.predictions])]
         for target in active:
             if target not in pending:
@@ -201,6 +208,7 @@ class Pipeline:
         write_metrics(self.folder, metrics)
         self.ledger.mark_done("eval", pkey)
         if str(cfg.logger.kind) == "wandb" and {"train", "predict", "predict_human_evidence"} & set(timings):
+            # why: ccl.report.wandb_log imports pandas; only wandb runs need it
             from ccl.report.wandb_log import log_run_results
 
             log_run_results(self.folder.root, cfg.logger)
@@ -215,8 +223,8 @@ def score_targets(
 
     Empty when nothing could be scored (no target has gold codes).
     """
+    # why: ccl.stages.evaluate imports scipy (~0.6 s); ccl.run imports this module
     from ccl.stages.evaluate import evaluate, print_metrics, read_predictions
-    from ccl.stages.predict import truncated_answers
 
     metrics: dict[str, Any] = {}
     threshold, vocabulary = _tuning(cfg, bundle, targets, ledger, eval_only)
@@ -261,8 +269,8 @@ def _tuning(
     cfg: DictConfig, bundle: Any, targets: list[Target], ledger: StageLedger, eval_only: bool
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """(the threshold tuned on the validation predictions or None, the model's code vocabulary)."""
+    # why: scipy (~0.6 s) and pytorch_lightning (~3 s), not needed to start ccl.run
     from ccl.eval.extended import threshold_from
-    from ccl.inference.constrained import allowed_codes
     from ccl.stages.evaluate import read_predictions
     from ccl.stages.train import model_codes
 

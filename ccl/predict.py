@@ -24,6 +24,8 @@ from rich.table import Table
 
 from ccl.cli_errors import cli_main
 from ccl.data.records import Document
+from ccl.eval.guidelines import GuidelineChecker
+from ccl.icd.tabular import load_tabular
 from ccl.utils.run_folder import RunFolder
 
 
@@ -88,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.long_notes:
         cfg.infer.long_notes = args.long_notes
 
-    from ccl.eval.guidelines import GuidelineChecker
-    from ccl.icd.tabular import load_tabular
+    # why: transformers + lightning: slow import (~3 s), not for --help; tests replace
+    # ccl.stages.predict's functions, looked up here per call
     from ccl.inference.constrained import ALLOWED_CODES_FILE
     from ccl.stages.predict import answer_bound, inference_device, place_model, predict_documents
     from ccl.stages.train import load_trained

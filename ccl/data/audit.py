@@ -42,8 +42,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ccl.config import AuditConfig
+from ccl.config import AuditConfig, register_configs
 from ccl.data.records import Document, SpanPair
+from ccl.data.stats import CONF_DIR
 
 _WORD = re.compile(r"[^\W_]+")
 TRAIN_SIDE = ("train", "val")  # splits a model trains or selects on; the corpus is added to them
@@ -275,8 +276,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Compose the config from Hydra overrides (as ``ccl.data.stats``), build the data, print the audit."""
     from hydra import compose, initialize_config_dir
 
-    from ccl.config import register_configs
-    from ccl.data.stats import CONF_DIR
+    # why: ccl.stages.data is a floor above (and imports this module): an upward arrow, kept lazy
     from ccl.stages.data import build_data
 
     register_configs()

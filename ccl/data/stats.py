@@ -28,7 +28,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ccl.cli_errors import cli_main
+from ccl.config import check_closed, register_configs
 from ccl.data.records import Document
+from ccl.icd.index import load_valid_entries
+from ccl.icd.tabular import load_tabular
 
 TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -96,25 +99,21 @@ def _mdace_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def collect(cfg: Any) -> dict[str, Any]:
     """Load ``cfg.docs`` and return ``{"rows": {group: stats}, "source": ..., "notes": [...]}``."""
-    from ccl.icd.tabular import load_tabular
+    # why: the source loaders load requests + pooch (~0.08 s), not needed for --help
+    from ccl.data.sources import load_source
+    from ccl.data.sources.common import IndexHints
+    from ccl.data.sources.mdace import annotation_summary
 
     cache_dir = Path(cfg.paths.cache_dir)
     tab = load_tabular(cfg.icd.tabular_xml, cache_dir)
     source = str(cfg.docs.source)
     # As in a run: the Alphabetic Index chooses billable codes for labels, and the demo
     # source draws its phrases from the same gold pairs (so these are the run's documents).
-    from ccl.data.sources.common import IndexHints
-    from ccl.icd.index import load_valid_entries
-
     entries, _ = load_valid_entries(cfg.icd, tab, cache_dir)
     if source == "mdace" and not cfg.docs.notes_path:
-        from ccl.data.sources.mdace import annotation_summary
-
         summary = annotation_summary(cfg.docs, tab, cache_dir, IndexHints(entries) if entries else None)
         note = "annotations only (docs.notes_path not set): no text, so no lengths"
         return {"source": source, "rows": _mdace_rows(summary), "details": summary, "note": note}
-    from ccl.data.sources import load_source
-
     data = load_source(cfg.docs, tab, cache_dir, entries or None)
     return {"source": source, "rows": summarize(data.docs, data.corpus), "details": data.stats}
 
@@ -186,8 +185,6 @@ def render_remaps(codes: dict[str, Any], console: Console) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Compose the config from Hydra overrides, collect and print the statistics."""
     from hydra import compose, initialize_config_dir
-
-    from ccl.config import check_closed, register_configs
 
     register_configs()
     overrides = list(sys.argv[1:] if argv is None else argv)

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ccl.eval.metrics import code_metrics
 from ccl.icd.codes import canonical_code
 
 TOP_K = (5, 8, 15)
@@ -93,8 +94,6 @@ def tune_threshold(
     grid: Sequence[float] = THRESHOLD_GRID,
 ) -> tuple[float, float]:
     """(threshold, micro-F1 there) maximising micro-F1 over ``grid`` (smallest threshold on ties)."""
-    from ccl.eval.metrics import code_metrics
-
     best = (float(grid[0]), -1.0)
     for t in grid:
         kept = [keep_above(c, s, t) for c, s in zip(codes, scores, strict=True)]

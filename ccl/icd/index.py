@@ -56,16 +56,14 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ccl.icd.codes import canonical_code
+from ccl.icd.tabular import TabularList
 from ccl.icd.terms import strip_modifiers
 from ccl.utils.atomic import write_pickle_atomic
 from ccl.utils.gc_pause import gc_paused
 from ccl.utils.hashing import hash_file
-
-if TYPE_CHECKING:
-    from ccl.icd.tabular import TabularList
 
 SOURCES = ("index", "eindex", "drug", "neoplasm")
 ROLES = ("code", "manifestation", "category", "see")
@@ -741,6 +739,7 @@ def load_valid_entries(
     initial-encounter one). Validated entries are pickled under
     ``cache_dir/index`` keyed by the files' hashes, the tabular hash and ``seventh``.
     """
+    # why: it loads requests + pooch (~0.08 s); only this function needs them
     from ccl.icd.download import resolve_index_files
 
     files = resolve_index_files(icd_cfg, cache_dir)

@@ -246,6 +246,7 @@ def restrict_codes_of(cfg: Any, bundle: Any, run_dir: Any) -> list[str] | None:
     import json
     from pathlib import Path
 
+    # why: an upward arrow (ccl.inference -> ccl.stages) that would load lightning; reported
     from ccl.stages.train import model_codes
 
     codes = allowed_codes(model_codes(bundle), bundle.tab)

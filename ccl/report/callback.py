@@ -42,6 +42,7 @@ class ReportCallback(Callback):
             os.environ[GROUP_ENV] = self._sweep_dir.name
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # why: pandas, matplotlib, scipy (~1.5 s); ccl.run loads this callback at start
         from ccl.report.build import build_report
         from ccl.report.collect import RunFolderError
 

@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="report folder (default: SWEEP/report for one sweep folder, else ./report)")
     args = parser.parse_args(argv)
 
+    # why: it loads matplotlib and scipy (~1 s), not needed for --help
     from ccl.report.build import build_report
 
     out = args.out or default_out(args.paths)

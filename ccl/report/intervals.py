@@ -18,7 +18,12 @@ from typing import Any
 
 import pandas as pd
 
+from ccl.eval.extended import doc_stats
+from ccl.eval.stats import DocStats, bootstrap_intervals, paired_test
+from ccl.icd.tabular import load_tabular
 from ccl.report.tables import ResultTable, Skip, without_human_evidence
+from ccl.report.unseen import code_table
+from ccl.stages.evaluate import read_predictions
 from ccl.utils.run_folder import RunFolder
 
 PAIRED_METRICS = {"micro F1": "micro_f1", "macro F1": "macro_f1"}
@@ -27,15 +32,10 @@ PAIR_KEYS = ["backbone", "test_set", "seed"]
 
 
 def _predictions(path: str | Path) -> list[dict[str, Any]]:
-    from ccl.stages.evaluate import read_predictions
-
     return read_predictions(Path(path))
 
 
 def _stats(rows: list[dict[str, Any]]):
-    from ccl.eval.extended import doc_stats
-    from ccl.icd.tabular import load_tabular
-
     space = sorted({c for r in rows for c in r["gold_codes"]})
     return doc_stats(rows, space, load_tabular())
 
@@ -50,16 +50,12 @@ def run_intervals(predictions: str | Path) -> tuple[dict[str, float], dict[str, 
     metrics = _metrics_of(predictions)
     if metrics.get("intervals"):
         return metrics["codes"]["overall"], metrics["intervals"]
-    from ccl.eval.stats import bootstrap_intervals
-
     stats_ = _stats(_predictions(predictions))
     return stats_.metrics(), bootstrap_intervals(stats_)
 
 
 def paired_rows(a_pred: str | Path, b_pred: str | Path, n_resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The paired test of result ``a`` against ``b`` on their shared documents."""
-    from ccl.eval.stats import paired_test
-
     a, b = _predictions(a_pred), _predictions(b_pred)
     ids = [r["id"] for r in a if r["id"] in {x["id"] for x in b}]
     if len(ids) < 2:
@@ -134,8 +130,6 @@ def subset_stats(rows: list[dict[str, Any]], codes: set[str]):
     Gold and predicted codes are both cut to ``codes`` (the label space of the subset), as
     the eval stage scores its seen / unseen subsets; no ranking metrics.
     """
-    from ccl.eval.stats import DocStats
-
     space = sorted(codes)
     return DocStats.build([[c for c in r["gold_codes"] if c in codes] for r in rows],
                           [[c for c in r["codes"] if c in codes] for r in rows], space)
@@ -144,8 +138,6 @@ def subset_stats(rows: list[dict[str, Any]], codes: set[str]):
 def run_subsets(run_dir: str | Path, coverage: pd.DataFrame | None) -> dict[str, set[str]]:
     """The test codes of a run by subset: seen, unseen, and unseen codes whose wording only a
     silver or synthetic pair spells (Figure 3(c)'s classes, from ``coverage``)."""
-    from ccl.report.unseen import code_table
-
     codes = code_table(run_dir)
     codes = codes[codes["support"] > 0]
     out = {"seen": set(codes.loc[codes["seen"], "code"]), "unseen": set(codes.loc[~codes["seen"], "code"])}
@@ -164,8 +156,6 @@ def figure3_interval_table(results: pd.DataFrame, coverage: pd.DataFrame | None 
     ``coverage``: the per-code frame of :func:`ccl.report.unseen.coverage_tables` (None: no
     silver/synthetic-only column). Raises :class:`Skip` without Table 3 runs.
     """
-    from ccl.eval.stats import bootstrap_intervals, paired_test
-
     runs, left_out = without_human_evidence(results[results["ablation_row"].notna()])
     runs = runs[runs["predictions"].astype(str) == runs["run_dir"].astype(str) + "/predictions.jsonl"]
     if runs.empty:

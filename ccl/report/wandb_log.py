@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from ccl.data.records import read_documents
 from ccl.eval.metrics import per_code_metrics
 from ccl.report.collect import RunFolderError, flatten
 from ccl.report.unseen import read_predictions
@@ -74,8 +75,6 @@ def sweep_group(run_dir: Path, logger_cfg: Any = None) -> str | None:
 
 
 def _notes(run_dir: Path, split: str) -> dict[str, str]:
-    from ccl.data.records import read_documents
-
     path = RunFolder(run_dir).records(split)
     return {d.id: d.text for d in read_documents(path)} if path.is_file() else {}
 
@@ -138,8 +137,6 @@ def build_payload(run_dir: str | Path, logger_cfg: Any = None, sample_size: int 
 
 
 def _seen_codes(run_dir: Path) -> set[str]:
-    from ccl.data.records import read_documents
-
     path = RunFolder(run_dir).records("train")
     return {c for d in read_documents(path) for c in d.codes} if path.is_file() else set()
 

@@ -20,10 +20,12 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
+from ccl.data.audit import AuditSettings, audit_documents, audit_spans
 from ccl.data.prompts import PROMPT_VERSION
 from ccl.data.records import TIERS, Document, SpanPair, write_jsonl
 from ccl.data.sources import load_source
 from ccl.expansion.tiers import TierContext, build_tiers
+from ccl.icd.index import load_valid_entries
 from ccl.icd.tabular import TabularList, load_tabular
 from ccl.utils.atomic import atomic_dir
 from ccl.utils.hashing import hash_obj, hash_records
@@ -55,8 +57,6 @@ class DataBundle:
 
 def load_index_entries(cfg: DictConfig, tab: TabularList, cache_dir: Path, console: Console) -> tuple[list, dict]:
     """Alphabetic Index entries valid in the tabular year, or [] with a plain fallback report."""
-    from ccl.icd.index import load_valid_entries
-
     entries, report = load_valid_entries(cfg.icd, tab, cache_dir)
     if report.get("fallback"):
         console.print(f"[bold yellow]ICD index:[/] {report['message']}")
@@ -136,8 +136,6 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
     if cfg.get("audit") is not None and cfg.audit.get("enabled"):
         # Contamination audit (ccl/data/audit.py): test documents against training-side ones;
         # with audit.drop the flagged training-side documents go before anything is mined.
-        from ccl.data.audit import AuditSettings, audit_documents
-
         audit_settings = AuditSettings.from_config(cfg.audit)
         docs, corpus, audit_report = audit_documents(docs, corpus, test_sets, audit_settings)
         seen_codes = {c for d in docs.get("train", []) for c in d.codes}
@@ -151,8 +149,6 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
     spans, tier_reports = build_tiers(TierContext(cfg, tab, docs, corpus, cache_dir=cache_dir, entries=entries))
 
     if audit_settings is not None:
-        from ccl.data.audit import audit_spans
-
         spans, span_report = audit_spans(docs, test_sets, spans, audit_settings)
         audit_report.update(span_report)
         flagged = audit_report["document_pairs"] + audit_report["span_pairs_flagged"]

@@ -8,19 +8,15 @@ folder's config may change freely.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from omegaconf import DictConfig, OmegaConf
 
 from ccl.data.prompts import PROMPT_VERSION
 from ccl.generation.engine import guard_applies
 from ccl.generation.guards import GUARD_VERSION
 from ccl.inference.parser import PARSER_VERSION
+from ccl.stages.data import DataBundle
 from ccl.utils.hashing import hash_obj
 from ccl.utils.run_folder import outside_stage_keys
-
-if TYPE_CHECKING:
-    from ccl.stages.data import DataBundle
 
 
 def train_key(cfg: DictConfig, bundle: DataBundle) -> str:

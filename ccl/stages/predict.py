@@ -45,6 +45,7 @@ from ccl.data.prompt_builder import (
 )
 from ccl.data.prompts import human_evidence_prefix
 from ccl.data.records import Document, write_jsonl
+from ccl.generation import engine as engines  # module attribute: tests replace make_engine
 from ccl.generation.loading import (
     inference_device,
     load_tokenizer,
@@ -57,6 +58,7 @@ from ccl.generation.vllm_engine import unsupported_lora_keys
 from ccl.inference.constrained import configure_engine, restrict_codes_of
 from ccl.inference.parser import merge_outputs, parse_output
 from ccl.inference.scores import document_code_scores
+from ccl.inference.span_recode import add_span_codes, recode_phrases
 from ccl.stages.data import DataBundle
 from ccl.utils.atomic import atomic_dir
 from ccl.utils.hashing import hash_obj, hash_records
@@ -242,10 +244,8 @@ def _set_up_engine(cfg: DictConfig, model: Any, tokenizer: Any, engine: Any,
                    allowed_codes: Sequence[str] | None, human: bool) -> Any:
     """The engine to generate with (built from ``infer`` when None), recording code scores,
     and restricted to ``allowed_codes`` at code positions under ``infer.restrict_codes``."""
-    from ccl.generation.engine import make_engine  # looked up per call: tests replace it
-
     if engine is None:
-        engine = make_engine(cfg.infer, model, tokenizer)
+        engine = engines.make_engine(cfg.infer, model, tokenizer)
     if hasattr(engine, "record_logprobs"):
         engine.record_logprobs = True
     if cfg.infer.get("restrict_codes"):
@@ -288,8 +288,6 @@ def _recode_spans(engine: Any, tokenizer: Any, rows: list[dict[str, Any]], chat:
                   allowed: set[str] | None, console: Console | None) -> None:
     """``infer.span_recode``: code each row's evidence phrases again with the span prompt and
     add the codes found (:mod:`ccl.inference.span_recode`), in place."""
-    from ccl.inference.span_recode import add_span_codes, recode_phrases
-
     coded = recode_phrases(engine, tokenizer, [p for r in rows for p in r["evidence"]], chat, allowed)
     added = add_span_codes(rows, coded)
     if console:
@@ -308,6 +306,7 @@ def answer_bound(cfg: DictConfig, run_dir: Path, bundle: DataBundle | None = Non
     training documents, :data:`FALLBACK_MAX_NEW_TOKENS` (warned)."""
     if cfg.infer.max_new_tokens:
         return int(cfg.infer.max_new_tokens)
+    # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
     from ccl.stages.train import training_answer_lengths
 
     meta_path = RunFolder(run_dir).model_meta
@@ -353,6 +352,7 @@ def merge_adapter(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, out
     ``save_pretrained``; the saved tokenizer has the code tokens.
     Written to a temporary folder first: an interrupted merge leaves no half model.
     """
+    # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
     from ccl.stages.train import load_trained
 
     model, tokenizer = load_trained(cfg, bundle, run_dir)
@@ -360,6 +360,7 @@ def merge_adapter(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, out
     with torch.inference_mode():
         before = model(input_ids=probe).logits.float()
     if hasattr(model, "merge_and_unload"):
+        # why: it loads transformers' model classes (~2 s), not needed to start ccl.run
         from ccl.model.code_tokens import merge_code_rows
 
         model = merge_code_rows(model)
@@ -388,6 +389,7 @@ def vllm_serving(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, cons
     code tokens): merged into ``model/merged/`` once (:func:`merge_adapter`), served
     without LoRA. Zero-shot: the backbone's directory (or hub id).
     """
+    # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
     from ccl.stages.train import load_trained
 
     model_dir = RunFolder(run_dir).model
@@ -424,25 +426,22 @@ def predict_stage(
     ``on_done`` is called after each target's file is written (the run marks it finished
     there, so an interrupted run keeps the targets it completed).
     """
-    from ccl.generation.engine import (  # per call: tests replace them
-        make_engine,
-        vllm_unavailable_reason,
-    )
+    # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
     from ccl.stages.train import load_trained
 
     allowed = restrict_codes_of(cfg, bundle, run_dir)
-    if str(cfg.infer.engine) == "vllm" and vllm_unavailable_reason() is None:
+    if str(cfg.infer.engine) == "vllm" and engines.vllm_unavailable_reason() is None:
         serving = vllm_serving(cfg, bundle, run_dir, console)
         release_accelerator_memory()  # before vLLM sizes its KV cache from the free memory
         tokenizer = load_tokenizer(serving.tokenizer_dir)
-        engine = make_engine(cfg.infer, None, tokenizer, adapter_dir=serving.adapter_dir,
+        engine = engines.make_engine(cfg.infer, None, tokenizer, adapter_dir=serving.adapter_dir,
                              model_dir=serving.model_dir, tokenizer_dir=serving.tokenizer_dir,
                              stop_token_ids=stop_token_ids(serving.model_dir, tokenizer), seed=int(cfg.seed))
     else:
         release_accelerator_memory()  # the training model of this process, if any
         model, tokenizer = load_trained(cfg, bundle, run_dir)
         model = place_model(model, inference_device(cfg.train))
-        engine = make_engine(cfg.infer, model, tokenizer)
+        engine = engines.make_engine(cfg.infer, model, tokenizer)
     bound = answer_bound(cfg, run_dir, bundle, tokenizer)
     paths = []
     for target in targets:

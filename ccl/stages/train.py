@@ -36,9 +36,16 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ccl.config import check_trainer
+from ccl.data.datamodule import MixDataModule
+from ccl.data.packing import PackingCollator, use_packed_attention
 from ccl.data.prompts import Example, document_example, span_example
 from ccl.data.sft import tokenize_examples
 from ccl.generation.record import answer_length_stats
+from ccl.icd.tabular import load_tabular
+from ccl.model.backbone import apply_training_mode, count_parameters, load_backbone
+from ccl.model.code_tokens import add_code_tokens
+from ccl.model.frozen_prefix import FrozenPrefix, first_trainable_layer
+from ccl.model.module import SFTModule, save_trained
 from ccl.stages.data import DataBundle
 from ccl.stages.keys import train_key
 from ccl.utils.loggers import finish_logger, make_logger
@@ -95,9 +102,6 @@ def span_examples(cfg: DictConfig, bundle: DataBundle) -> list[Example]:
 
 def load_model(cfg: DictConfig, bundle: DataBundle, cache_dir: Path) -> tuple[Any, Any]:
     """Backbone (+ code tokens when configured), before any training wrapper."""
-    from ccl.model.backbone import load_backbone
-    from ccl.model.code_tokens import add_code_tokens
-
     model, tokenizer = load_backbone(cfg.backbone, cache_dir, tiny_corpus(bundle))
     if cfg.backbone.code_tokens:
         add_code_tokens(model, tokenizer, model_codes(bundle), bundle.describe)
@@ -107,8 +111,6 @@ def load_model(cfg: DictConfig, bundle: DataBundle, cache_dir: Path) -> tuple[An
 def frozen_prefix(cfg: DictConfig, model: Any, packing: bool) -> Any:
     """A :class:`ccl.model.frozen_prefix.FrozenPrefix` when ``train.frozen_prefix_cache`` is on
     and the lower decoder layers are frozen; None otherwise (with a log line saying why)."""
-    from ccl.model.frozen_prefix import FrozenPrefix, first_trainable_layer
-
     if not cfg.train.get("frozen_prefix_cache"):
         return None
     k = first_trainable_layer(model)
@@ -260,11 +262,6 @@ def training_answer_lengths(cfg: DictConfig, bundle: DataBundle, tokenizer: Any)
 
 def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Console) -> Path:
     """Fit the model; save it to ``run_dir/model``; return that path."""
-    from ccl.data.datamodule import MixDataModule
-    from ccl.data.packing import PackingCollator, use_packed_attention
-    from ccl.model.backbone import apply_training_mode, count_parameters
-    from ccl.model.module import SFTModule, save_trained
-
     check_trainable(bundle)
     pl.seed_everything(cfg.seed, workers=True)
     cache_dir = Path(cfg.paths.cache_dir)
@@ -366,8 +363,6 @@ def check_trainable(bundle: DataBundle) -> None:
 
 def load_trained(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path) -> tuple[Any, Any]:
     """The model to predict with: the trained one in ``run_dir/model``, or the bare backbone."""
-    from ccl.model.backbone import load_backbone
-
     cache_dir = Path(cfg.paths.cache_dir)
     model_dir = RunFolder(run_dir).model
     if str(cfg.train.mode) == "none" or not model_dir.exists():
@@ -387,14 +382,10 @@ def load_trained(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path) -> t
         return AutoModelForCausalLM.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
     from peft import PeftModel
 
-    from ccl.model.code_tokens import add_code_tokens
-
     # The exact base the adapter was trained on (a tiny model's dir depends on its corpus).
     base = OmegaConf.merge(cfg.backbone, {"kind": "hub", "pretrained": meta["base_dir"]})
     model, tokenizer = load_backbone(base, cache_dir)
     if meta.get("code_tokens"):
-        from ccl.icd.tabular import load_tabular
-
         tab = bundle.tab if bundle is not None else load_tabular(cfg.icd.tabular_xml, cache_dir)
         add_code_tokens(model, tokenizer, meta["codes"], tab.description)
     model = PeftModel.from_pretrained(model, model_dir)

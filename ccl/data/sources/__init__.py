@@ -74,6 +74,8 @@ def load_source(cfg: Any, tab: TabularList, cache_dir: Path, index: Any = None) 
     Raises ``ValueError`` for an unknown source; loaders raise their own errors naming
     the ``docs.*`` key and file.
     """
+    # why: subset imports data.sources.common, which loads requests + pooch (~0.08 s); a
+    # loader is imported only when named, so importing this package stays cheap
     from ccl.data.sources.subset import restrict_source
 
     data = source_loader(cfg)(cfg, tab, Path(cache_dir), index)

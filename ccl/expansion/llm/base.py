@@ -149,6 +149,8 @@ def check_privacy(backend: LLMBackend, credentialed: bool, allow_remote: bool) -
 
 def make_backend(cfg: BackendConfig, cache_dir: str | Path = ".cache/ccl") -> LLMBackend:
     """The generating backend named by ``cfg.backend`` (imports are lazy)."""
+    # why: every backend imports this module (a cycle), and each loads its own engine
+    # (hf: torch + transformers; vllm: an optional extra), so only the chosen one is imported
     if cfg.backend == "hf":
         from ccl.expansion.llm.hf_backend import HFBackend
 

@@ -54,6 +54,7 @@ class HFBackend(LLMBackend):
 
     def _location(self) -> str:
         if self.model in SMOLLM2_NAMES:
+            # why: an upward arrow (ccl.expansion -> ccl.model), kept lazy; reported in issue 15
             from ccl.model.smollm2 import smollm2_dir
 
             return str(smollm2_dir(self.cache_dir))
