@@ -81,3 +81,16 @@ def test_one_has_chat_template():
     defined = [str(p.relative_to(PACKAGE.parent)) for p in sorted(PACKAGE.rglob("*.py"))
                if "def has_chat_template(" in p.read_text()]
     assert defined == ["ccl/generation/chat.py"]
+
+
+def test_the_expansion_llm_package_starts_without_deep_learning_libraries():
+    """An OpenAI-only expansion run (``ccl/expansion/llm/__init__.py``: "imports here stay
+    light") must not load torch, transformers or Lightning just to import its backends."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ccl.expansion.llm, ccl.expansion.llm.cache, ccl.generation.progress; "
+            "print(sorted(m for m in ('torch', 'transformers', 'pytorch_lightning') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent)
+    assert out.stdout.strip() == "[]"

@@ -46,10 +46,10 @@ from ccl.model.backbone import apply_training_mode, count_parameters, load_backb
 from ccl.model.code_tokens import add_code_tokens
 from ccl.model.frozen_prefix import FrozenPrefix, first_trainable_layer
 from ccl.model.module import SFTModule, save_trained
+from ccl.model.train_progress import TrainProgress
 from ccl.stages.data import DataBundle
 from ccl.stages.keys import train_key
 from ccl.utils.loggers import finish_logger, make_logger
-from ccl.utils.progress import TrainProgress
 from ccl.utils.run_folder import MODEL_META, RunFolder
 
 log = logging.getLogger(__name__)
