@@ -64,10 +64,11 @@ def test_the_data_floor_imports_no_span_tier():
     assert not upward, "\n".join(upward)
 
 
-# The generation layer serves prediction and expansion alike: it may use the bottom floor and
-# the prompt text (ccl.data.prompts), never the coding, training, stage or expansion rooms.
+# The generation layer serves prediction, training data and expansion alike: it stands on the
+# bottom floor only (the answer headers it reads are in ccl.data.records), so nothing above it
+# is ever imported back.
 GENERATION = ("ccl.generation",)
-GENERATION_MAY_IMPORT = (*BOTTOM, "ccl.generation", "ccl.data.prompts")
+GENERATION_MAY_IMPORT = (*BOTTOM, "ccl.generation")
 
 
 def test_the_generation_layer_imports_only_the_floor_below():

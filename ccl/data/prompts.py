@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ccl.data.records import CODES_HEADER, EVIDENCE_HEADER, NO_EVIDENCE
+from ccl.generation.chat import Message
+
 PROMPT_VERSION = "ccl-prompts-v2"
 
-EVIDENCE_HEADER = "Evidence:"
-CODES_HEADER = "Codes:"
-NO_EVIDENCE = "- none"
 
 # Kept short on purpose: every training example pays for these tokens.
 SYSTEM = "You are an expert ICD-10-CM coder."
@@ -43,7 +43,6 @@ _COT = (
     "'CODE - description'.\n\nNote:\n{note}"
 )
 
-Message = dict[str, str]
 Describe = Callable[[str], str]
 
 

@@ -19,6 +19,12 @@ from ccl.icd.codes import canonical_code, is_well_formed
 from ccl.utils.atomic import atomic_file
 
 TIERS = ("gold", "silver", "synthetic")
+# The answer format's section headers: the prompts (ccl.data.prompts) ask for them; the parser,
+# the repeated-line guard and restricted decoding read them. Here, on the bottom floor, so the
+# generation layer reads them without importing the prompt room.
+EVIDENCE_HEADER = "Evidence:"
+CODES_HEADER = "Codes:"
+NO_EVIDENCE = "- none"
 # Spaces and the punctuation a span may carry at its edges (",", ";", ":", ".", "-").
 EDGE_PUNCT = re.compile(r"^[\s,;:.\-]+|[\s,;:.\-]+$")
 

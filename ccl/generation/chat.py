@@ -33,8 +33,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from ccl.data.prompts import Message
-
+Message = dict[str, str]  # one turn: {"role": ..., "content": ...}
 Conversation = Sequence[Message]  # {"role": "system" | "user" | "assistant", "content": ...} turns
 
 

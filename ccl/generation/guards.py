@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
-from ccl.data.prompts import CODES_HEADER
+from ccl.data.records import CODES_HEADER
 
 GUARD_VERSION = "2"  # part of the predictions' cache key: a change here redoes them
 EVIDENCE_COPIES = 3  # copies of one evidence line that count as a loop

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
-from ccl.data.prompts import CODES_HEADER, EVIDENCE_HEADER
+from ccl.data.records import CODES_HEADER, EVIDENCE_HEADER
 from ccl.generation.guards import starts_in_codes
 from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList

@@ -43,7 +43,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ccl.data.prompts import CODES_HEADER, EVIDENCE_HEADER, NO_EVIDENCE
+from ccl.data.records import CODES_HEADER, EVIDENCE_HEADER, NO_EVIDENCE
 from ccl.icd.codes import CODE_PATTERN, extract_codes
 
 # Bump when parsing changes: it is part of the predict stage's key.

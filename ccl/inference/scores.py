@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ccl.data.prompts import CODES_HEADER
+from ccl.data.records import CODES_HEADER
 from ccl.icd.codes import CODE_PATTERN, canonical_code, is_well_formed
 
 
