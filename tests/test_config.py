@@ -153,3 +153,22 @@ def test_trainer_group_is_outside_the_train_key_and_free_in_a_run_folder():
     old = OmegaConf.to_container(cfg, resolve=True)
     old.pop("trainer")  # a run folder written before the trainer group existed
     assert config_diff(old, OmegaConf.to_container(other, resolve=True)) == []
+
+
+def test_a_trainer_argument_of_its_own_is_keyed_and_compared():
+    """A trainer argument that restates no train.* key (e.g. gradient clipping, added to
+    TrainerConfig later) shapes the model: it enters the train key, and a run folder's config
+    may not differ in it, so a stale checkpoint is never resumed under it."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from ccl.stages.keys import train_key
+    from ccl.utils.run_folder import config_diff
+
+    cfg = OmegaConf.create(OmegaConf.to_container(_compose([]), resolve=True))
+    clipped = OmegaConf.merge(cfg, {"trainer": {"gradient_clip_val": 1.0}})
+    bundle = SimpleNamespace(key="data")
+    assert train_key(cfg, bundle) != train_key(clipped, bundle)
+    diff = config_diff(OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_container(clipped, resolve=True))
+    assert any("trainer.gradient_clip_val" in line for line in diff)

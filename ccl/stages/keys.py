@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from ccl.config import trainer_mirrors
 from ccl.data.prompts import PROMPT_VERSION
 from ccl.generation.engine import guard_applies
 from ccl.generation.guards import GUARD_VERSION
@@ -25,6 +26,12 @@ def train_key(cfg: DictConfig, bundle: DataBundle) -> str:
     for group in ("backbone", "mix", "train"):
         values = OmegaConf.to_container(cfg[group], resolve=True)
         parts[group] = {k: v for k, v in values.items() if k not in outside_stage_keys(group)}
+    # A trainer argument that restates no train.* key (none today) shapes the fit on its own;
+    # only then is the group keyed, so keys written before the group existed stay valid.
+    trainer = {k: v for k, v in OmegaConf.to_container(cfg.get("trainer") or {}, resolve=True).items()
+               if k not in trainer_mirrors() and k not in outside_stage_keys("trainer")}
+    if trainer:
+        parts["trainer"] = trainer
     return hash_obj({"data": bundle.key, "task": str(cfg.task), "seed": cfg.seed,
                      "prompts": PROMPT_VERSION, **parts})
 

@@ -27,6 +27,7 @@ from filelock import FileLock, Timeout
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ccl.config import trainer_mirrors
 from ccl.utils.stages import STAGES, parse_stages
 
 MODEL_META = "ccl_model.json"  # under model/: how to rebuild the trained model
@@ -132,12 +133,17 @@ OUTSIDE_STAGE_KEYS: dict[str, bool] = {
     # Human-evidence copies are keyed apart: switching them on adds their own results.
     "infer.also_human_evidence": True,
     "infer.gpu_memory_utilization": False,
+    # The trainer group: what builds it and how it logs. Its ``${train.X}`` mirrors are compared
+    # (and keyed) as the train.* keys they restate (ccl.config.check_trainer); any other trainer
+    # argument is part of the train key (ccl.stages.keys.train_key) and must match here.
+    "trainer._target_": True, "trainer.enable_model_summary": True,
 }
 # Keys that change how a run is executed or logged, never the results already in the folder.
 # Test sets are keyed apart too (adding one adds its own results; see config_diff). The trainer
-# group restates train.* (conf/trainer/default.yaml; ccl.config.check_trainer refuses any other
-# value), so it is compared there, and a folder written before the group existed stays valid.
-FREE_KEYS = ("stage", "overwrite", "ckpt_path", "logger", "paths", "trainer",
+# group's mirrors of train.* are compared as those train.* keys, so a folder written before the
+# group existed stays valid.
+FREE_KEYS = ("stage", "overwrite", "ckpt_path", "logger", "paths",
+             *(f"trainer.{name}" for name in trainer_mirrors()),
              *(key for key, free in OUTSIDE_STAGE_KEYS.items() if free))
 
 
