@@ -76,9 +76,12 @@ class Pipeline:
 
     @property
     def trains(self) -> bool:
+        """Whether this run trains a model (``train.mode`` other than ``none``)."""
         return self.cfg.train.mode != "none"
 
     def run(self) -> dict[str, Any]:
+        """Run the chosen stages in order (data, train, predict, evaluate), each skipped when
+        the ledger holds its key; return the run's metrics (``metrics.json``)."""
         cfg = self.cfg
         if "train" in self.stages and self.trains:
             # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
@@ -110,6 +113,7 @@ class Pipeline:
     # ---------------------------------------------------------------- data and train
 
     def data(self) -> DataBundle:
+        """The data stage: documents, span tiers and the manifest (rank 0 first under DDP)."""
         # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
         from ccl.stages.train import rank0_first
 
@@ -170,6 +174,7 @@ class Pipeline:
         return [t for t in targets if not t.skip]
 
     def predict(self, active: list[Target]) -> None:
+        """Predict every target in ``active`` whose predictions the ledger does not hold."""
         pending = [t for t in active if not self.ledger.is_done(t.stage, t.key, [t.predictions])]
         for target in active:
             if target not in pending:
@@ -195,6 +200,7 @@ class Pipeline:
     # ---------------------------------------------------------------- eval
 
     def evaluate(self, active: list[Target], pkey: str) -> dict[str, Any]:
+        """Score the targets' predictions and write their ``metrics.json``; return the run's own."""
         cfg, timings = self.cfg, self.timings
         metrics = score_targets(cfg, self.bundle, active, self.ledger, "predict" not in self.stages, self.console)
         if not metrics:

@@ -26,10 +26,11 @@ from ccl.config import GoldSpansConfig
 from ccl.data.records import SpanPair
 from ccl.expansion.tier_cache import open_entry, save_tier
 from ccl.expansion.tiers import TierContext, TierResult
-from ccl.icd.index import IndexEntry, IndexParse, gc_paused, validate_entries
+from ccl.icd.index import IndexEntry, IndexParse, validate_entries
 from ccl.icd.nearest import nearest_codes
 from ccl.icd.pairs import canonical_codes, expand_sources, gold_pairs
 from ccl.icd.tabular import TabularList
+from ccl.utils.gc_pause import gc_paused
 
 # Bump when pair building changes, so cached tiers are rebuilt.
 GOLD_VERSION = "2"

@@ -85,6 +85,7 @@ class Target:
 
     @property
     def folder(self) -> RunFolder:
+        """The target's results folder (``out_dir``) with the run folder's file names."""
         return RunFolder(self.out_dir)
 
     @property

@@ -96,6 +96,7 @@ class RunFolder:
         return self.data / f"spans_{tier}.jsonl"
 
     def test_set_records(self, name: str) -> Path:
+        """``data/test_sets/<name>.jsonl``: the documents of extra test set ``name``."""
         return self.data / self.TEST_SETS / f"{name}.jsonl"
 
     def test_set(self, name: str) -> RunFolder:
