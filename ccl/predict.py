@@ -30,12 +30,12 @@ from ccl.utils.run_folder import RunFolder
 
 
 def _load_run_config(run_dir: Path):
-    path = RunFolder(run_dir).config
-    if not path.exists():
-        raise SystemExit(f"{path}: not a CCL run folder (no config.yaml); give the folder of a finished run")
-    cfg = OmegaConf.load(path)
-    if cfg.train.mode != "none" and not (run_dir / "model").exists():
-        raise SystemExit(f"{run_dir / 'model'}: the run has no trained model; run its train stage first")
+    folder = RunFolder(run_dir)
+    if not folder.config.exists():
+        raise SystemExit(f"{folder.config}: not a CCL run folder (no config.yaml); give the folder of a finished run")
+    cfg = OmegaConf.load(folder.config)
+    if cfg.train.mode != "none" and not folder.model.exists():
+        raise SystemExit(f"{folder.model}: the run has no trained model; run its train stage first")
     return cfg
 
 
