@@ -115,7 +115,7 @@ class DocsConfig:
     text_field: str = "note"  # aci_bench: note | dialogue
     note_categories: list[str] = field(default_factory=list)  # mdace: empty keeps all notes
     subset: str = "Inpatient"  # mdace: Inpatient | Profee (each with its own splits)
-    max_train_docs: int | None = None  # real sources: a seeded pick of N training documents; null: all
+    max_train_docs: int | None = None  # any source (the demo too): a seeded pick of N training documents; null: all
     test_split: str = "dev"  # codiesp: dev (paper setting) | test (official train/dev/test)
     # Stop loading when more than this share of a dataset's label occurrences cannot be mapped
     # to the Tabular List, or of its annotation rows must be dropped (ccl/data/sources/common.py).
