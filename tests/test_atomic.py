@@ -1,11 +1,9 @@
-"""Atomic writes (ccl/utils/atomic.py): whole files, plain permissions, nothing left on failure."""
+"""Atomic writes (ccl/utils/atomic.py): plain permissions (failures: tests/test_run_folder.py)."""
 
 import os
 import stat
 
-import pytest
-
-from ccl.utils.atomic import atomic_file, write_json_atomic
+from ccl.utils.atomic import write_json_atomic
 
 
 def test_an_atomic_file_gets_the_permissions_of_a_plain_open(tmp_path):
@@ -19,12 +17,3 @@ def test_an_atomic_file_gets_the_permissions_of_a_plain_open(tmp_path):
     mode = stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o644
 
-
-def test_a_failed_write_leaves_the_old_file_and_no_temporary_file(tmp_path):
-    target = tmp_path / "pairs.jsonl"
-    target.write_text("old\n")
-    with pytest.raises(RuntimeError), atomic_file(target) as f:
-        f.write("new\n")
-        raise RuntimeError("killed mid-write")
-    assert target.read_text() == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["pairs.jsonl"]
