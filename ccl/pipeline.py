@@ -275,12 +275,11 @@ def _tuning(
     cfg: DictConfig, bundle: Any, targets: list[Target], ledger: StageLedger, eval_only: bool
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """(the threshold tuned on the validation predictions or None, the model's code vocabulary)."""
-    # why: scipy (~0.6 s) and pytorch_lightning (~3 s), not needed to start ccl.run
+    # why: scipy (~0.6 s), not needed to start ccl.run
     from ccl.eval.extended import threshold_from
     from ccl.stages.evaluate import read_predictions
-    from ccl.stages.train import model_codes
 
-    vocabulary = allowed_codes(model_codes(bundle), bundle.tab)
+    vocabulary = allowed_codes(bundle.code_vocabulary(), bundle.tab)
     for target in targets:
         if target.tuning and target.predictions.exists():
             if eval_only:

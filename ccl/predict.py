@@ -92,7 +92,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # why: transformers + lightning: slow import (~3 s), not for --help; tests replace
     # ccl.stages.predict's functions, looked up here per call
-    from ccl.inference.constrained import ALLOWED_CODES_FILE
     from ccl.stages.predict import answer_bound, inference_device, place_model, predict_documents
     from ccl.stages.train import load_trained
 
@@ -100,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = load_trained(cfg, None, args.run_dir)
     model = place_model(model, inference_device(cfg.train))
     allowed = None
-    if cfg.infer.get("restrict_codes") and (args.run_dir / ALLOWED_CODES_FILE).is_file():
-        allowed = json.loads((args.run_dir / ALLOWED_CODES_FILE).read_text(encoding="utf-8"))
+    if cfg.infer.get("restrict_codes") and RunFolder(args.run_dir).restrict_codes.is_file():
+        allowed = json.loads(RunFolder(args.run_dir).restrict_codes.read_text(encoding="utf-8"))
     [row] = predict_documents(cfg, model, tokenizer, [Document(id="note", text=text, codes=[])],
                               allowed_codes=allowed, max_new_tokens=answer_bound(cfg, args.run_dir))
     scores = row.get("code_scores") or {}

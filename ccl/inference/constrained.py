@@ -229,26 +229,3 @@ def configure_engine(
         engine.sampling_kwargs.update(vllm_structured_outputs(answer_regex(codes, task, human_evidence)))
         return True
     return False
-
-
-ALLOWED_CODES_FILE = "restrict_codes.json"
-
-
-def restrict_codes_of(cfg: Any, bundle: Any, run_dir: Any) -> list[str] | None:
-    """The codes restricted decoding allows in a run (None when ``infer.restrict_codes`` is off).
-
-    The billable codes of the model's code vocabulary (every document split's codes and the
-    span tiers' codes, :func:`ccl.stages.train.model_codes`: the same set code tokens are
-    made for). Written to ``restrict_codes.json`` of the run folder for ``python -m ccl.predict``.
-    """
-    if not cfg.infer.get("restrict_codes"):
-        return None
-    import json
-    from pathlib import Path
-
-    # why: an upward arrow (ccl.inference -> ccl.stages) that would load lightning; reported
-    from ccl.stages.train import model_codes
-
-    codes = allowed_codes(model_codes(bundle), bundle.tab)
-    (Path(run_dir) / ALLOWED_CODES_FILE).write_text(json.dumps(codes), encoding="utf-8")
-    return codes

@@ -54,6 +54,14 @@ class DataBundle:
     def span_pairs(self) -> list[SpanPair]:
         return [p for tier in TIERS for p in self.spans.get(tier, [])]
 
+    def code_vocabulary(self) -> list[str]:
+        """Every code the model may need to write, sorted: each document split's codes and the
+        span tiers' codes (the codes that get their own token; restricted decoding allows the
+        billable ones)."""
+        codes = {c for split in self.docs.values() for d in split for c in d.codes}
+        codes |= {p.code for p in self.span_pairs()}
+        return sorted(codes)
+
 
 def load_index_entries(cfg: DictConfig, tab: TabularList, cache_dir: Path, console: Console) -> tuple[list, dict]:
     """Alphabetic Index entries valid in the tabular year, or [] with a plain fallback report."""

@@ -55,12 +55,12 @@ from ccl.generation.loading import (
 )
 from ccl.generation.record import answer_length_stats
 from ccl.generation.vllm_engine import unsupported_lora_keys
-from ccl.inference.constrained import configure_engine, restrict_codes_of
+from ccl.inference.constrained import allowed_codes, configure_engine
 from ccl.inference.parser import merge_outputs, parse_output
 from ccl.inference.scores import document_code_scores
 from ccl.inference.span_recode import add_span_codes, recode_phrases
 from ccl.stages.data import DataBundle
-from ccl.utils.atomic import atomic_dir
+from ccl.utils.atomic import atomic_dir, write_json_atomic
 from ccl.utils.hashing import hash_obj, hash_records
 from ccl.utils.run_folder import RunFolder
 
@@ -293,6 +293,18 @@ def _recode_spans(engine: Any, tokenizer: Any, rows: list[dict[str, Any]], chat:
     added = add_span_codes(rows, coded)
     if console:
         console.print(f"[cyan]predict[/]: span re-coding added {added} codes from {len(coded)} evidence phrases")
+
+
+def restrict_codes_of(cfg: DictConfig, bundle: DataBundle, run_dir: Path) -> list[str] | None:
+    """The codes restricted decoding allows in a run (None when ``infer.restrict_codes`` is off):
+    the billable codes of the model's code vocabulary (:meth:`DataBundle.code_vocabulary`, the
+    set code tokens are made for), written to ``restrict_codes.json`` of the run folder
+    (:attr:`RunFolder.restrict_codes`) for ``python -m ccl.predict``."""
+    if not cfg.infer.get("restrict_codes"):
+        return None
+    codes = allowed_codes(bundle.code_vocabulary(), bundle.tab)
+    write_json_atomic(RunFolder(run_dir).restrict_codes, codes)
+    return codes
 
 
 def truncated_answers(rows: Sequence[dict[str, Any]]) -> int:

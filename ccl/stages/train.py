@@ -60,15 +60,8 @@ def tiny_corpus(bundle: DataBundle) -> list[str]:
     texts = [d.text for split in ("train", "val") for d in bundle.docs.get(split, [])]
     texts += [p.evidence for p in bundle.span_pairs()]
     texts += [f"{c} - {bundle.describe(c)}" for c in sorted(bundle.tab.billable_codes())[::25]]
-    texts += [f"{c} - {bundle.describe(c)}" for c in model_codes(bundle)]
+    texts += [f"{c} - {bundle.describe(c)}" for c in bundle.code_vocabulary()]
     return texts
-
-
-def model_codes(bundle: DataBundle) -> list[str]:
-    """Codes that get their own token: every code the model may need to write."""
-    codes = {c for split in bundle.docs.values() for d in split for c in d.codes}
-    codes |= {p.code for p in bundle.span_pairs()}
-    return sorted(codes)
 
 
 def build_examples(cfg: DictConfig, bundle: DataBundle) -> tuple[list[Example], list[Example], list[Example]]:
@@ -104,7 +97,7 @@ def load_model(cfg: DictConfig, bundle: DataBundle, cache_dir: Path) -> tuple[An
     """Backbone (+ code tokens when configured), before any training wrapper."""
     model, tokenizer = load_backbone(cfg.backbone, cache_dir, tiny_corpus(bundle))
     if cfg.backbone.code_tokens:
-        add_code_tokens(model, tokenizer, model_codes(bundle), bundle.describe)
+        add_code_tokens(model, tokenizer, bundle.code_vocabulary(), bundle.describe)
     return model, tokenizer
 
 
@@ -332,7 +325,7 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
         "mode": str(cfg.train.mode), "backbone": cfg.backbone.name,
         "base_dir": _absolute(str(getattr(module.model.config, "_name_or_path", ""))),
         "code_tokens": bool(cfg.backbone.code_tokens),
-        "codes": model_codes(bundle) if cfg.backbone.code_tokens else [],
+        "codes": bundle.code_vocabulary() if cfg.backbone.code_tokens else [],
         "trainable_params": trainable, "total_params": total, "steps": steps, "fit_seconds": round(seconds, 1),
         "final_loss": float(trainer.callback_metrics.get("train/loss", torch.tensor(progress.loss))),
         "tokenize": {"docs": doc_stats.as_dict(), "spans": span_stats.as_dict() if span_stats else None},

@@ -68,6 +68,7 @@ class RunFolder:
     model = _Entry("model")
     model_meta = _Entry(f"model/{MODEL_META}")
     checkpoints = _Entry("checkpoints")
+    restrict_codes = _Entry("restrict_codes.json")  # the codes restricted decoding allows
     overrides = _Entry(".hydra/overrides.yaml")
     TEST_SETS = "test_sets"
     HUMAN_EVIDENCE = "human_evidence"
