@@ -50,7 +50,7 @@ from ccl.bench_peers import (
     lora_parameter_count,
 )
 from ccl.cli_errors import cli_main
-from ccl.config import register_configs
+from ccl.config import compose_config
 from ccl.data.packing import MODEL_INPUTS, PACKED_SDPA, PackingCollator, use_packed_attention
 from ccl.data.prompt_builder import limits_from_config
 from ccl.data.sft import IGNORE_INDEX, tokenize_examples
@@ -62,7 +62,6 @@ from ccl.icd.tabular import load_tabular
 from ccl.model.frozen_prefix import forward
 from ccl.stages.data import build_data
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PAPER_HOURS = {"document SFT": 70.0, "CCL": 4.0}  # per epoch, the paper's Table 2
 # (layers, attention width n_heads * head_dim) of backbones whose config is not at hand.
 ARCHITECTURES = {
@@ -81,13 +80,8 @@ ARCHITECTURES = {
 
 
 def compose(overrides: Sequence[str]) -> DictConfig:
-    """The run config of ``conf/`` with Hydra overrides, as ``python -m ccl.run`` composes it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides))
+    """The run config of ``conf/`` with Hydra overrides (:func:`ccl.config.compose_config`)."""
+    return compose_config(overrides)
 
 
 def machine_info() -> dict[str, Any]:

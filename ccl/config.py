@@ -16,9 +16,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -453,6 +454,21 @@ class CCLConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config tree of the repository
+
+
+def compose_config(overrides: Sequence[str]) -> DictConfig:
+    """The run config of ``conf/`` with Hydra ``overrides``, as ``python -m ccl.run`` composes it
+    (schema registered), for the commands that compose without the Hydra app (``ccl.expand``,
+    ``ccl.data.stats``, ``ccl.data.audit``, ``ccl.bench``). Raises Hydra's errors for a bad
+    override or an unknown key."""
+    from hydra import compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 def register_configs() -> None:

@@ -21,18 +21,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
 from ccl.cli_errors import cli_main
 from ccl.config import check_closed, llm_config, register_configs
+from ccl.config import compose_config as compose_from_conf
 from ccl.expansion.coverage import coverage_report, print_coverage
 from ccl.stages.data import build_data
 from ccl.utils.run_folder import RunFolder
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TIER_CHOICES = ("silver", "synthetic")
 DEFAULT_SPANS = {"silver": "[gold,silver]", "synthetic": "[gold,silver,synthetic]"}
 
@@ -50,21 +49,16 @@ def parse_args(argv: list[str]) -> tuple[str, list[str]]:
     return tiers[0], overrides
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=overrides)
-
-
 def _compose_with_llm(rest: list[str], group: list[str], values: list[str]) -> DictConfig:
     """Compose with an ``llm`` group whether or not the root defaults list names one."""
     if not group:
-        if _compose(rest).get("llm") is not None:
-            return _compose(rest + values)
+        if compose_from_conf(rest).get("llm") is not None:
+            return compose_from_conf(rest + values)
         group = ["llm=lexical"]
     try:
-        return _compose(rest + group + values)
+        return compose_from_conf(rest + group + values)
     except ConfigCompositionException:  # no llm entry in the defaults list: append one
-        return _compose(rest + ["+" + g for g in group] + values)
+        return compose_from_conf(rest + ["+" + g for g in group] + values)
 
 
 def compose_config(tier: str, overrides: list[str]) -> DictConfig:

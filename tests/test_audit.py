@@ -113,3 +113,10 @@ def test_cli_runs_the_data_stage_audit(tmp_path, capsys):
     assert report["document_pairs"] == 0 and report["compared"]["other"]["corpus"] == 30
     out = capsys.readouterr().out
     assert "Contamination audit" in out and "near-duplicate document pairs: 0" in out
+
+
+def test_the_audit_command_prints_its_usage_on_help(capsys):
+    from ccl.data.audit import main
+
+    assert main(["--help"]) == {}
+    assert "python -m ccl.data.audit docs=NAME" in capsys.readouterr().out

@@ -96,3 +96,8 @@ def test_remap_table_for_mdace_and_codiesp_with_the_index(tmp_path, capsys):
     assert rows["K22.8"]["code"] == "K22.89" and rows["A04.7"]["code"] == "A04.72"
     assert sum(r["count"] for r in codes["remaps"]) == sum(codes["mapped"].values()) == 673
     assert codes["mapped"]["first_descendant"] < 47  # the count before meaning chose
+
+
+def test_help_prints_the_usage_instead_of_a_parse_error(capsys):
+    assert main(["--help"]) == {}
+    assert "python -m ccl.data.stats docs=NAME" in capsys.readouterr().out

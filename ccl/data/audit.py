@@ -42,9 +42,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ccl.config import AuditConfig, register_configs
+from ccl.cli_errors import cli_main
+from ccl.config import AuditConfig, compose_config
 from ccl.data.records import Document, SpanPair
-from ccl.data.stats import CONF_DIR
 
 _WORD = re.compile(r"[^\W_]+")
 TRAIN_SIDE = ("train", "val")  # splits a model trains or selects on; the corpus is added to them
@@ -272,17 +272,18 @@ def render(report: dict[str, Any], console: Console) -> None:
             console.print(f"[yellow]{key.replace('_', ' ')}: {report[key]}[/]")
 
 
+@cli_main("ccl.data.audit")
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Compose the config from Hydra overrides (as ``ccl.data.stats``), build the data, print the audit."""
-    from hydra import compose, initialize_config_dir
-
+    """Compose the config from Hydra overrides (as ``ccl.data.stats``), build the data, print the audit.
+    ``-h`` / ``--help`` prints the module's text."""
     # why: ccl.stages.data is a floor above (and imports this module): an upward arrow, kept lazy
     from ccl.stages.data import build_data
 
-    register_configs()
     overrides = list(sys.argv[1:] if argv is None else argv)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["audit.enabled=true", *overrides])
+    if any(arg in ("-h", "--help") for arg in overrides):  # Hydra overrides have no flags
+        print(__doc__)
+        return {}
+    cfg = compose_config(["audit.enabled=true", *overrides])
     console = Console(width=None if sys.stdout.isatty() else 120)
     with tempfile.TemporaryDirectory() as run_dir:
         bundle = build_data(cfg, Path(run_dir), Console(quiet=True))

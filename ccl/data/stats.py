@@ -11,9 +11,9 @@ numbers compare across backbones. For real sources it also prints every label
 that was remapped to a billable code (label, mapped code, rule, occurrences;
 :func:`render_remaps`), with the Alphabetic Index of ``icd.*_xml`` when there is
 one, as a run maps them. MDACE without ``docs.notes_path`` gets what
-its annotation files alone give (no text: no lengths). The demo world is built
-with Tabular phrases only (no Alphabetic Index bank), so its text differs
-slightly from a run's.
+its annotation files alone give (no text: no lengths). Every source, the demo world
+included, loads through :func:`ccl.data.sources.load_source`, as in a run.
+``-h`` / ``--help`` prints this text.
 """
 
 from __future__ import annotations
@@ -28,13 +28,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ccl.cli_errors import cli_main
-from ccl.config import check_closed, register_configs
+from ccl.config import check_closed, compose_config
 from ccl.data.records import Document
 from ccl.icd.index import load_valid_entries
 from ccl.icd.tabular import load_tabular
 
 TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 SPLITS = ("train", "val", "test")
 
 
@@ -184,12 +183,11 @@ def render_remaps(codes: dict[str, Any], console: Console) -> None:
 @cli_main("ccl.data.stats")
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Compose the config from Hydra overrides, collect and print the statistics."""
-    from hydra import compose, initialize_config_dir
-
-    register_configs()
     overrides = list(sys.argv[1:] if argv is None else argv)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    if any(arg in ("-h", "--help") for arg in overrides):  # Hydra overrides have no flags
+        print(__doc__)
+        return {}
+    cfg = compose_config(overrides)
     check_closed(cfg)
     result = collect(cfg)
     # Piped output (CI logs, reports) gets a table wide enough not to wrap.
