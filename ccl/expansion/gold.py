@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from ccl.config import GoldSpansConfig
 from ccl.data.records import SpanPair
-from ccl.expansion.tier_cache import open_entry, save_tier
+from ccl.expansion.tier_cache import PAIRS, open_entry, save_tier
 from ccl.expansion.tiers import TierContext, TierResult
 from ccl.icd.index import IndexEntry, IndexParse, validate_entries
 from ccl.icd.nearest import nearest_codes
@@ -134,13 +134,13 @@ def build_gold_tier(
     ).hexdigest()[:16]
     folder, cached = open_entry(cache_dir, "gold", content_hash)  # an old Arrow entry: rebuilt
     if cached is not None:
-        return GoldTier(cached.pairs, folder / "pairs.jsonl", cached.report, content_hash, from_cache=True)
+        return GoldTier(cached.pairs, folder / PAIRS, cached.report, content_hash, from_cache=True)
 
     with gc_paused():
         pairs, report = _build(tab, parses, entries, _Request(chosen, wanted, max_pairs_per_code, seventh))
     report["seconds"] = round(time.perf_counter() - start, 2)
     save_tier(folder, pairs, report)
-    return GoldTier(pairs, folder / "pairs.jsonl", report, content_hash)
+    return GoldTier(pairs, folder / PAIRS, report, content_hash)
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,18 @@ from ccl.data.records import SpanPair, read_span_pairs, write_jsonl
 from ccl.expansion.tiers import TierResult
 from ccl.utils.atomic import write_text_atomic
 
+PAIRS = "pairs.jsonl"  # an entry's span pairs
+REPORT = "report.json"  # its report; written last, so its presence marks a complete entry
+
 
 def load_tier(folder: Path) -> TierResult | None:
     """Pairs and report of a complete entry, or ``None`` (absent, damaged, or of another
     format: a gold entry written as Arrow before tiers shared this one)."""
-    report = folder / "report.json"
+    report = folder / REPORT
     if not report.is_file():
         return None
     try:
-        return TierResult(read_span_pairs(folder / "pairs.jsonl"), json.loads(report.read_text()))
+        return TierResult(read_span_pairs(folder / PAIRS), json.loads(report.read_text()))
     except (OSError, ValueError):
         return None
 
@@ -46,8 +49,8 @@ def save_tier(
 ) -> None:
     """Write an entry; ``extra`` maps further JSON-lines file names to their rows."""
     folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "pairs.jsonl", pairs)
+    write_jsonl(folder / PAIRS, pairs)
     for name, rows in (extra or {}).items():
         write_jsonl(folder / name, rows)
     # Last: its presence marks a complete entry.
-    write_text_atomic(folder / "report.json", json.dumps(report, indent=2, sort_keys=True))
+    write_text_atomic(folder / REPORT, json.dumps(report, indent=2, sort_keys=True))
