@@ -7,7 +7,6 @@ Everything here is deterministic given the config, and each expensive piece
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import Counter
@@ -27,7 +26,7 @@ from ccl.data.sources import load_source
 from ccl.expansion.tiers import TierContext, build_tiers
 from ccl.icd.index import load_valid_entries
 from ccl.icd.tabular import TabularList, load_tabular
-from ccl.utils.atomic import atomic_dir
+from ccl.utils.atomic import atomic_dir, write_json_atomic
 from ccl.utils.hashing import hash_obj, hash_records
 from ccl.utils.run_folder import RunFolder
 
@@ -220,7 +219,7 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
             write_jsonl(tmp / folder.spans(name).name, pairs)
         for name, ds in test_sets.items():
             write_jsonl(tmp / RunFolder.TEST_SETS / folder.test_set_records(name).name, ds)
-    folder.manifest.write_text(json.dumps(manifest, indent=2))
+    write_json_atomic(folder.manifest, manifest)  # as every other run-folder file: whole or absent
     return bundle
 
 

@@ -49,6 +49,7 @@ from ccl.model.module import SFTModule, save_trained
 from ccl.model.train_progress import TrainProgress
 from ccl.stages.data import DataBundle
 from ccl.stages.keys import train_key
+from ccl.utils.atomic import write_json_atomic
 from ccl.utils.loggers import finish_logger, make_logger
 from ccl.utils.run_folder import MODEL_META, RunFolder
 
@@ -334,7 +335,7 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
         "world_size": int(trainer.world_size), "warmup_steps": warmup,
         "plan": dm.report(),
     }
-    (out / MODEL_META).write_text(json.dumps(report, indent=2, default=str))
+    write_json_atomic(out / MODEL_META, report)
     finish_logger(logger)
     console.print(f"[cyan]train[/]: done in {seconds:.0f} s, final loss {report['final_loss']:.3f}")
     return out
