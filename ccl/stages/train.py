@@ -35,7 +35,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from ccl.config import check_trainer
 from ccl.data.datamodule import MixDataModule
 from ccl.data.packing import PackingCollator, use_packed_attention
 from ccl.data.prompts import Example, document_example, span_example
@@ -232,12 +231,11 @@ def fit_trainer(cfg: DictConfig, *, steps: int, validate: bool, logger: Any, cal
     Fixed here, not configurable: the data plan is one Lightning epoch of ``steps`` optimiser
     steps that the datamodule shards by rank itself (``use_distributed_sampler=False``); the
     validation loss, when ``validate``, is computed once, at the end; the fit is deterministic.
-    Raises ``ValueError`` (:func:`ccl.config.check_trainer`) for a ``trainer.*`` value that
-    differs from its ``train.*`` key.
+    A ``trainer.*`` value that differs from its ``train.*`` key was refused before any work
+    (:func:`ccl.config.check_trainer`, called by :class:`ccl.pipeline.Pipeline`).
     """
     from hydra.utils import instantiate
 
-    check_trainer(cfg)
     return instantiate(
         cfg.trainer, max_steps=steps, max_epochs=1, logger=logger, callbacks=callbacks,
         enable_progress_bar=progress_bar,
