@@ -120,7 +120,7 @@ class Pipeline:
         cfg, run_dir, console = self.cfg, self.folder.root, self.console
         t = time.perf_counter()
         with rank0_first():  # under torchrun, ranks > 0 read the data once rank 0 has built its caches
-            bundle = build_data(cfg, run_dir, console, write=self.main)
+            bundle = build_data(cfg, run_dir, console) if self.main else build_data(cfg, run_dir, console, write=False)
         self.timings["data"] = time.perf_counter() - t
         print_data_summary(bundle, console)
         if self.main and self.ledger.state.get("data") != bundle.key:
