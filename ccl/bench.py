@@ -51,7 +51,7 @@ from ccl.bench_peers import (
 )
 from ccl.cli_errors import cli_main
 from ccl.config import compose_config
-from ccl.data.packing import MODEL_INPUTS, PACKED_SDPA, PackingCollator, use_packed_attention
+from ccl.data.packing import PACKED_SDPA, PackingCollator, use_packed_attention
 from ccl.data.prompt_builder import limits_from_config
 from ccl.data.sft import IGNORE_INDEX, tokenize_examples
 from ccl.expansion.gold import build_gold_tier
@@ -59,7 +59,6 @@ from ccl.generation.chat import encode_prompts
 from ccl.icd.download import find_index_files
 from ccl.icd.index import parse_index_xml
 from ccl.icd.tabular import load_tabular
-from ccl.model.frozen_prefix import forward
 from ccl.stages.data import build_data
 
 PAPER_HOURS = {"document SFT": 70.0, "CCL": 4.0}  # per epoch, the paper's Table 2
@@ -207,8 +206,11 @@ class Arm:
         real = computed = steps = 0
         for batch_examples in self.plan(examples, rng):
             batch = self.collate(batch_examples)
-            inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-            model(**inputs, use_cache=False).loss.backward()
+            # why: lightning: slow import (~3 s), not for --help
+            from ccl.model.module import causal_lm_forward, model_inputs
+
+            positions = "answer" if "loss_mask" in batch else "all"
+            causal_lm_forward(model, model_inputs(batch, positions)).loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             real += sum(len(ex["input_ids"]) for ex in batch_examples)
@@ -377,7 +379,7 @@ class ConfigArm:
     def run(self, examples: list[dict], rng: np.random.Generator, count: bool = True) -> None:
         # why: lightning: slow import (~3 s), not for --help
         from ccl.data.datamodule import group_by_length
-        from ccl.model.module import model_inputs
+        from ccl.model.module import causal_lm_forward, model_inputs
 
         lengths = [len(ex["input_ids"]) for ex in examples]
         batches = group_by_length(range(len(examples)), lengths, int(self.cfg.train.batch_size),
@@ -388,7 +390,7 @@ class ConfigArm:
             start, cpu_start = time.perf_counter(), time.process_time()
             for b in batches:
                 batch = self.collator([examples[i] for i in b])
-                loss = forward(self.model, model_inputs(batch, self.loss_positions), self.prefix).loss
+                loss = causal_lm_forward(self.model, model_inputs(batch, self.loss_positions), self.prefix).loss
                 loss.backward()
                 losses.append(float(loss.detach()))
                 self.optimizer.step()

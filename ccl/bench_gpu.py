@@ -45,7 +45,7 @@ import torch
 
 from ccl.bench import attention_flops, machine_info
 from ccl.config import LoraConfig, TrainConfig
-from ccl.data.packing import MODEL_INPUTS, PACKED_SDPA, PackingCollator, use_packed_attention
+from ccl.data.packing import PACKED_SDPA, PackingCollator, use_packed_attention
 from ccl.data.sft import IGNORE_INDEX
 
 QWEN3_4B = {  # Qwen/Qwen3-4B config.json
@@ -125,6 +125,8 @@ def sync(device: torch.device) -> None:
 def run_arm(model: Any, batches: list[list[dict]], collate: Any, attn: str, device: torch.device,
             optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Train on ``batches``; wall time, tokens and the per-example lengths (for attention FLOPs)."""
+    from ccl.model.module import causal_lm_forward, model_inputs  # imports lightning (slow)
+
     model.get_base_model().set_attn_implementation(attn)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -133,8 +135,9 @@ def run_arm(model: Any, batches: list[list[dict]], collate: Any, attn: str, devi
     real = computed = 0
     for examples in batches:
         batch = collate(examples)
-        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in MODEL_INPUTS}
-        model(**inputs, use_cache=False).loss.backward()
+        positions = "answer" if "loss_mask" in batch else "all"
+        inputs = {k: v.to(device, non_blocking=True) for k, v in model_inputs(batch, positions).items()}
+        causal_lm_forward(model, inputs).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         real += sum(len(ex["input_ids"]) for ex in examples)

@@ -10,13 +10,14 @@ from ccl.config import BackboneConfig, MixConfig, TrainConfig
 from ccl.data.datamodule import MixDataModule, PaddingCollator
 from ccl.data.packing import (
     IGNORE_INDEX,
-    MODEL_INPUTS,
+    LOSS_KEYS,
     PACKED_SDPA,
     PackingCollator,
     block_causal_mask,
     first_fit_decreasing,
     use_packed_attention,
 )
+from ccl.model.module import causal_lm_forward, model_inputs
 from ccl.model.tiny import build_tiny
 
 PAD = 0
@@ -59,8 +60,7 @@ def make_examples(lengths=LENGTHS, seed: int = 1, vocab: int = 200) -> list[dict
 
 
 def run(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
-    out = model(**inputs, use_cache=False)
+    out = causal_lm_forward(model, model_inputs(batch, "answer" if "loss_mask" in batch else "all"))
     return out.loss, out.logits
 
 
@@ -83,8 +83,8 @@ def test_rows_positions_labels_and_mask_by_hand():
     assert batch["labels"].tolist() == [[-100, 22, 23, 24, 25], [-100, 12, 13, -100, 32]]
     assert int(batch["num_tokens"]) == 10
     # Loss positions: those whose next token is a target, and those targets in order.
-    assert batch["logits_to_keep"].int().tolist() == [[1, 1, 1, 1, 0], [1, 1, 0, 1, 0]]
-    assert batch["shift_labels"].tolist() == [22, 23, 24, 25, 12, 13, 32]
+    assert batch["loss_mask"].int().tolist() == [[1, 1, 1, 1, 0], [1, 1, 0, 1, 0]]
+    assert batch["loss_targets"].tolist() == [22, 23, 24, 25, 12, 13, 32]
     mask = batch["attention_mask"]
     assert mask.shape == (2, 1, 5, 5) and mask.dtype == torch.bool
     assert mask[1, 0].int().tolist() == [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0],
@@ -143,7 +143,7 @@ def test_packed_loss_and_gradients_equal_padded(tiny_dir, attn, collator_attn, l
     if loss_positions_only:  # logits only where a target follows
         assert logits.shape == (targets, model.config.vocab_size)
     # Control: the same rows with the boundary labels left in give another loss (the leak is seen).
-    leaky = {k: v for k, v in packed.items() if k not in ("logits_to_keep", "shift_labels")}
+    leaky = {k: v for k, v in packed.items() if k not in LOSS_KEYS}
     leaky["labels"] = packed["labels"].clone()
     starts = packed["position_ids"] == 0
     leaky["labels"][starts] = packed["input_ids"][starts]

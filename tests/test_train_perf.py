@@ -14,7 +14,7 @@ from ccl.data.datamodule import PaddingCollator
 from ccl.data.packing import PackingCollator
 from ccl.model.backbone import apply_training_mode, load_backbone
 from ccl.model.code_tokens import add_code_tokens, code_head_parameters
-from ccl.model.module import answer_positions, model_inputs, save_trained
+from ccl.model.module import answer_positions, causal_lm_forward, model_inputs, save_trained
 
 LAYERS = 4
 CORPUS = [
@@ -127,9 +127,8 @@ def test_answer_only_logits_give_the_full_loss(cache, packed):
     collator = (PackingCollator(64, tok.pad_token_id, attn_implementation="sdpa", loss_positions_only=False)
                 if packed else PaddingCollator(tok.pad_token_id))
     batch = collator(exs)
-    full = model(**model_inputs(batch, "all"), use_cache=False)
-    answer_inputs = model_inputs(batch, "answer")
-    answer = model(**answer_inputs, use_cache=False)
+    full = causal_lm_forward(model, model_inputs(batch, "all"))
+    answer = causal_lm_forward(model, model_inputs(batch, "answer"))
     n_targets = int((batch["labels"][:, 1:] != -100).sum())
     assert answer.logits.shape == (n_targets, full.logits.shape[-1])
     assert full.logits.shape[:2] == batch["input_ids"].shape
@@ -138,6 +137,48 @@ def test_answer_only_logits_give_the_full_loss(cache, packed):
     keep, targets = answer_positions(batch["labels"])
     assert torch.allclose(full.logits[keep], answer.logits, atol=1e-5)
     assert targets.shape == (n_targets,)
+
+
+def test_answer_loss_never_hands_transformers_a_tensor_logits_to_keep(cache):
+    # Issue 22: a tensor logits_to_keep means positions per row before transformers 5.2x
+    # (hidden_states[:, logits_to_keep, :] -> IndexError for a 2D mask on 5.16-5.19) and a
+    # mask after. The answer-position loss must not depend on either reading: the model
+    # is called as every version calls it, and the loss and its gradients equal the full
+    # path's, through peft (code rows on the output side) and the frozen-prefix cache.
+    from ccl.model.frozen_prefix import FrozenPrefix, first_trainable_layer
+
+    model, tok, _ = code_model(cache, "output", top_layers=2)
+    seen = []
+    base = model.get_base_model()
+    original = base.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("logits_to_keep", 0))
+        if isinstance(kwargs.get("logits_to_keep"), torch.Tensor):
+            raise IndexError("too many indices for tensor of dimension 3 (transformers < 5.2x)")
+        return original(*args, **kwargs)
+
+    base.forward = spy
+    batch = PaddingCollator(tok.pad_token_id)(examples(tok))
+    module_cfg = lora_cfg(2)
+
+    def loss_and_grads(prefix, positions):
+        from ccl.model.module import SFTModule
+
+        module = SFTModule(model, TrainConfig(mode="lora", lora=module_cfg.lora, loss_positions=positions))
+        module.prefix = prefix
+        module.train()
+        model.zero_grad()
+        loss = module(batch).loss
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    full_loss, full_grads = loss_and_grads(None, "all")
+    for prefix in (None, FrozenPrefix(model, first_trainable_layer(model))):
+        loss, grads = loss_and_grads(prefix, "answer")
+        assert abs(loss - full_loss) < 1e-5
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, full_grads, strict=True))
+    assert seen and all(isinstance(k, int) for k in seen)
 
 
 def test_loss_positions_rejects_unknown():

@@ -29,19 +29,18 @@ to itself), so no attention row is empty. The batch also carries ``num_tokens``,
 the real (non-padding) token count, since there is no 2D ``attention_mask`` to
 count them from.
 
-With ``loss_positions_only`` (the default where the installed transformers
-supports it) the batch also says where a loss is taken: ``logits_to_keep``, a
-boolean ``(rows, width)`` mask of the positions whose next token is a target,
-and ``shift_labels``, those targets. Transformers 5 then projects only those
-hidden states onto the vocabulary, so prompt tokens (most of a document
-example) cost no ``lm_head`` matmul and no softmax; the loss is the same, since
-the other positions' logits only ever met ``-100``. Pass every key of
-:data:`MODEL_INPUTS` present in the batch to the model.
+With ``loss_positions_only`` (the default) the batch also says where a loss is
+taken: ``loss_mask``, a boolean ``(rows, width)`` mask of the positions whose next
+token is a target, and ``loss_targets``, those targets.
+:func:`ccl.model.module.causal_lm_forward` then projects only those hidden states
+onto the vocabulary, so prompt tokens (most of a document example) cost no
+``lm_head`` matmul and no softmax; the loss is the same, since the other
+positions' logits only ever met ``-100``. Hand the batch to the model through
+:func:`ccl.model.module.model_inputs` (``loss_*`` are not transformers arguments).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,7 +51,9 @@ from ccl.data.sft import IGNORE_INDEX
 FLASH_PREFIX = "flash_attention"
 PACKED_SDPA = "ccl_packed_sdpa"
 # Batch keys a causal LM's forward takes (``num_tokens`` is for logging only).
-MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "position_ids", "logits_to_keep", "shift_labels")
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "position_ids")
+# Batch keys of the answer-position loss (ccl.model.module.causal_lm_forward), not the model's.
+LOSS_KEYS = ("loss_mask", "loss_targets")
 
 
 def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -77,18 +78,6 @@ def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int
     return rows
 
 
-@functools.cache
-def masked_logits_supported() -> bool:
-    """Whether this transformers takes a boolean ``(rows, width)`` ``logits_to_keep`` (5.x does)."""
-    try:
-        from transformers.modeling_utils import slice_logits_to_keep
-
-        kept = slice_logits_to_keep(torch.zeros(1, 2, 1), torch.tensor([[True, False]]))
-    except (ImportError, RuntimeError, IndexError, TypeError):
-        return False
-    return tuple(kept.shape) == (1, 1)
-
-
 def _checked(examples: Sequence[Mapping[str, Any]]) -> list[tuple[list[int], list[int]]]:
     if not examples:
         raise ValueError("cannot pack an empty batch")
@@ -111,14 +100,12 @@ class PackingCollator:
     """
 
     def __init__(self, max_tokens: int, pad_token_id: int, attn_implementation: str = "sdpa",
-                 loss_positions_only: bool | None = None) -> None:
+                 loss_positions_only: bool = True) -> None:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         self.max_tokens = int(max_tokens)
         self.pad_token_id = int(pad_token_id)
         self.attn_implementation = str(attn_implementation)
-        if loss_positions_only is None:
-            loss_positions_only = masked_logits_supported()
         self.loss_positions_only = bool(loss_positions_only)
 
     @property
@@ -166,8 +153,8 @@ class PackingCollator:
             batch["attention_mask"] = block_causal_mask(segments)
         if self.loss_positions_only:
             targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
-            batch["logits_to_keep"] = targets != IGNORE_INDEX
-            batch["shift_labels"] = targets[batch["logits_to_keep"]]
+            batch["loss_mask"] = targets != IGNORE_INDEX
+            batch["loss_targets"] = targets[batch["loss_mask"]]
         return batch
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ccl.config import TrainConfig
-from ccl.data.packing import MODEL_INPUTS
+from ccl.data.packing import LOSS_KEYS, MODEL_INPUTS
 from ccl.data.sft import IGNORE_INDEX
 from ccl.model.code_tokens import code_head_parameters, code_token_ids
 from ccl.model.frozen_prefix import forward as prefix_forward
@@ -39,10 +41,8 @@ def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     ``keep`` is a boolean ``(rows, width)`` mask of the positions whose NEXT token is a
     target (the causal-LM shift), ``targets`` the ``(keep.sum(),)`` token ids they
-    predict, in row-major order. Passed to a transformers 5 causal LM as
-    ``logits_to_keep=keep, shift_labels=targets``, only those hidden states meet
-    ``lm_head`` (no full-vocabulary logits for prompt tokens), and the mean
-    cross-entropy equals the full-logits loss on ``labels``.
+    predict, in row-major order. The mean cross-entropy of the logits at ``keep``
+    against ``targets`` equals the full-logits causal-LM loss on ``labels``.
     """
     targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     keep = targets != IGNORE_INDEX
@@ -50,22 +50,84 @@ def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def model_inputs(batch: dict[str, torch.Tensor], loss_positions: str = "answer") -> dict[str, torch.Tensor]:
-    """The keys of ``batch`` the model's forward takes, for ``train.loss_positions``.
+    """The keys of ``batch`` for :func:`causal_lm_forward` under ``train.loss_positions``.
 
-    ``answer``: logits and loss only at answer positions (:func:`answer_positions`;
-    a packed batch may already carry them). ``all``: logits at every position (the
-    old path, kept to measure it); any ``logits_to_keep`` in the batch is dropped.
+    ``answer``: the model inputs without ``labels`` plus ``loss_mask`` / ``loss_targets``
+    (:func:`answer_positions`; a packed batch may already carry them). ``all``: the model
+    inputs with ``labels`` (logits at every position, the old path, kept to measure it).
     Raises ``ValueError`` for another value.
     """
     if loss_positions not in LOSS_POSITIONS:
         raise ValueError(f"train.loss_positions: unknown value {loss_positions!r}; expected one of {LOSS_POSITIONS}")
     inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-    if loss_positions == "all":
-        inputs.pop("logits_to_keep", None)
-        inputs.pop("shift_labels", None)
-    elif "logits_to_keep" not in inputs and "labels" in inputs:
-        inputs["logits_to_keep"], inputs["shift_labels"] = answer_positions(inputs["labels"])
+    if loss_positions == "answer" and "labels" in inputs:
+        labels = inputs.pop("labels")
+        if all(k in batch for k in LOSS_KEYS):
+            inputs.update({k: batch[k] for k in LOSS_KEYS})
+        else:
+            inputs["loss_mask"], inputs["loss_targets"] = answer_positions(labels)
     return inputs
+
+
+def output_head(model: nn.Module) -> nn.Module:
+    """The module a (peft-wrapped) causal LM calls to project hidden states onto the
+    vocabulary (``lm_head``, or peft's wrapper around it when code rows train there).
+    Raises ``ValueError`` when the model has none."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no output embeddings (lm_head): "
+                         "train.loss_positions=answer needs a causal LM")
+    return head
+
+
+@contextlib.contextmanager
+def head_only_at(model: nn.Module, keep: torch.Tensor) -> Iterator[None]:
+    """Within this context the model's ``lm_head`` sees only the hidden states at ``keep``.
+
+    ``keep`` is a boolean ``(rows, width)`` mask; the head's input ``(rows, width, hidden)``
+    becomes ``(1, keep.sum(), hidden)``, so the logits are ``(1, keep.sum(), vocab)``.
+    This works the same on every transformers version and architecture: it relies only
+    on a causal LM's forward calling its ``lm_head`` once on all positions' hidden states
+    (the default ``logits_to_keep=0``). Transformers' own tensor ``logits_to_keep`` does
+    not: before 5.2x it indexes ``hidden_states[:, logits_to_keep, :]`` (a 2D mask there
+    raises ``IndexError: too many indices``), from 5.2x it also takes a boolean mask.
+    Raises ``RuntimeError`` if the head is called on a tensor of another shape.
+    """
+
+    def select(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        hidden = args[0]
+        if tuple(hidden.shape[:2]) != tuple(keep.shape):
+            raise RuntimeError(f"lm_head got hidden states of shape {tuple(hidden.shape)}; "
+                               f"expected (rows, width) = {tuple(keep.shape)} for the answer positions")
+        return (hidden[keep.to(hidden.device)][None], *args[1:])
+
+    handle = output_head(model).register_forward_pre_hook(select)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def causal_lm_forward(model: nn.Module, inputs: dict[str, torch.Tensor], prefix: Any = None) -> Any:
+    """The model's output with ``.loss`` (mean next-token cross-entropy) for :func:`model_inputs`.
+
+    With ``loss_mask`` / ``loss_targets`` in ``inputs`` (``train.loss_positions=answer``),
+    only the hidden states at ``loss_mask`` meet ``lm_head`` (:func:`head_only_at`): no
+    full-vocabulary logits for prompt tokens; ``.logits`` is ``(loss_mask.sum(), vocab)``
+    and the loss equals the full-logits loss on the labels. Otherwise the model computes
+    the loss from ``labels`` and ``.logits`` is ``(rows, width, vocab)``. ``prefix`` is a
+    :class:`ccl.model.frozen_prefix.FrozenPrefix` (or None).
+    """
+    if "loss_mask" not in inputs:
+        return prefix_forward(model, inputs, prefix)
+    keep, targets = inputs["loss_mask"], inputs["loss_targets"]
+    body = {k: v for k, v in inputs.items() if k not in LOSS_KEYS}
+    with head_only_at(model, keep):
+        out = prefix_forward(model, body, prefix)
+    logits = out.logits.reshape(-1, out.logits.shape[-1])
+    out.logits = logits
+    out.loss = nn.functional.cross_entropy(logits.float(), targets.to(logits.device))
+    return out
 
 
 def _step_seed(seed: int, rank: int, step: int, batch_idx: int) -> int:
@@ -102,7 +164,7 @@ class SFTModule(pl.LightningModule):
         # use_cache=False: with a KV cache present transformers skips the packed-sequence
         # detection from position_ids, and packed rows would attend across examples.
         inputs = model_inputs(batch, str(getattr(self.train_cfg, "loss_positions", "answer")))
-        return prefix_forward(self.model, inputs, self.prefix if self.training else None)
+        return causal_lm_forward(self.model, inputs, self.prefix if self.training else None)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss
