@@ -9,7 +9,8 @@ from the internet), or with ``--cpu`` as a seconds-long smoke test (the test sui
    notes (as ``backbone=tiny`` builds its tokenizer), saved in bf16;
 3. a short LoRA run of it through the real ``ccl.run`` path with the GPU preset
    (``train=lora_gpu``: bf16-mixed, gradient checkpointing, packing, LoRA on all layers)
-   and prediction on the GPU (vLLM when installed, else HF generate): metrics, the
+   and prediction on the GPU (vLLM where it can run, else HF generate; under ``--cpu`` the
+   same: vLLM's CPU build when installed): metrics, the
    answer bound and the count of cut answers, stage times, peak GPU memory;
 4. packed vs unpacked loss of the same batch in bf16 on the check model (they must agree
    within bf16 rounding: ``rel_diff`` below ``LOSS_RTOL``).
@@ -105,10 +106,14 @@ def run_pipeline(backbone: Path, run_dir: Path, cache_dir: Path, cpu: bool) -> d
     from hydra import compose, initialize_config_dir
     from rich.console import Console
 
+    from ccl.generation.vllm_engine import vllm_unavailable_reason
+
     # why: ccl.run loads transformers (~2.5 s); only the pipeline check needs it
     from ccl.run import run
 
-    engine = "vllm" if not cpu and importlib.util.find_spec("vllm") else "hf"
+    # vLLM wherever it can run (a GPU, or vLLM's CPU build under --cpu), as infer=vllm decides.
+    why_not = vllm_unavailable_reason()
+    engine = "vllm" if why_not is None else "hf"
     overrides = [
         "backbone=qwen3_4b", f"backbone.pretrained={backbone}", "backbone.name=qwen3_check",
         "backbone.use_chat_template=false", "backbone.max_length=2048", "backbone.dtype=bfloat16",
@@ -132,7 +137,7 @@ def run_pipeline(backbone: Path, run_dir: Path, cache_dir: Path, cpu: bool) -> d
     seconds = time.perf_counter() - t0
     meta = json.loads(RunFolder(run_dir).model_meta.read_text())
     return {
-        "overrides": overrides, "engine": engine, "seconds": round(seconds, 1),
+        "overrides": overrides, "engine": engine, "why_not_vllm": why_not, "seconds": round(seconds, 1),
         "timings_s": metrics.get("timings_s"), "micro_f1": metrics.get("codes", {}).get("overall", {}).get("micro_f1"),
         "n_truncated_answers": metrics.get("n_truncated_answers"), "answer_tokens": meta.get("answer_tokens"),
         "steps": meta.get("steps"), "final_loss": meta.get("final_loss"),

@@ -135,3 +135,17 @@ def stand_in_llm() -> Callable[..., Any]:
             return [self.answer(p, params) for p in prompts]
 
     return StandIn
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``vllm`` need a vLLM that runs here (a GPU, or vLLM's CPU build): skipped,
+    with the reason, elsewhere (the main venv), so ``pytest -m vllm`` in the vLLM venv runs them."""
+    marked = [item for item in items if item.get_closest_marker("vllm")]
+    if not marked:
+        return
+    from ccl.generation.vllm_engine import vllm_unavailable_reason
+
+    reason = vllm_unavailable_reason()
+    if reason is not None:
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason=f"needs vLLM: {reason}"))

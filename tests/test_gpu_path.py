@@ -117,7 +117,8 @@ def test_rank0_decision_is_the_value_in_a_single_process(monkeypatch):
     assert train_mod.rank0_decision(True) is True and train_mod.rank0_decision(False) is False
 
 
-def test_guard_is_part_of_the_predict_key_only_under_the_hf_engine(tmp_path):
+def test_guard_is_part_of_the_predict_key_under_both_engines(tmp_path):
+    # Issue 22: the guard runs under vLLM too (ccl.generation.vllm_guard), so it shapes both keys.
     from ccl.stages.keys import predict_key
 
     hf_on = compose_cfg(tmp_path, "infer=hf", "infer.stop_repeated_lines=true")
@@ -127,8 +128,8 @@ def test_guard_is_part_of_the_predict_key_only_under_the_hf_engine(tmp_path):
     assert predict_key(hf_on, "t") != predict_key(hf_off, "t")
     from ccl.generation.engine import guard_applies
 
-    assert guard_applies(hf_on.infer) and not guard_applies(v_on.infer) and not guard_applies(v_off.infer)
-    assert predict_key(v_on, "t") == predict_key(v_off, "t")
+    assert guard_applies(hf_on.infer) and guard_applies(v_on.infer) and not guard_applies(v_off.infer)
+    assert predict_key(v_on, "t") != predict_key(v_off, "t")
 
 
 def test_gpu_preset_composes(tmp_path):

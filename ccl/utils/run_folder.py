@@ -74,6 +74,7 @@ class RunFolder:
     HUMAN_EVIDENCE = "human_evidence"
     TUNING = "val"
     MERGED = "merged"  # under model/: the adapter merged into a full model, for vLLM
+    SERVED_BASE = "served_base"  # under model/: the base's files (links) + the run's tokenizer, for vLLM + LoRA
     MULTIRUN = "multirun.yaml"  # beside the job folders of a Hydra sweep
 
     def __init__(self, root: str | Path) -> None:

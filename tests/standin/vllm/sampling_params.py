@@ -23,6 +23,7 @@ class SamplingParams:
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
     truncate_prompt_tokens: int | None = None
+    extra_args: dict | None = None  # read by custom logits processors (CCL's guard)
 
     def __post_init__(self) -> None:
         if self.max_tokens is not None and self.max_tokens < 1:
