@@ -470,6 +470,7 @@ def predict_stage(
     from ccl.stages.train import load_trained
 
     allowed = restrict_codes_of(cfg, bundle, run_dir)
+    built = time.perf_counter()
     if str(cfg.infer.engine) == "vllm" and engines.vllm_unavailable_reason() is None:
         serving = vllm_serving(cfg, bundle, run_dir, console)
         release_accelerator_memory()  # before vLLM sizes its KV cache from the free memory
@@ -484,6 +485,8 @@ def predict_stage(
         model, tokenizer = load_trained(cfg, bundle, run_dir)
         model = place_model(model, inference_device(cfg.train))
         engine = engines.make_engine(cfg.infer, model, tokenizer)
+    # The engine's load time apart from decoding (benchmarks/engines_cpu.py reads this line).
+    console.print(f"[cyan]predict[/]: engine {type(engine).__name__} ready in {time.perf_counter() - built:.1f} s")
     bound = answer_bound(cfg, run_dir, bundle, tokenizer)
     paths = []
     for target in targets:
