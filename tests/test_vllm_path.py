@@ -60,6 +60,7 @@ def vllm_standin(monkeypatch):
         llm = recording_llm(vllm)
         monkeypatch.setattr(vllm, "LLM", llm)
         monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        monkeypatch.setenv("VLLM_CPU_CI_ENV", "1")  # no inductor C++ compile per engine (.ci/run)
         yield vllm
         llm.instances.clear()
         gc.collect()
