@@ -205,15 +205,22 @@ def test_every_wandb_init_of_a_process_gets_the_configured_mode(tmp_path, fresh_
     assert (a.display_name, b.display_name) == ("first-tiny", "second-tiny")
     assert a.run_group == b.run_group == "sweep" and b.job_type == "train"
 
-    single = tmp_path / "outputs" / "single"
-    wandb_run(single, small_cfg("single", group="mine").logger, "single-tiny")
-    finish_wandb_run(exit_code=1)
-    assert run_records(single / "wandb")[0].run_group == "mine"
+    from ccl.utils.loggers import sweep_group
+
+    assert sweep_group(second, small_cfg("x", group="mine").logger) == "mine"  # logger.group wins
+    assert sweep_group(tmp_path / "outputs" / "single", small_cfg("x").logger) is None  # a lone run
 
 
-def test_a_bad_logger_mode_names_the_key():
-    from ccl.utils.loggers import wandb_mode
+def test_a_bad_logger_mode_or_a_missing_login_is_one_line(tmp_path, fresh_home):
+    from ccl.utils.loggers import finish_wandb_run, wandb_mode, wandb_run
 
     assert wandb_mode({}) == "offline" and wandb_mode({"mode": "online"}) == "online"
     with pytest.raises(ValueError, match="logger.mode: 'upload' is not a W&B mode"):
         wandb_mode({"mode": "upload"})
+    with pytest.raises(ValueError, match=r"logger.mode=online: W&B refused .*wandb login.*logger.mode=offline"):
+        wandb_run(tmp_path / "online", {"mode": "online"}, "x-tiny")
+    assert "WANDB_DATA_DIR" not in os.environ
+    run = wandb_run(tmp_path / "disabled", {"mode": "disabled"}, "x-tiny")
+    run.log({"a": 1})
+    finish_wandb_run()
+    assert not list((tmp_path / "disabled" / "wandb").glob("*run-*"))

@@ -165,7 +165,7 @@ def log_run_results(run_dir: str | Path, logger_cfg: Any = None, sample_size: in
         "results/predictions_sample": wandb.Table(columns=payload.sample_columns, data=payload.sample_rows),
     })
     adapter_files = _adapter_files(payload)
-    if payload.mode == "offline":
+    if payload.mode != "online":  # offline: run files; disabled: nothing is kept
         _save_run_files(run, payload, adapter_files)
         return payload
     with tempfile.TemporaryDirectory() as tmp:

@@ -111,6 +111,11 @@ def wandb_run(run_dir: str | Path, logger_cfg: Any, name: str, config: dict[str,
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True,
                                     save_code=False, symlink=False),
         )
+    except wandb.errors.UsageError as e:  # online without a login: say what to do, in one line
+        _restore(saved)
+        raise ValueError(f"logger.mode={mode}: W&B refused to start a run ({e}); log in with `wandb login` "
+                         "(or set WANDB_API_KEY), or keep logger.mode=offline and `wandb sync RUN/wandb` "
+                         "later") from None
     except BaseException:
         _restore(saved)
         raise
