@@ -12,6 +12,7 @@ the predict key, so switching it on for a finished run predicts those only.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -90,7 +91,8 @@ class Pipeline:
         try:
             metrics = self._run()
         except BaseException:
-            finish_wandb_run(exit_code=1)
+            with contextlib.suppress(Exception):  # the stage's error is the one to report
+                finish_wandb_run(exit_code=1)
             raise
         finish_wandb_run()
         return metrics

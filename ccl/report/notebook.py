@@ -47,11 +47,16 @@ def find_results(path: str | Path) -> Path | None:
             return where
         if not where.is_dir():
             continue
-        tables = [t for pattern in (f"{RESULTS_STEM}.*", f"report/{RESULTS_STEM}.*", f"*/report/{RESULTS_STEM}.*")
-                  for t in where.glob(pattern) if t.suffix in (".parquet", ".csv")]
-        if tables:
-            # The newest report; within one, the parquet file before the csv.
-            return max(tables, key=lambda t: (t.stat().st_mtime_ns // 10**9, t.suffix == ".parquet"))
+        reports = {t.parent for pattern in (f"{RESULTS_STEM}.*", f"report/{RESULTS_STEM}.*",
+                                            f"*/report/{RESULTS_STEM}.*")
+                   for t in where.glob(pattern) if t.suffix in (".parquet", ".csv")}
+        if reports:
+            def tables(report: Path) -> list[Path]:  # the parquet file first: it keeps the column types
+                return [t for t in (report / f"{RESULTS_STEM}.parquet", report / f"{RESULTS_STEM}.csv")
+                        if t.is_file()]
+
+            newest = max(reports, key=lambda r: max(t.stat().st_mtime for t in tables(r)))
+            return tables(newest)[0]
     return None
 
 
