@@ -42,6 +42,7 @@ Task = _Choice("Task", "evidence codes_only cot", module=__name__)
 TrainMode = _Choice("TrainMode", "lora full none", module=__name__)
 Engine = _Choice("Engine", "hf vllm", module=__name__)
 LoggerKind = _Choice("LoggerKind", "wandb csv none", module=__name__)
+LoggerMode = _Choice("LoggerMode", "offline online disabled", module=__name__)  # W&B's init modes
 BackboneKind = _Choice("BackboneKind", "tiny smollm2 hub", module=__name__)
 
 
@@ -341,7 +342,9 @@ class EvalConfig:
 class LoggerConfig:
     kind: LoggerKind = LoggerKind.wandb
     project: str = "ccl"
-    mode: str = "offline"  # offline unless the user says online
+    mode: LoggerMode = LoggerMode.offline  # offline unless the user says online
+    # W&B group; None: the Hydra multirun folder's name for a sweep's jobs, no group for a run
+    group: str | None = None
     log_note_text: bool = False  # privacy: note text never leaves the machine unless set
 
 

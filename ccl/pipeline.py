@@ -12,6 +12,7 @@ the predict key, so switching it on for a finished run predicts those only.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ from ccl.stages.predict import (
     tuning_target,
 )
 from ccl.utils.atomic import write_json_atomic
+from ccl.utils.loggers import finish_wandb_run
 from ccl.utils.run_folder import RunFolder, StaleStageOutput
 from ccl.utils.stages import StageLedger
 
@@ -81,7 +83,21 @@ class Pipeline:
 
     def run(self) -> dict[str, Any]:
         """Run the chosen stages in order (data, train, predict, evaluate), each skipped when
-        the ledger holds its key; return the run's metrics (``metrics.json``)."""
+        the ledger holds its key; return the run's metrics (``metrics.json``).
+
+        The W&B run the stages opened (one per invocation: the training logger's, which the
+        results then go to) is closed at the end, marked failed when a stage raised.
+        """
+        try:
+            metrics = self._run()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the stage's error is the one to report
+                finish_wandb_run(exit_code=1)
+            raise
+        finish_wandb_run()
+        return metrics
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.cfg
         if "train" in self.stages and self.trains:
             # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module

@@ -388,28 +388,40 @@ def test_wandb_payload_has_per_code_results_and_no_note_text(runs, monkeypatch):
     assert sample[0]["note"] == notes[0] and "raw_output" in opted_in.predictions_rows[0]
 
 
-def test_wandb_offline_run_logs_tables_and_artifacts_without_network(runs, tmp_path, monkeypatch):
+def test_wandb_offline_run_logs_tables_and_files_without_network(runs, tmp_path, monkeypatch):
+    """An offline run keeps everything in the run folder: the tables, and the predictions
+    (ids and codes) and adapter as run files, which ``wandb sync`` reads relative to the run."""
+    from ccl.utils.loggers import finish_wandb_run, wandb_run
+
     folder = Path(shutil.copytree(run_dirs(runs["sweep"])["ablation_row4"], tmp_path / "run",
                                   ignore=shutil.ignore_patterns("checkpoints")))
     for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
         monkeypatch.setenv(var, str(tmp_path / var.lower()))
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")  # any network attempt would fail
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_MODE", "online")  # the config's mode wins: it is passed to wandb.init
     monkeypatch.setenv("CCL_SWEEP_GROUP", "sweep-42")
+    training = wandb_run(folder, {"project": "ccl-test", "mode": "offline"}, "ablation_row4-tiny")
     payload = log_run_results(folder, {"project": "ccl-test", "mode": "offline"})
-    assert payload.group == "sweep-42"
-    (offline,) = (folder / "wandb").glob("offline-run-*")
+    assert os.environ["WANDB_DATA_DIR"] == str(folder.resolve() / "wandb" / "data")
+    finish_wandb_run()
+    assert os.environ["WANDB_DATA_DIR"] == str(tmp_path / "wandb_data_dir")  # the user's, restored
+    assert payload.group == "sweep-42" and training.group == "sweep-42"
+    (offline,) = (folder / "wandb").glob("offline-run-*")  # the training run took the results
     assert list(offline.glob("run-*.wandb"))
     tables = {p.name.split("_")[0]: json.loads(p.read_text()) for p in offline.rglob("*.table.json")}
     assert tables["per"]["columns"] == payload.per_code_columns
     assert tables["per"]["data"] == [list(r) for r in payload.per_code_rows]
     assert tables["predictions"]["columns"] == payload.sample_columns
-    staged = [p.read_bytes() for p in (tmp_path / "wandb_data_dir").rglob("*") if p.is_file()]
-    predictions = [b for b in staged if b.startswith(b'{"id"')]
-    assert predictions and all(b"raw_output" not in b for b in predictions)
-    adapter_config = (folder / "model" / "adapter_config.json").read_bytes()
-    assert adapter_config in staged
+    assert read_jsonl(offline / "files" / "results" / "predictions.jsonl") == payload.predictions_rows
+    assert all("raw_output" not in r for r in payload.predictions_rows)
+    adapter = offline / "files" / "model"
+    assert (adapter / "adapter_config.json").read_bytes() == (folder / "model" / "adapter_config.json").read_bytes()
+    assert not list(adapter.glob("tokenizer*")), "a tiny tokenizer is trained on note text: it stays local"
+    assert not (tmp_path / "wandb_data_dir").exists()  # staged in the run folder, not the user's
+    notes = [d["text"] for d in read_jsonl(folder / "data" / "test.jsonl")]
+    for f in (folder / "wandb").rglob("*"):  # privacy: no note's words in anything W&B keeps
+        assert not (f.is_file() and any(n[:60].encode() in f.read_bytes() for n in notes)), f
 
 
 def test_hidden_folders_are_not_incomplete_runs(tmp_path):

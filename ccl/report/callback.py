@@ -22,8 +22,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ccl.utils.loggers import GROUP_ENV
+
 log = logging.getLogger(__name__)
-GROUP_ENV = "CCL_SWEEP_GROUP"
 
 
 class ReportCallback(Callback):

@@ -1,22 +1,27 @@
-"""Log a finished run's results to W&B: metrics, per-code table, prediction sample, artifacts.
+"""Log a finished run's results to W&B: metrics, per-code table, prediction sample, files.
 
 Offline unless ``logger.mode`` says otherwise. Privacy: without
 ``logger.log_note_text`` nothing derived from note text leaves the run folder:
-the prediction sample and the predictions artifact keep ids and codes only
+the prediction sample and the uploaded predictions keep ids and codes only
 (evidence phrases and raw outputs are copied from the note, so they stay out).
 
 :func:`build_payload` gathers everything from the run folder (pure, testable);
-:func:`log_run_results` sends it, into the active W&B run if one is open (the
-training logger's), else into a new run of the same name with ``job_type=eval``.
-Runs are grouped by sweep: ``logger.group`` if the config has it, else
-``$CCL_SWEEP_GROUP`` (set by :class:`~ccl.report.callback.ReportCallback`), else
-the sweep folder's name when the run folder sits in a Hydra multirun.
+:func:`log_run_results` sends it into the run's one W&B run
+(:func:`ccl.utils.loggers.wandb_run`: the training logger's when this ``ccl.run``
+trained, else a new one, ``job_type=eval``). Runs are grouped by sweep
+(:func:`ccl.utils.loggers.sweep_group`).
+
+The predictions (ids and codes) and a LoRA adapter go up as W&B artifacts when the run
+is online. An offline run saves them as run files instead (``files/results/``,
+``files/model/``): W&B records an artifact's staged files by absolute path, so an
+offline run's artifacts only sync from the machine and folder that made them
+(wandb/wandb#3098), while run files are read relative to the run's own folder, so
+``wandb sync RUN/wandb`` uploads everything from any machine the run folder is copied to.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +33,10 @@ from ccl.data.records import read_documents
 from ccl.eval.metrics import per_code_metrics
 from ccl.report.collect import RunFolderError, flatten
 from ccl.report.unseen import read_predictions
+from ccl.utils.loggers import GROUP_ENV, _get, sweep_group, wandb_mode, wandb_run
 from ccl.utils.run_folder import MODEL_META, RunFolder
 
-GROUP_ENV = "CCL_SWEEP_GROUP"
+__all__ = ["GROUP_ENV", "WandbPayload", "build_payload", "log_run_results", "sweep_group"]
 PER_CODE_COLUMNS = ["code", "subset", "support", "tp", "fp", "fn", "precision", "recall", "f1"]
 SAMPLE_COLUMNS = ["id", "gold_codes", "predicted_codes", "tp", "fp", "fn", "n_evidence"]
 TEXT_COLUMNS = ["evidence", "raw_output", "note"]
@@ -54,24 +60,6 @@ class WandbPayload:
     adapter_dir: Path | None
     tags: list[str] = field(default_factory=list)
     with_text: bool = False  # logger.log_note_text: note-derived content may be uploaded
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    """``cfg[key]`` for a dict, DictConfig or dataclass; ``default`` when absent."""
-    if cfg is None:
-        return default
-    getter = getattr(cfg, "get", None)
-    return getter(key, default) if callable(getter) else getattr(cfg, key, default)
-
-
-def sweep_group(run_dir: Path, logger_cfg: Any = None) -> str | None:
-    """The W&B group of a run: config, then ``$CCL_SWEEP_GROUP``, then its multirun folder."""
-    group = _get(logger_cfg, "group") or os.environ.get(GROUP_ENV)
-    if group:
-        return str(group)
-    if RunFolder(run_dir).in_sweep():
-        return Path(run_dir).resolve().parent.name
-    return None
 
 
 def _notes(run_dir: Path, split: str) -> dict[str, str]:
@@ -121,7 +109,7 @@ def build_payload(run_dir: str | Path, logger_cfg: Any = None, sample_size: int 
         name=f"{config.get('name', run_dir.name)}-{backbone}",
         project=str(_get(logger_cfg, "project", "ccl")),
         group=sweep_group(run_dir, logger_cfg),
-        mode=str(_get(logger_cfg, "mode", "offline")),
+        mode=wandb_mode(logger_cfg),
         config=config,
         summary=summary,
         per_code_columns=list(PER_CODE_COLUMNS),
@@ -145,44 +133,62 @@ def _artifact_name(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)
 
 
+def _adapter_files(payload: WandbPayload) -> list[Path]:
+    """The adapter files that may leave the machine: weights and configs; a tiny backbone's
+    tokenizer is trained on note text, so tokenizer files stay local unless note text may."""
+    if payload.adapter_dir is None:
+        return []
+    return [f for f in sorted(payload.adapter_dir.iterdir())
+            if f.is_file() and (f.name.startswith("adapter_") or f.name == MODEL_META or payload.with_text)]
+
+
+def _predictions_jsonl(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 def log_run_results(run_dir: str | Path, logger_cfg: Any = None, sample_size: int = 20) -> WandbPayload:
-    """Send a run folder's results to W&B (see the module docs); return what was sent."""
+    """Send a run folder's results to W&B (see the module docs); return what was sent.
+
+    Logs into the run's one W&B run (:func:`ccl.utils.loggers.wandb_run`), opening it
+    when this process has none for ``run_dir``; the caller closes it
+    (:func:`ccl.utils.loggers.finish_wandb_run`), as the pipeline does.
+    Raises :class:`~ccl.report.collect.RunFolderError` for a folder without results.
+    """
     payload = build_payload(run_dir, logger_cfg, sample_size)
     run_dir = Path(run_dir)
-    os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
-    run = wandb.run
-    own_run = run is None
-    if run is None:
-        run = wandb.init(
-            project=payload.project, name=payload.name, group=payload.group, job_type="eval",
-            config=payload.config, tags=[t for t in payload.tags if t], dir=str(run_dir), mode=payload.mode,
-            settings=wandb.Settings(console="off", x_disable_stats=True, disable_git=True, save_code=False),
-        )
-    try:
-        run.summary.update(payload.summary)
-        run.log({
-            "results/per_code": wandb.Table(columns=payload.per_code_columns, data=payload.per_code_rows),
-            "results/predictions_sample": wandb.Table(columns=payload.sample_columns, data=payload.sample_rows),
-        })
-        with tempfile.TemporaryDirectory() as tmp:
-            preds = Path(tmp) / RunFolder.predictions
-            preds.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in payload.predictions_rows),
-                             encoding="utf-8")
-            artifact = wandb.Artifact(_artifact_name(f"{payload.name}-predictions"), type="predictions")
-            artifact.add_file(str(preds))  # copied into W&B's staging area at once
-        run.log_artifact(artifact)
-        if payload.adapter_dir is not None:
-            adapter = wandb.Artifact(_artifact_name(f"{payload.name}-adapter"), type="model")
-            # Weights and configs only: a tiny backbone's tokenizer is trained on note
-            # text, so tokenizer files stay local unless note text may leave the machine.
-            for f in sorted(payload.adapter_dir.iterdir()):
-                if f.is_file() and (f.name.startswith("adapter_") or f.name == MODEL_META
-                                    or payload.with_text):
-                    adapter.add_file(str(f))
-            run.log_artifact(adapter)
-    finally:
-        if own_run:
-            run.finish()
+    run = wandb_run(run_dir, logger_cfg, payload.name, payload.config, job_type="eval", tags=payload.tags)
+    run.summary.update(payload.summary)
+    run.log({
+        "results/per_code": wandb.Table(columns=payload.per_code_columns, data=payload.per_code_rows),
+        "results/predictions_sample": wandb.Table(columns=payload.sample_columns, data=payload.sample_rows),
+    })
+    adapter_files = _adapter_files(payload)
+    if payload.mode != "online":  # offline: run files; disabled: nothing is kept
+        _save_run_files(run, payload, adapter_files)
+        return payload
+    with tempfile.TemporaryDirectory() as tmp:
+        preds = Path(tmp) / RunFolder.predictions
+        preds.write_text(_predictions_jsonl(payload.predictions_rows), encoding="utf-8")
+        artifact = wandb.Artifact(_artifact_name(f"{payload.name}-predictions"), type="predictions")
+        artifact.add_file(str(preds))  # copied into W&B's staging area (RUN/wandb/data) at once
+    run.log_artifact(artifact)
+    if adapter_files:
+        adapter = wandb.Artifact(_artifact_name(f"{payload.name}-adapter"), type="model")
+        for f in adapter_files:
+            adapter.add_file(str(f))
+        run.log_artifact(adapter)
     return payload
+
+
+def _save_run_files(run: Any, payload: WandbPayload, adapter_files: list[Path]) -> None:
+    """An offline run's predictions and adapter as run files (``files/results/``,
+    ``files/model/``), copied (or hard-linked) into the run: the run folder syncs from anywhere."""
+    with tempfile.TemporaryDirectory() as tmp:
+        preds = Path(tmp) / "results" / RunFolder.predictions
+        preds.parent.mkdir()
+        preds.write_text(_predictions_jsonl(payload.predictions_rows), encoding="utf-8")
+        run.save(str(preds), base_path=tmp, policy="now", glob=False)
+    for f in adapter_files:
+        run.save(str(f), base_path=str(f.parent.parent), policy="now", glob=False)
