@@ -466,6 +466,144 @@ def trim_span(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
+# -- document text and evidence offsets ------------------------------------------
+
+BOM = "\ufeff"
+TEXT_FORM = "NFC"  # the Unicode form CCL keeps document and evidence text in
+REPAIR_WINDOW = 100  # characters either side of a span searched for its given text
+
+
+def normalise_text(text: str, form: str | None = TEXT_FORM) -> str:
+    """``text`` as the sources' offsets count it: no BOM, LF line ends, Unicode ``form``.
+
+    A leading UTF-8 byte-order mark (U+FEFF) is dropped; CRLF and lone CR become LF
+    (the universal-newline reading of Python's ``open`` and of MDACE's own
+    ``inject-note-text.py``); ``form`` (``"NFC"`` by default; ``None`` keeps the code
+    points as they are) is applied with :func:`unicodedata.normalize`. The CodiEsp
+    release is LF, BOM-less and NFC, and its ``X.tsv`` offsets count the code points
+    of that text (10,904 of its 10,905 single-piece mentions slice to their given
+    text, the last one starts a character early), so a copy saved with Windows line
+    ends, a BOM or decomposed accents (NFD) reads back to the same string.
+    """
+    if text.startswith(BOM):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return unicodedata.normalize(form, text) if form else text
+
+
+def read_text_file(path: str | Path, form: str | None = TEXT_FORM) -> str:
+    """A UTF-8 text file, read and passed through :func:`normalise_text`.
+
+    Raises :class:`~ccl.data.records.RecordError` naming the file when it is not UTF-8.
+    """
+    try:
+        raw = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RecordError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); "
+                          "save it as UTF-8") from None
+    return normalise_text(raw, form)
+
+
+def comparable(text: str) -> str:
+    """An evidence string as offsets are checked against it: NFC, case-folded, whitespace
+    runs collapsed, edge punctuation dropped (``"vesical R.T.U."`` = ``"vesical R.T.U"``)."""
+    low = " ".join(unicodedata.normalize(TEXT_FORM, text).casefold().split())
+    start, end = 0, len(low)
+    while start < end and (low[start].isspace() or _is_punct(low[start])):
+        start += 1
+    while end > start and (low[end - 1].isspace() or _is_punct(low[end - 1])):
+        end -= 1
+    return low[start:end]
+
+
+Pieces = list[tuple[int, int]]
+
+
+def _agrees(text: str, pieces: Pieces, given: str) -> bool:
+    if any(s < 0 or e > len(text) for s, e in pieces):
+        return False
+    return comparable(" ".join(text[s:e] for s, e in pieces)) == comparable(given)
+
+
+def _repair(text: str, pieces: Pieces, given: str, window: int) -> Pieces | None:
+    """Pieces moved to where ``given`` is, within ``window`` characters; ``None`` if not there.
+
+    One piece: the occurrence of ``given`` (case-insensitive) nearest the offset; several:
+    the smallest shift, the same for every piece, after which they read ``given``.
+    """
+    if len(pieces) == 1:
+        start, end = pieces[0]
+        needle = unicodedata.normalize(TEXT_FORM, given.strip()).lower()
+        lo, hi = max(0, start - window), min(len(text), end + window)
+        hay = text[lo:hi].lower()
+        if not needle or len(hay) != hi - lo:  # lower-casing changed lengths: no safe search
+            return None
+        found = [lo + m.start() for m in re.finditer(re.escape(needle), hay)]
+        if not found:
+            return None
+        at = min(found, key=lambda p: (abs(p - start), p))
+        return [(at, at + len(needle))]
+    for delta in sorted(range(-window, window + 1), key=lambda d: (abs(d), d)):
+        moved = [(s + delta, e + delta) for s, e in pieces]
+        if delta and _agrees(text, moved, given):
+            return moved
+    return None
+
+
+class OffsetCheck:
+    """Checks span offsets against the evidence text a source gives beside them.
+
+    For each mention, :meth:`check` compares the text its pieces cover with the given
+    text (:func:`comparable` on both, pieces joined by a space). Where they disagree it
+    tries the repair: the given text located within ``window`` characters of the offsets
+    (:func:`_repair`); a repaired mention is kept at the located offsets, one that cannot
+    be repaired is dropped. Both are counted per file and :meth:`warn` says so in one
+    line per file (never a silent shift). ``counts``: ``offsets_agree``,
+    ``offsets_repaired``, ``offsets_wrong`` (dropped).
+    """
+
+    def __init__(self, source: str, window: int = REPAIR_WINDOW) -> None:
+        self.source = source
+        self.window = window
+        self.counts: Counter[str] = Counter()
+        self.per_file: dict[str, Counter[str]] = {}
+        self.examples: dict[str, list[str]] = {}
+
+    def check(self, text: str, pieces: Pieces, given: str, file: str, where: str) -> Pieces | None:
+        """``pieces`` if they cover ``given``, else the repaired pieces, else ``None``."""
+        if _agrees(text, pieces, given):
+            self.counts["offsets_agree"] += 1
+            return pieces
+        fixed = _repair(text, pieces, given, self.window)
+        outcome = "offsets_repaired" if fixed else "offsets_wrong"
+        self.counts[outcome] += 1
+        self.per_file.setdefault(file, Counter())[outcome] += 1
+        shown = self.examples.setdefault(file, [])
+        if len(shown) < 3:
+            old = ";".join(f"{s} {e}" for s, e in pieces)
+            new = ";".join(f"{s} {e}" for s, e in fixed) if fixed else "dropped"
+            shown.append(f"{where.rsplit(':', 1)[-1]}: {given!r} at {old} -> {new}")
+        return fixed
+
+    def report(self) -> dict[str, Any]:
+        """Counts over all mentions and per file (files with a disagreement only)."""
+        return {**dict(sorted(self.counts.items())),
+                "files": {f: dict(sorted(c.items())) for f, c in sorted(self.per_file.items())}}
+
+    def warn(self) -> None:
+        """One warning line per file whose offsets disagreed with their given text."""
+        for file, c in sorted(self.per_file.items()):
+            warnings.warn(
+                f"docs={self.source}: {file}: {c['offsets_repaired'] + c['offsets_wrong']} evidence "
+                f"offsets do not cover the text given beside them: {c['offsets_repaired']} repaired "
+                f"(the text found within {self.window} characters), {c['offsets_wrong']} dropped "
+                f"(e.g. line {'; line '.join(self.examples[file])}); check the file's line ends "
+                "and encoding against the release.",
+                stacklevel=2,
+            )
+
+
 # -- splits ----------------------------------------------------------------------
 
 

@@ -14,7 +14,9 @@ Inputs:
   (credentialed, PhysioNet). The annotation offsets index its ``TEXT`` column,
   joined on ``ROW_ID`` = ``note_id``. Notes are read as MDACE's own
   ``inject-note-text.py`` reads them (``csv`` module, universal newlines), so
-  offsets agree; the annotated notes are cached under ``<cache_dir>/sources``
+  offsets agree (:func:`ccl.data.sources.common.normalise_text` with ``form=None``:
+  LF line ends, no BOM, code points as stored). MDACE gives no evidence text beside
+  its offsets, so they cannot be checked against one (CodiEsp's are); the annotated notes are cached under ``<cache_dir>/sources``
   so later runs skip the 4 GB scan.
 
 Conventions:
@@ -50,6 +52,7 @@ from ccl.data.sources.common import (
     MissingDataError,
     check_losses,
     download,
+    normalise_text,
     option,
     require,
     trim_span,
@@ -254,10 +257,11 @@ def annotation_summary(
 
 
 def _open_text(path: Path) -> Any:
-    # newline=None (universal newlines), as MDACE's inject script reads NOTEEVENTS.
+    # newline=None (universal newlines), as MDACE's inject script reads NOTEEVENTS;
+    # utf-8-sig: a byte-order mark is not part of the ROW_ID header.
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return path.open(encoding="utf-8-sig")
 
 
 def _scan_noteevents(path: Path, wanted: set[int]) -> Iterator[tuple[int, str]]:
@@ -288,7 +292,9 @@ def _scan_noteevents(path: Path, wanted: set[int]) -> Iterator[tuple[int, str]]:
                 ) from None
             if row_id in remaining:
                 remaining.discard(row_id)
-                yield row_id, row[text_col]
+                # LF line ends (universal newlines already gave them); code points kept as
+                # they are (form=None): MDACE's offsets count the text as MIMIC-III stores it.
+                yield row_id, normalise_text(row[text_col], form=None)
                 if not remaining:
                     return
 

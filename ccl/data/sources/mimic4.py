@@ -34,6 +34,7 @@ from ccl.data.sources.common import (
     MissingDataError,
     check_losses,
     download,
+    normalise_text,
     require,
 )
 from ccl.icd.tabular import TabularList
@@ -128,7 +129,9 @@ def read_notes(path: Path, wanted: set[int]) -> dict[int, str]:
         seq = chunk["note_seq"] if "note_seq" in chunk else range(len(chunk))
         for hadm, text, order in zip(chunk["hadm_id"], chunk["text"], seq, strict=True):
             parts.setdefault(int(hadm), []).append((int(order), text))
-    return {h: NOTE_SEPARATOR.join(t for _, t in sorted(p)) for h, p in parts.items()}
+    # No offsets index these notes: they are normalised as every source's text is (no BOM,
+    # LF line ends, NFC; common.normalise_text).
+    return {h: normalise_text(NOTE_SEPARATOR.join(t for _, t in sorted(p))) for h, p in parts.items()}
 
 
 def split_path(cfg: Any, cache_dir: Path) -> Path:
