@@ -257,3 +257,16 @@ def test_wrong_offsets_are_repaired_or_dropped_and_reported(tab, tmp_path):
     # Above docs.max_dropped_record_share (default 1%) the dropped mention stops the load.
     with pytest.raises(RecordError, match=r"mentions with wrong offsets"), pytest.warns(UserWarning):
         load_codiesp(config(root, n_val=0), tab, tmp_path)
+
+
+def test_labels_split_by_sex_age_or_sign_follow_the_document(spanish):
+    """Issue 23, item 6 on the real files: n35.9 in "Una mujer de 35 años ..." is the female
+    code, in "Varón de 75 años ..." the male one; t74.2 for a 16-year-old is the child code;
+    the evidence "Rh -" (Z67.11, Rh negative) keeps its sign."""
+    assert "N35.92" in by_id(spanish, "S0210-48062003001000009-1").codes
+    assert "N35.919" in by_id(spanish, "S0004-06142009000400011-1").codes
+    abused = by_id(spanish, "S0213-12852005000200004-1")
+    assert "T74.22XA" in abused.codes and "T74.21XA" not in abused.codes
+    rh = by_id(spanish, "S0365-66912008000100007-1")
+    assert "Rh -" in {s.text for s in rh.spans if s.code == "Z67.11"}
+    assert "Rh" not in {s.text for s in rh.spans if s.code == "Z67.11"}

@@ -37,6 +37,7 @@ from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
     IndexHints,
+    MappingContext,
     check_losses,
     choice,
     download,
@@ -145,10 +146,17 @@ def _label_rows(path: Path) -> list[tuple[str, str, list[str], list[tuple[str, s
     return out
 
 
-def _checked(code: str, where: str, mapper: CodeMapper, count: bool = True) -> str | None:
+def _checked(
+    code: str, where: str, mapper: CodeMapper, count: bool = True, context: MappingContext | None = None
+) -> str | None:
     if not is_well_formed(canonical_code(code)):
         raise RecordError(f"{where}: {code!r} is not an ICD-10-CM code")
-    return mapper(code, count=count)
+    return mapper(code, count=count, context=context)
+
+
+def _context(code: str, text: str, evidence: list[tuple[str, str]]) -> MappingContext:
+    """The encounter's text and the evidence given for ``code`` (decides sex/age/sibling splits)."""
+    return MappingContext(text, [t for t, c in evidence if canonical_code(c) == canonical_code(code)])
 
 
 def read_labels(
@@ -161,11 +169,11 @@ def read_labels(
             raise RecordError(f"{where}: encounter_id {enc!r} is not in the ACI-Bench files")
         doc_codes, spans = labels.setdefault(enc, ([], []))
         for code in codes:
-            mapped = _checked(code, where, mapper)
+            mapped = _checked(code, where, mapper, context=_context(code, texts[enc], evidence))
             if mapped is not None and mapped not in doc_codes:
                 doc_codes.append(mapped)
         for text, code in evidence:
-            mapped = _checked(code, where, mapper, count=False)
+            mapped = _checked(code, where, mapper, count=False, context=_context(code, texts[enc], evidence))
             text = normalise_text(text)  # NFC, as the document text is
             start = texts[enc].lower().find(text.lower())
             if mapped is None or start < 0:

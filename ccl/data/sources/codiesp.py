@@ -26,8 +26,10 @@ Conventions (fixed, so runs compare):
   or ``docs.max_dropped_label_share`` the load stops, naming the share and the file
   (:func:`ccl.data.sources.common.check_losses`);
 - diagnoses only: procedure (ICD-10-PCS) mentions are dropped and counted;
-  codes go through the mapping rule of :mod:`ccl.data.sources.common`, and the
-  ones not in ICD-10-CM are counted and listed in ``stats["codes"]``;
+  codes go through the mapping rule of :mod:`ccl.data.sources.common` in the
+  document's context (its Spanish text, and the label's evidence texts from
+  ``X.tsv``, for codes split by sex, age or sibling concept), and the ones not in
+  ICD-10-CM or left ambiguous are counted and listed in ``stats["codes"]``;
 - a discontinuous mention ``"a b;c d"`` becomes one evidence span per piece,
   each with the mention's code (pieces are what the text says; the gap between
   them may hold other findings); every piece is trimmed of edge whitespace and
@@ -57,6 +59,7 @@ from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
     IndexHints,
+    MappingContext,
     MissingDataError,
     OffsetCheck,
     carve_validation,
@@ -70,6 +73,7 @@ from ccl.data.sources.common import (
     trim_span,
     with_split,
 )
+from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList
 
 ZENODO_URL = "https://zenodo.org/record/3837305/files/codiesp.zip?download=1"
@@ -157,13 +161,23 @@ class _SplitReader:
         return sorted(p.stem for p in text_dir.glob("*.txt"))
 
     def codes(self) -> dict[str, list[str]]:
+        """The D file's codes per document, as written (mapped per document, with its context)."""
         out: dict[str, list[str]] = {}
         rows = _read_tsv(self.dir / f"{self.folder}D.tsv", 2)
         self.rows["D"] = len(rows)
         for _, (doc_id, code) in rows:
-            mapped = self.mapper(code)
-            if mapped is not None and mapped not in out.setdefault(doc_id, []):
-                out[doc_id].append(mapped)
+            out.setdefault(doc_id, []).append(code)
+        return out
+
+    def map_codes(self, codes: list[str], text: str, evidence: dict[str, list[str]]) -> list[str]:
+        """A document's D codes mapped (and counted) in its context: its Spanish text and each
+        label's evidence from X.tsv (they decide splits by sex, age or sibling concept)."""
+        out: list[str] = []
+        for code in codes:
+            context = MappingContext(text, evidence.get(canonical_code(code), ()))
+            mapped = self.mapper(code, context=context)
+            if mapped is not None and mapped not in out:
+                out.append(mapped)
         return out
 
     def mentions(self) -> dict[str, list[tuple[str, str, list[tuple[int, int]]]]]:
@@ -189,11 +203,12 @@ class _SplitReader:
         return path, read_text_file(path)
 
     def spans(
-        self, doc_id: str, text: str, text_path: Path, mentions: list
+        self, doc_id: str, text: str, text_path: Path, mentions: list, evidence: dict[str, list[str]]
     ) -> list[dict[str, Any]]:
         spans: dict[tuple[int, int, str], None] = {}
         for where, code, given, pieces in mentions:
-            mapped = self.mapper(code, count=False)
+            context = MappingContext(text, evidence.get(canonical_code(code), ()))
+            mapped = self.mapper(code, count=False, context=context)
             if mapped is None:
                 self.counts["mentions_with_dropped_code"] += 1
                 continue
@@ -234,22 +249,27 @@ class _SplitReader:
             self.counts["test_background_documents_skipped"] += len([i for i in ids if i not in labelled])
             ids = [i for i in ids if i in labelled]
         for doc_id in ids:
-            doc_codes = codes.get(doc_id, [])
+            path_es, text_es = self.read_text(doc_id, "es")
+            evidence: dict[str, list[str]] = {}
+            for _, code, given, _ in mentions.get(doc_id, []):
+                evidence.setdefault(canonical_code(code), []).append(given)
+            doc_codes = self.map_codes(codes.get(doc_id, []), text_es, evidence)
             self.counts["documents_without_codes"] += not doc_codes
             if language == "es":
-                path, text = self.read_text(doc_id, "es")
-                spans = self.spans(doc_id, text, path, mentions.get(doc_id, []))
+                spans = self.spans(doc_id, text_es, path_es, mentions.get(doc_id, []), evidence)
                 record = {
                     "id": doc_id,
-                    "text": text,
+                    "text": text_es,
                     "codes": doc_codes,
                     "spans": spans,
                     "source": "codiesp",
                 }
-                spanish.append(document_from_dict(record, str(path)))
+                spanish.append(document_from_dict(record, str(path_es)))
             path, text = self.read_text(doc_id, "en")
             record = {"id": doc_id, "text": text, "codes": doc_codes, "source": "codiesp_en"}
             english.append(document_from_dict(record, str(path)))
+        for doc_id in sorted(set(codes) - known):  # D rows of a document without text: counted
+            self.map_codes(codes[doc_id], "", {})
         return spanish, english
 
     def _orphan_rows(self, name: str, known: set[str], column: int) -> int:
