@@ -312,6 +312,7 @@ def test_mapper_decides_context_labels_per_document_and_counts_them(tab):
         ("Paciente de 70 años. Hace 10 años fue intervenido.", None, "adult"),
         ("Recién nacido a término; la madre refiere ...", None, "child"),
         ("The patient was admitted for chest pain.", None, None),
+        ("Echo: moderate MR, MS. She denies chest pain; her daughter is with her.", "female", None),
     ],
 )
 def test_document_sex_and_age(text, sex, age):

@@ -276,10 +276,11 @@ def _content(text: str) -> frozenset[str]:
 # -- the document's own context: sex, age and the label's evidence ------------------
 
 _SEX_WORDS = {
-    "female": r"woman|women|female|girl|lady|she|her|mrs|ms|pregnant|mujer|femenin[oa]|ni[nñ]a|"
-              r"se[nñ]ora|embarazada|gestante|ella|la paciente|una paciente|chica|madre de",
-    "male": r"man|men|male|boy|gentleman|he|his|him|mr|var[oó]n|hombre|masculino|ni[nñ]o|"
-            r"se[nñ]or|él|el paciente|un paciente|chico|padre de",
+    # No "Mr"/"Ms"/"MR": in notes "MR" is mitral regurgitation or magnetic resonance.
+    "female": r"woman|female|girl|lady|she|her|pregnant|mujer|femenin[oa]|ni[nñ]a|"
+              r"se[nñ]ora|embarazada|gestante|ella|la paciente|una paciente|chica",
+    "male": r"man|male|boy|gentleman|he|his|him|var[oó]n|hombre|masculino|ni[nñ]o|"
+            r"se[nñ]or|él|el paciente|un paciente|chico",
 }
 _SEX_PATTERNS = {k: re.compile(rf"\b(?:{v})\b", re.IGNORECASE) for k, v in _SEX_WORDS.items()}
 _SEX_FIELD = re.compile(r"\bsex\s*:\s*([fm])\b", re.IGNORECASE)  # MIMIC's "Sex:   F"
