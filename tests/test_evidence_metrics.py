@@ -155,3 +155,27 @@ def test_codiesp_gold_phrases_score_perfectly_where_unambiguous() -> None:
     assert m["exact_f1"] == 1.0
     # Overlap is below 1 only where a phrase also occurs, unannotated, earlier in the note.
     assert 0.9 < m["overlap_f1"] <= 1.0
+
+
+def test_nfd_note_against_nfc_output_scores_one() -> None:
+    """Issue 23: a note stored decomposed (NFD) and a model writing composed text (NFC,
+    as Qwen tokenizers return it) are the same evidence: F1 1.0, not 0.333."""
+    import unicodedata
+
+    nfc = "Neumonía bilateral y diabetes. Hipertensión arterial; también insuficiencia cardíaca."
+    note = unicodedata.normalize("NFD", nfc)
+    assert note != nfc
+    phrases = ["Neumonía bilateral", "Hipertensión arterial", "insuficiencia cardíaca"]
+    gold = []
+    for phrase in phrases:
+        at = note.find(unicodedata.normalize("NFD", phrase))
+        gold.append((at, at + len(unicodedata.normalize("NFD", phrase)), note[at: at + len(unicodedata.normalize("NFD", phrase))]))
+    m = evidence_metrics([(note, gold, phrases)])
+    assert (m["exact_f1"], m["overlap_f1"]) == (1.0, 1.0)
+    # Located ranges are the note's own (NFD) offsets: the whole decomposed phrase.
+    assert [note[s:e] for s, e in locate(note, phrases)] == [g[2] for g in gold]
+    # And the other way round: an NFC note, NFD output.
+    nfd_phrases = [unicodedata.normalize("NFD", p) for p in phrases]
+    gold_nfc = [(nfc.find(p), nfc.find(p) + len(p), p) for p in phrases]
+    m = evidence_metrics([(nfc, gold_nfc, nfd_phrases)])
+    assert (m["exact_f1"], m["overlap_f1"]) == (1.0, 1.0)

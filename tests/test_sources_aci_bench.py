@@ -138,3 +138,23 @@ def test_download_when_no_path(tab, tmp_path, web):
     web.serve = lambda url: (DATA / url.rsplit("/", 1)[1]).read_bytes()
     data = load_aci_bench(config(None), tab, tmp_path)
     assert sum(len(v) for v in data.docs.values()) == 207
+
+
+def test_bom_crlf_and_nfd_are_normalised_before_evidence_is_located(tab, tmp_path):
+    """Issue 23: a label file and challenge CSVs saved with a BOM, CRLF and NFD accents give
+    the same documents, and NFC evidence is found in the NFD-saved note."""
+    import unicodedata
+
+    root = copy_data(tmp_path)
+    enc = "D2N001"
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"encounter_id,code,evidence\n{enc},I10,hypertension\n", encoding="utf-8")
+    want = load_aci_bench(config(root, labels_path=str(labels)), tab, tmp_path)
+    for path in root.glob("*.csv"):
+        text = path.read_bytes().decode("utf-8")
+        path.write_bytes(("\ufeff" + unicodedata.normalize("NFD", text).replace("\n", "\r\n")).encode("utf-8"))
+    labels.write_bytes(("\ufeff" + f"encounter_id,code,evidence\r\n{enc},I10,hypertension\r\n").encode("utf-8"))
+    got = load_aci_bench(config(root, labels_path=str(labels)), tab, tmp_path)
+    pick = lambda data: [(d.id, d.text, d.codes, d.spans) for v in data.docs.values() for d in v]  # noqa: E731
+    assert pick(got) == pick(want)
+    assert any(d.spans for v in got.docs.values() for d in v)

@@ -179,3 +179,94 @@ def test_downloaded_zip_is_unpacked_and_used(tab, tmp_path, web):
     data = load_codiesp(cfg, tab, tmp_path / "cache")
     assert {k: len(v) for k, v in data.docs.items()} == {"train": 2, "val": 1, "test": 3}
     assert Path(data.stats["root"]).is_relative_to(tmp_path / "cache" / "sources" / "codiesp")
+
+
+def _rewrite(root, text_fn, tsv_fn=lambda t: t):
+    """A copy of the CodiEsp folder ``root`` with every text file and TSV passed through a function."""
+    out = root.parent / f"{root.name}-copy"
+    shutil.copytree(root, out)
+    for path in out.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes().decode("utf-8")
+            path.write_bytes((text_fn(text) if path.suffix == ".txt" else tsv_fn(text)).encode("utf-8"))
+    return out
+
+
+def _loaded(root, tab, cache):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_codiesp(config(root, n_val=0), tab, cache)
+    docs = {d.id: (d.text, d.codes, [(s.start, s.end, s.text, s.code) for s in d.spans])
+            for v in data.docs.values() for d in v}
+    return docs, data.stats, [str(w.message) for w in caught if "offsets" in str(w.message)]
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "crlf",  # Windows line ends in the texts and the TSV files
+        "cr",  # old Mac line ends in the texts
+        "bom_nfd",  # a byte-order mark and decomposed accents (as macOS file systems write them)
+    ],
+)
+def test_line_ends_bom_and_unicode_form_load_the_same_spans(tab, tmp_path, variant):
+    """Issue 23: the offsets count the release's LF, BOM-less NFC text; a copy saved
+    otherwise loads identical documents and spans, every offset agreeing with X.tsv."""
+    import unicodedata
+
+    root = small_copy(tmp_path, n=3)
+    text_fn, tsv_fn = {
+        "crlf": (lambda t: t.replace("\n", "\r\n"), lambda t: t.replace("\n", "\r\n")),
+        "cr": (lambda t: t.replace("\n", "\r"), lambda t: t),
+        "bom_nfd": (lambda t: "\ufeff" + unicodedata.normalize("NFD", t),
+                    lambda t: "\ufeff" + unicodedata.normalize("NFD", t)),
+    }[variant]
+    copy = _rewrite(root, text_fn, tsv_fn)
+    assert (copy / "train" / "text_files").glob("*.txt") and copy != root
+    want, want_stats, _ = _loaded(root, tab, tmp_path)
+    got, stats, warned = _loaded(copy, tab, tmp_path)
+    assert sum(len(v[2]) for v in want.values()) > 20
+    assert got == want
+    assert stats["offsets"] == want_stats["offsets"] == {"offsets_agree": stats["offsets"]["offsets_agree"], "files": {}}
+    assert not warned
+
+
+def test_wrong_offsets_are_repaired_or_dropped_and_reported(tab, tmp_path):
+    """An offset off by a few characters is moved to its given text and one that does not
+    cover it anywhere near is dropped; both are counted and warned about naming X.tsv."""
+    root = small_copy(tmp_path, n=3)
+    x = root / "train" / "trainX.tsv"
+    lines = x.read_text(encoding="utf-8").splitlines()
+    single = [i for i, line in enumerate(lines) if "\tDIAGNOSTICO\t" in line and ";" not in line]
+    shifted, lost = single[0], single[1]
+    start, end = (int(v) for v in lines[shifted].rsplit("\t", 1)[1].split())
+    lines[shifted] = lines[shifted].rsplit("\t", 1)[0] + f"\t{start + 3} {end + 3}"
+    fields = lines[lost].split("\t")
+    fields[3] = "texto que no está en el caso"
+    lines[lost] = "\t".join(fields)
+    x.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match=rf"docs=codiesp: {x}: 2 evidence offsets do not cover the text "
+                      r"given beside them: 1 repaired .*, 1 dropped \(e\.g\. line "):
+        data = load_codiesp(config(root, n_val=0, max_dropped_record_share=1.0), tab, tmp_path)
+    assert data.stats["offsets"]["files"] == {str(x): {"offsets_repaired": 1, "offsets_wrong": 1}}
+    doc_id, given = lines[shifted].split("\t")[0], lines[shifted].split("\t")[3]
+    doc = next(d for v in data.docs.values() for d in v if d.id == doc_id)
+    assert given in {s.text for s in doc.spans}  # found again at its own place
+    # Above docs.max_dropped_record_share (default 1%) the dropped mention stops the load.
+    with pytest.raises(RecordError, match=r"mentions with wrong offsets"), pytest.warns(UserWarning):
+        load_codiesp(config(root, n_val=0), tab, tmp_path)
+
+
+def test_labels_split_by_sex_age_or_sign_follow_the_document(spanish):
+    """Issue 23, item 6 on the real files: n35.9 in "Una mujer de 35 años ..." is the female
+    code, in "Varón de 75 años ..." the male one; t74.2 for a 16-year-old is the child code;
+    the evidence "Rh -" (Z67.11, Rh negative) keeps its sign."""
+    assert "N35.92" in by_id(spanish, "S0210-48062003001000009-1").codes
+    assert "N35.919" in by_id(spanish, "S0004-06142009000400011-1").codes
+    abused = by_id(spanish, "S0213-12852005000200004-1")
+    assert "T74.22XA" in abused.codes and "T74.21XA" not in abused.codes
+    rh = by_id(spanish, "S0365-66912008000100007-1")
+    assert "Rh -" in {s.text for s in rh.spans if s.code == "Z67.11"}
+    assert "Rh" not in {s.text for s in rh.spans if s.code == "Z67.11"}

@@ -74,6 +74,16 @@ def test_code_mapper_counts_occurrences_and_lists_codes(tab):
         ("HER2+;", "HER2+"),
         ("¿dolor?", "dolor"),
         (" .,- ", ""),
+        # Issue 23: a sign after a test or antigen name is the finding ("Rh -" is Z67.11).
+        ("Rh -", "Rh -"),
+        (" Rh - ", "Rh -"),
+        ("HIV +,", "HIV +"),
+        ("VIH-", "VIH-"),
+        ("HLA-B27 +", "HLA-B27 +"),
+        ("grupo A \u2212", "grupo A \u2212"),
+        # ... and a dash after an ordinary word is punctuation.
+        ("diabetes -", "diabetes"),
+        ("tipo 2 -", "tipo 2"),
     ],
 )
 def test_trim_span(text, expected):

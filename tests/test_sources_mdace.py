@@ -271,3 +271,16 @@ def test_without_a_path_the_annotations_are_downloaded(tab, tmp_path, web):
     summary = annotation_summary(cfg, tab, tmp_path)
     assert [summary["splits"][s]["documents"] for s in ("train", "val", "test")] == [181, 60, 61]
     assert len(list((tmp_path / "sources").glob("mdace-*/data/Inpatient/ICD-10/1.0/*.json"))) == 302
+
+
+def test_bom_and_windows_line_ends_in_noteevents_load_the_same(small, tab, tmp_path):
+    """Issue 23: a NOTEEVENTS saved with a byte-order mark and CRLF line ends (inside the
+    notes too) loads the same text and spans: MDACE's offsets count universal-newline text."""
+    write_noteevents(small["csv"], small["notes"])
+    want = load_mdace(small["cfg"], tab, tmp_path / "cache-lf")
+    raw = small["csv"].read_bytes().decode("utf-8")
+    small["csv"].write_bytes(("\ufeff" + raw.replace("\r\n", "\n").replace("\n", "\r\n")).encode("utf-8"))
+    got = load_mdace(small["cfg"], tab, tmp_path / "cache-crlf")
+    pick = lambda data: [(d.id, d.text, d.spans) for v in data.docs.values() for d in v]  # noqa: E731
+    assert pick(got) == pick(want)
+    assert all("\r" not in d.text for v in got.docs.values() for d in v)

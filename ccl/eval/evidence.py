@@ -4,12 +4,14 @@ Two deterministic matching rules, both one-to-one (a gold span and a predicted
 phrase are matched at most once):
 
 * **exact** - a predicted phrase matches a gold span when their normalised
-  strings are equal. Normalisation: lower case, whitespace runs collapsed to one
-  space, leading and trailing punctuation (Unicode category P*) and whitespace
-  stripped. Within a document, ``tp = sum over strings s of min(#pred s, #gold s)``.
+  strings are equal. Normalisation: Unicode NFC (a note stored with decomposed
+  accents, NFD, matches the composed text a tokenizer writes), lower case,
+  whitespace runs collapsed to one space, leading and trailing punctuation
+  (Unicode category P*) and whitespace stripped. Within a document, ``tp = sum over strings s of min(#pred s, #gold s)``.
 * **overlap** - each predicted phrase is first located in the note: its
-  normalised string is searched in the note lower-cased with whitespace runs
-  collapsed, and it takes the first occurrence that does not overlap a range
+  normalised string is searched in the note put in NFC (each base character with
+  its combining marks composed, mapped back to the note's offsets), lower-cased
+  with whitespace runs collapsed, and it takes the first occurrence that does not overlap a range
   taken by an earlier phrase of the same document (if every occurrence does, the
   first occurrence). Phrases not found are false positives. Then, in document
   order of the located ranges (ties: output order), each phrase matches the first
@@ -38,15 +40,29 @@ def _is_edge_junk(char: str) -> bool:
     return char.isspace() or unicodedata.category(char).startswith("P")
 
 
+FORM = "NFC"
+
+
 def _lower(text: str) -> str:
     # Per character, so that the note and the phrases are folded the same way
     # and every folded character maps back to one note offset.
     return "".join(ch.lower() for ch in text)
 
 
+def _clusters(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each base character with the combining marks that follow it."""
+    bounds: list[tuple[int, int]] = []
+    for i, ch in enumerate(text):
+        if bounds and unicodedata.combining(ch):
+            bounds[-1] = (bounds[-1][0], i + 1)
+        else:
+            bounds.append((i, i + 1))
+    return bounds
+
+
 def normalise(text: str) -> str:
-    """Lower case, whitespace collapsed, leading/trailing punctuation stripped."""
-    collapsed = " ".join(_lower(text).split())
+    """NFC, lower case, whitespace collapsed, leading/trailing punctuation stripped."""
+    collapsed = " ".join(_lower(unicodedata.normalize(FORM, text)).split())
     start, end = 0, len(collapsed)
     while start < end and _is_edge_junk(collapsed[start]):
         start += 1
@@ -55,21 +71,26 @@ def normalise(text: str) -> str:
     return collapsed[start:end]
 
 
-def _searchable(note: str) -> tuple[str, list[int]]:
-    """The note lower-cased with whitespace runs collapsed, and each char's note offset."""
+def _searchable(note: str) -> tuple[str, list[tuple[int, int]]]:
+    """The note in NFC, lower-cased, whitespace runs collapsed, and each char's note range.
+
+    Each character of the result maps back to the ``(start, end)`` note range of the
+    base character and combining marks it was composed from.
+    """
     chars: list[str] = []
-    offsets: list[int] = []
-    for i, ch in enumerate(note):
-        if ch.isspace():
+    ranges: list[tuple[int, int]] = []
+    for start, end in _clusters(note):
+        piece = note[start:end]
+        if piece.isspace():
             if chars and chars[-1] == " ":
                 continue
             chars.append(" ")
-            offsets.append(i)
+            ranges.append((start, end))
             continue
-        for folded in ch.lower():
+        for folded in _lower(unicodedata.normalize(FORM, piece)):
             chars.append(folded)
-            offsets.append(i)
-    return "".join(chars), offsets
+            ranges.append((start, end))
+    return "".join(chars), ranges
 
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -78,7 +99,7 @@ def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
 
 def locate(note: str, phrases: Sequence[str]) -> list[tuple[int, int] | None]:
     """Note character range (start, end) of each phrase, ``None`` when not found."""
-    haystack, offsets = _searchable(note)
+    haystack, ranges_of = _searchable(note)
     taken: list[tuple[int, int]] = []
     ranges: list[tuple[int, int] | None] = []
     for phrase in phrases:
@@ -87,7 +108,7 @@ def locate(note: str, phrases: Sequence[str]) -> list[tuple[int, int] | None]:
         free: tuple[int, int] | None = None
         at = haystack.find(needle) if needle else -1
         while at >= 0 and free is None:
-            span = (offsets[at], offsets[at + len(needle) - 1] + 1)
+            span = (ranges_of[at][0], ranges_of[at + len(needle) - 1][1])
             first = first or span
             if not any(_overlaps(span, t) for t in taken):
                 free = span

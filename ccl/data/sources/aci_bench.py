@@ -15,7 +15,8 @@ write, in one of two formats (chosen by the file suffix):
 - JSON lines: ``{"encounter_id": "D2N001", "codes": ["I50.9"],
   "evidence": [{"text": "congestive heart failure", "code": "I50.9"}]}``.
 
-Codes go through the mapping rule of :mod:`ccl.data.sources.common`. An
+Text is read with :func:`ccl.data.sources.common.normalise_text` (no BOM, LF line
+ends, NFC), the evidence text too. Codes go through the mapping rule of :mod:`ccl.data.sources.common`. An
 evidence text becomes a span at its first case-insensitive occurrence in the
 document text; one not found is counted and skipped (its code stays). An
 encounter id the data lacks, or a malformed code, is an error naming the line.
@@ -36,9 +37,12 @@ from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
     IndexHints,
+    MappingContext,
     check_losses,
     choice,
     download,
+    normalise_text,
+    read_text_file,
     require,
 )
 from ccl.icd.codes import canonical_code, is_well_formed
@@ -71,7 +75,7 @@ def aci_root(cfg: Any, cache_dir: Path) -> Path:
 def read_encounters(path: Path) -> list[tuple[str, dict[str, str]]]:
     """Rows of one challenge CSV as ``(where, row)``, columns checked."""
     require(path, "ACI-Bench file", FIX)
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:  # a BOM is not part of the header
         reader = csv.DictReader(f)
         missing = set(COLUMNS) - set(reader.fieldnames or [])
         if missing:
@@ -81,6 +85,7 @@ def read_encounters(path: Path) -> list[tuple[str, dict[str, str]]]:
         rows = []
         for row in reader:
             where = f"{path}:{reader.line_num}"
+            row = {k: normalise_text(v) if isinstance(v, str) else v for k, v in row.items()}
             if not (row.get("encounter_id") or "").strip():
                 raise RecordError(f"{where}: empty encounter_id")
             rows.append((where, row))
@@ -96,7 +101,7 @@ def _label_rows(path: Path) -> list[tuple[str, str, list[str], list[tuple[str, s
     )
     out = []
     if path.suffix.lower() in (".jsonl", ".json"):
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, line in enumerate(read_text_file(path).splitlines(), 1):
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
@@ -121,7 +126,7 @@ def _label_rows(path: Path) -> list[tuple[str, str, list[str], list[tuple[str, s
                 pairs.append((ev["text"], ev["code"]))
             out.append((where, obj["encounter_id"], [str(c) for c in codes], pairs))
         return out
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         if not {"encounter_id", "code"} <= set(reader.fieldnames or []):
             raise RecordError(
@@ -141,10 +146,17 @@ def _label_rows(path: Path) -> list[tuple[str, str, list[str], list[tuple[str, s
     return out
 
 
-def _checked(code: str, where: str, mapper: CodeMapper, count: bool = True) -> str | None:
+def _checked(
+    code: str, where: str, mapper: CodeMapper, count: bool = True, context: MappingContext | None = None
+) -> str | None:
     if not is_well_formed(canonical_code(code)):
         raise RecordError(f"{where}: {code!r} is not an ICD-10-CM code")
-    return mapper(code, count=count)
+    return mapper(code, count=count, context=context)
+
+
+def _context(code: str, text: str, evidence: list[tuple[str, str]]) -> MappingContext:
+    """The encounter's text and the evidence given for ``code`` (decides sex/age/sibling splits)."""
+    return MappingContext(text, [t for t, c in evidence if canonical_code(c) == canonical_code(code)])
 
 
 def read_labels(
@@ -157,11 +169,12 @@ def read_labels(
             raise RecordError(f"{where}: encounter_id {enc!r} is not in the ACI-Bench files")
         doc_codes, spans = labels.setdefault(enc, ([], []))
         for code in codes:
-            mapped = _checked(code, where, mapper)
+            mapped = _checked(code, where, mapper, context=_context(code, texts[enc], evidence))
             if mapped is not None and mapped not in doc_codes:
                 doc_codes.append(mapped)
         for text, code in evidence:
-            mapped = _checked(code, where, mapper, count=False)
+            mapped = _checked(code, where, mapper, count=False, context=_context(code, texts[enc], evidence))
+            text = normalise_text(text)  # NFC, as the document text is
             start = texts[enc].lower().find(text.lower())
             if mapped is None or start < 0:
                 counts["evidence_not_found" if start < 0 else "evidence_with_dropped_code"] += 1

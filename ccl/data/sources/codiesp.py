@@ -26,12 +26,21 @@ Conventions (fixed, so runs compare):
   or ``docs.max_dropped_label_share`` the load stops, naming the share and the file
   (:func:`ccl.data.sources.common.check_losses`);
 - diagnoses only: procedure (ICD-10-PCS) mentions are dropped and counted;
-  codes go through the mapping rule of :mod:`ccl.data.sources.common`, and the
-  ones not in ICD-10-CM are counted and listed in ``stats["codes"]``;
+  codes go through the mapping rule of :mod:`ccl.data.sources.common` in the
+  document's context (its Spanish text, and the label's evidence texts from
+  ``X.tsv``, for codes split by sex, age or sibling concept), and the ones not in
+  ICD-10-CM or left ambiguous are counted and listed in ``stats["codes"]``;
 - a discontinuous mention ``"a b;c d"`` becomes one evidence span per piece,
   each with the mention's code (pieces are what the text says; the gap between
   them may hold other findings); every piece is trimmed of edge whitespace and
   punctuation, and a piece left empty is skipped;
+- text is read as the release's offsets count it (:func:`ccl.data.sources.common.normalise_text`:
+  no BOM, LF line ends, NFC), so a copy saved with Windows line ends, a BOM or NFD
+  accents loads the same spans; every mention's offsets are then checked against the
+  evidence text ``X.tsv`` gives beside them (:class:`ccl.data.sources.common.OffsetCheck`):
+  a disagreement is repaired by locating that text near the offsets, or the mention is
+  dropped, counted in ``stats["offsets"]`` and warned about in one line naming the file
+  (above ``docs.max_dropped_record_share`` dropped mentions the load stops);
 - ``docs.language``: ``es`` (default) gives Spanish documents with evidence and
   a corpus of the English translations of the training documents (code-only);
   ``en`` gives the English translations, code-only, for every split (the
@@ -50,16 +59,21 @@ from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
     IndexHints,
+    MappingContext,
     MissingDataError,
+    OffsetCheck,
     carve_validation,
     check_losses,
     choice,
     download,
     extract_zip,
+    normalise_text,
+    read_text_file,
     require,
     trim_span,
     with_split,
 )
+from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList
 
 ZENODO_URL = "https://zenodo.org/record/3837305/files/codiesp.zip?download=1"
@@ -93,12 +107,16 @@ def _read_tsv(path: Path, columns: int) -> list[tuple[str, list[str]]]:
     """Rows of a tab-separated file as ``(where, fields)``; a short or long row is an error."""
     require(path, "CodiEsp annotation file", FIX)
     rows = []
-    with path.open(encoding="utf-8", newline="") as f:
+    # utf-8-sig: a byte-order mark is not part of the first document id; newline="" and
+    # the strip below: a CRLF copy's "\r" is not part of the last field.
+    with path.open(encoding="utf-8-sig", newline="") as f:
         # QUOTE_NONE: evidence text may contain quote characters.
         for lineno, fields in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
             if not fields or fields == [""]:
                 continue
             where = f"{path}:{lineno}"
+            fields = [normalise_text(v) for v in fields]
+            fields[-1] = fields[-1].rstrip("\n")
             if len(fields) != columns:
                 raise RecordError(
                     f"{where}: expected {columns} tab-separated columns, got {len(fields)}"
@@ -126,33 +144,47 @@ def _offsets(value: str, where: str) -> list[tuple[int, int]]:
 class _SplitReader:
     """Reads one CodiEsp split folder into Spanish (with evidence) and English documents."""
 
-    def __init__(self, root: Path, folder: str, mapper: CodeMapper, counts: Counter[str]) -> None:
+    def __init__(
+        self, root: Path, folder: str, mapper: CodeMapper, counts: Counter[str], offsets: OffsetCheck
+    ) -> None:
         self.dir = root / folder
         self.folder = folder
         self.mapper = mapper
         self.counts = counts
         self.rows: dict[str, int] = {}  # annotation rows read, per file kind (D, X)
         self.orphans: dict[str, int] = {}  # rows of a document without a text file, per kind
+        self.offsets = offsets
+        self.checked = 0  # mentions whose offsets were checked against their given text
 
     def ids(self) -> list[str]:
         text_dir = require(self.dir / "text_files", "CodiEsp text folder", FIX)
         return sorted(p.stem for p in text_dir.glob("*.txt"))
 
     def codes(self) -> dict[str, list[str]]:
+        """The D file's codes per document, as written (mapped per document, with its context)."""
         out: dict[str, list[str]] = {}
         rows = _read_tsv(self.dir / f"{self.folder}D.tsv", 2)
         self.rows["D"] = len(rows)
         for _, (doc_id, code) in rows:
-            mapped = self.mapper(code)
-            if mapped is not None and mapped not in out.setdefault(doc_id, []):
-                out[doc_id].append(mapped)
+            out.setdefault(doc_id, []).append(code)
+        return out
+
+    def map_codes(self, codes: list[str], text: str, evidence: dict[str, list[str]]) -> list[str]:
+        """A document's D codes mapped (and counted) in its context: its Spanish text and each
+        label's evidence from X.tsv (they decide splits by sex, age or sibling concept)."""
+        out: list[str] = []
+        for code in codes:
+            context = MappingContext(text, evidence.get(canonical_code(code), ()))
+            mapped = self.mapper(code, context=context)
+            if mapped is not None and mapped not in out:
+                out.append(mapped)
         return out
 
     def mentions(self) -> dict[str, list[tuple[str, str, list[tuple[int, int]]]]]:
         out: dict[str, list[tuple[str, str, list[tuple[int, int]]]]] = {}
         rows = _read_tsv(self.dir / f"{self.folder}X.tsv", 5)
         self.rows["X"] = len(rows)
-        for where, (doc_id, kind, code, _text, offsets) in rows:
+        for where, (doc_id, kind, code, given, offsets) in rows:
             if kind == "PROCEDIMIENTO":
                 self.counts["procedure_mentions_dropped"] += 1
                 continue
@@ -160,21 +192,23 @@ class _SplitReader:
                 raise RecordError(
                     f"{where}: type {kind!r} is neither DIAGNOSTICO nor PROCEDIMIENTO"
                 )
-            out.setdefault(doc_id, []).append((where, code, _offsets(offsets, where)))
+            out.setdefault(doc_id, []).append((where, code, given, _offsets(offsets, where)))
         return out
 
     def read_text(self, doc_id: str, language: str) -> tuple[Path, str]:
         sub = "text_files" if language == "es" else "text_files_en"
         path = require(self.dir / sub / f"{doc_id}.txt", f"CodiEsp {language} text", FIX)
-        with path.open(encoding="utf-8", newline="") as f:  # keep \r: offsets count it
-            return path, f.read()
+        # The release is LF, BOM-less and NFC and its offsets count that text's code points:
+        # a copy saved with CRLF, a BOM or NFD reads back the same (common.normalise_text).
+        return path, read_text_file(path)
 
     def spans(
-        self, doc_id: str, text: str, text_path: Path, mentions: list
+        self, doc_id: str, text: str, text_path: Path, mentions: list, evidence: dict[str, list[str]]
     ) -> list[dict[str, Any]]:
         spans: dict[tuple[int, int, str], None] = {}
-        for where, code, pieces in mentions:
-            mapped = self.mapper(code, count=False)
+        for where, code, given, pieces in mentions:
+            context = MappingContext(text, evidence.get(canonical_code(code), ()))
+            mapped = self.mapper(code, count=False, context=context)
             if mapped is None:
                 self.counts["mentions_with_dropped_code"] += 1
                 continue
@@ -184,6 +218,11 @@ class _SplitReader:
                     raise RecordError(
                         f"{where}: offsets {start}:{end} run past the end of {text_path} ({len(text)} characters)"
                     )
+            self.checked += 1
+            checked = self.offsets.check(text, pieces, given, where.rsplit(":", 1)[0], where)
+            if checked is None:
+                continue
+            for start, end in checked:
                 s, e = trim_span(text, start, end)
                 if s == e:
                     self.counts["pieces_empty_after_trim"] += 1
@@ -210,22 +249,27 @@ class _SplitReader:
             self.counts["test_background_documents_skipped"] += len([i for i in ids if i not in labelled])
             ids = [i for i in ids if i in labelled]
         for doc_id in ids:
-            doc_codes = codes.get(doc_id, [])
+            path_es, text_es = self.read_text(doc_id, "es")
+            evidence: dict[str, list[str]] = {}
+            for _, code, given, _ in mentions.get(doc_id, []):
+                evidence.setdefault(canonical_code(code), []).append(given)
+            doc_codes = self.map_codes(codes.get(doc_id, []), text_es, evidence)
             self.counts["documents_without_codes"] += not doc_codes
             if language == "es":
-                path, text = self.read_text(doc_id, "es")
-                spans = self.spans(doc_id, text, path, mentions.get(doc_id, []))
+                spans = self.spans(doc_id, text_es, path_es, mentions.get(doc_id, []), evidence)
                 record = {
                     "id": doc_id,
-                    "text": text,
+                    "text": text_es,
                     "codes": doc_codes,
                     "spans": spans,
                     "source": "codiesp",
                 }
-                spanish.append(document_from_dict(record, str(path)))
+                spanish.append(document_from_dict(record, str(path_es)))
             path, text = self.read_text(doc_id, "en")
             record = {"id": doc_id, "text": text, "codes": doc_codes, "source": "codiesp_en"}
             english.append(document_from_dict(record, str(path)))
+        for doc_id in sorted(set(codes) - known):  # D rows of a document without text: counted
+            self.map_codes(codes[doc_id], "", {})
         return spanish, english
 
     def _orphan_rows(self, name: str, known: set[str], column: int) -> int:
@@ -257,12 +301,18 @@ def load_codiesp(
         )
     mapper = CodeMapper(tab, index)
     counts: Counter[str] = Counter()
+    offsets = OffsetCheck("codiesp")
     by_split: dict[str, tuple[list[Document], list[Document]]] = {}
     records: dict[str, tuple[int, int, str]] = {}
     for split, folder in splits.items():
-        reader = _SplitReader(root, folder, mapper, counts)
+        reader = _SplitReader(root, folder, mapper, counts, offsets)
         by_split[split] = reader.documents(language)
         records.update(reader.records())
+        if language == "es":
+            wrong = offsets.per_file.get(str(reader.dir / f"{folder}X.tsv"), Counter())["offsets_wrong"]
+            records[f"{folder}X_mentions_with_wrong_offsets"] = (
+                wrong, reader.checked, str(reader.dir / f"{folder}X.tsv"))
+    offsets.warn()
     pick = 0 if language == "es" else 1
     train_es, val_es = carve_validation(
         by_split["train"][pick], int(cfg.n_val), int(cfg.seed), "codiesp"
@@ -294,6 +344,7 @@ def load_codiesp(
         "corpus": len(corpus),
         "evidence_spans": sum(len(d.spans) for v in docs.values() for d in v),
         "counts": dict(sorted(counts.items())),
+        "offsets": offsets.report(),
         "codes": mapper.report(),
     }
     return SourceData(docs=docs, corpus=corpus, stats=stats)

@@ -14,7 +14,9 @@ Inputs:
   (credentialed, PhysioNet). The annotation offsets index its ``TEXT`` column,
   joined on ``ROW_ID`` = ``note_id``. Notes are read as MDACE's own
   ``inject-note-text.py`` reads them (``csv`` module, universal newlines), so
-  offsets agree; the annotated notes are cached under ``<cache_dir>/sources``
+  offsets agree (:func:`ccl.data.sources.common.normalise_text` with ``form=None``:
+  LF line ends, no BOM, code points as stored). MDACE gives no evidence text beside
+  its offsets, so they cannot be checked against one (CodiEsp's are); the annotated notes are cached under ``<cache_dir>/sources``
   so later runs skip the 4 GB scan.
 
 Conventions:
@@ -47,9 +49,11 @@ from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
     IndexHints,
+    MappingContext,
     MissingDataError,
     check_losses,
     download,
+    normalise_text,
     option,
     require,
     trim_span,
@@ -92,7 +96,8 @@ PATH_FIX = (
 class Annotation:
     begin: int
     end: int
-    code: str  # mapped, canonical
+    code: str | None  # mapped, canonical; None: decided with the note text (split by sex, age, sibling)
+    label: str = ""  # the code as MDACE writes it
 
 
 @dataclass
@@ -183,11 +188,16 @@ def _read_chart(
             if system != CODE_SYSTEM:
                 counts[f"dropped_{system}_annotations"] += 1
                 continue
+            if mapper.decide(code)[1].startswith("ambiguous_"):
+                # Split by sex, age or sibling concept: the note's text and evidence decide
+                # (chart_document), or without text the label counts as ambiguous.
+                out.annotations.append(Annotation(begin, end, None, code))
+                continue
             mapped = mapper(code)
             if mapped is None:
                 counts["dropped_unmappable_code_annotations"] += 1
                 continue
-            out.annotations.append(Annotation(begin, end, mapped))
+            out.annotations.append(Annotation(begin, end, mapped, code))
         notes.append(out)
     return Chart(hadm, split, path, notes)
 
@@ -226,6 +236,12 @@ def annotation_summary(
 ) -> dict[str, Any]:
     """What MDACE holds without note text: admissions, notes, spans and codes per split."""
     charts, mapper, counts, root = read_charts(cfg, tab, cache_dir, index)
+    for chart in charts:  # no text: labels split by sex, age or sibling stay ambiguous
+        for note in chart.notes:
+            for ann in [a for a in note.annotations if a.code is None]:
+                mapper(ann.label)
+                counts["dropped_unmappable_code_annotations"] += 1
+                note.annotations.remove(ann)
     splits: dict[str, dict[str, float]] = {}
     for split in SPLIT_FILES:
         mine = [c for c in charts if c.split == split]
@@ -254,10 +270,11 @@ def annotation_summary(
 
 
 def _open_text(path: Path) -> Any:
-    # newline=None (universal newlines), as MDACE's inject script reads NOTEEVENTS.
+    # newline=None (universal newlines), as MDACE's inject script reads NOTEEVENTS;
+    # utf-8-sig: a byte-order mark is not part of the ROW_ID header.
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return path.open(encoding="utf-8-sig")
 
 
 def _scan_noteevents(path: Path, wanted: set[int]) -> Iterator[tuple[int, str]]:
@@ -288,7 +305,9 @@ def _scan_noteevents(path: Path, wanted: set[int]) -> Iterator[tuple[int, str]]:
                 ) from None
             if row_id in remaining:
                 remaining.discard(row_id)
-                yield row_id, row[text_col]
+                # LF line ends (universal newlines already gave them); code points kept as
+                # they are (form=None): MDACE's offsets count the text as MIMIC-III stores it.
+                yield row_id, normalise_text(row[text_col], form=None)
                 if not remaining:
                     return
 
@@ -315,9 +334,19 @@ def read_note_texts(path: Path, wanted: set[int], cache_dir: Path) -> dict[int, 
 
 
 def chart_document(
-    chart: Chart, texts: dict[int, str], notes_path: Path, counts: Counter[str]
+    chart: Chart,
+    texts: dict[int, str],
+    notes_path: Path,
+    counts: Counter[str],
+    mapper: CodeMapper | None = None,
 ) -> Document:
-    """One admission as a :class:`Document`: notes joined, spans shifted and trimmed."""
+    """One admission as a :class:`Document`: notes joined, spans shifted and trimmed.
+
+    Annotations whose label waits for its context (``code`` None: split by sex, age
+    or sibling concept) are mapped by ``mapper`` with the admission's text and the
+    label's evidence (:class:`ccl.data.sources.common.MappingContext`), or dropped and
+    counted when it cannot tell.
+    """
     parts: list[str] = []
     spans: dict[tuple[int, int, str], None] = {}
     offset = 0
@@ -329,12 +358,26 @@ def chart_document(
                     f"{chart.path}: note {note.note_id}: annotation {ann.begin}:{ann.end} runs past "
                     f"its text in {notes_path} ({len(text)} characters); is this MIMIC-III v1.4?"
                 )
+    whole = NOTE_SEPARATOR.join(texts[n.note_id] for n in chart.notes)
+    evidence: dict[str, list[str]] = {}
+    for note in chart.notes:
+        for ann in note.annotations:
+            evidence.setdefault(ann.label, []).append(texts[note.note_id][ann.begin : ann.end])
+    for note in chart.notes:
+        text = texts[note.note_id]
+        for ann in note.annotations:
+            code = ann.code
+            if code is None:
+                code = mapper(ann.label, context=MappingContext(whole, evidence[ann.label])) if mapper else None
+                if code is None:
+                    counts["dropped_unmappable_code_annotations"] += 1
+                    continue
             start, end = trim_span(text, ann.begin, ann.end)
             if start == end:
                 counts["spans_empty_after_trim"] += 1
                 continue
             counts["spans_trimmed"] += (start, end) != (ann.begin, ann.end)
-            spans[(start + offset, end + offset, ann.code)] = None
+            spans[(start + offset, end + offset, code)] = None
         parts.append(text)
         offset += len(text) + len(NOTE_SEPARATOR)
     ordered = sorted(spans)
@@ -361,7 +404,7 @@ def load_mdace(
     texts = read_note_texts(notes_path, wanted, cache_dir)
     docs: dict[str, list[Document]] = {split: [] for split in SPLIT_FILES}
     for chart in charts:
-        docs[chart.split].append(chart_document(chart, texts, notes_path, counts))
+        docs[chart.split].append(chart_document(chart, texts, notes_path, counts, mapper))
     counts["documents_without_codes"] = sum(not d.codes for v in docs.values() for d in v)
     subset, annotation_dir, _ = subset_dirs(cfg)
     losses = check_losses(cfg, "mdace", mapper, root / annotation_dir)

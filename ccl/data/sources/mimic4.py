@@ -31,9 +31,11 @@ from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
     IndexHints,
+    MappingContext,
     MissingDataError,
     check_losses,
     download,
+    normalise_text,
     require,
 )
 from ccl.icd.tabular import TabularList
@@ -99,8 +101,13 @@ def _read_csv_chunks(
     return pd.read_csv(path, usecols=usecols, dtype=dtype, chunksize=CHUNK_ROWS)
 
 
-def read_codes(path: Path, wanted: set[int], mapper: CodeMapper) -> dict[int, list[str]]:
-    """ICD-10 diagnosis codes per admission in ``wanted``, in ``seq_num`` order, mapped."""
+def read_codes(
+    path: Path, wanted: set[int], mapper: CodeMapper, texts: dict[int, str] | None = None
+) -> dict[int, list[str]]:
+    """ICD-10 diagnosis codes per admission in ``wanted``, in ``seq_num`` order, mapped.
+
+    ``texts`` (admission -> note) is the context that decides codes split by sex or age.
+    """
     rows: dict[int, list[tuple[int, str]]] = {}
     chunks = _read_csv_chunks(
         path, {"hadm_id", "icd_code", "icd_version"}, {"seq_num"}, {"icd_code": str}
@@ -112,7 +119,8 @@ def read_codes(path: Path, wanted: set[int], mapper: CodeMapper) -> dict[int, li
             rows.setdefault(int(hadm), []).append((int(order), str(code)))
     out: dict[int, list[str]] = {}
     for hadm, pairs in rows.items():
-        codes = [mapper(code) for _, code in sorted(pairs)]
+        context = MappingContext(texts.get(hadm, "")) if texts is not None else None
+        codes = [mapper(code, context=context) for _, code in sorted(pairs)]
         out[hadm] = list(dict.fromkeys(c for c in codes if c is not None))
     return out
 
@@ -128,7 +136,9 @@ def read_notes(path: Path, wanted: set[int]) -> dict[int, str]:
         seq = chunk["note_seq"] if "note_seq" in chunk else range(len(chunk))
         for hadm, text, order in zip(chunk["hadm_id"], chunk["text"], seq, strict=True):
             parts.setdefault(int(hadm), []).append((int(order), text))
-    return {h: NOTE_SEPARATOR.join(t for _, t in sorted(p)) for h, p in parts.items()}
+    # No offsets index these notes: they are normalised as every source's text is (no BOM,
+    # LF line ends, NFC; common.normalise_text).
+    return {h: normalise_text(NOTE_SEPARATOR.join(t for _, t in sorted(p))) for h, p in parts.items()}
 
 
 def split_path(cfg: Any, cache_dir: Path) -> Path:
@@ -156,8 +166,8 @@ def load_mimic4(
     split_of = read_split(split_file)
     wanted = set(split_of)
     mapper = CodeMapper(tab, index)
-    codes = read_codes(labels_path, wanted, mapper)
     texts = read_notes(notes_path, wanted)
+    codes = read_codes(labels_path, wanted, mapper, texts)
     counts: Counter[str] = Counter()
     docs: dict[str, list[Document]] = {s: [] for s in SPLITS}
     for hadm, split in split_of.items():
