@@ -314,7 +314,7 @@ class AuditConfig:
     shingle: int = 5  # words per shingle
     threshold: float = 0.5  # Jaccard similarity of two documents' shingle sets
     containment: float = 0.8  # share of a test document's (or span's) shingles found in the other text
-    num_perm: int = 128  # MinHash permutations
+    num_perm: int = 128  # MinHash sketch size: the bottom-k shingle hashes kept per test document
     min_span_words: int = 12  # span evidence shorter than this is a phrase, not audited
     drop: bool = False  # remove flagged training-side documents and span pairs before training
     max_listed: int = 50  # pairs listed in the manifest (all are counted)
