@@ -437,6 +437,10 @@ class CCLConfig:
     ckpt_path: str | None = None
     # Replace the results of a run folder that hold another config (see ccl/utils/run_folder.py).
     overwrite: bool = False
+    # The data stage's data/<split>.jsonl refer to each document by source, id and content hash
+    # (codes and evidence spans kept); true writes the note text too (a copy of every note,
+    # ~1.5 GB at MIMIC-IV size, credentialed text in every run folder).
+    copy_notes: bool = False
     icd: ICDConfig = field(default_factory=ICDConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     docs: DocsConfig = field(default_factory=DocsConfig)
