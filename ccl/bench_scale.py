@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import io
 import json
 import os
 import re
@@ -70,17 +71,25 @@ def _zipf(n: int, s: float) -> np.ndarray:
     return p / p.sum()
 
 
-def write_corpus(work: Path, notes: int, seed: int = 0) -> dict[str, Any]:
+def _gzip_text(path: Path) -> io.TextIOWrapper:
+    """A text file gzip-compressed with no time stamp or name in its header (same bytes each run)."""
+    raw = path.open("wb")
+    return io.TextIOWrapper(gzip.GzipFile(filename="", mode="wb", compresslevel=1, fileobj=raw, mtime=0),
+                            encoding="utf-8", newline="")
+
+
+def write_corpus(work: Path, notes: int, seed: int = 0, tab: Any = None) -> dict[str, Any]:
     """The synthetic corpus (module docstring) for ``notes`` training admissions; returns its counts.
 
-    Written one note at a time (memory does not grow with ``notes``)."""
+    Written one note at a time (memory does not grow with ``notes``); the same ``seed`` (and
+    Tabular List, default the run's) gives the same bytes."""
     import pandas as pd
 
     from ccl.icd.tabular import load_tabular
 
     files = corpus_files(work)
     files["notes"].parent.mkdir(parents=True, exist_ok=True)
-    tab = load_tabular(None, work / "cache")
+    tab = tab if tab is not None else load_tabular(None, work / "cache")
     rng = np.random.default_rng(seed)
     billable = sorted(tab.billable_codes())
     pool = [billable[i] for i in rng.permutation(len(billable))[:CODE_POOL]]
@@ -95,8 +104,7 @@ def write_corpus(work: Path, notes: int, seed: int = 0) -> dict[str, Any]:
         splits += [split] * n
     pd.DataFrame({"_id": ids, "split": splits}).to_feather(files["split"])
     words = codes = 0
-    with gzip.open(files["notes"], "wt", compresslevel=1, newline="") as fn, \
-            gzip.open(files["labels"], "wt", compresslevel=1, newline="") as fl:
+    with _gzip_text(files["notes"]) as fn, _gzip_text(files["labels"]) as fl:
         notes_csv, labels_csv = csv.writer(fn), csv.writer(fl)
         notes_csv.writerow(["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "text"])
         labels_csv.writerow(["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"])
