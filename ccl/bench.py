@@ -1,4 +1,4 @@
-"""``python -m ccl.bench train|predict|cost|data``: measured speed against the obvious baseline.
+"""``python -m ccl.bench train|predict|cost|data|scale``: measured speed against the obvious baseline.
 
 * ``train``   real (non-padding) tokens/s and the share of computed tokens that
   are real: CCL's packing collator with token-budget batches vs random
@@ -12,7 +12,9 @@
 * ``cost``    training FLOPs per epoch of document SFT vs CCL from a recipe's
   token lengths, beside the paper's 70 h vs 4 h per epoch;
 * ``data``    seconds to parse the Alphabetic Index and build the full gold
-  tier, and to load the Tabular List cold and cached.
+  tier, and to load the Tabular List cold and cached;
+* ``scale``   each data step at MIMIC-IV size on a synthetic corpus of ``--notes N``
+  admissions (time and peak RSS per step, each in its own process: :mod:`ccl.bench_scale`).
 
 Options come first (``--name value``); anything ``key=value`` is a Hydra
 override of ``conf/`` as for ``python -m ccl.run``. Each command prints a
@@ -836,7 +838,15 @@ def bench_data(args: argparse.Namespace, overrides: list[str], console: Console)
 
 # ------------------------------------------------------------------------- CLI
 
-COMMANDS = {"train": bench_train, "predict": bench_predict, "cost": bench_cost, "data": bench_data}
+def bench_scale(args: argparse.Namespace, overrides: list[str], console: Console) -> dict[str, Any]:
+    """:func:`ccl.bench_scale.bench_scale` (its own module: the synthetic corpus and the steps)."""
+    from ccl.bench_scale import bench_scale as run
+
+    return run(args, overrides, console)
+
+
+COMMANDS = {"train": bench_train, "predict": bench_predict, "cost": bench_cost, "data": bench_data,
+            "scale": bench_scale}
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -872,6 +882,14 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--mfu", type=float, default=0.35, help="cost: assumed model FLOPs utilisation")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="cost: GPU peak bf16 TFLOP/s")
     parser.add_argument("--icd-dir", help="data: folder with the CDC index XML files")
+    parser.add_argument("--notes", type=int, default=None, help="scale: training admissions of the "
+                        "synthetic MIMIC-IV-shaped corpus (validation and test in the split's proportions)")
+    parser.add_argument("--work", default=None, help="scale: folder for the corpus, caches and the run "
+                        "folder (default outputs/bench_scale_N)")
+    parser.add_argument("--steps", default=None, help="scale: steps to run, comma-separated (default all)")
+    parser.add_argument("--seed", type=int, default=0, help="scale: the corpus's seed")
+    parser.add_argument("--train-steps", type=int, default=3, help="scale: optimiser steps of the train step")
+    parser.add_argument("--regenerate", action="store_true", help="scale: write the corpus even if present")
     args, rest = parser.parse_known_args(list(argv))
     bad = [a for a in rest if "=" not in a or a.startswith("-")]
     if bad:

@@ -315,7 +315,7 @@ class AuditConfig:
     shingle: int = 5  # words per shingle
     threshold: float = 0.5  # Jaccard similarity of two documents' shingle sets
     containment: float = 0.8  # share of a test document's (or span's) shingles found in the other text
-    num_perm: int = 128  # MinHash permutations
+    num_perm: int = 128  # MinHash sketch size: the bottom-k shingle hashes kept per test document
     min_span_words: int = 12  # span evidence shorter than this is a phrase, not audited
     drop: bool = False  # remove flagged training-side documents and span pairs before training
     max_listed: int = 50  # pairs listed in the manifest (all are counted)
@@ -440,6 +440,10 @@ class CCLConfig:
     ckpt_path: str | None = None
     # Replace the results of a run folder that hold another config (see ccl/utils/run_folder.py).
     overwrite: bool = False
+    # The data stage's data/<split>.jsonl refer to each document by source, id and content hash
+    # (codes and evidence spans kept); true writes the note text too (a copy of every note,
+    # ~1.5 GB at MIMIC-IV size, credentialed text in every run folder).
+    copy_notes: bool = False
     icd: ICDConfig = field(default_factory=ICDConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     docs: DocsConfig = field(default_factory=DocsConfig)

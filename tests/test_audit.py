@@ -120,3 +120,54 @@ def test_the_audit_command_prints_its_usage_on_help(capsys):
 
     assert main(["--help"]) == {}
     assert "python -m ccl.data.audit docs=NAME" in capsys.readouterr().out
+
+
+def test_a_short_test_note_inside_a_much_longer_training_text_is_found(world):
+    """Issue 23 item 7: containment was checked only on pairs the Jaccard >= 0.4 LSH returned,
+    so a note copied into a text more than ~2.5x its length was missed."""
+    short = world.test[3]
+    filler = "\n\n".join(d.text for d in world.corpus[:12])  # many times the note's length
+    host = copy(world.train[0], "leak-in-long-admission", filler + "\n\n" + short.text + "\n\n" + filler)
+    assert len(host.text) > 10 * len(short.text)
+    docs = {"train": [*world.train, host], "val": world.val, "test": world.test}
+    _, _, report = audit_documents(docs, world.corpus, {}, AuditSettings())
+    [pair] = report["pairs"]
+    assert (pair["test_id"], pair["other_id"]) == (short.id, "leak-in-long-admission")
+    assert pair["test_contained"] == 1.0 and pair["jaccard"] < 0.2
+
+
+def test_the_corpus_that_is_the_training_split_is_compared_once(world):
+    """docs=mimic4 mines its own training split: each training note was hashed and reported twice."""
+    train = [*world.train, copy(world.test[0], "leak")]
+    docs = {"train": train, "val": world.val, "test": world.test}
+    _, _, report = audit_documents(docs, train, {}, AuditSettings())
+    assert [(p["other_part"], p["other_id"]) for p in report["pairs"]] == [("train", "leak")]
+    assert report["corpus_also_training"] == len(train)
+    kept, kept_corpus, report = audit_documents(docs, train, {}, AuditSettings(drop=True))
+    assert report["dropped"] == {"train": 1, "val": 0, "corpus": 1}
+    assert "leak" not in {d.id for d in kept["train"]} | {d.id for d in kept_corpus}
+
+
+def test_the_icd_books_own_text_is_not_contamination(world, tab):
+    """A test note that quotes a long Tabular description does not make the book-derived gold
+    pair a copy of the test note; a silver pair with the same evidence still is."""
+    code, description = next((c, tab.description(c)) for c in tab.billable_codes()
+                             if len(tab.description(c).split()) >= 12)
+    note = copy(world.test[0], "quotes-the-book", world.test[0].text + "\n" + description + ".")
+    docs = {"train": world.train, "val": world.val, "test": [note, *world.test[1:]]}
+    tiers = {"gold": [SpanPair(description, code, "gold", "tabular:description")],
+             "silver": [SpanPair(description, code, "silver", "lexical")]}
+    _, report = audit_spans(docs, {}, tiers, AuditSettings())
+    assert [(f["tier"], f["test_id"]) for f in report["spans"]] == [("silver", "quotes-the-book")]
+    assert report["span_pairs_book_text"] == {"gold": 1}
+
+
+def test_shingle_hashes_match_the_shingles():
+    from ccl.data.audit import ShingleHasher
+
+    text = "Type 2 diabetes, with CKD! Type 2 diabetes with ckd again"
+    for k in (1, 3, 5, 20):
+        assert len(ShingleHasher(k)(text)) == len(shingles(text, k))
+    assert len(ShingleHasher(5)("  ")) == 0
+    a, b = ShingleHasher(3)("a b c d"), ShingleHasher(3)("x a b c")
+    assert len(set(a.tolist()) & set(b.tolist())) == 1  # "a b c"

@@ -325,3 +325,36 @@ def test_plan_balances_span_tiers_with_tier_alpha_zero():
     assert balanced["epochs"]["0"]["span_tiers"] == {"gold": 20, "silver": 20}
     assert balanced["epochs"]["warmup"]["span_tiers"] == {"gold": 8, "silver": 8}
     assert balanced["epochs"]["0"]["examples"] == by_size["epochs"]["0"]["examples"] == {"doc": 40, "span": 40}
+
+
+class CountingStore(list):
+    """A span store that records which examples were read as dicts."""
+
+    def __init__(self, items):
+        super().__init__(items)
+        self.read: set[int] = set()
+        self.lengths = [ex["length"] for ex in items]
+        self.tiers = [ex.get("tier") for ex in items]
+
+    def __getitem__(self, i):
+        self.read.add(i)
+        return super().__getitem__(i)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+
+def test_span_examples_are_read_only_when_drawn():
+    """Issue 24: a full-code-space tier has ~245k span examples and a plan draws ~0.3%; the
+    data module copied (and so materialised) all of them up front."""
+    docs, spans = realistic(n_docs=20, n_spans=5000)
+    store = CountingStore(spans)
+    dm = dm_for(docs, store, MixConfig(span_warmup_steps=0, span_share=0.5), max_steps=10)
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    drawn = {i - dm.n_docs for b in dm.plan for i in b.indices if i >= dm.n_docs}
+    assert store.read == drawn and 0 < len(drawn) < len(spans) // 20
+    assert sum(len(b["input_ids"]) for b in batches) == sum(len(b.indices) for b in dm.plan)
+    plain = dm_for(docs, spans, MixConfig(span_warmup_steps=0, span_share=0.5), max_steps=10)
+    assert [b.indices for b in plain.plan] == [b.indices for b in dm.plan]  # the same plan

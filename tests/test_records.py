@@ -62,3 +62,33 @@ def test_span_pairs(tmp_path):
         span_pair_from_dict({"evidence": "x", "code": "I10", "tier": "bronze"})
     with pytest.raises(RecordError, match="evidence"):
         span_pair_from_dict({"evidence": "  ", "code": "I10", "tier": "gold"})
+
+
+def test_a_run_folder_refers_to_notes_without_copying_them(tmp_path):
+    """Issue 24 item 5: the data stage wrote a plain-text copy of every note into each run
+    folder (1.5 GB at MIMIC-IV size); it now writes references unless copy_notes=true."""
+    from omegaconf import OmegaConf
+    from rich.console import Console
+
+    from ccl.config import compose_config
+    from ccl.data.records import text_hash
+    from ccl.stages.data import build_data
+
+    overrides = ["docs.n_train=6", "docs.n_val=2", "docs.n_test=3", "docs.corpus_size=5",
+                 f"paths.cache_dir={tmp_path / 'cache'}", "icd.download=false", "logger=none"]
+    cfg = compose_config(overrides)
+    bundle = build_data(cfg, tmp_path / "run", Console(quiet=True))
+    for split, docs in bundle.docs.items():
+        path = tmp_path / "run" / "data" / f"{split}.jsonl"
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        assert [r["id"] for r in rows] == [d.id for d in docs]
+        assert all("text" not in r for r in rows)
+        assert [(r["source"], r["text_sha256"], r["text_chars"], r["codes"]) for r in rows] == [
+            (d.source, text_hash(d.text), len(d.text), d.codes) for d in docs]
+        assert not any(d.text[:40] in path.read_text(encoding="utf-8") for d in docs)
+        read = read_documents(path, need_text=False)  # what the report reads: codes and spans
+        assert [(d.id, d.codes, d.spans) for d in read] == [(d.id, d.codes, d.spans) for d in docs]
+        with pytest.raises(RecordError, match="copy_notes=true"):
+            read_documents(path)
+    copied = build_data(OmegaConf.merge(cfg, {"copy_notes": True}), tmp_path / "copy", Console(quiet=True))
+    assert read_documents(tmp_path / "copy" / "data" / "test.jsonl") == copied.docs["test"]

@@ -23,9 +23,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
 from rich.console import Console
 
 from ccl.config import register_configs
+from ccl.data.sources import load_source
+from ccl.icd.tabular import load_tabular
 from ccl.report.cli import main as report_main
 from ccl.report.collect import RunFolderError, collect_runs, read_run
 from ccl.report.unseen import unseen_code_tables
@@ -378,14 +381,28 @@ def test_wandb_payload_has_per_code_results_and_no_note_text(runs, monkeypatch):
         assert sum(r[key] for r in per_code) == metrics["codes"]["overall"][key]
     assert not {"note", "evidence", "raw_output"} & set(payload.sample_columns)
     assert all(set(r) == {"id", "codes", "gold_codes"} for r in payload.predictions_rows)
-    notes = [d["text"] for d in read_jsonl(folder / "data" / "test.jsonl")]
+    refs = read_jsonl(folder / "data" / "test.jsonl")
+    assert all("text" not in d for d in refs)  # the run folder holds no copy of the notes
+    cfg = OmegaConf.load(folder / "config.yaml")
+    source = load_source(cfg.docs, load_tabular(), Path(cfg.paths.cache_dir))
+    texts = {d.id: d.text for d in source.docs["test"]}
+    notes = [texts[d["id"]] for d in refs]
     flat = json.dumps([payload.sample_rows, payload.predictions_rows, payload.per_code_rows])
     assert not any(note[:40] in flat for note in notes)
 
+    # Opted in, with no copy of the notes in the folder: no note text to send.
     opted_in = build_payload(folder, {"log_note_text": True, "group": "my-sweep"})
     assert opted_in.group == "my-sweep"
     sample = [dict(zip(opted_in.sample_columns, r, strict=True)) for r in opted_in.sample_rows]
-    assert sample[0]["note"] == notes[0] and "raw_output" in opted_in.predictions_rows[0]
+    assert not sample[0].get("note") and "raw_output" in opted_in.predictions_rows[0]
+    # A run that opted in (logger.log_note_text=true) keeps the copy the sample reads.
+    write_jsonl(folder / "data" / "test.jsonl", [{**d, "text": texts[d["id"]]} for d in refs])
+    try:
+        opted_in = build_payload(folder, {"log_note_text": True})
+        sample = [dict(zip(opted_in.sample_columns, r, strict=True)) for r in opted_in.sample_rows]
+        assert sample[0]["note"] == notes[0]
+    finally:
+        write_jsonl(folder / "data" / "test.jsonl", refs)
 
 
 def test_wandb_offline_run_logs_tables_and_files_without_network(runs, tmp_path, monkeypatch):

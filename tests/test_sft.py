@@ -197,3 +197,17 @@ def test_real_codiesp_notes_fit_and_keep_their_answers(tok):
     for ex, o in zip(exs, out, strict=True):
         answer = [t for t in o["labels"] if t != IGNORE_INDEX]
         assert tok.decode(answer, skip_special_tokens=True) == ex.answer
+
+
+def test_examples_are_stored_once_in_one_array(bos_tok, monkeypatch):
+    """Issue 24: tokenised span examples were Python lists of ints (~6 GB for the full code
+    space); they are now one int32 array, tokenised a chunk at a time, read back as before."""
+    import ccl.data.sft as sft
+
+    monkeypatch.setattr(sft, "TOKENIZE_CHUNK", 2)  # several chunks
+    exs = [span_example(f"finding number {i}", "I10", DESCRIBE) for i in range(5)] + [doc_example()]
+    store, stats = tokenize_examples(bos_tok, exs, use_chat_template=True, max_length=512)
+    assert isinstance(store, sft.TokenizedExamples) and len(store) == 6
+    assert store._sealed.dtype.itemsize == 4 and store._sealed.size == sum(store.lengths) == stats.tokens
+    assert list(store) == [tokenize_example(bos_tok, e, True, 512) for e in exs]
+    assert store[-1]["kind"] == "doc" and store.tiers[0] == exs[0].tier

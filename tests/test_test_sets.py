@@ -112,9 +112,9 @@ def test_test_set_is_scored_in_its_label_space_and_adding_it_keeps_the_model(tmp
     ledger = json.loads((folder / "stages.json").read_text())
     assert ledger["train"] == train_key and "predict@other" in ledger
 
-    test_docs = read_documents(folder / "data" / "test_sets" / "other.jsonl")
+    test_docs = read_documents(folder / "data" / "test_sets" / "other.jsonl", need_text=False)
     gold = sorted({c for d in test_docs for c in d.codes})
-    train_codes = {c for d in read_documents(folder / "data" / "train.jsonl") for c in d.codes}
+    train_codes = {c for d in read_documents(folder / "data" / "train.jsonl", need_text=False) for c in d.codes}
     manifest = json.loads((folder / "data_manifest.json").read_text())["test_sets"]["other"]
     assert manifest["count"] == len(test_docs) == 5 and manifest["codes"] == len(gold)
     part = json.loads((folder / "test_sets" / "other" / "metrics.json").read_text())
@@ -211,7 +211,7 @@ def test_table1_configs_smoke_run_on_the_demo_world(tmp_path):
     human = results["table1_ccl"]["human_evidence"]
     assert list(human) == ["test_sets"] and human["test_sets"]["mdace"]["n_docs"] == 3
     he_preds = _rows(tmp_path / "ccl" / "test_sets" / "mdace" / "human_evidence" / "predictions.jsonl")
-    test_docs = {d.id: d for d in read_documents(tmp_path / "ccl" / "data" / "test_sets" / "mdace.jsonl")}
+    test_docs = {d.id: d for d in read_documents(tmp_path / "ccl" / "data" / "test_sets" / "mdace.jsonl", need_text=False)}
     for row in he_preds:  # the gold evidence is the prompt's
         assert row["evidence"] == [" ".join(s.text.split()) for s in test_docs[row["id"]].spans]
 
@@ -271,7 +271,7 @@ def test_also_human_evidence_scores_the_same_model_apart_from_its_predictions(tm
     # The human-evidence prompts end in the gold evidence and the codes header: the model
     # generates the codes only.
     # (Both are demo worlds: document ids repeat across the two sets.)
-    sets = {part: {d.id: d for d in read_documents(both / "data" / f"{name}.jsonl")}
+    sets = {part: {d.id: d for d in read_documents(both / "data" / f"{name}.jsonl", need_text=False)}
             for part, name in (("human_evidence", "test"), ("test_sets/other/human_evidence", "test_sets/other"))}
     for (_, prompts, prefixes, ids), docs in zip(calls[2:], sets.values(), strict=True):
         for prompt, prefix, doc_id in zip(prompts, prefixes, ids, strict=True):

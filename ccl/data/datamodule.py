@@ -263,6 +263,30 @@ class ListDataset(Dataset):
         return self.items[i]
 
 
+class JoinedExamples(Sequence):
+    """Two example sequences read as one (documents first, then spans), without a copy."""
+
+    def __init__(self, first: Sequence[Mapping[str, Any]], second: Sequence[Mapping[str, Any]]) -> None:
+        self.first, self.second = first, second
+
+    def __len__(self) -> int:
+        return len(self.first) + len(self.second)
+
+    def __getitem__(self, i: int) -> Mapping[str, Any]:  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]  # type: ignore[return-value]
+        if i < 0:
+            i += len(self)
+        n = len(self.first)
+        return self.first[i] if i < n else self.second[i - n]
+
+
+def _column(examples: Sequence[Mapping[str, Any]], key: str, attribute: str) -> Sequence[Any]:
+    """One field of every example: the store's own column when it keeps one (no dict built)."""
+    column = getattr(examples, attribute, None)
+    return column if column is not None else [ex.get(key) for ex in examples]
+
+
 def _loss_tokens(ex: Mapping[str, Any]) -> int:
     if "prompt_length" in ex:
         return int(ex["length"]) - int(ex["prompt_length"])
@@ -292,10 +316,12 @@ class MixDataModule(pl.LightningDataModule):
             if pad_token_id is None:
                 raise ValueError("MixDataModule needs a collator or a pad_token_id")
             collator = PaddingCollator(pad_token_id)
-        self.examples = [*doc_examples, *span_examples]
+        # Indexed, never copied: a span tier's examples may be stored compactly
+        # (ccl.data.sft.TokenizedExamples) and are turned into dicts only when drawn.
+        self.examples = JoinedExamples(doc_examples, span_examples)
         self.n_docs, self.n_spans = len(doc_examples), len(span_examples)
-        self.span_tiers = [str(ex.get("tier") or "") for ex in span_examples]
-        self.lengths = [int(ex["length"]) for ex in self.examples]
+        self.span_tiers = [str(t or "") for t in _column(span_examples, "tier", "tiers")]
+        self.lengths = [int(n) for part in (doc_examples, span_examples) for n in _column(part, "length", "lengths")]
         self.mix, self.train_cfg, self.seed = mix, train, int(seed)
         self.collator = collator
         self.val_examples = list(val_examples or [])

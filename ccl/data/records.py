@@ -8,6 +8,7 @@ field in the error, so a bad line in a 10,000-line file is found at once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -160,6 +161,28 @@ def span_pair_from_dict(d: dict[str, Any], where: str = "<memory>") -> SpanPair:
     )
 
 
+def text_hash(text: str) -> str:
+    """SHA-256 of a note's UTF-8 text (hex): how a run folder refers to a note it does not copy."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def document_reference(doc: Document, with_text: bool = False) -> dict[str, Any]:
+    """A document as a run folder keeps it: source, id, split, codes, evidence spans, the text's
+    SHA-256 and length in characters; the text itself only ``with_text`` (``copy_notes``).
+    :func:`read_documents` reads either form."""
+    out = doc.to_dict()
+    text = out.pop("text")
+    out |= {"text_sha256": text_hash(text), "text_chars": len(text)}
+    if with_text:
+        out["text"] = text
+    return out
+
+
+def is_reference(d: dict[str, Any]) -> bool:
+    """A record of :func:`document_reference` without the note text."""
+    return "text" not in d and "text_sha256" in d
+
+
 def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
     """Write dataclass records (or dicts) as JSON lines, atomically."""
     with atomic_file(path) as f:
@@ -183,9 +206,42 @@ def _read_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                 raise RecordError(f"{where}: invalid JSON: {e.msg}") from None
 
 
-def read_documents(path: Path) -> list[Document]:
-    """Read and validate documents from a JSON-lines file."""
-    return [document_from_dict(d, where) for where, d in _read_jsonl(path)]
+def read_documents(path: Path, need_text: bool = True) -> list[Document]:
+    """Read and validate documents from a JSON-lines file.
+
+    A run folder's ``data/<split>.jsonl`` holds references without the note text unless the
+    run had ``copy_notes=true`` (:func:`document_reference`). Those read as documents with
+    empty ``text`` (codes and evidence spans intact) when ``need_text`` is false, and
+    raise :class:`RecordError` naming the file and the key when it is true.
+    """
+    out = []
+    for where, d in _read_jsonl(path):
+        if not is_reference(d):
+            out.append(document_from_dict(d, where))
+        elif need_text:
+            raise RecordError(f"{where}: a document reference without its note text (the run had "
+                              "copy_notes=false); rerun the data stage with copy_notes=true to keep the text")
+        else:
+            out.append(_reference_from_dict(d, where))
+    return out
+
+
+def _reference_from_dict(d: dict[str, Any], where: str) -> Document:
+    """A :func:`document_reference` record as a document with empty text (its spans keep
+    their offsets and text, which the empty text cannot check)."""
+    rid = str(d.get("id", "<no id>"))
+    doc_id = _require(d, "id", (str, int), where, rid)
+    codes = [_code(c, where, rid, "codes") for c in _require(d, "codes", list, where, rid)]
+    spans = []
+    for i, s in enumerate(d.get("spans") or []):
+        name = f"spans[{i}]"
+        if not isinstance(s, dict):
+            raise _fail(where, rid, name, "expected an object")
+        spans.append(EvidenceSpan(_require(s, "start", int, where, rid), _require(s, "end", int, where, rid),
+                                  _require(s, "text", str, where, rid), _code(s.get("code"), where, rid, f"{name}.code")))
+    spans.sort(key=lambda s: (s.start, s.end))
+    return Document(id=str(doc_id), text="", codes=list(dict.fromkeys(codes)), spans=spans,
+                    split=d.get("split"), source=str(d.get("source", "unknown")))
 
 
 def read_span_pairs(path: Path) -> list[SpanPair]:

@@ -136,50 +136,126 @@ def fit_prompt(
     )
 
 
+class TokenizedExamples(Sequence):
+    """Tokenised examples stored once, compactly: every example's ids in one ``int32`` array
+    (with offsets), the prompt lengths, kinds, tiers and truncation flags in arrays.
+
+    A span tier over the full code space is ~245k examples, of which a training plan draws
+    a fraction of a percent; as Python lists of ints they took ~6 GB (issue 24), here
+    4 bytes a token. Indexing builds the example dict :func:`tokenize_examples` documents
+    (``input_ids``, ``labels``, ``length``, ``prompt_length``, ``kind``, ``tier``,
+    ``truncated``), so the collators and the plan see exactly what they saw before.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[np.ndarray] = []  # ids appended since the last seal
+        self._sealed = np.empty(0, dtype=np.int32)
+        self._offsets = np.zeros(1, dtype=np.int64)
+        self._lengths: list[int] = []
+        self._prompt: list[int] = []
+        self._kind: list[str] = []
+        self._tier: list[str | None] = []
+        self._truncated: list[bool] = []
+
+    def append(self, ids: Sequence[int], prompt_length: int, kind: str, tier: str | None, truncated: bool) -> None:
+        """Add one example: its ids (prompt + answer + eos) and the length of its prompt."""
+        self._pending.append(np.asarray(ids, dtype=np.int32))
+        self._lengths.append(len(ids))
+        self._prompt.append(int(prompt_length))
+        self._kind.append(kind)
+        self._tier.append(tier)
+        self._truncated.append(bool(truncated))
+
+    def seal(self) -> TokenizedExamples:
+        """Join the appended ids into the one array (done by :func:`tokenize_examples`)."""
+        if self._pending:
+            self._sealed = np.concatenate([self._sealed, *self._pending])
+            self._pending = []
+            self._offsets = np.concatenate([[0], np.cumsum(self._lengths, dtype=np.int64)])
+        return self
+
+    def __len__(self) -> int:
+        return len(self._lengths)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any sequence of the same example dicts (a list of them included)."""
+        if not isinstance(other, Sequence) or isinstance(other, str) or len(other) != len(self):
+            return NotImplemented if not isinstance(other, Sequence) else False
+        return all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Tokens of each example (prompt + answer + eos)."""
+        return self._lengths
+
+    @property
+    def tiers(self) -> list[str | None]:
+        return self._tier
+
+    def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]  # type: ignore[return-value]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        self.seal()
+        ids = self._sealed[self._offsets[i] : self._offsets[i + 1]].tolist()
+        p = self._prompt[i]
+        return {
+            "input_ids": ids,
+            "labels": [IGNORE_INDEX] * p + ids[p:],
+            "length": len(ids),
+            "prompt_length": p,
+            "kind": self._kind[i],
+            "tier": self._tier[i],
+            "truncated": self._truncated[i],
+        }
+
+
+TOKENIZE_CHUNK = 4096  # examples rendered and tokenised per batched tokenizer call
+
+
 def tokenize_examples(
     tokenizer: Any, examples: Sequence[Example], use_chat_template: bool, max_length: int
-) -> tuple[list[dict[str, Any]], TokenizeStats]:
+) -> tuple[TokenizedExamples, TokenizeStats]:
     """Tokenise many examples with batched tokenizer calls; see the module docstring.
 
-    Each result has ``input_ids``, ``labels`` (lists of ints), ``length``,
-    ``prompt_length``, ``kind``, ``tier`` and ``truncated``.
+    Each result (``out[i]``, a :class:`TokenizedExamples`) has ``input_ids``, ``labels``
+    (lists of ints), ``length``, ``prompt_length``, ``kind``, ``tier`` and ``truncated``.
+    Examples are tokenised :data:`TOKENIZE_CHUNK` at a time, so no list of all their ids
+    is ever held.
     """
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no eos_token_id; SFT answers must end with an end token")
-    prompts = [render_prompt(tokenizer, ex.messages, use_chat_template) for ex in examples]
-    prompt_ids = encode_prompts(tokenizer, prompts)
-    answer_ids = tokenizer([ex.answer for ex in examples], add_special_tokens=False)["input_ids"]
     stats = TokenizeStats()
-    out = []
-    for i, (ex, p, a) in enumerate(zip(examples, prompt_ids, answer_ids, strict=True)):
-        answer = list(a) + [eos]
-        truncated = len(p) + len(answer) > max_length
-        if truncated:
-            try:
-                p, removed = truncate_note(tokenizer, ex.messages, use_chat_template, max_length - len(answer))
-            except ValueError as e:
-                raise ValueError(
-                    f"example {i} ({ex.kind}): answer of {len(answer)} tokens does not fit "
-                    f"max_length={max_length}: {e}"
-                ) from None
-            stats.truncated[ex.kind] += 1
-            stats.tokens_removed += removed
-        stats.examples[ex.kind] += 1
-        stats.tokens += len(p) + len(answer)
-        stats.loss_tokens += len(answer)
-        out.append(
-            {
-                "input_ids": p + answer,
-                "labels": [IGNORE_INDEX] * len(p) + answer,
-                "length": len(p) + len(answer),
-                "prompt_length": len(p),
-                "kind": ex.kind,
-                "tier": ex.tier,
-                "truncated": truncated,
-            }
-        )
-    return out, stats
+    out = TokenizedExamples()
+    for start in range(0, len(examples), TOKENIZE_CHUNK):
+        chunk = examples[start : start + TOKENIZE_CHUNK]
+        prompts = [render_prompt(tokenizer, ex.messages, use_chat_template) for ex in chunk]
+        prompt_ids = encode_prompts(tokenizer, prompts)
+        answer_ids = tokenizer([ex.answer for ex in chunk], add_special_tokens=False)["input_ids"]
+        for i, (ex, p, a) in enumerate(zip(chunk, prompt_ids, answer_ids, strict=True), start=start):
+            answer = list(a) + [eos]
+            truncated = len(p) + len(answer) > max_length
+            if truncated:
+                try:
+                    p, removed = truncate_note(tokenizer, ex.messages, use_chat_template, max_length - len(answer))
+                except ValueError as e:
+                    raise ValueError(
+                        f"example {i} ({ex.kind}): answer of {len(answer)} tokens does not fit "
+                        f"max_length={max_length}: {e}"
+                    ) from None
+                stats.truncated[ex.kind] += 1
+                stats.tokens_removed += removed
+            stats.examples[ex.kind] += 1
+            stats.tokens += len(p) + len(answer)
+            stats.loss_tokens += len(answer)
+            out.append(p + answer, len(p), ex.kind, ex.tier, truncated)
+    return out.seal(), stats
 
 
 def tokenize_example(tokenizer: Any, example: Example, use_chat_template: bool, max_length: int) -> dict[str, Any]:

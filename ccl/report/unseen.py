@@ -66,7 +66,7 @@ def code_table(run_dir: str | Path, predictions: str | Path | None = None) -> pd
     run_dir = Path(run_dir)
     folder = RunFolder(run_dir)
     preds = read_predictions(Path(predictions) if predictions else folder.predictions)
-    seen = {c for d in read_documents(folder.records("train")) for c in d.codes}
+    seen = {c for d in read_documents(folder.records("train"), need_text=False) for c in d.codes}
     pairs: dict[str, dict[str, int]] = {}
     for tier in TIERS:
         path = folder.spans(tier)
@@ -182,7 +182,7 @@ def written_forms(run_dir: str | Path, split: str = "test") -> dict[str, set[str
     if not path.is_file():
         raise RunFolderError(f"{path}: file not found (the wording coverage needs the run's documents)")
     forms: dict[str, set[str]] = {}
-    for doc in read_documents(path):
+    for doc in read_documents(path, need_text=False):
         for span in doc.spans:
             forms.setdefault(span.code, set()).add(phrase_key(span.text))
     return forms

@@ -64,7 +64,8 @@ class WandbPayload:
 
 def _notes(run_dir: Path, split: str) -> dict[str, str]:
     path = RunFolder(run_dir).records(split)
-    return {d.id: d.text for d in read_documents(path)} if path.is_file() else {}
+    # Note text only where the run kept a copy (copy_notes=true); references have none.
+    return {d.id: d.text for d in read_documents(path, need_text=False) if d.text} if path.is_file() else {}
 
 
 def build_payload(run_dir: str | Path, logger_cfg: Any = None, sample_size: int = 20) -> WandbPayload:
@@ -126,7 +127,7 @@ def build_payload(run_dir: str | Path, logger_cfg: Any = None, sample_size: int 
 
 def _seen_codes(run_dir: Path) -> set[str]:
     path = RunFolder(run_dir).records("train")
-    return {c for d in read_documents(path) for c in d.codes} if path.is_file() else set()
+    return {c for d in read_documents(path, need_text=False) for c in d.codes} if path.is_file() else set()
 
 
 def _artifact_name(text: str) -> str:

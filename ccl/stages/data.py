@@ -21,7 +21,7 @@ from rich.table import Table
 
 from ccl.data.audit import AuditSettings, audit_documents, audit_spans
 from ccl.data.prompts import PROMPT_VERSION
-from ccl.data.records import TIERS, Document, SpanPair, write_jsonl
+from ccl.data.records import TIERS, Document, SpanPair, document_reference, write_jsonl
 from ccl.data.sources import load_source
 from ccl.expansion.tiers import TierContext, build_tiers
 from ccl.icd.index import load_valid_entries
@@ -211,14 +211,20 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
         return bundle
     # Written into a fresh folder that then replaces data/: no file of an earlier config
     # (a tier or test set this one lacks) survives beside the new ones.
+    # Documents by reference (source, id, codes, spans, text SHA-256); the note text only with
+    # copy_notes=true, or logger.log_note_text=true (the W&B sample that opted in to note text
+    # reads it from here): a run folder is no copy of credentialed notes unless asked.
     folder = RunFolder(run_dir)
+    logger = cfg.get("logger") or {}
+    with_text = bool(cfg.get("copy_notes", False)) or bool(logger.get("log_note_text", False))
     with atomic_dir(folder.data, replace=True) as tmp:
         for split, ds in docs.items():
-            write_jsonl(tmp / folder.records(split).name, ds)
+            write_jsonl(tmp / folder.records(split).name, (document_reference(d, with_text) for d in ds))
         for name, pairs in spans.items():
             write_jsonl(tmp / folder.spans(name).name, pairs)
         for name, ds in test_sets.items():
-            write_jsonl(tmp / RunFolder.TEST_SETS / folder.test_set_records(name).name, ds)
+            write_jsonl(tmp / RunFolder.TEST_SETS / folder.test_set_records(name).name,
+                        (document_reference(d, with_text) for d in ds))
     write_json_atomic(folder.manifest, manifest)  # as every other run-folder file: whole or absent
     return bundle
 

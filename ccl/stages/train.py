@@ -272,6 +272,7 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     span_tok, span_stats = tokenize_examples(tokenizer, span_ex, use_chat, max_len) if span_ex else ([], None)
     n_val = int(cfg.train.val_docs)
     val_tok, _ = tokenize_examples(tokenizer, val_ex[:n_val], use_chat, max_len) if n_val and val_ex else ([], None)
+    del doc_ex, span_ex, val_ex  # the prompts' text: the tokenised store is all training reads
 
     collator = (
         PackingCollator(max_len, tokenizer.pad_token_id, attn_implementation=model.config._attn_implementation)
