@@ -65,10 +65,10 @@ class Grads(pl.Callback):
                                    if p.grad is not None]).clone()
 
 
-def one_step(dm: MixDataModule, grad_accum: int) -> tuple[torch.Tensor, SFTModule, TrainProgress]:
+def one_step(dm: MixDataModule, grad_accum: int, **trainer: object) -> tuple[torch.Tensor, SFTModule, TrainProgress]:
     module = SFTModule(tiny_model(), dm.train_cfg)
     grads, progress = Grads(), TrainProgress(log_lines=False)
-    pl.Trainer(max_steps=1, max_epochs=1, accelerator="cpu", accumulate_grad_batches=grad_accum,
+    pl.Trainer(max_steps=1, max_epochs=1, accelerator="cpu", accumulate_grad_batches=grad_accum, **trainer,
                precision="64-true", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                enable_model_summary=False, use_distributed_sampler=False, deterministic=True,
                callbacks=[grads, progress]).fit(module, datamodule=dm)
@@ -152,3 +152,61 @@ def test_answer_targets_counts_what_the_loss_counts():
     assert answer_targets(ex) == 2
     # A label on the first token is never a target (nothing predicts it).
     assert answer_targets({"input_ids": [1, 2], "labels": [1, 2]}) == 1
+
+
+DDP_WORKER = '''
+import json, sys
+import pytorch_lightning as pl
+import torch
+sys.path.insert(0, {tests!r})
+import test_step_objective as t
+
+dm = t.ddp_datamodule()
+grad, module, progress = t.one_step(dm, grad_accum=2, strategy="ddp", devices=2)
+if module.trainer.is_global_zero:
+    torch.save({{"grad": grad, "loss": module.step_loss.item(), "progress": progress.loss,
+                "world": module.trainer.world_size}}, {out!r})
+'''
+
+
+def ddp_datamodule() -> MixDataModule:
+    """8 examples, micro-batches of 2: one optimiser step = 2 micro-batches on each of 2 ranks."""
+    docs = [example("document", 30, 12 + k, seed=k) for k in range(4)]
+    spans = [example("span", 6, 2 + k % 2, seed=100 + k) for k in range(4)]
+    cfg = TrainConfig(mode="full", batch_size=2, max_batch_tokens=4096, grad_accum=2, max_steps=1,
+                      max_epochs=None, lr=1e-3, warmup_steps=0)
+    mix = MixConfig(span_warmup_steps=0, span_share=0.5, resample_each_epoch=False)
+    return MixDataModule(docs, spans, mix, cfg, seed=0, pad_token_id=0)
+
+
+@pytest.mark.slow
+def test_ddp_step_gradient_equals_one_batch_of_all_ranks_examples(tmp_path):
+    """Two gloo ranks x grad_accum 2 (four micro-batches of unequal answer tokens): the
+    averaged gradient and the logged loss are those of one batch of all 8 examples."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "rank0.pt"
+    script = tmp_path / "worker.py"
+    script.write_text(DDP_WORKER.format(tests=str(Path(__file__).parent), out=str(out)))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(port), str(script)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = torch.load(out)
+    assert got["world"] == 2
+    dm = ddp_datamodule()
+    dm.world_size = 1  # the reference: every batch of the step on one device
+    dm.train_cfg.grad_accum = 4
+    want, loss = reference(dm)
+    _compare(got["grad"], want)
+    assert got["loss"] == pytest.approx(loss.item(), rel=1e-6)
+    assert got["progress"] == pytest.approx(loss.item(), rel=1e-6)
