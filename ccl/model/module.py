@@ -99,8 +99,8 @@ class SFTModule(pl.LightningModule):
     ``num_items_in_batch``). The step's gradient then equals that of one batch of the
     same examples on one device (tested), so the CPU default (micro-batches of 4, 2 per
     step) and the GPU preset (one packed batch per step) optimise the same objective.
-    Under DeepSpeed, which also divides by the accumulation steps itself, the gradient
-    carries that constant factor on top. A batch without :data:`NUM_ITEMS` (a plain
+    Under DeepSpeed, whose ``DeepSpeedEngine.backward`` also divides by the accumulation
+    steps, the gradient carries that constant factor on top (not tested here). A batch without :data:`NUM_ITEMS` (a plain
     DataLoader) counts as equal to its step's other micro-batches: the step's loss is then
     the mean of the micro-batch means, as before.
 
