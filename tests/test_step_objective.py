@@ -210,3 +210,16 @@ def test_ddp_step_gradient_equals_one_batch_of_all_ranks_examples(tmp_path):
     _compare(got["grad"], want)
     assert got["loss"] == pytest.approx(loss.item(), rel=1e-6)
     assert got["progress"] == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_the_objective_rule_is_in_the_train_key(monkeypatch):
+    """A model trained under the old rule (mean of micro-batch means) is not reused as cached."""
+    from types import SimpleNamespace
+
+    from ccl.stages import keys
+    from tests.test_config import _compose
+
+    cfg, bundle = _compose([]), SimpleNamespace(key="data")
+    now = keys.train_key(cfg, bundle)
+    monkeypatch.setattr(keys, "OBJECTIVE_VERSION", "micro-batch-mean")
+    assert keys.train_key(cfg, bundle) != now

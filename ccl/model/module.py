@@ -33,6 +33,10 @@ def warmup_cosine(warmup_steps: int, max_steps: int):
 
 
 LOSS_POSITIONS = ("answer", "all")
+# The training objective's rule, in the train stage's content key: a model trained under an
+# earlier rule (a step's loss = the mean of its micro-batch means, before issue 23) is never
+# taken for one trained under this one (a rerun of its run folder trains again).
+OBJECTIVE_VERSION = "step-token-mean"
 
 
 def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
