@@ -26,6 +26,16 @@ start. The trainer must therefore run with ``max_epochs=1`` (or
 ``max_steps=dm.planned_steps``) and, on several devices,
 ``use_distributed_sampler=False``: each rank takes every ``world_size``-th
 batch of the plan itself.
+
+One objective per optimiser step. Optimiser step ``s`` is made of the plan's
+batches ``s x G x W .. (s+1) x G x W - 1`` (``G = train.grad_accum``, ``W`` the
+world size; rank ``r`` takes those at ``r, r + W, ...``). Every training batch
+carries :data:`NUM_ITEMS`, the loss-bearing tokens of its whole step (all its
+micro-batches, all ranks), known from the plan without any communication, so
+:class:`ccl.model.module.SFTModule` can divide each micro-batch's summed token
+loss by it: the step's loss is the mean over all its answer tokens, whatever the
+micro-batching, packing or number of ranks (transformers' ``num_items_in_batch``,
+the Trainer's gradient-accumulation fix of October 2024).
 """
 
 from __future__ import annotations
@@ -48,6 +58,10 @@ from ccl.data.sft import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
+# Batch key: the loss-bearing (target) tokens of the batch's whole optimiser step, over all
+# its micro-batches and ranks (transformers' Trainer passes the same count to the loss under
+# this name); the module divides the step's summed token losses by it.
+NUM_ITEMS = "num_items_in_batch"
 CHUNK_BATCHES = 50  # length sorting happens within chunks of this many batches' worth of examples
 WARMUP = -1  # epoch label of span warm-up batches
 _SPAN_STREAM, _BATCH_STREAM, _WARMUP_STREAM, _VAL_STREAM = 1, 2, 3, 4
@@ -203,11 +217,21 @@ class PlannedBatch:
 
 
 class PlanSampler(Sampler[list[int]]):
-    """Yields the planned batches of one rank; ``start`` skips consumed ones for one pass."""
+    """Yields the planned batches of one rank; ``start`` skips consumed ones for one pass.
 
-    def __init__(self, batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> None:
+    With ``step_items`` (one count per batch: the target tokens of the batch's optimiser
+    step, :meth:`MixDataModule.step_items`) each batch is yielded as ``(index, count)``
+    pairs, which :class:`StepDataset` and :class:`StepCollator` turn into a batch carrying
+    :data:`NUM_ITEMS`.
+    """
+
+    def __init__(self, batches: Sequence[Sequence[int]], lengths: Sequence[int],
+                 step_items: Sequence[int] | None = None) -> None:
         self.batches = [list(b) for b in batches]
         self.lengths = lengths
+        if step_items is not None and len(step_items) != len(self.batches):
+            raise ValueError(f"{len(step_items)} step counts for {len(self.batches)} batches")
+        self.step_items = None if step_items is None else [int(n) for n in step_items]
         self.start = 0
 
     def __len__(self) -> int:
@@ -215,7 +239,11 @@ class PlanSampler(Sampler[list[int]]):
 
     def __iter__(self):
         start, self.start = self.start, 0
-        yield from self.batches[start:]
+        if self.step_items is None:
+            yield from self.batches[start:]
+            return
+        for b, n in zip(self.batches[start:], self.step_items[start:], strict=True):
+            yield [(i, n) for i in b]
 
     def fingerprint(self, n: int) -> str:
         """Hash of the first ``n`` batches (indices and lengths), to check a resume."""
@@ -287,6 +315,48 @@ def _column(examples: Sequence[Mapping[str, Any]], key: str, attribute: str) -> 
     return column if column is not None else [ex.get(key) for ex in examples]
 
 
+class StepDataset(ListDataset):
+    """A :class:`ListDataset` indexed by ``(index, step_items)`` pairs (:class:`PlanSampler`
+    with ``step_items``): yields ``(example, step_items)``."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, tuple):
+            i, n = key
+            return self.items[i], int(n)
+        return self.items[key]
+
+
+class StepCollator:
+    """Wraps a :class:`Collator`: collates the examples of ``(example, step_items)`` pairs and
+    adds :data:`NUM_ITEMS` (a 0-dim long tensor) to the batch; plain examples pass through."""
+
+    def __init__(self, collator: Collator) -> None:
+        self.collator = collator
+
+    def batch_tokens(self, lengths: Sequence[int]) -> int:
+        return self.collator.batch_tokens(lengths)
+
+    def __call__(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        if not items or not isinstance(items[0], tuple):
+            return self.collator(items)
+        batch = self.collator([ex for ex, _ in items])
+        batch[NUM_ITEMS] = torch.tensor(int(items[0][1]), dtype=torch.long)
+        return batch
+
+
+def answer_targets(ex: Mapping[str, Any]) -> int:
+    """Target tokens of one tokenised example as the causal-LM loss counts them: the labels
+    other than ``-100`` after the one-token shift (``labels[1:]``; the first token is never a
+    target, and a packed row sets it to ``-100`` for that reason)."""
+    return sum(1 for t in list(ex["labels"])[1:] if t != IGNORE_INDEX)
+
+
+def _targets(examples: Sequence[Mapping[str, Any]]) -> Sequence[int]:
+    """:func:`answer_targets` of every example: the store's own column when it keeps one."""
+    column = getattr(examples, "targets", None)
+    return column if column is not None else [answer_targets(ex) for ex in examples]
+
+
 def _loss_tokens(ex: Mapping[str, Any]) -> int:
     if "prompt_length" in ex:
         return int(ex["length"]) - int(ex["prompt_length"])
@@ -322,6 +392,7 @@ class MixDataModule(pl.LightningDataModule):
         self.n_docs, self.n_spans = len(doc_examples), len(span_examples)
         self.span_tiers = [str(t or "") for t in _column(span_examples, "tier", "tiers")]
         self.lengths = [int(n) for part in (doc_examples, span_examples) for n in _column(part, "length", "lengths")]
+        self.targets = [int(n) for part in (doc_examples, span_examples) for n in _targets(part)]
         self.mix, self.train_cfg, self.seed = mix, train, int(seed)
         self.collator = collator
         self.val_examples = list(val_examples or [])
@@ -391,6 +462,17 @@ class MixDataModule(pl.LightningDataModule):
         """Optimiser steps the plan feeds (per rank)."""
         return math.ceil(len(self.plan) / self.world_size / int(self.train_cfg.grad_accum))
 
+    def step_items(self) -> list[int]:
+        """Per batch of :attr:`plan`: the target tokens (:func:`answer_targets`) of the whole
+        optimiser step it belongs to, summed over the step's ``train.grad_accum x world_size``
+        batches (every rank's micro-batches; a short last step over the batches it has)."""
+        per_step = int(self.train_cfg.grad_accum) * self.world_size
+        counts: list[int] = []
+        for s in range(0, len(self.plan), per_step):
+            step = self.plan[s : s + per_step]
+            counts += [sum(self.targets[i] for b in step for i in b.indices)] * len(step)
+        return counts
+
     # --------------------------------------------------------------- lightning
     def setup(self, stage: str | None = None) -> None:
         trainer = self.trainer
@@ -412,8 +494,9 @@ class MixDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> ResumableDataLoader:
         mine = [list(b.indices) for b in self.plan[self.rank :: self.world_size]]
-        return ResumableDataLoader(ListDataset(self.examples), PlanSampler(mine, self.lengths),
-                                   self.collator, progress=self._batches_done)
+        items = self.step_items()[self.rank :: self.world_size]
+        return ResumableDataLoader(StepDataset(self.examples), PlanSampler(mine, self.lengths, items),
+                                   StepCollator(self.collator), progress=self._batches_done)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_examples:

@@ -194,6 +194,13 @@ class TokenizedExamples(Sequence):
     def tiers(self) -> list[str | None]:
         return self._tier
 
+    @property
+    def targets(self) -> list[int]:
+        """Target tokens of each example as the causal-LM loss counts them (labels after the
+        one-token shift that are not ``-100``): ``length - max(prompt_length, 1)``; the same
+        count as :func:`ccl.data.datamodule.answer_targets` on the example's dict."""
+        return [n - max(p, 1) for n, p in zip(self._lengths, self._prompt, strict=True)]
+
     def __getitem__(self, i: int) -> dict[str, Any]:  # type: ignore[override]
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]  # type: ignore[return-value]

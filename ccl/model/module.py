@@ -15,6 +15,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ccl.config import TrainConfig
+from ccl.data.datamodule import NUM_ITEMS
 from ccl.data.packing import LOSS_KEYS, MODEL_INPUTS
 from ccl.data.sft import IGNORE_INDEX
 from ccl.model.code_tokens import code_head_parameters, code_token_ids
@@ -34,6 +35,10 @@ def warmup_cosine(warmup_steps: int, max_steps: int):
 
 
 LOSS_POSITIONS = ("answer", "all")
+# The training objective's rule, in the train stage's content key: a model trained under an
+# earlier rule (a step's loss = the mean of its micro-batch means, before issue 23) is never
+# taken for one trained under this one (a rerun of its run folder trains again).
+OBJECTIVE_VERSION = "step-token-mean"
 
 
 def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,6 +135,13 @@ def causal_lm_forward(model: nn.Module, inputs: dict[str, torch.Tensor], prefix:
     return out
 
 
+def batch_targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Target tokens of a batch as the causal-LM loss counts them (0-dim long tensor): labels
+    other than ``-100`` after the one-token shift, i.e. ``labels[:, 1:]``. The same count
+    whether the batch is padded or packed (a packed row's example starts are ``-100``)."""
+    return (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+
+
 def _step_seed(seed: int, rank: int, step: int, batch_idx: int) -> int:
     return (((seed * 1_000_003 + rank) * 1_000_003 + step) * 10_007 + batch_idx) % (2**63)
 
@@ -141,6 +153,25 @@ class SFTModule(pl.LightningModule):
     ``position_ids``. Packed rows (several examples in one row) come without an
     ``attention_mask`` and with ``position_ids`` restarting at 0 per example; the
     model then keeps the examples apart (sdpa and flash-attention alike).
+
+    The objective of one optimiser step is the mean cross-entropy over ALL answer
+    tokens of the step: sum of token losses over its micro-batches (``train.grad_accum``)
+    and ranks, divided by the step's target-token count. A training batch carries that
+    count as :data:`ccl.data.datamodule.NUM_ITEMS` (the data plan knows which micro-batches
+    form a step); a micro-batch's mean loss times its own target count is its summed
+    token loss. Lightning divides the returned loss by ``accumulate_grad_batches`` and DDP
+    averages the gradients over ranks, so the returned loss is multiplied back by both
+    (as transformers' Trainer multiplies by the number of processes when it divides by
+    ``num_items_in_batch``). The step's gradient then equals that of one batch of the
+    same examples on one device (tested), so the CPU default (micro-batches of 4, 2 per
+    step) and the GPU preset (one packed batch per step) optimise the same objective.
+    Under DeepSpeed, whose ``DeepSpeedEngine.backward`` also divides by the accumulation
+    steps, the gradient carries that constant factor on top (not tested here). A batch without :data:`NUM_ITEMS` (a plain
+    DataLoader) counts as equal to its step's other micro-batches: the step's loss is then
+    the mean of the micro-batch means, as before.
+
+    ``step_loss`` (0-dim tensor, summed over ranks) is the per-token mean loss of the last
+    completed optimiser step; it is also logged as ``train/loss``, once per step.
     """
 
     def __init__(
@@ -159,6 +190,8 @@ class SFTModule(pl.LightningModule):
         # Set by the train stage (train.frozen_prefix_cache): training steps run only the
         # trainable top layers on cached lower-layer states (ccl.model.frozen_prefix).
         self.prefix: Any = None
+        self.step_loss: torch.Tensor | None = None  # per-token mean of the last finished step
+        self._step_sum: torch.Tensor | None = None  # this rank's part of the running step
 
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
         # use_cache=False: with a KV cache present transformers skips the packed-sequence
@@ -166,11 +199,36 @@ class SFTModule(pl.LightningModule):
         inputs = model_inputs(batch, str(getattr(self.train_cfg, "loss_positions", "answer")))
         return causal_lm_forward(self.model, inputs, self.prefix if self.training else None)
 
+    def _scales(self) -> tuple[int, int]:
+        """(micro-batches Lightning divides the loss by, ranks DDP averages gradients over)."""
+        trainer = self._trainer
+        if trainer is None:
+            return 1, 1
+        return int(trainer.accumulate_grad_batches), int(trainer.world_size)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self(batch).loss
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False,
-                 batch_size=len(batch["input_ids"]))
-        return loss
+        mean = self(batch).loss  # mean over this micro-batch's target tokens
+        accumulate, world = self._scales()
+        n = batch_targets(batch).to(mean.device)
+        step_items = batch.get(NUM_ITEMS)
+        step_items = (n * accumulate * world if step_items is None else step_items.to(mean.device))
+        # This micro-batch's share of the step's per-token mean: its summed token loss / the
+        # step's target tokens (class docstring).
+        share = mean * (n.to(mean.dtype) / step_items.to(mean.dtype))
+        part = share.detach().to(torch.promote_types(share.dtype, torch.float32))
+        self._step_sum = part if self._step_sum is None else self._step_sum + part
+        return share * (accumulate * world)
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        # Runs once per optimiser step, after the step's last micro-batch: the step's loss is
+        # the sum of its micro-batches' shares over all ranks.
+        if self._step_sum is None:
+            return
+        total = self._step_sum
+        if self._scales()[1] > 1:
+            total = self.trainer.strategy.reduce(total.clone(), reduce_op="sum")
+        self.step_loss, self._step_sum = total.detach(), None
+        self.log("train/loss", self.step_loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
 
     def on_train_start(self) -> None:
         self._last_step_end = time.perf_counter()
@@ -201,8 +259,9 @@ class SFTModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self(batch).loss
+        # Weighted by target tokens: the epoch value is the mean over all answer tokens.
         self.log("val/loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True,
-                 batch_size=len(batch["input_ids"]))
+                 batch_size=int(batch_targets(batch)))
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -38,8 +38,9 @@ class TrainProgress(pl.Callback):
     """Log lines of the training when stdout is no terminal, and the fit's true cost.
 
     ``fit_seconds``: seconds spent in ``trainer.fit`` over all sessions (restored from
-    the checkpoint's callback state on resume). ``loss``: the last training loss seen
-    (restored likewise), so a fit that resumes at its last step still reports it.
+    the checkpoint's callback state on resume). ``loss``: the per-token mean loss of the
+    last finished optimiser step (restored likewise), so a fit that resumes at its last
+    step still reports it.
     """
 
     def __init__(self, log_lines: bool | None = None, stream: TextIO | None = None) -> None:
@@ -47,6 +48,7 @@ class TrainProgress(pl.Callback):
         self.stream = stream
         self.prior_seconds = 0.0  # from earlier sessions (checkpoint)
         self.loss = float("nan")
+        self._seen_step_loss: Any = None
         self._t0: float | None = None
         self._lines: LogLines | None = None
         self._tokens = 0
@@ -66,9 +68,7 @@ class TrainProgress(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is not None and hasattr(loss, "item"):
-            self.loss = float(loss.detach().float().item())
+        self._read_loss(trainer, pl_module, outputs)
         self._tokens += _batch_tokens(batch)
         step, total = trainer.global_step, trainer.max_steps
         # One line per completed optimiser step: with grad_accum > 1 several batches make one step.
@@ -82,6 +82,20 @@ class TrainProgress(pl.Callback):
         eta = time_left(done, total - self._first_step, elapsed)
         self._lines.emit(f"step {step}/{total} ({step / max(total, 1):.0%}), loss {self.loss:.3f}, "
                          f"{rate:,.0f} tokens/s, elapsed {duration(self.fit_seconds)}, ETA {eta}")
+
+    def _read_loss(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any) -> None:
+        """The step's loss: the module's ``step_loss`` (the per-token mean of the last finished
+        optimiser step, :class:`ccl.model.module.SFTModule`) when it has one; else the batch's
+        own loss (Lightning hands it over divided by ``accumulate_grad_batches``: undone)."""
+        step_loss = getattr(pl_module, "step_loss", None)
+        if step_loss is not None:
+            if step_loss is not self._seen_step_loss:
+                self._seen_step_loss = step_loss
+                self.loss = float(step_loss.float().item())
+            return
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None and hasattr(loss, "item"):
+            self.loss = float(loss.detach().float().item()) * int(trainer.accumulate_grad_batches)
 
     def state_dict(self) -> dict[str, Any]:
         return {"fit_seconds": self.fit_seconds, "loss": self.loss}

@@ -15,6 +15,7 @@ from ccl.data.prompts import PROMPT_VERSION
 from ccl.generation.engine import guard_applies
 from ccl.generation.guards import GUARD_VERSION
 from ccl.inference.parser import PARSER_VERSION
+from ccl.model.module import OBJECTIVE_VERSION
 from ccl.stages.data import DataBundle
 from ccl.utils.hashing import hash_obj
 from ccl.utils.run_folder import outside_stage_keys
@@ -33,7 +34,7 @@ def train_key(cfg: DictConfig, bundle: DataBundle) -> str:
     if trainer:
         parts["trainer"] = trainer
     return hash_obj({"data": bundle.key, "task": str(cfg.task), "seed": cfg.seed,
-                     "prompts": PROMPT_VERSION, **parts})
+                     "prompts": PROMPT_VERSION, "objective": OBJECTIVE_VERSION, **parts})
 
 
 def predict_key(cfg: DictConfig, tkey: str) -> str:
