@@ -8,7 +8,8 @@
 # model/ccl_model.json (training cost), data/{train,test}.jsonl and data/spans_*.jsonl (what
 # the seen/unseen and coverage analyses read). Git stores identical files once.
 # CodiEsp runs (CC BY 4.0, but its notes' text is never committed): predictions.jsonl keeps
-# id, codes and gold codes only (raw output and evidence quote the notes), data/{train,test}.jsonl
+# id, codes, gold codes and code_scores only (raw output and evidence quote the notes; the
+# scores are what the ranking metrics, MAP included, are recomputed from), data/{train,test}.jsonl
 # keep id, split and codes only (text and evidence emptied); span pairs are ICD-10-CM text.
 set -euo pipefail
 dest=$1
@@ -39,7 +40,7 @@ def strip(src, dst, keep, blank):
     rows = [json.loads(line) for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = [{**{k: r[k] for k in keep if k in r}, **blank} for r in rows]
     dst.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-strip(run / "predictions.jsonl", out / "predictions.jsonl", ("id", "codes", "gold_codes"),
+strip(run / "predictions.jsonl", out / "predictions.jsonl", ("id", "codes", "gold_codes", "code_scores"),
       {"raw_output": "", "evidence": []})
 for split in ("train", "test"):
     strip(run / "data" / f"{split}.jsonl", out / "data" / f"{split}.jsonl",

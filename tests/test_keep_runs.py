@@ -19,7 +19,8 @@ def fake_run(folder: Path, source: str) -> Path:
     (folder / "metrics.json").write_text(json.dumps({"codes": {}}))
     (folder / "data_manifest.json").write_text("{}")
     pred = {"id": "d1", "raw_output": f"Evidence:\n- {NOTE}\nCodes:\n- I10", "evidence": [NOTE],
-            "codes": ["I10"], "gold_codes": ["I10", "G43.909"], "truncated": False}
+            "codes": ["I10"], "gold_codes": ["I10", "G43.909"], "truncated": False,
+            "code_scores": {"I10": -0.25}}
     (folder / "predictions.jsonl").write_text(json.dumps(pred, ensure_ascii=False) + "\n")
     doc = {"id": "d1", "text": NOTE, "codes": ["I10"], "split": "train", "source": source,
            "spans": [{"start": 35, "end": 57, "text": NOTE[35:57], "code": "I10"}]}
@@ -43,7 +44,9 @@ def test_codiesp_runs_are_kept_without_note_text(tmp_path):
         if path.is_file():
             assert "migraña" not in path.read_text(encoding="utf-8"), path
     preds = read_predictions(out / "predictions.jsonl")
-    assert preds == [{"id": "d1", "codes": ["I10"], "gold_codes": ["I10", "G43.909"], "raw_output": "", "evidence": []}]
+    # code_scores stay (issue 23: the ranking metrics, MAP included, are recomputed from them)
+    assert preds == [{"id": "d1", "codes": ["I10"], "gold_codes": ["I10", "G43.909"], "code_scores": {"I10": -0.25},
+                      "raw_output": "", "evidence": []}]
     docs = read_documents(out / "data" / "train.jsonl")
     assert [(d.id, d.codes, d.text, d.spans) for d in docs] == [("d1", ["I10"], "", [])]
     assert (out / "data" / "spans_gold.jsonl").read_text() == (run / "data" / "spans_gold.jsonl").read_text()

@@ -99,7 +99,7 @@ def doc_stats(
 ) -> DocStats:
     """The :class:`DocStats` of one target's predictions."""
     return DocStats.build([p["gold_codes"] for p in predictions], [p["codes"] for p in predictions],
-                          label_space, chapter_mapper(tab), scores_of(predictions), threshold)
+                          label_space, chapter_mapper(tab), scores_of(predictions), threshold, valid_codes=tab)
 
 
 def extended_metrics(

@@ -216,14 +216,18 @@ def _metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 EXTENDED_METRICS = ("category_micro_f1", "chapter_micro_f1", "precision_at_5", "precision_at_8",
-                    "precision_at_15", "recall_at_5", "recall_at_8", "recall_at_15", "map", "tuned_micro_f1")
+                    "precision_at_15", "recall_at_5", "recall_at_8", "recall_at_15", "map_trec",
+                    "map_trec_complete", "map_label_space", "tuned_micro_f1")
+# metrics.json files written before the two MAPs were told apart call the label-space one "map".
+RENAMED_METRICS = {"map": "map_label_space"}
 
 
 def _extended_columns(metrics: dict[str, Any]) -> dict[str, Any]:
     """Issue 16's columns: hierarchy and ranking metrics, interval bounds, invalid codes, guidelines."""
-    overall = metrics["codes"].get("overall") or {}
+    overall = {RENAMED_METRICS.get(k, k): v for k, v in (metrics["codes"].get("overall") or {}).items()}
     row: dict[str, Any] = {f"overall_{k}": overall.get(k, NAN) for k in EXTENDED_METRICS}
     for key, (low, high) in (metrics.get("intervals") or {}).items():
+        key = RENAMED_METRICS.get(key, key)
         row[f"ci_low_{key}"], row[f"ci_high_{key}"] = low, high
     row["invalid_code_rate"] = (metrics.get("invalid_codes") or {}).get("invalid_code_rate", NAN)
     for key, value in (metrics.get("guidelines") or {}).items():

@@ -133,7 +133,9 @@ def print_extended(metrics: dict[str, Any], console: Console) -> None:
 
     parts = [show(k, lbl) for k, lbl in (("micro_f1", "micro F1"), ("category_micro_f1", "category F1"),
                                          ("chapter_micro_f1", "chapter F1"), ("precision_at_5", "P@5"),
-                                         ("recall_at_8", "R@8"), ("map", "mAP"), ("tuned_micro_f1", "tuned F1"))]
+                                         ("recall_at_8", "R@8"), ("map_trec", "MAP (TREC)"),
+                                         ("map_label_space", "mAP (label space)"),
+                                         ("tuned_micro_f1", "tuned F1"))]
     if any(parts):
         info = metrics.get("intervals_info")
         head = f"{100 * info['confidence']:.0f}% intervals" if info else "no intervals"
