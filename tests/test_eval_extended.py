@@ -187,12 +187,12 @@ def test_note_references():
 def test_guideline_checks_on_the_tabular_list(tab):
     g = GuidelineChecker(tab)
     # E11 excludes1 "type 1 diabetes mellitus (E10.-)"; S72.001 needs a 7th character;
-    # E11 says "use additional code ... insulin (Z79.4)"; I10 has no such rule.
-    flags = g.check(["E11.9", "E10.9", "S72.001", "I10"])
+    # I70.44 says "use additional code to identify severity of ulcer (L97.-)"; I10 has no such rule.
+    flags = g.check(["E11.9", "E10.9", "S72.001", "I10", "I70.441"])
     assert flags.excludes1_pairs == [("E11.9", "E10.9")]
     assert flags.missing_seventh_character == ["S72.001"]
-    assert "E11.9" in flags.use_additional_code_missing
-    assert g.check(["E11.9", "Z79.4"]).use_additional_code_missing == []
+    assert flags.use_additional_code_missing == ["I70.441"]
+    assert g.check(["I70.441", "L97.309"]).use_additional_code_missing == []
     # F02.80 "code first the underlying physiological condition, such as: Alzheimer's (G30.-)"
     assert g.check(["F02.80"]).code_first_missing == ["F02.80"]
     assert g.check(["G30.9", "F02.80"]).code_first_missing == []
