@@ -61,3 +61,20 @@ def test_demo_runs_are_kept_whole_and_credentialed_ones_refused(tmp_path):
     result = keep(tmp_path / "kept", mdace)
     assert result.returncode == 2 and "refused" in result.stderr
     assert not (tmp_path / "kept" / "mdace_s0").exists()
+
+
+def test_the_experiment_override_is_kept_and_no_other(tmp_path):
+    """ccl.report finds Table 3 rows by the experiment (issue 23); the other overrides name
+    this machine's folders and stay behind."""
+    run = fake_run(tmp_path / "runs" / "my_run", "demo")
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text(
+        "- +experiment=ablation_row4\n- docs.path=/home/me/data/demo\n- name=my_run\n")
+    assert keep(tmp_path / "kept", run).returncode == 0
+    kept = tmp_path / "kept" / "my_run" / ".hydra" / "overrides.yaml"
+    assert kept.read_text() == "- +experiment=ablation_row4\n"
+    bare = fake_run(tmp_path / "runs" / "bare", "demo")
+    (bare / ".hydra").mkdir()
+    (bare / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    assert keep(tmp_path / "kept", bare).returncode == 0
+    assert (tmp_path / "kept" / "bare" / ".hydra" / "overrides.yaml").read_text() == "[]\n"

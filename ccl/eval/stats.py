@@ -206,8 +206,10 @@ def paired_test(
     """``metric -> {a, b, diff, p_value, diff_ci}`` for two runs on the same documents.
 
     ``diff`` = a - b; ``p_value`` from a paired permutation test (two-sided, with
-    scipy's exact test when 2^n <= n_resamples); ``diff_ci`` a paired bootstrap interval
-    of the difference.
+    scipy's exact test when 2^n <= n_resamples); ``p_floor`` the smallest p-value that test
+    can give (randomised: 2 / (n_resamples + 1), scipy counting the observed statistic once;
+    exact: 2 / 2^n), so a ``p_value`` at the floor is an upper bound, reported as
+    ``p <= p_floor``; ``diff_ci`` a paired bootstrap interval of the difference.
     """
     n = a.n_docs
     both = a.paired_with(b)
@@ -225,7 +227,9 @@ def paired_test(
             return diff(x, y)
         return np.stack([diff(a, b) for a, b in zip(np.asarray(x), np.asarray(y), strict=True)])
 
-    out = {k: {"a": pa[k], "b": pb[k], "diff": pa[k] - pb[k], "p_value": 1.0,
+    exact = n >= 1 and 2 ** n <= int(n_resamples)
+    floor = min(1.0, 2 / 2 ** n if exact else 2 / (int(n_resamples) + 1))
+    out = {k: {"a": pa[k], "b": pb[k], "diff": pa[k] - pb[k], "p_value": 1.0, "p_floor": floor,
                "diff_ci": [pa[k] - pb[k]] * 2} for k in keys}
     if n < 2:
         return out
