@@ -13,8 +13,11 @@ Tabular List XML, parsed by :mod:`ccl.icd.tabular`):
   present*, so a code list alone shows a missing half only where the note's condition
   always holds. A code whose own or inherited ``codeFirst`` (``useAdditionalCode``)
   note is *enforced* and references codes, none of which the document also has, is
-  missing its other half. Per note (a header note ending in ``:`` and the items under
-  it form one note, its items alternatives):
+  missing its other half. One note is one instruction: a header note ending in ``:``
+  with the items under it, or the notes of a code before any header, led by the first
+  (A41's ", if applicable, postprocedural sepsis (T81.44-)" conditions the sepsis list
+  after it); its items are alternatives, any one of which meets it. Each ancestor's notes
+  are instructions of their own.
 
   - **Conditional notes are not enforced**: the note or its header says "if applicable",
     "if known", "if present", "if necessary", "when specified" or "any" ("code first any
@@ -34,6 +37,14 @@ Tabular List XML, parsed by :mod:`ccl.icd.tabular`):
     that chapter (I42's "code first pre-existing cardiomyopathy complicating pregnancy
     and puerperium (O99.4)" applies to a pregnant patient only; Guidelines I.C.15.a).
   - A note without a code reference (prose only) cannot be checked.
+
+  What stays enforced is the unconditional kind: "code first (T51-T65) to identify chemical
+  and intent" on a corrosion, "use additional code to identify severity of ulcer (L97.-)"
+  on atherosclerosis with ulceration, "code first the underlying physiological condition,
+  such as: ..." on a manifestation code (an underlying condition missing from the
+  examples is flagged), and K70's "use additional code to identify: alcohol abuse and
+  dependence (F10.-)" -- the one rule the demo world's gold codes break (10 of its 40 test
+  documents code alcoholic cirrhosis without an F10 code).
 
 Code references are read from the parentheses of a note: ``(E10.-)`` and ``(T81.44-)``
 are the code and everything below it, ``(O75.3)`` the code (and its children),
