@@ -90,6 +90,14 @@ def test_one_seed_draws_no_error_bar_and_n_1():
     one = _seen_unseen().iloc[[0, 3]]
     data = figure3_data(one, None)
     assert data["a"]["std"].tolist() == [0.0] * 4 and data["a"]["n"].tolist() == [1] * 4
+    fig, _ = draw_unseen_figure(one, None)
+    try:
+        ax = fig.axes[0]
+        assert all(c.errorbar is None for c in ax.containers if hasattr(c, "patches"))
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["document SFT\n(n=1)", "CCL\n(n=1)"]
+        assert [p.get_height() for p in ax.containers[0].patches] == [60.0, 65.0]
+    finally:
+        plt.close(fig)
 
 
 def test_p_values_at_the_resampling_floor_print_as_bounds():

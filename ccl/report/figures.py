@@ -119,7 +119,8 @@ def figure3_data(seen_unseen: pd.DataFrame, tier_gain: pd.DataFrame | None) -> d
 
 def _grouped_bars(ax: plt.Axes, data: pd.DataFrame, group: str, label_of=str) -> list[str]:
     """Bars of ``data`` (label, ``group``, mean, std, n): one cluster per label, one bar per
-    ``group`` value, error bars ± std where n > 1; x labels carry n. Returns the x labels."""
+    ``group`` value, error bars ± std where n > 1 (none in a series of single runs); x labels
+    carry n. Returns the x labels."""
     labels = list(dict.fromkeys(data["label"]))
     kinds = list(dict.fromkeys(data[group]))
     width = 0.8 / max(1, len(kinds))
@@ -127,7 +128,9 @@ def _grouped_bars(ax: plt.Axes, data: pd.DataFrame, group: str, label_of=str) ->
         part = data[data[group] == kind].set_index("label").reindex(labels)
         pos = np.arange(len(labels)) + (i - (len(kinds) - 1) / 2) * width
         err = part["std"].where(part["n"] > 1, 0.0).fillna(0.0)
-        ax.bar(pos, part["mean"], width, yerr=err, capsize=3, label=label_of(kind))
+        several = bool((part["n"] > 1).any())  # one run per bar: no error bars at all
+        ax.bar(pos, part["mean"], width, yerr=err if several else None, capsize=3 if several else 0,
+               label=label_of(kind))
     n_of = data.groupby("label", sort=False)["n"].max()
     ticks = [f"{lbl}\n(n={int(n_of[lbl])})" for lbl in labels]
     ax.set_xticks(range(len(labels)), ticks, rotation=30, ha="right", fontsize=7)
