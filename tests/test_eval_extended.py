@@ -75,7 +75,7 @@ def test_map_equals_sklearn_samples_average_on_random_runs():
     m = DocStats.build(gold, pred, space, scores=scores).metrics()
     y = np.array([[c in g for c in space] for g in gold])
     s = np.array([[math.exp(sc[c]) if c in sc else 0.0 for c in space] for sc in scores])
-    assert m["map"] == pytest.approx(average_precision_score(y, s, average="samples"))
+    assert m["map_label_space"] == pytest.approx(average_precision_score(y, s, average="samples"))
     # P@k checked against a direct top-k count
     for k in (5, 8, 15):
         direct = np.mean([sum(c in g for c in sorted(sc, key=lambda c: -sc[c])[:k]) / k
@@ -187,12 +187,12 @@ def test_note_references():
 def test_guideline_checks_on_the_tabular_list(tab):
     g = GuidelineChecker(tab)
     # E11 excludes1 "type 1 diabetes mellitus (E10.-)"; S72.001 needs a 7th character;
-    # E11 says "use additional code ... insulin (Z79.4)"; I10 has no such rule.
-    flags = g.check(["E11.9", "E10.9", "S72.001", "I10"])
+    # I70.44 says "use additional code to identify severity of ulcer (L97.-)"; I10 has no such rule.
+    flags = g.check(["E11.9", "E10.9", "S72.001", "I10", "I70.441"])
     assert flags.excludes1_pairs == [("E11.9", "E10.9")]
     assert flags.missing_seventh_character == ["S72.001"]
-    assert "E11.9" in flags.use_additional_code_missing
-    assert g.check(["E11.9", "Z79.4"]).use_additional_code_missing == []
+    assert flags.use_additional_code_missing == ["I70.441"]
+    assert g.check(["I70.441", "L97.309"]).use_additional_code_missing == []
     # F02.80 "code first the underlying physiological condition, such as: Alzheimer's (G30.-)"
     assert g.check(["F02.80"]).code_first_missing == ["F02.80"]
     assert g.check(["G30.9", "F02.80"]).code_first_missing == []
@@ -231,7 +231,8 @@ def test_extended_metrics_block(tab):
     m = out["overall"]
     assert m["tuned_micro_f1"] == pytest.approx(1.0)  # I10 of doc 1 (p = 0.14) is cut at 0.5
     assert m["micro_f1"] == pytest.approx(2 * 2 / (2 * 2 + 1))
-    assert m["precision_at_5"] == pytest.approx((1 / 5 + 1 / 5) / 2) and m["map"] == pytest.approx(1.0)
+    assert m["precision_at_5"] == pytest.approx((1 / 5 + 1 / 5) / 2) and m["map_label_space"] == pytest.approx(1.0)
+    assert m["map_trec"] == pytest.approx(1.0) and m["map_trec_complete"] == pytest.approx(1.0)
     assert out["invalid_codes"]["invalid_code_rate"] == 0.0
     assert set(out["intervals"]) == set(m) and out["intervals_info"]["n_resamples"] == 50
 
@@ -250,10 +251,10 @@ def test_run_writes_the_extended_metrics(tmp_path):
     metrics = run(cfg, tmp_path / "run", Console(quiet=True))
     folder = tmp_path / "run"
     overall = metrics["codes"]["overall"]
-    for key in ("category_micro_f1", "chapter_micro_f1", "precision_at_5", "recall_at_15", "map",
+    for key in ("category_micro_f1", "chapter_micro_f1", "precision_at_5", "recall_at_15", "map_label_space", "map_trec",
                 "tuned_micro_f1"):
         assert 0.0 <= overall[key] <= 1.0, key
-    assert set(metrics["intervals"]) >= {"micro_f1", "macro_f1", "map", "precision_at_8"}
+    assert set(metrics["intervals"]) >= {"micro_f1", "macro_f1", "map_label_space", "map_trec", "precision_at_8"}
     assert metrics["invalid_codes"]["invalid_code_rate"] == 0.0
     assert metrics["guidelines"]["mode"] == "repair" and "excludes1_pairs" in metrics["guidelines"]
     assert 0.0 <= metrics["threshold"]["value"] < 1.0 and metrics["threshold"]["val_docs"] == 4

@@ -36,8 +36,8 @@ def test_table3_with_intervals_and_a_paired_test_of_rows_3_and_4(runs, tmp_path)
     text = table.read_text()
     note = next(line for line in text.splitlines() if "Paired test row 4 - row 3" in line)
     assert "micro F1 +100.0 pts" in note
-    p = float(note.split("p = ")[1].split(";")[0].rstrip("._"))
-    assert p < 0.05  # six documents: the exact permutation test's smallest two-sided p is 2/64
+    # six documents: the exact permutation test's smallest two-sided p is 2/64, a bound
+    assert "p <= 0.031" in note and "p = " not in note
     assert "table3_intervals" in (out / "report.md").read_text() or "Table 3 with 95% intervals" in (
         out / "report.md").read_text()
 

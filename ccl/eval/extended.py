@@ -30,14 +30,19 @@ from ccl.icd.tabular import TabularList
 def apply_guidelines(
     predictions: list[dict[str, Any]], tab: TabularList, mode: str
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(predictions to score, the ``guidelines`` block): counts, and with ``mode="repair"``
+    """(predictions to score, the ``guidelines`` block): counts for the predictions, the same
+    counts for the gold codes (``gold_*``, when every row has ``gold_codes``), and with ``mode="repair"``
     the rows with the lower-scored code of each Excludes1 pair dropped (``repaired_from``
     keeps the original codes)."""
     if mode not in ("report", "repair"):
         raise ValueError(f"eval.guidelines={mode!r}: expected report or repair")
     checker = GuidelineChecker(tab)
     flags = [checker.check(p["codes"]) for p in predictions]
-    block: dict[str, Any] = {"mode": mode, **guideline_counts(flags)}
+    block: dict[str, Any] = {"mode": mode, "n_docs": len(predictions), **guideline_counts(flags)}
+    # The gold codes' own counts: the rate a correct coder would get from the same checks.
+    if all("gold_codes" in p for p in predictions):
+        gold = guideline_counts([checker.check(p["gold_codes"]) for p in predictions])
+        block |= {f"gold_{k}": v for k, v in gold.items()}
     if mode == "repair":
         repaired, dropped = [], 0
         for p in predictions:
@@ -99,7 +104,7 @@ def doc_stats(
 ) -> DocStats:
     """The :class:`DocStats` of one target's predictions."""
     return DocStats.build([p["gold_codes"] for p in predictions], [p["codes"] for p in predictions],
-                          label_space, chapter_mapper(tab), scores_of(predictions), threshold)
+                          label_space, chapter_mapper(tab), scores_of(predictions), threshold, valid_codes=tab)
 
 
 def extended_metrics(

@@ -10,11 +10,29 @@ the label space (codes outside it are dropped first, as for F1):
   were written (Edin et al., CAML). Mean over all documents.
 * **R@k** = (gold codes among the top k) / (gold codes of the document). Mean over the
   documents with at least one gold code.
-* **AP** is scikit-learn's ``average_precision_score`` of the document's label-space
-  row: y_true the gold indicator, y_score exp(score) for written codes and 0 for the
-  rest (so unwritten gold codes share the lowest threshold, as in a discriminative
-  model's score matrix). **mAP** is its mean over the documents with at least one
-  gold code (= ``average_precision_score(Y, S, average="samples")`` on those rows).
+* **Two MAPs**, named for what they are (peers report both kinds under "MAP"):
+
+  - ``map_label_space``: scikit-learn's ``average_precision_score`` of the document's
+    label-space row: y_true the gold indicator, y_score exp(score) for written codes and 0
+    for the rest (so unwritten gold codes share the lowest threshold, as in a
+    discriminative model's score matrix: a missed code still earns |gold| / |label space|
+    at that threshold). Mean over the documents with at least one gold code (=
+    ``average_precision_score(Y, S, average="samples")`` on those rows). This is the mAP
+    of medical-coding-reproducibility (Edin et al.), whose models score every code.
+  - ``map_trec``: TREC-style MAP over the ranked list the model wrote, as the official
+    CodiEsp scorer computes it (TeMU-BSC codiesp-evaluation-script, CodiEsp-D/P, which
+    calls trectools' ``TrecEval.get_map(trec_eval=False)``): every written code ranks
+    (duplicates dropped, the first kept; codes outside the code system dropped first, as
+    the scorer drops codes missing from its valid-code list; codes outside the test label
+    space stay, as non-relevant), and
+    AP = (sum of the precision at the rank of each gold code retrieved) / (gold codes of
+    the document), 0 for a document without gold codes. The mean is over the documents
+    with at least one ranked code: a document the model wrote no code for is left out
+    (trectools divides by the run's queries), a written-but-ungolded one counts 0.
+  - ``map_trec_complete``: the same AP averaged over every document with a gold code,
+    a document with no ranked code counting 0 (trec_eval's ``-c``, "complete"): unlike
+    ``map_trec`` it does not reward writing nothing for hard documents.
+
 * **Tuned threshold.** A code is kept when exp(score) >= t; t is chosen on the
   validation split from 0.00, 0.01, ..., 0.99 to maximise micro-F1 (Edin et al. tune
   on validation the same way); the smallest t wins a tie.
@@ -22,7 +40,7 @@ the label space (codes outside it are dropped first, as for F1):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 
 import numpy as np
 
@@ -33,12 +51,13 @@ TOP_K = (5, 8, 15)
 THRESHOLD_GRID = tuple(round(0.01 * i, 2) for i in range(100))
 
 
-def ranked_codes(codes: Sequence[str], scores: Mapping[str, float], space: set[str]) -> list[str]:
-    """Written label-space codes in descending score (ties and unscored codes keep output order).
+def ranked_codes(codes: Sequence[str], scores: Mapping[str, float], space: Container[str] | None) -> list[str]:
+    """Written codes in descending score (ties and unscored codes keep output order), deduplicated.
 
-    A code without a score ranks after every scored code.
+    Only codes in ``space`` are kept (``None`` keeps every code). A code without a score
+    ranks after every scored code.
     """
-    kept = list(dict.fromkeys(canonical_code(c) for c in codes if canonical_code(c) in space))
+    kept = list(dict.fromkeys(c for c in map(canonical_code, codes) if space is None or c in space))
     canon = {canonical_code(k): float(v) for k, v in scores.items()}
     order = {c: i for i, c in enumerate(kept)}
     return sorted(kept, key=lambda c: (c not in canon, -canon.get(c, 0.0), order[c]))
@@ -78,6 +97,48 @@ def average_precision(ranked: Sequence[str], scores: Mapping[str, float], gold: 
         # The zero block holds every unwritten code; at that threshold everything is predicted.
         ap += (1.0 - prev_recall) * len(gold) / n_space
     return ap
+
+
+def trec_average_precision(ranked: Sequence[str], gold: set[str]) -> float:
+    """TREC average precision of one ranked list (trec_eval's ``map``, the CodiEsp scorer's AP).
+
+    ``ranked``: distinct codes, best first; ``gold``: the relevant codes. AP = sum over the
+    ranks r (1-based) holding a gold code of (gold codes in the top r) / r, divided by
+    |gold|; gold codes never retrieved add 0. A document without gold codes has AP 0 (the
+    CodiEsp scorer's value for a query without relevant documents).
+    """
+    if not gold:
+        return 0.0
+    hits, total = 0, 0.0
+    for rank, code in enumerate(ranked, start=1):
+        if code in gold:
+            hits += 1
+            total += hits / rank
+    return total / len(gold)
+
+
+def trec_map(
+    gold: Sequence[Sequence[str]],
+    ranked: Sequence[Sequence[str]],
+    complete: bool = False,
+) -> float:
+    """Mean of :func:`trec_average_precision` over documents; see the module docs.
+
+    ``gold[i]`` and ``ranked[i]`` are document i's gold codes and its written codes in rank
+    order (canonicalised and deduplicated here, first occurrence kept). ``complete=False``
+    (``map_trec``, the official CodiEsp scorer): mean over the documents with at least one
+    ranked code; ``complete=True`` (``map_trec_complete``, trec_eval ``-c``): mean over the
+    documents with at least one gold code. 0.0 when no document qualifies.
+    """
+    if len(gold) != len(ranked):
+        raise ValueError(f"gold has {len(gold)} documents but ranked has {len(ranked)}")
+    values = []
+    for g, r in zip(gold, ranked, strict=True):
+        g_set = {canonical_code(c) for c in g}
+        r_list = list(dict.fromkeys(map(canonical_code, r)))
+        if (g_set if complete else r_list):
+            values.append(trec_average_precision(r_list, g_set))
+    return float(np.mean(values)) if values else 0.0
 
 
 def keep_above(codes: Sequence[str], scores: Mapping[str, float], threshold: float) -> list[str]:

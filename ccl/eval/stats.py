@@ -19,7 +19,7 @@ interval of the difference is given beside it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from ccl.eval.ranking import (
     keep_above,
     precision_recall_at_k,
     ranked_codes,
+    trec_average_precision,
 )
 from ccl.icd.codes import canonical_code
 
@@ -107,13 +108,16 @@ class DocStats:
         chapter_of: Mapper | None = None,
         scores: Sequence[Mapping[str, float]] | None = None,
         threshold: float | None = None,
+        valid_codes: Container[str] | None = None,
     ) -> DocStats:
         """Events and ranking values of one run.
 
         ``pred`` holds every parsed code (outside the label space too: the category and
         chapter levels credit them); ``scores`` the per-code log-probabilities (ranking
         metrics need them); ``threshold`` a tuned probability threshold (level
-        ``tuned``).
+        ``tuned``); ``valid_codes`` the codes of the code system (``map_trec`` ranks the
+        written codes in it, as the CodiEsp scorer keeps only codes of its valid-code
+        list; None ranks every written code).
         """
         if len(gold) != len(pred):
             raise ValueError(f"gold has {len(gold)} documents but pred has {len(pred)}")
@@ -138,8 +142,13 @@ class DocStats:
                 pr = [precision_recall_at_k(r, gd, k) for r, gd in zip(ranked, g, strict=True)]
                 ranking[f"precision_at_{k}"] = np.array([x[0] for x in pr])
                 ranking[f"recall_at_{k}"] = np.array([x[1] for x in pr])
-            ranking["map"] = np.array([average_precision(r, s, gd, len(space))
-                                       for r, s, gd in zip(ranked, scores, g, strict=True)])
+            ranking["map_label_space"] = np.array([average_precision(r, s, gd, len(space))
+                                                   for r, s, gd in zip(ranked, scores, g, strict=True)])
+            # TREC-style: every written code of the code system ranks, the test label space's or not.
+            trec = [ranked_codes(codes_, s, valid_codes) for codes_, s in zip(pred, scores, strict=True)]
+            ap = [trec_average_precision(r, gd) for r, gd in zip(trec, g, strict=True)]
+            ranking["map_trec"] = np.array([a if r else np.nan for a, r in zip(ap, trec, strict=True)])
+            ranking["map_trec_complete"] = np.array([a if gd else np.nan for a, gd in zip(ap, g, strict=True)])
             if threshold is not None:
                 kept = [{canonical_code(c) for c in keep_above(sorted(x), s, threshold)}
                         for x, s in zip(p, scores, strict=True)]
@@ -197,8 +206,10 @@ def paired_test(
     """``metric -> {a, b, diff, p_value, diff_ci}`` for two runs on the same documents.
 
     ``diff`` = a - b; ``p_value`` from a paired permutation test (two-sided, with
-    scipy's exact test when 2^n <= n_resamples); ``diff_ci`` a paired bootstrap interval
-    of the difference.
+    scipy's exact test when 2^n <= n_resamples); ``p_floor`` the smallest p-value that test
+    can give (randomised: 2 / (n_resamples + 1), scipy counting the observed statistic once;
+    exact: 2 / 2^n), so a ``p_value`` at the floor is an upper bound, reported as
+    ``p <= p_floor``; ``diff_ci`` a paired bootstrap interval of the difference.
     """
     n = a.n_docs
     both = a.paired_with(b)
@@ -216,7 +227,9 @@ def paired_test(
             return diff(x, y)
         return np.stack([diff(a, b) for a, b in zip(np.asarray(x), np.asarray(y), strict=True)])
 
-    out = {k: {"a": pa[k], "b": pb[k], "diff": pa[k] - pb[k], "p_value": 1.0,
+    exact = n >= 1 and 2 ** n <= int(n_resamples)
+    floor = min(1.0, 2 / 2 ** n if exact else 2 / (int(n_resamples) + 1))
+    out = {k: {"a": pa[k], "b": pb[k], "diff": pa[k] - pb[k], "p_value": 1.0, "p_floor": floor,
                "diff_ci": [pa[k] - pb[k]] * 2} for k in keys}
     if n < 2:
         return out

@@ -216,20 +216,41 @@ def _metric_columns(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 EXTENDED_METRICS = ("category_micro_f1", "chapter_micro_f1", "precision_at_5", "precision_at_8",
-                    "precision_at_15", "recall_at_5", "recall_at_8", "recall_at_15", "map", "tuned_micro_f1")
+                    "precision_at_15", "recall_at_5", "recall_at_8", "recall_at_15", "map_trec",
+                    "map_trec_complete", "map_label_space", "tuned_micro_f1")
+# metrics.json files written before the two MAPs were told apart call the label-space one "map".
+RENAMED_METRICS = {"map": "map_label_space"}
 
 
 def _extended_columns(metrics: dict[str, Any]) -> dict[str, Any]:
     """Issue 16's columns: hierarchy and ranking metrics, interval bounds, invalid codes, guidelines."""
-    overall = metrics["codes"].get("overall") or {}
+    overall = {RENAMED_METRICS.get(k, k): v for k, v in (metrics["codes"].get("overall") or {}).items()}
     row: dict[str, Any] = {f"overall_{k}": overall.get(k, NAN) for k in EXTENDED_METRICS}
     for key, (low, high) in (metrics.get("intervals") or {}).items():
+        key = RENAMED_METRICS.get(key, key)
         row[f"ci_low_{key}"], row[f"ci_high_{key}"] = low, high
     row["invalid_code_rate"] = (metrics.get("invalid_codes") or {}).get("invalid_code_rate", NAN)
     for key, value in (metrics.get("guidelines") or {}).items():
         if key != "mode":
             row[f"guideline_{key}"] = value
     return row
+
+
+_EXPERIMENT = re.compile(r"^\+{0,2}experiment=(.+)$")
+
+
+def experiment_of(overrides: list, name: str) -> str | None:
+    """The experiment config a run was composed with (``+experiment=ablation_row4``).
+
+    Read from the run's ``.hydra/overrides.yaml`` (the last ``experiment=`` override); a run
+    folder without that file (kept before issue 23) falls back to its ``name``, which the
+    experiment configs set to their own name. A run named otherwise (``name=my_run``, as the
+    README advises) is still found by its experiment. None: no experiment override.
+    """
+    if overrides:
+        found = [m.group(1).strip() for o in overrides if (m := _EXPERIMENT.match(str(o).strip()))]
+        return found[-1] if found else None
+    return name
 
 
 def _base_row(run_dir: Path, cfg: dict[str, Any], manifest: dict[str, Any], train_report: dict | None,
@@ -244,7 +265,8 @@ def _base_row(run_dir: Path, cfg: dict[str, Any], manifest: dict[str, Any], trai
     task = str(cfg.get("task", "evidence"))
     split = str(infer.get("split", "test"))
     name = str(cfg.get("name", run_dir.name))
-    row_match = re.fullmatch(r"ablation_row(\d+)", name)
+    experiment = experiment_of(overrides, name)
+    row_match = re.fullmatch(r"ablation_row(\d+)", experiment or "")
     n_params = backbone.get("n_params")
     if n_params is None and train_report:
         # Base parameters: LoRA adds trainable adapter weights on top of the backbone.
@@ -254,7 +276,8 @@ def _base_row(run_dir: Path, cfg: dict[str, Any], manifest: dict[str, Any], trai
     row: dict[str, Any] = {
         "run_dir": str(run_dir), "run": run_dir.name, "sweep": _sweep_of(run_dir),
         "overrides": " ".join(str(o) for o in overrides),
-        "name": name, "ablation_row": int(row_match.group(1)) if row_match else NAN,
+        "name": name, "experiment": experiment or "",
+        "ablation_row": int(row_match.group(1)) if row_match else NAN,
         "task": task, "train_mode": mode, "seed": cfg.get("seed"),
         "backbone": str(backbone.get("name")), "backbone_family": str(backbone.get("family") or ""),
         "n_params": float(n_params) if n_params is not None else NAN,

@@ -84,50 +84,86 @@ def coverage_means(per_code: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def unseen_figure(seen_unseen: pd.DataFrame, tier_gain: pd.DataFrame | None, out_base: str | Path,
-                  coverage: pd.DataFrame | None = None) -> list[Path]:
-    """Figure 3: (a) micro F1 on seen vs unseen codes per run; (b) unseen-code F1 gain per tier;
-    (c) with ``coverage`` (per-code rows of :func:`ccl.report.unseen.coverage_tables`): micro F1
-    on the unseen codes of each wording-coverage class per recipe, mean ± std over seeds.
+def seed_summary(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
+    """Per group of ``keys`` (in order of first appearance): ``mean``, ``std`` (sample
+    standard deviation over the group's rows, i.e. seeds; 0 for one row) and ``n`` (rows with
+    a value) of column ``value``."""
+    rows = []
+    for key, group in frame.groupby(keys, sort=False, dropna=False):
+        values = pd.to_numeric(group[value], errors="coerce").dropna()
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(keys, key, strict=True)), "mean": values.mean() if len(values) else np.nan,
+                     "std": values.std(ddof=1) if len(values) > 1 else 0.0, "n": int(len(values))})
+    return pd.DataFrame(rows, columns=[*keys, "mean", "std", "n"])
 
-    ``seen_unseen`` and ``tier_gain`` are the frames of
-    :func:`ccl.report.tables.seen_unseen_table` and :func:`ccl.report.unseen.unseen_code_tables`.
+
+def figure3_data(seen_unseen: pd.DataFrame, tier_gain: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    """What Figure 3(a) and (b) draw: the runs of a recipe (its seeds) aggregated.
+
+    ``seen_unseen`` (rows of :func:`ccl.report.tables.seen_unseen_table`, one per run):
+    ``"a"`` has per (label, subset in seen / unseen) the mean, std and n of the micro F1 (%).
+    ``tier_gain`` (rows of :func:`ccl.report.unseen.unseen_code_tables`, one per run and tier):
+    ``"b"`` has per (label, tier) the mean, std and n over runs of the mean per-code F1 gain
+    (points). The label is the recipe, with backbone and test set appended when they vary.
     """
-    has_gain = tier_gain is not None and not tier_gain.empty
+    frame = seen_unseen.assign(label=_run_labels(seen_unseen))
+    parts = [seed_summary(frame, ["label"], f"{subset.capitalize()} micro F1").assign(subset=subset)
+             for subset in ("seen", "unseen")]
+    out = {"a": pd.concat(parts, ignore_index=True)[["label", "subset", "mean", "std", "n"]]}
+    if tier_gain is not None and not tier_gain.empty:
+        gain = tier_gain.dropna(subset=["Gain"])
+        gain = gain.assign(label=_run_labels(gain))
+        out["b"] = seed_summary(gain, ["label", "Tier"], "Gain").rename(columns={"Tier": "tier"})
+    return out
+
+
+def _grouped_bars(ax: plt.Axes, data: pd.DataFrame, group: str, label_of=str) -> list[str]:
+    """Bars of ``data`` (label, ``group``, mean, std, n): one cluster per label, one bar per
+    ``group`` value, error bars ± std where n > 1 (none in a series of single runs); x labels
+    carry n. Returns the x labels."""
+    labels = list(dict.fromkeys(data["label"]))
+    kinds = list(dict.fromkeys(data[group]))
+    width = 0.8 / max(1, len(kinds))
+    for i, kind in enumerate(kinds):
+        part = data[data[group] == kind].set_index("label").reindex(labels)
+        pos = np.arange(len(labels)) + (i - (len(kinds) - 1) / 2) * width
+        err = part["std"].where(part["n"] > 1, 0.0).fillna(0.0)
+        several = bool((part["n"] > 1).any())  # one run per bar: no error bars at all
+        ax.bar(pos, part["mean"], width, yerr=err if several else None, capsize=3 if several else 0,
+               label=label_of(kind))
+    n_of = data.groupby("label", sort=False)["n"].max()
+    ticks = [f"{lbl}\n(n={int(n_of[lbl])})" for lbl in labels]
+    ax.set_xticks(range(len(labels)), ticks, rotation=30, ha="right", fontsize=7)
+    return ticks
+
+
+def draw_unseen_figure(seen_unseen: pd.DataFrame, tier_gain: pd.DataFrame | None,
+                       coverage: pd.DataFrame | None = None) -> tuple[plt.Figure, dict[str, pd.DataFrame]]:
+    """Figure 3 as a matplotlib figure, and the numbers it draws (:func:`figure3_data`,
+    plus ``"c"``: :func:`coverage_means`); see :func:`unseen_figure`."""
+    data = figure3_data(seen_unseen, tier_gain)
+    has_gain = "b" in data and not data["b"].empty
     has_cov = coverage is not None and not coverage.empty
     panels = 1 + has_gain + has_cov
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.4), squeeze=False)
     ax = axes[0, 0]
-    labels = _run_labels(seen_unseen)
-    x = np.arange(len(labels))
-    width = 0.38
-    ax.bar(x - width / 2, seen_unseen["Seen micro F1"], width, label="seen codes")
-    ax.bar(x + width / 2, seen_unseen["Unseen micro F1"], width, label="unseen codes")
-    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
-    top = np.nanmax(seen_unseen[["Seen micro F1", "Unseen micro F1"]].to_numpy(dtype=float), initial=0.0)
+    _grouped_bars(ax, data["a"], "subset", lambda s: f"{s} codes")
+    top = np.nanmax((data["a"]["mean"] + data["a"]["std"]).to_numpy(dtype=float), initial=0.0)
     ax.set_ylim(0, max(5.0, 1.15 * top))
-    ax.set_ylabel("micro F1 (%)")
+    ax.set_ylabel("micro F1 (%), mean ± std over seeds")
     ax.set_title("(a) seen vs unseen test codes")
     ax.legend(fontsize=8)
     if has_gain:
         ax = axes[0, 1]
-        gain = tier_gain.dropna(subset=["Gain"])
-        runs = _run_labels(gain)
-        keys = list(dict.fromkeys(runs))
-        tiers = list(dict.fromkeys(gain["Tier"]))
-        width = 0.8 / max(1, len(tiers))
-        for i, tier in enumerate(tiers):
-            mask = (gain["Tier"] == tier).to_numpy()
-            pos = [keys.index(r) + (i - (len(tiers) - 1) / 2) * width for r, m in zip(runs, mask, strict=True) if m]
-            ax.bar(pos, gain.loc[mask, "Gain"], width, label=f"{tier}")
+        _grouped_bars(ax, data["b"], "tier")
         ax.axhline(0, color="black", linewidth=0.6)
-        ax.set_xticks(range(len(keys)), keys, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("mean per-code F1 gain (points)")
+        ax.set_ylabel("mean per-code F1 gain (points), mean ± std over seeds")
         ax.set_title("(b) unseen codes, by the tier that introduced them")
         ax.legend(fontsize=8, title="tier")
     if has_cov:
         ax = axes[0, panels - 1]
         means = coverage_means(coverage)
+        data["c"] = means
         recipes = list(dict.fromkeys(means["recipe"]))
         classes = [c for c in ("gold", "silver-only", "synthetic-only", "none") if c in set(means["coverage"])]
         width = 0.8 / max(1, len(classes))
@@ -135,10 +171,27 @@ def unseen_figure(seen_unseen: pd.DataFrame, tier_gain: pd.DataFrame | None, out
             part = means[means["coverage"] == cls].set_index("recipe").reindex(recipes)
             pos = np.arange(len(recipes)) + (i - (len(classes) - 1) / 2) * width
             ax.bar(pos, part["mean"], width, yerr=part["std"], capsize=3, label=cls)
-        ax.set_xticks(range(len(recipes)), recipes, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("unseen-code micro F1 (%)")
+        seeds = means.groupby("recipe", sort=False)["seeds"].max()
+        ax.set_xticks(range(len(recipes)), [f"{r}\n(n={int(seeds[r])})" for r in recipes],
+                      rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("unseen-code micro F1 (%), mean ± std over seeds")
         ax.set_ylim(0, 105)
         ax.set_title("(c) unseen codes by the tier covering their wording")
         ax.legend(fontsize=8, title="covered by")
     fig.tight_layout()
+    return fig, data
+
+
+def unseen_figure(seen_unseen: pd.DataFrame, tier_gain: pd.DataFrame | None, out_base: str | Path,
+                  coverage: pd.DataFrame | None = None) -> list[Path]:
+    """Figure 3: (a) micro F1 on seen vs unseen codes per recipe; (b) unseen-code F1 gain per
+    tier; (c) with ``coverage`` (per-code rows of :func:`ccl.report.unseen.coverage_tables`):
+    micro F1 on the unseen codes of each wording-coverage class per recipe. Every bar is the
+    mean over a recipe's runs (its seeds) with ± sample std error bars; each x label gives
+    n, the number of runs.
+
+    ``seen_unseen`` and ``tier_gain`` are the frames of
+    :func:`ccl.report.tables.seen_unseen_table` and :func:`ccl.report.unseen.unseen_code_tables`.
+    """
+    fig, _ = draw_unseen_figure(seen_unseen, tier_gain, coverage)
     return save(fig, out_base)

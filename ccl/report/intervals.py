@@ -31,6 +31,16 @@ INTERVAL_METRICS = {"Micro F1": "micro_f1", "Macro F1": "macro_f1", "Category F1
 PAIR_KEYS = ["backbone", "test_set", "seed"]
 
 
+def p_text(result: dict[str, Any]) -> str:
+    """``p = 0.034``, or ``p <= 0.002`` when the permutation test's p-value is at its floor
+    (``p_floor`` of :func:`ccl.eval.stats.paired_test`: no resample was as extreme, so the
+    true p-value is at most that). Results without ``p_floor`` print as ``p = ``."""
+    p, floor = float(result["p_value"]), result.get("p_floor")
+    if floor is not None and p <= float(floor) * (1 + 1e-9):
+        return f"p <= {float(floor):.3f}"
+    return f"p = {p:.3f}"
+
+
 def _predictions(path: str | Path) -> list[dict[str, Any]]:
     return read_predictions(Path(path))
 
@@ -112,7 +122,7 @@ def _paired_notes(runs: pd.DataFrame) -> list[str]:
             notes.append(f"Paired test row 4 vs row 3 ({r4['backbone']}, seed {r4['seed']}): {e}.")
             continue
         parts = [f"{name} {100 * v['diff']:+.1f} pts, 95% CI [{100 * v['diff_ci'][0]:+.1f}, "
-                 f"{100 * v['diff_ci'][1]:+.1f}], p = {v['p_value']:.3f}"
+                 f"{100 * v['diff_ci'][1]:+.1f}], {p_text(v)}"
                  for name, v in res.items() if name != "n_docs"]
         notes.append(f"Paired test row 4 - row 3 ({r4['backbone']}, {r4['test_set']}, seed {r4['seed']}, "
                      f"{res['n_docs']} documents; permutation test and paired bootstrap): " + "; ".join(parts) + ".")
@@ -194,6 +204,6 @@ def figure3_interval_table(results: pd.DataFrame, coverage: pd.DataFrame | None 
             label = dict(zip(SUBSET_COLUMNS.values(), SUBSET_COLUMNS, strict=True))[key].lower()
             notes.append(f"Paired test row {upper} - row {lower}, {label} codes ({len(codes)}), seed {a['seed']}: "
                          f"micro F1 {100 * res['diff']:+.1f} pts, 95% CI [{100 * res['diff_ci'][0]:+.1f}, "
-                         f"{100 * res['diff_ci'][1]:+.1f}], p = {res['p_value']:.3f}.")
+                         f"{100 * res['diff_ci'][1]:+.1f}], {p_text(res)}.")
     return ResultTable("fig3_intervals", "Figure 3 with 95% intervals: seen, unseen and silver/synthetic-only "
                        "unseen codes", pd.DataFrame(records), notes + left_out)

@@ -12,6 +12,7 @@ from rich.table import Table
 from ccl.data.records import Document
 from ccl.eval.evidence import evidence_metrics
 from ccl.eval.extended import apply_guidelines, extended_metrics
+from ccl.eval.guidelines import COUNT_KEYS
 from ccl.eval.metrics import seen_unseen_metrics
 from ccl.icd.tabular import TabularList
 
@@ -133,7 +134,9 @@ def print_extended(metrics: dict[str, Any], console: Console) -> None:
 
     parts = [show(k, lbl) for k, lbl in (("micro_f1", "micro F1"), ("category_micro_f1", "category F1"),
                                          ("chapter_micro_f1", "chapter F1"), ("precision_at_5", "P@5"),
-                                         ("recall_at_8", "R@8"), ("map", "mAP"), ("tuned_micro_f1", "tuned F1"))]
+                                         ("recall_at_8", "R@8"), ("map_trec", "MAP (TREC)"),
+                                         ("map_label_space", "mAP (label space)"),
+                                         ("tuned_micro_f1", "tuned F1"))]
     if any(parts):
         info = metrics.get("intervals_info")
         head = f"{100 * info['confidence']:.0f}% intervals" if info else "no intervals"
@@ -144,5 +147,22 @@ def print_extended(metrics: dict[str, Any], console: Console) -> None:
                       f"(not in the Tabular List {inv['not_in_tabular']}, not billable {inv['not_billable']}, "
                       f"outside the model's codes {inv['outside_label_space']})")
     if gl:
-        console.print("guidelines (" + gl["mode"] + "): " + ", ".join(
-            f"{k.replace('_', ' ')} {v}" for k, v in gl.items() if k != "mode"))
+        console.print(guideline_line(gl))
+
+
+def guideline_line(gl: dict[str, Any]) -> str:
+    """The guideline counts of the predictions beside the gold codes' own (when recorded)."""
+    n = gl.get("n_docs")
+
+    def side(prefix: str) -> str:
+        docs = gl[f"{prefix}docs_with_violation"]
+        rate = f"{docs}/{n} documents ({100 * docs / n:.1f}%)" if n else f"{docs} documents"
+        kinds = ", ".join(f"{k.replace('_', ' ')} {gl.get(prefix + k, 0)}" for k in COUNT_KEYS)
+        return f"{rate} with a violation ({kinds})"
+
+    line = f"guidelines ({gl['mode']}): predictions {side('')}"
+    if "gold_docs_with_violation" in gl:
+        line += f"; gold codes {side('gold_')}"
+    if "repair_dropped" in gl:
+        line += f"; repair dropped {gl['repair_dropped']}"
+    return line
