@@ -143,3 +143,80 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(trained,
     con = console()
     run(cfg_for(trained, "stage=data+train"), folder, con)
     assert f"resuming from {last}" in said(con) and "damaged" not in said(con)
+
+
+# ------------------------------------------------------------------ 2. caches and run-folder files
+
+
+def test_a_cache_entry_short_by_one_line_is_rebuilt_not_trusted(trained, tmp_path, caplog):
+    """The gold tier's pairs.jsonl loses its last line: the entry no longer matches its own
+    record (line count and sha256), so it is rebuilt and the run trains on every pair."""
+    [entry] = (trained["base"].parent / "ccl-cache" / "gold").iterdir()
+    pairs = entry / "pairs.jsonl"
+    whole = pairs.read_text()
+    pairs.write_text("".join(whole.splitlines(keepends=True)[:-1]))
+    folder = tmp_path / "run"
+    with caplog.at_level("WARNING"):
+        run(cfg_for(trained, "stage=data"), folder, console())
+    assert "has 82 lines, its record says 83: rebuilding it" in caplog.text or "its record says" in caplog.text
+    manifest = json.loads((folder / "data_manifest.json").read_text())
+    used = (folder / "data" / "spans_gold.jsonl").read_text().splitlines()
+    assert manifest["span_tiers"]["gold"]["pairs"] == len(used) == len(whole.splitlines())
+    assert pairs.read_text() == whole
+
+
+@pytest.mark.parametrize("damage", ["cut_5_bytes", "one_byte_changed"])
+def test_a_damaged_backbone_cache_entry_is_rebuilt(trained, tmp_path, caplog, damage):
+    [entry] = (trained["base"].parent / "ccl-cache" / "backbones").glob("tiny-*")
+    tokenizer = entry / "tokenizer.json"
+    whole = tokenizer.read_bytes()
+    tokenizer.write_bytes(whole[:-5] if damage == "cut_5_bytes" else whole.replace(b'"<pad>"', b'"<pa?>"', 1))
+    folder = copy_run(trained, tmp_path)
+    forget(folder, "train")
+    shutil.rmtree(next(folder.glob("checkpoints")))
+    with caplog.at_level("WARNING"):
+        run(cfg_for(trained, "stage=data+train"), folder, console())
+    assert f"cache entry {entry} is damaged (tokenizer.json" in caplog.text
+    assert tokenizer.read_bytes() == whole  # rebuilt, the same bytes
+
+
+@pytest.mark.parametrize("name", ["stages.json", "model/ccl_model.json", "model/adapter_model.safetensors",
+                                  "model/tokenizer.json"])
+def test_a_cut_run_folder_file_is_named_with_what_to_do(trained, tmp_path, name, capsys):
+    from ccl.cli_errors import cli_errors
+
+    folder = copy_run(trained, tmp_path)
+    path = folder / name
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(SystemExit) as err, cli_errors("ccl.run"):
+        run(cfg_for(trained, "stage=data+train"), folder, console())
+    assert err.value.code == 1
+    line = one_line(capsys.readouterr().err, "ccl.run")
+    assert f"{path}: damaged (" in line and ("delete" in line and "rerun" in line), line
+
+
+def test_a_cut_model_record_is_noticed_by_predict_too(trained, tmp_path, capsys):
+    from ccl.predict import main as predict_main
+
+    folder = copy_run(trained, tmp_path)
+    meta = folder / "model" / "ccl_model.json"
+    meta.write_bytes(meta.read_bytes()[:-5])
+    note = tmp_path / "note.txt"
+    note.write_text("Assessment: essential hypertension.")
+    with pytest.raises(SystemExit):
+        predict_main([str(folder), str(note)])
+    assert f"{meta}: damaged (" in one_line(capsys.readouterr().err, "ccl.predict")
+
+
+def test_predictions_short_by_one_line_are_not_scored(trained, tmp_path, capsys):
+    from ccl.cli_errors import cli_errors
+
+    folder = copy_run(trained, tmp_path)
+    run(cfg_for(trained, "stage=predict"), folder, console())
+    predictions = folder / "predictions.jsonl"
+    predictions.write_text("".join(predictions.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(SystemExit), cli_errors("ccl.run"):
+        run(cfg_for(trained, "stage=eval"), folder, console())
+    line = one_line(capsys.readouterr().err, "ccl.run")
+    assert f"{predictions}: damaged (1 of 6 documents have no prediction" in line
+    assert not (folder / "metrics.json").exists()

@@ -18,7 +18,6 @@ whole sweep, in every child process.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -51,7 +50,8 @@ from ccl.stages.keys import train_key
 from ccl.utils.atomic import write_json_atomic
 from ccl.utils.checkpoints import AtomicCheckpointIO, check_given_checkpoint, usable_checkpoint
 from ccl.utils.loggers import finish_logger, make_logger
-from ccl.utils.run_folder import MODEL_META, RunFolder
+from ccl.utils.run_folder import MODEL_META, RunFolder, trained_model_meta
+from ccl.utils.verify import write_record
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +336,7 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
         "plan": dm.report(),
     }
     write_json_atomic(out / MODEL_META, report)
+    write_record(out)  # sizes and sha256 of model/'s files, checked whenever it is read
     finish_logger(logger)
     console.print(f"[cyan]train[/]: done in {seconds:.0f} s, final loss {report['final_loss']:.3f}")
     return out
@@ -381,7 +382,7 @@ def load_trained(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path) -> t
             return model.eval(), tokenizer
         model, tokenizer = load_model(cfg, bundle, cache_dir)
         return model.eval(), tokenizer
-    meta = json.loads((model_dir / MODEL_META).read_text())
+    meta = trained_model_meta(run_dir)  # each file checked against its record
     if meta["mode"] == "full":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

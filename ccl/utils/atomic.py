@@ -163,7 +163,9 @@ def write_pickle_atomic(path: str | Path, obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(out: str | Path, done_marker: str | None = None, replace: bool = False) -> Iterator[Path]:
+def atomic_dir(
+    out: str | Path, done_marker: str | None = None, replace: bool = False, record: bool = False,
+) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``out``; on a clean exit rename it to ``out``.
 
     The folder is readable by all (a shared cache). ``replace``: an existing ``out`` is
@@ -171,6 +173,8 @@ def atomic_dir(out: str | Path, done_marker: str | None = None, replace: bool = 
     process renamed its own copy first (``out`` exists and is not empty), the rename fails:
     the other copy is kept, unless ``done_marker`` is given and ``out/done_marker`` is
     missing, which re-raises the error. The temporary folder never outlives the block.
+    ``record``: the folder gets a record of its files' sizes and sha256
+    (:func:`ccl.utils.verify.write_record`), checked when it is read back.
     """
     out = Path(out)
     try:
@@ -183,6 +187,10 @@ def atomic_dir(out: str | Path, done_marker: str | None = None, replace: bool = 
     tmp.chmod(0o755)  # mkdtemp makes it private
     try:
         yield tmp
+        if record:
+            from ccl.utils.verify import write_record  # verify.py imports this module
+
+            write_record(tmp)
         if replace:
             shutil.rmtree(out, ignore_errors=True)
         try:

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ccl.config import trainer_mirrors
 from ccl.utils.stages import STAGES, parse_stages
+from ccl.utils.verify import DamagedFile, check_folder, read_json
 
 MODEL_META = "ccl_model.json"  # under model/: how to rebuild the trained model
 
@@ -152,6 +153,24 @@ FREE_KEYS = ("stage", "overwrite", "ckpt_path", "logger", "paths",
 def outside_stage_keys(group: str) -> tuple[str, ...]:
     """The keys of config group ``group`` that no stage's content key covers."""
     return tuple(k.split(".", 1)[1] for k in OUTSIDE_STAGE_KEYS if k.split(".", 1)[0] == group)
+
+
+def trained_model_meta(run_dir: str | Path) -> dict[str, Any]:
+    """``model/ccl_model.json`` of a run, after checking every file of ``model/`` against the
+    record the train stage wrote (:func:`ccl.utils.verify.folder_problem`).
+
+    Raises :class:`ccl.utils.verify.DamagedFile` naming the cut or changed file and what to do
+    (delete ``model/`` and rerun: the train stage is redone); ``FileNotFoundError`` without one.
+    """
+    folder = RunFolder(run_dir)
+    fix = f"delete {folder.model} and rerun ccl.run on this folder (the train stage is redone)"
+    if not folder.model.is_dir():
+        raise FileNotFoundError(f"{folder.model}: no trained model; run stage=train first")
+    check_folder(folder.model, fix, required=(MODEL_META,))
+    meta = read_json(folder.model_meta, fix)
+    if not isinstance(meta, dict) or "mode" not in meta:
+        raise DamagedFile(folder.model_meta, "not a CCL model record", fix)
+    return meta
 
 
 class RunRefused(RuntimeError):
@@ -311,7 +330,11 @@ def check_config(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     path = RunFolder(run_dir).config
     if not path.is_file() or not _has_results(Path(run_dir)):
         return None  # new, or a run that failed before any stage finished: nothing to keep
-    old = yaml.safe_load(path.read_text()) or {}
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise DamagedFile(path, f"not valid YAML: {' '.join(str(err).split())[:160]}",
+                          "delete it (or the whole folder) and rerun, or give this run another folder") from None
     new = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     keys = config_diff(old, new)
     if not keys:
