@@ -156,10 +156,31 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, default=str))
 
 
+CHECKSUM_SUFFIX = ".sha256"  # beside a pickle: the sha256 of its bytes, written after it
+
+
 def write_pickle_atomic(path: str | Path, obj: Any) -> None:
-    """Pickle ``obj`` (highest protocol) to ``path`` by rename: parse caches."""
-    with atomic_file(path, "wb") as f:
-        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+    """Pickle ``obj`` (highest protocol) to ``path`` by rename: parse caches. Then the sha256
+    of its bytes is written beside it (``PATH.sha256``), which :func:`pickle_intact` checks:
+    a pickle has no checksum of its own, and a changed byte can unpickle into a wrong value."""
+    import hashlib
+
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    with atomic_file(path, "wb", size=len(data)) as f:
+        f.write(data)
+    write_text_atomic(f"{path}{CHECKSUM_SUFFIX}", hashlib.sha256(data).hexdigest() + "\n")
+
+
+def pickle_intact(path: str | Path) -> bool:
+    """Whether the pickle at ``path`` matches the sha256 written beside it (False when either
+    is missing: an entry of an older CCL, or a write that stopped between the two)."""
+    from ccl.utils.hashing import hash_file
+
+    try:
+        want = Path(f"{path}{CHECKSUM_SUFFIX}").read_text().strip()
+        return hash_file(path, None) == want
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
