@@ -76,7 +76,8 @@ def forget(folder: Path, stage: str) -> None:
 # ------------------------------------------------------------------ 1. checkpoints
 
 
-@pytest.mark.parametrize("damage", ["cut_8_bytes", "cut_half", "garbage"])
+@pytest.mark.parametrize("damage", ["cut_8_bytes", pytest.param("cut_half", marks=pytest.mark.slow),
+                                    pytest.param("garbage", marks=pytest.mark.slow)])
 def test_a_torn_checkpoint_is_set_aside_in_one_line_and_training_starts_over(trained, tmp_path, damage):
     folder = copy_run(trained, tmp_path)
     [last] = folder.glob("checkpoints/*/last.ckpt")
@@ -165,7 +166,7 @@ def test_a_cache_entry_short_by_one_line_is_rebuilt_not_trusted(trained, tmp_pat
     assert pairs.read_text() == whole
 
 
-@pytest.mark.parametrize("damage", ["cut_5_bytes", "one_byte_changed"])
+@pytest.mark.parametrize("damage", ["cut_5_bytes", pytest.param("one_byte_changed", marks=pytest.mark.slow)])
 def test_a_damaged_backbone_cache_entry_is_rebuilt(trained, tmp_path, caplog, damage):
     [entry] = (trained["base"].parent / "ccl-cache" / "backbones").glob("tiny-*")
     tokenizer = entry / "tokenizer.json"
@@ -222,6 +223,19 @@ def test_predictions_short_by_one_line_are_not_scored(trained, tmp_path, capsys)
     assert not (folder / "metrics.json").exists()
 
 
+def test_a_changed_byte_in_a_pickle_is_caught(tmp_path):
+    from ccl.utils.atomic import pickle_intact, write_pickle_atomic
+
+    path = tmp_path / "entries.pkl"
+    write_pickle_atomic(path, {"A00": "Cholera"})
+    assert pickle_intact(path)
+    path.write_bytes(path.read_bytes().replace(b"Cholera", b"Xholera"))  # still unpickles, to a wrong value
+    assert not pickle_intact(path)
+    Path(f"{path}.sha256").unlink()
+    assert not pickle_intact(path)  # no record (an older CCL, or a write stopped between the two): rebuilt
+
+
+@pytest.mark.slow
 def test_a_changed_byte_in_a_parse_cache_is_caught_and_rebuilt(tmp_path, xml_path):
     """A pickle has no checksum of its own: the sha256 written beside it is checked."""
     from ccl.icd import tabular
@@ -251,6 +265,7 @@ def test_a_full_disk_in_the_tabular_cache_names_the_file_and_leaves_nothing(tmp_
     from ccl.icd import tabular
 
     tabular._load_memo.cache_clear()
+    monkeypatch.setattr(tabular, "parse_tabular", lambda path, data: {"parsed": "x" * 50_000})  # fast
     real_fdopen = tabular.write_pickle_atomic.__globals__["os"].fdopen
 
     def full(fd, mode="r", *args, **kwargs):
@@ -407,6 +422,33 @@ def cli(*args: str, timeout: int = 300):
                           timeout=timeout)
 
 
+def test_a_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path, capsys):
+    from ccl.cli_errors import cli_errors
+    from ccl.config import check_yaml_files
+
+    (tmp_path / "experiment").mkdir()
+    bad = tmp_path / "experiment" / "broken.yaml"
+    bad.write_text("# @package _global_\nname: broken\ntrain:\n  max_steps: [1, 2\n  lr: 3\n")
+    with pytest.raises(SystemExit), cli_errors("ccl.run"):
+        check_yaml_files(["--config-dir", str(tmp_path), "+experiment=broken"])
+    assert f"{bad}: not valid YAML at line 5, column" in one_line(capsys.readouterr().err, "ccl.run")
+    check_yaml_files([])  # the project's own files are valid
+
+
+def test_a_known_error_in_a_sweep_job_is_one_line_for_hydra():
+    from hydra.errors import CompactHydraException
+
+    from ccl.cli_errors import one_line_job_errors
+    from ccl.utils.run_folder import RunFolderBusy
+
+    with pytest.raises(CompactHydraException) as err, one_line_job_errors("ccl.run"):
+        raise RunFolderBusy("outputs/x: process 42 is writing into this run folder")
+    assert str(err.value).startswith("ccl.run: error: outputs/x: process 42") and "\n" not in str(err.value)
+    with pytest.raises(RuntimeError), one_line_job_errors("ccl.run"):  # a bug keeps its traceback
+        raise RuntimeError("bug")
+
+
+@pytest.mark.slow
 def test_a_yaml_syntax_error_in_an_experiment_file_is_one_line(tmp_path):
     (tmp_path / "experiment").mkdir()
     bad = tmp_path / "experiment" / "broken.yaml"
@@ -417,6 +459,7 @@ def test_a_yaml_syntax_error_in_an_experiment_file_is_one_line(tmp_path):
     assert f"{bad}: not valid YAML at line 5, column" in line and len(done.stderr.splitlines()) == 1, done.stderr
 
 
+@pytest.mark.slow
 def test_a_busy_folder_in_a_multirun_and_a_refused_run_leave_one_line_and_the_winners_hydra(tmp_path):
     from ccl.utils.run_folder import RunLock
 
@@ -442,6 +485,7 @@ def test_a_busy_folder_in_a_multirun_and_a_refused_run_leave_one_line_and_the_wi
     assert sorted(p.name for p in hydra.iterdir()) == ["overrides.yaml"]
 
 
+@pytest.mark.slow
 def test_the_hydra_snapshot_is_written_by_the_run_under_its_lock(trained, tmp_path):
     done = cli("ccl.run", *QUICK, "stage=data", "backbone=tiny", "logger=none", "icd.download=false",
                "docs.n_train=16", "docs.n_val=4", "docs.n_test=6", "docs.n_codes=12", "docs.corpus_size=30",
