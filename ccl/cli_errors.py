@@ -4,9 +4,14 @@ Each entry point (``ccl.run``, ``ccl.predict``, ``ccl.expand``, ``ccl.data.stats
 ``ccl.report``, ``ccl.bench``) runs its work under :func:`cli_errors` (or the
 :func:`cli_main` decorator). A *known* error class -- a missing or malformed file,
 a failed download, a file that is not valid text in its encoding, a bad config
-key or value, a busy or conflicting run folder -- is printed to stderr as one line
-``PROG: error: MESSAGE`` (the message names the file or key and what to do) and the
-process exits with status 1. Anything else is a bug and keeps its traceback.
+key or value, a busy or conflicting run folder, a damaged file, a full disk -- is printed
+to stderr as one line ``PROG: error: MESSAGE`` (the message names the file or key and what
+to do) and the process exits with status 1. Anything else is a bug and keeps its traceback.
+
+A full disk (``ENOSPC``) is known wherever it is raised: CCL's own writes name the file and
+the space the step needs (:class:`ccl.utils.atomic.NoSpaceLeft`); a library's write that
+names no file is told by the folders the command registered with :func:`watch` (the run
+folder, the cache), the fullest first, with the space free on each.
 
 ``--debug`` on any of these command lines, or ``HYDRA_FULL_ERROR=1`` / ``CCL_DEBUG=1``
 in the environment, re-raises the error with its full traceback.
@@ -26,6 +31,13 @@ DEBUG_ENV = ("CCL_DEBUG", "HYDRA_FULL_ERROR")
 EXIT_CODE = 1
 
 F = TypeVar("F", bound=Callable[..., Any])
+WATCHED: dict[str, str] = {}  # what -> folder, named when a full disk names no file
+
+
+def watch(what: str, folder: Any) -> None:
+    """Name ``folder`` (as ``what``, e.g. ``paths.cache_dir``) in a full-disk message that
+    names no file."""
+    WATCHED[what] = str(folder)
 
 
 def debug_enabled() -> bool:
@@ -65,9 +77,10 @@ def known_errors() -> tuple[type[BaseException], ...]:
         UnknownConfigKey, yaml.YAMLError, HydraException, OmegaConfBaseException,
     ]
     from ccl.icd.download import IndexUnavailable
+    from ccl.utils.atomic import NoSpaceLeft
     from ccl.utils.run_folder import RunRefused, StaleStageOutput
 
-    found += [IndexUnavailable, RunRefused, StaleStageOutput]
+    found += [IndexUnavailable, RunRefused, StaleStageOutput, NoSpaceLeft]
     try:
         from ccl.data.sources.common import DownloadError
     except ImportError:  # pragma: no cover - the package moved
@@ -77,9 +90,38 @@ def known_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+def is_known(err: BaseException) -> bool:
+    """Whether ``err`` gets one line (:func:`known_errors`, or a full disk of any origin)."""
+    from ccl.utils.atomic import is_no_space
+
+    return isinstance(err, known_errors()) or is_no_space(err)
+
+
+def _no_space(err: BaseException) -> str:
+    """A full disk that CCL's writers did not name: the file when the error has one, else the
+    watched folders, the fullest first."""
+    from ccl.utils.atomic import NoSpaceLeft, free_bytes, human_bytes
+
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, NoSpaceLeft):
+            return str(cause)
+        if isinstance(cause, OSError) and cause.filename:
+            return str(NoSpaceLeft(cause.filename))
+        cause = cause.__cause__ or cause.__context__
+    folders = sorted(WATCHED.items(), key=lambda kv: free_bytes(kv[1]) or 0)
+    where = "; ".join(f"{what}={folder}: {human_bytes(free_bytes(folder))} free" for what, folder in folders)
+    return (f"no space left on device ({where or 'the file was not named'}). Nothing partial was kept: "
+            "free some space (or point paths.output_dir / paths.cache_dir to a larger disk) and rerun")
+
+
 def describe(err: BaseException) -> str:
     """The one-line message for ``err`` (newlines folded; a decode error gets its byte offset)."""
-    if isinstance(err, UnicodeDecodeError):
+    from ccl.utils.atomic import is_no_space
+
+    if is_no_space(err):
+        text = _no_space(err)
+    elif isinstance(err, UnicodeDecodeError):
         bad = err.object[err.start : err.start + 1]
         text = (f"not valid {err.encoding} text: byte 0x{bad.hex()} at byte offset {err.start} "
                 f"({err.reason}); give the file's encoding (e.g. --encoding latin-1) or convert it to UTF-8")
@@ -101,10 +143,32 @@ def cli_errors(prog: str) -> Iterator[None]:
     try:
         yield
     except Exception as err:
-        if debug_enabled() or not isinstance(err, known_errors()):
+        if debug_enabled() or not is_known(err):
             raise
         print(f"{prog}: error: {describe(err)} (--debug shows the traceback)", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_CODE) from None
+
+
+def one_line_job_errors(prog: str) -> Any:
+    """For a job of a Hydra multirun: a known error becomes a ``hydra.errors.CompactHydraException``
+    carrying ``PROG: error: MESSAGE``, which Hydra records as the job's failure and prints as
+    that one line (after its own "Error executing job with overrides: [...]") when the sweep
+    ends, instead of a traceback. Other jobs of the sweep still run. A context manager."""
+    from hydra.errors import CompactHydraException
+
+    class JobFailed(CompactHydraException):
+        """A sweep job stopped by a known error (one line)."""
+
+    @contextmanager
+    def guard() -> Iterator[None]:
+        try:
+            yield
+        except Exception as err:
+            if debug_enabled() or not is_known(err):
+                raise
+            raise JobFailed(f"{prog}: error: {describe(err)} (--debug shows the traceback)") from None
+
+    return guard()
 
 
 def cli_main(prog: str) -> Callable[[F], F]:

@@ -470,12 +470,14 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
     """The run config of ``conf/`` with Hydra ``overrides``, as ``python -m ccl.run`` composes it
     (schema registered), for the commands that compose without the Hydra app (``ccl.expand``,
     ``ccl.data.stats``, ``ccl.data.audit``, ``ccl.bench``). Raises Hydra's errors for a bad
-    override or an unknown key."""
+    override or an unknown key, ``ValueError`` for a value out of range (:func:`check_values`)."""
     from hydra import compose, initialize_config_dir
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        cfg = compose("config", overrides=list(overrides))
+    check_values(cfg)  # a value out of range is refused before any work, naming its key
+    return cfg
 
 
 def register_configs() -> None:
@@ -525,3 +527,184 @@ def check_closed(cfg: DictConfig) -> None:
             f"config key(s) not in the schema (ccl/config.py): {', '.join(problems)}. "
             "'+key=value' cannot add knobs: fix the spelling and drop the '+'"
         )
+
+
+# ---------------------------------------------------------------- value ranges
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key takes: ``low``/``high`` bounds (``None``: unbounded), open or
+    closed, ``null`` allowed or not, and what the value means (shown in the error)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    null: bool = False
+    note: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is out of range (``None``: it is in range)."""
+        if value is None:
+            return None if self.null else "must be set"
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:  # NaN
+            return "must be a number"
+        low_bad = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        high_bad = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        return f"must be {self.describe()}" if low_bad or high_bad else None
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            text = f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            text = f"{'>' if self.low_open else '>='} {self.low:g}"
+        else:
+            text = f"{'<' if self.high_open else '<='} {self.high:g}"
+        text += " or null" if self.null else ""
+        return text + (f"; {self.note}" if self.note else "")
+
+
+def _r(low: float | None = None, high: float | None = None, **kw: Any) -> Range:
+    return Range(low, high, **kw)
+
+
+SHARE = _r(0, 1)
+COUNT = _r(1)  # a positive count
+NONNEG = _r(0)
+POSITIVE = _r(0, low_open=True)
+
+_DOCS_RANGES: dict[str, Range] = {
+    "seed": NONNEG, "n_train": NONNEG, "n_val": NONNEG, "n_test": NONNEG, "n_codes": COUNT,
+    "unseen_share": SHARE, "phrases_per_code": COUNT, "codes_per_note_min": COUNT, "codes_per_note_max": COUNT,
+    "distractor_rate": NONNEG, "filler_sentences": NONNEG, "corpus_size": NONNEG,
+    "max_train_docs": _r(1, null=True, note="null: all"),
+    "max_dropped_label_share": SHARE, "max_dropped_record_share": SHARE,
+}
+_LLM_RANGES: dict[str, Range] = {
+    "temperature": NONNEG, "top_p": _r(0, 1, low_open=True), "max_new_tokens": COUNT, "seed": NONNEG,
+    "batch_size": COUNT, "concurrency": COUNT, "timeout_s": POSITIVE, "max_retries": NONNEG, "backoff_s": NONNEG,
+    "requests_per_minute": _r(0, low_open=True, null=True), "tensor_parallel_size": COUNT,
+    "gpu_memory_utilization": _r(0, 1, low_open=True), "max_model_len": _r(1, null=True),
+    "max_documents": _r(1, null=True, note="null: all"), "max_candidates": COUNT, "fuzzy_edits": NONNEG,
+    "negation_window": NONNEG,
+}
+# Every numeric key of the schema and its range (tests/test_faults.py checks none is missing).
+# ``docs.*`` rules hold for each ``test_sets.NAME.*`` too.
+VALUE_RANGES: dict[str, Range] = {
+    "seed": NONNEG, "icd.year": _r(2000, 2100),
+    **{f"backbone.{k}": COUNT for k in ("max_length", "hidden_size", "num_layers", "num_heads",
+                                        "intermediate_size", "vocab_size")},
+    "backbone.n_params": _r(0, low_open=True, null=True),
+    **{f"docs.{k}": v for k, v in _DOCS_RANGES.items()},
+    "spans.gold.neighbours": NONNEG, "spans.gold.max_pairs_per_code": _r(1, null=True, note="null: no cap"),
+    "spans.silver.max_pairs_per_code": _r(1, null=True, note="null: no cap"),
+    "spans.synthetic.max_pairs_per_code": _r(1, null=True, note="null: no cap"), "spans.synthetic.neighbours": NONNEG,
+    "mix.span_share": _r(0, 1, note="the share of span examples in each epoch"),
+    "mix.doc_repeats": COUNT, "mix.max_span_examples_per_epoch": _r(0, null=True, note="null: no cap"),
+    "mix.span_warmup_steps": NONNEG, "mix.tier_alpha": NONNEG,
+    "train.lr": POSITIVE, "train.code_head_lr": POSITIVE, "train.weight_decay": NONNEG,
+    "train.warmup_steps": NONNEG, "train.warmup_ratio": _r(0, 1, null=True, note="a share of the planned steps"),
+    "train.max_steps": _r(0, note="0: bounded by train.max_epochs"),
+    "train.max_epochs": _r(1, null=True, note="null: bounded by train.max_steps"),
+    "train.batch_size": COUNT, "train.max_batch_tokens": COUNT, "train.grad_accum": COUNT, "train.num_nodes": COUNT,
+    "train.val_docs": NONNEG, "train.log_every_n_steps": COUNT, "train.save_every_n_steps": COUNT,
+    "train.lora.r": COUNT, "train.lora.alpha": POSITIVE, "train.lora.dropout": _r(0, 1, high_open=True),
+    "train.lora.top_layers": _r(1, null=True, note="null: every layer"),
+    "infer.max_new_tokens": _r(1, null=True, note="null: derived from the training answers"),
+    "infer.batch_size": COUNT, "infer.temperature": NONNEG, "infer.repetition_penalty": POSITIVE,
+    "infer.gpu_memory_utilization": _r(0, 1, low_open=True), "infer.max_model_len": _r(1, null=True),
+    "infer.limit": _r(1, null=True, note="null: every document"), "infer.window_overlap": NONNEG,
+    "audit.shingle": COUNT, "audit.threshold": SHARE, "audit.containment": SHARE, "audit.num_perm": COUNT,
+    "audit.min_span_words": NONNEG, "audit.max_listed": NONNEG,
+    "eval.bootstrap_resamples": _r(0, note="0: no intervals"), "eval.confidence": _r(0, 1, low_open=True,
+                                                                                      high_open=True),
+    "eval.bootstrap_seed": NONNEG,
+    **{f"llm.{k}": v for k, v in _LLM_RANGES.items()},
+}
+# String keys whose values form a closed set the schema types as ``str`` (the enums are checked by OmegaConf).
+VALUE_CHOICES: dict[str, tuple[str, ...]] = {
+    "backbone.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "backbone.code_token_side": ("output", "both"),
+    "mix.span_template": ("span", "document", "both"),
+    "train.loss_positions": ("answer", "all"),
+    "infer.long_notes": ("truncate", "window"),
+    "spans.gold.restrict": ("docs", "all"),
+    "spans.silver.method": ("lexical", "llm"),
+    "spans.synthetic.method": ("template", "llm"),
+    "spans.synthetic.targets": ("docs", "all"),
+    "eval.bootstrap_method": ("percentile", "basic", "BCa"),
+    "llm.backend": LLM_BACKENDS,
+}
+
+
+def value_problems(cfg: Any) -> list[str]:
+    """``KEY=VALUE (must be ...)`` for every value of ``cfg`` outside :data:`VALUE_RANGES` /
+    :data:`VALUE_CHOICES`, and for the few rules between keys (demo codes per note, the
+    window overlap)."""
+    ranges: dict[str, Range] = dict(VALUE_RANGES)
+    for name in (cfg.get("test_sets") or {}):
+        ranges.update({f"test_sets.{name}.{k}": v for k, v in _DOCS_RANGES.items()})
+    out = []
+    for key, rule in ranges.items():
+        node = OmegaConf.select(cfg, key.rsplit(".", 1)[0]) if "." in key else cfg
+        if node is None or key.rsplit(".", 1)[-1] not in node:  # a tier that is off, a group not composed
+            continue
+        value = OmegaConf.select(cfg, key)
+        problem = rule.problem(value)
+        if problem:
+            out.append(f"{key}={value} ({problem})")
+    for key, choices in VALUE_CHOICES.items():
+        value = OmegaConf.select(cfg, key, default="<absent>")
+        if value not in ("<absent>", None) and str(value) not in choices:
+            out.append(f"{key}={value} (must be one of {', '.join(choices)})")
+    for prefix in ["docs", *(f"test_sets.{n}" for n in (cfg.get("test_sets") or {}))]:
+        low, high = (OmegaConf.select(cfg, f"{prefix}.codes_per_note_{k}") for k in ("min", "max"))
+        if isinstance(low, int) and isinstance(high, int) and high < low:
+            out.append(f"{prefix}.codes_per_note_max={high} (must be >= {prefix}.codes_per_note_min={low})")
+    overlap, length = OmegaConf.select(cfg, "infer.window_overlap"), OmegaConf.select(cfg, "backbone.max_length")
+    if isinstance(overlap, int) and isinstance(length, int) and overlap >= length:
+        out.append(f"infer.window_overlap={overlap} (must be < backbone.max_length={length})")
+    return out
+
+
+def check_values(cfg: Any) -> None:
+    """Refuse, when the config is composed and before any work, values out of their range,
+    naming each key, its value and the range. Raises ``ValueError``."""
+    problems = value_problems(cfg)
+    if problems:
+        raise ValueError(f"config value(s) out of range: {'; '.join(problems)}")
+
+
+def _config_dirs(argv: Sequence[str]) -> list[Path]:
+    """``conf/`` and any ``--config-dir``/``-cd`` folder of a Hydra command line."""
+    dirs = [CONF_DIR]
+    for i, arg in enumerate(argv):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(Path(argv[i + 1]))
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]))
+    return dirs
+
+
+def check_yaml_files(argv: Sequence[str] = ()) -> None:
+    """Refuse a config file that is not valid YAML, naming it, the line and column and the
+    parser's complaint, before Hydra composes (whose error is the parser's traceback).
+
+    Every ``*.yaml`` under ``conf/`` (and a ``--config-dir`` of ``argv``) is parsed (~60
+    small files, tens of milliseconds). Raises ``ValueError``.
+    """
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for folder in _config_dirs(argv):
+        for path in sorted(Path(folder).rglob("*.yaml")):
+            try:
+                yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 - a safe loader
+            except yaml.MarkedYAMLError as err:
+                mark = err.problem_mark or err.context_mark
+                where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+                what = " ".join(f"{err.context or ''} {err.problem or ''}".split())
+                raise ValueError(f"{path}: not valid YAML at {where} ({what}); fix the file's syntax") from None
+            except (yaml.YAMLError, UnicodeDecodeError) as err:
+                raise ValueError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None

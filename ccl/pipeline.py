@@ -35,7 +35,7 @@ from ccl.stages.predict import (
 )
 from ccl.utils.atomic import write_json_atomic
 from ccl.utils.loggers import finish_wandb_run
-from ccl.utils.run_folder import RunFolder, StaleStageOutput
+from ccl.utils.run_folder import RunFolder, StaleStageOutput, trained_model_meta
 from ccl.utils.stages import StageLedger
 
 
@@ -160,6 +160,7 @@ class Pipeline:
                 work(*args)
             return
         if cached:
+            trained_model_meta(self.folder.root)  # a cut or changed model file is named, not skipped over
             self.console.print(f"[green]train[/]: cached ({key}), skipping")
             return
         self.ledger.invalidate_from("train")
@@ -246,7 +247,7 @@ def score_targets(
     Empty when nothing could be scored (no target has gold codes).
     """
     # why: ccl.stages.evaluate imports scipy (~0.6 s); ccl.run imports this module
-    from ccl.stages.evaluate import evaluate, print_metrics, read_predictions
+    from ccl.stages.evaluate import check_complete, evaluate, print_metrics, read_predictions
 
     metrics: dict[str, Any] = {}
     threshold, vocabulary = _tuning(cfg, bundle, targets, ledger, eval_only)
@@ -267,6 +268,7 @@ def score_targets(
         # With infer.limit only part of a split is scored: its label space is that part's codes.
         label_space = bundle.label_space if target.name is None and not cfg.infer.limit else target.label_space
         rows = read_predictions(target.predictions)
+        check_complete(target.predictions, rows, target.docs)
         result = evaluate(rows, target.docs, label_space, bundle.seen_codes,
                           bundle.tab, cfg.get("eval"), vocabulary, threshold)
         result["n_truncated_answers"] = truncated_answers(rows)  # answers cut by the length bound

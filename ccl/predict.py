@@ -13,6 +13,7 @@ allowed codes (``restrict_codes.json`` of the run folder).
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import math
 import sys
@@ -28,40 +29,82 @@ from ccl.eval.guidelines import GuidelineChecker
 from ccl.icd.tabular import load_tabular
 from ccl.utils.run_folder import RunFolder
 
+RUN_KEYS = ("train", "backbone", "infer", "icd", "paths")  # what ccl.predict reads of a run's config.yaml
+
 
 def _load_run_config(run_dir: Path):
+    """The resolved config of a CCL run folder. Raises ``ValueError`` naming the folder when it
+    is not one (no ``config.yaml``, or one of another program), ``FileNotFoundError`` when its
+    model was not trained."""
     folder = RunFolder(run_dir)
-    if not folder.config.exists():
-        raise SystemExit(f"{folder.config}: not a CCL run folder (no config.yaml); give the folder of a finished run")
-    cfg = OmegaConf.load(folder.config)
+    if not folder.config.is_file():
+        raise ValueError(f"{run_dir}: not a CCL run folder (no config.yaml); give the folder of a finished run")
+    try:
+        cfg = OmegaConf.load(folder.config)
+    except Exception as err:  # a YAML or OmegaConf error: the file is not a CCL config
+        raise ValueError(f"{run_dir}: not a CCL run folder ({folder.config} does not read as a CCL config: "
+                         f"{' '.join(str(err).split())[:120]}); give the folder of a finished run") from None
+    missing = [k for k in RUN_KEYS if not OmegaConf.is_dict(cfg) or k not in cfg]
+    if missing:
+        raise ValueError(f"{run_dir}: not a CCL run folder (its config.yaml has no {', '.join(missing)} "
+                         "section); give the folder of a finished ccl.run")
     if cfg.train.mode != "none" and not folder.model.exists():
-        raise SystemExit(f"{folder.model}: the run has no trained model; run its train stage first")
+        raise FileNotFoundError(f"{folder.model}: the run has no trained model; run its train stage first")
     return cfg
 
 
-def read_note(path: Path | None, encoding: str) -> str:
-    """The note's text from ``path`` (or stdin's bytes), decoded with ``encoding``.
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 LE before UTF-16 LE
 
-    Raises ``ValueError`` naming the file (or stdin), the byte offset of the first byte
-    that is not valid in ``encoding``, and the ``--encoding`` option; ``FileNotFoundError``
-    for a missing file; ``LookupError``-turned-``ValueError`` for an unknown encoding.
-    """
-    import codecs
 
+def bom_encoding(data: bytes) -> str | None:
+    """The encoding a byte-order mark at the start of ``data`` declares (UTF-8/16/32), or None."""
+    return next((name for bom, name in BOMS if data.startswith(bom)), None)
+
+
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
     try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise ValueError(f"--encoding {encoding}: unknown encoding (e.g. utf-8, latin-1, cp1252)") from None
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be >= 1 (leave the option out to use the run's bound)")
+    return value
+
+
+def read_note(path: Path | None, encoding: str | None = None) -> str:
+    """The note's text from ``path`` (or stdin's bytes), decoded with ``encoding``; ``None``
+    (the default): the encoding a byte-order mark declares (UTF-8, UTF-16 or UTF-32, as
+    Unicode's BOM rule), else UTF-8. A given ``encoding`` is used as given.
+
+    Raises ``ValueError`` naming the file (or stdin) when the bytes are not valid in the
+    encoding (with the byte offset, the BOM found and the ``--encoding`` option) or hold NUL
+    bytes without a BOM (UTF-16/32 without one); ``FileNotFoundError`` for a missing file;
+    ``ValueError`` for an unknown encoding.
+    """
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"--encoding {encoding}: unknown encoding (e.g. utf-8, latin-1, cp1252)") from None
     if path is not None and not path.is_file():
         raise FileNotFoundError(f"{path}: no such file; give a text file or pipe the note on stdin")
     data = path.read_bytes() if path is not None else sys.stdin.buffer.read()
+    where = path if path is not None else "stdin"
+    declared = bom_encoding(data)
+    if encoding is None and declared is None and b"\x00" in data:
+        raise ValueError(f"{where}: holds NUL bytes: UTF-16 or UTF-32 text without a byte-order mark? "
+                         "pass its encoding, e.g. --encoding utf-16-le (or utf-16-be, utf-32-le)")
+    chosen = encoding or declared or "utf-8"
     try:
-        return data.decode(encoding)
+        return data.decode(chosen).lstrip("\ufeff")
     except UnicodeDecodeError as err:
-        where = path if path is not None else "stdin"
+        hint = (f"it starts with a {declared.replace('-sig', '').upper()} byte-order mark: leave --encoding out"
+                if declared and encoding else "pass the note's encoding, e.g. --encoding latin-1 (or cp1252)")
         raise ValueError(
-            f"{where}: not valid {encoding} text: byte 0x{data[err.start]:02x} at byte offset {err.start}; "
-            f"pass the note's encoding, e.g. --encoding latin-1 (or cp1252), or convert it to UTF-8"
+            f"{where}: not valid {chosen} text: byte 0x{data[err.start]:02x} at byte offset {err.start}; "
+            f"{hint}, or convert it to UTF-8"
         ) from None
 
 
@@ -70,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ccl.predict", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run folder written by python -m ccl.run")
     parser.add_argument("note", nargs="?", type=Path, help="a text file (default: read stdin)")
-    parser.add_argument("--max-new-tokens", type=int, default=None)
-    parser.add_argument("--encoding", default="utf-8",
-                        help="the note's text encoding (default utf-8; e.g. latin-1, cp1252)")
+    parser.add_argument("--max-new-tokens", type=_positive, default=None,
+                        help="answer length bound in tokens (>= 1; default: the run's bound)")
+    parser.add_argument("--encoding", default=None,
+                        help="the note's text encoding (default: the one its byte-order mark declares, "
+                             "UTF-8/16/32, else utf-8; e.g. latin-1, cp1252)")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     parser.add_argument("--long-notes", choices=("truncate", "window"), default=None,
                         help="a note over the model's context: cut its end (truncate, the default) "
@@ -83,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _load_run_config(args.run_dir)
     text = read_note(args.note, args.encoding)
     if not text.strip():
-        raise SystemExit("empty note: give a text file or pipe the note on stdin")
+        where = f"{args.note}: the note file is empty" if args.note is not None else "stdin gave an empty note"
+        fix = "give a file with the note's text" if args.note is not None else "give a text file or pipe the note"
+        raise ValueError(f"{where} (nothing but whitespace); {fix}")
     if args.max_new_tokens:
         cfg.infer.max_new_tokens = args.max_new_tokens
     cfg.infer.human_evidence = False

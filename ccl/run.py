@@ -7,6 +7,7 @@ runs a subset.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ccl import pipeline
-from ccl.cli_errors import cli_errors, hydra_debug_flag
-from ccl.config import UnknownConfigKey, check_closed, register_configs
+from ccl.cli_errors import cli_errors, hydra_debug_flag, one_line_job_errors, watch
+from ccl.config import check_closed, check_values, check_yaml_files, register_configs
+from ccl.utils.atomic import write_text_atomic
 from ccl.utils.run_folder import (
-    KeepHydraFiles,
     RunFolder,
     RunLock,
-    RunRefused,
     check_config,
     merged_stage,
+    save_hydra_snapshot,
 )
 from ccl.utils.stages import parse_stages
 
@@ -45,12 +46,16 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
     The folder is locked for the whole run (:class:`ccl.utils.run_folder.RunLock`; a
     second run into it raises ``RunFolderBusy``), and a folder holding another config's
     results raises ``RunFolderConflict`` unless ``overwrite=true``. Keys the schema
-    does not declare raise ``UnknownConfigKey``.
+    does not declare raise ``UnknownConfigKey``; a value out of its range (``train.lr=-1``)
+    raises ``ValueError`` naming the key, before any work (:func:`ccl.config.check_values`).
     """
     console = console or Console()
     run_dir = Path(run_dir or _run_dir())
     check_closed(cfg)
+    check_values(cfg)
     stages = parse_stages(cfg.stage)
+    watch("run folder", run_dir)  # named by a full-disk error that names no file
+    watch("paths.cache_dir", cfg.paths.cache_dir)
     if not pipeline.is_main_process():  # a DDP rank > 0 joins rank 0's training; rank 0 holds the folder
         return pipeline.run_stages(cfg, run_dir, console, stages)
     with RunLock(run_dir) as lock:
@@ -58,27 +63,27 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
             console.print(f"[yellow]run folder[/]: took over the lock of process {lock.took_over}, "
                           "which is no longer running")
         old = check_config(run_dir, cfg)
+        save_hydra_snapshot(run_dir, cfg)  # under the lock: a refused run never writes .hydra/
         record = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         record["stage"] = merged_stage(old, str(cfg.stage))
-        RunFolder(run_dir).config.write_text(OmegaConf.to_yaml(record))
+        write_text_atomic(RunFolder(run_dir).config, OmegaConf.to_yaml(record))
         return pipeline.run_stages(cfg, run_dir, console, stages)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    if HydraConfig.get().mode == RunMode.MULTIRUN:  # Hydra records each failed job of a sweep itself
-        metrics = run(cfg)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:  # Hydra records each failed job; the others still run
+        with one_line_job_errors("ccl.run"):
+            metrics = run(cfg)
     else:
         with cli_errors("ccl.run"):
-            try:
-                metrics = run(cfg)
-            except (RunRefused, UnknownConfigKey):
-                KeepHydraFiles.restore()  # refused: the folder stays as it was
-                raise
+            metrics = run(cfg)
     # Returned for Hydra sweepers that optimise a value.
     return metrics.get("codes", {}).get("overall", {}).get("micro_f1") if metrics else None
 
 
 if __name__ == "__main__":
     hydra_debug_flag()  # --debug: the full traceback (as HYDRA_FULL_ERROR=1)
+    with cli_errors("ccl.run"):
+        check_yaml_files(sys.argv[1:])  # a YAML syntax error: one line, not Hydra's parser traceback
     main()

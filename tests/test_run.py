@@ -104,8 +104,9 @@ def test_predict_cli_codes_a_note(tmp_path, capsys):
     assert predict_main([str(tmp_path / "run"), str(note), "--max-new-tokens", "12"]) == 0
     out = capsys.readouterr().out
     assert "Evidence" in out and "ICD-10-CM codes" in out
-    with pytest.raises(SystemExit, match="not a CCL run folder"):
+    with pytest.raises(SystemExit):
         predict_main([str(tmp_path), str(note)])
+    assert f"ccl.predict: error: {tmp_path}: not a CCL run folder" in capsys.readouterr().err
 
 
 def test_interrupted_run_resumes_to_identical_weights_and_metrics(tmp_path, monkeypatch):

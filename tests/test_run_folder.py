@@ -208,6 +208,7 @@ def test_stats_expand_bench_report_print_one_line(tmp_path, capsys, monkeypatch)
     assert report_main([str(broken), "--out", str(tmp_path / "report")]) == 2
     stderr = capsys.readouterr().err
     assert "Traceback" not in stderr and stderr.count("\n") == 1 and "metrics.json: invalid JSON" in stderr
+    assert stderr.startswith("ccl.report: error: ")
     monkeypatch.setenv("CCL_DEBUG", "0")  # restored after the test: --debug sets it to 1
     with pytest.raises(FileNotFoundError):  # --debug: the traceback
         bench_main(["data", "--icd-dir", str(missing), "--debug"])

@@ -61,7 +61,7 @@ from typing import Any
 from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList
 from ccl.icd.terms import strip_modifiers
-from ccl.utils.atomic import write_pickle_atomic
+from ccl.utils.atomic import pickle_intact, write_pickle_atomic
 from ccl.utils.gc_pause import gc_paused
 from ccl.utils.hashing import hash_file
 
@@ -761,7 +761,7 @@ def load_valid_entries(
         ).encode()
     ).hexdigest()[:16]
     pickle_path = Path(cache_dir) / "index" / f"entries-{key}.pkl"
-    if pickle_path.is_file():
+    if pickle_intact(pickle_path):  # its bytes match their recorded sha256
         try:
             with pickle_path.open("rb") as f, gc_paused():
                 entries, cached = pickle.load(f)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ccl.icd.codes import canonical_code
-from ccl.utils.atomic import write_pickle_atomic
+from ccl.utils.atomic import pickle_intact, write_pickle_atomic
 from ccl.utils.gc_pause import gc_paused
 
 # Bump when parsing changes, so stale cache pickles are not reused.
@@ -403,7 +403,7 @@ def _load_cached(path: Path, cache_dir: Path | None) -> TabularList:
     if cache_dir is None:
         return parse_tabular(path, data)
     pickle_path = cache_dir / "tabular" / f"tabular-{digest[:16]}-v{PARSER_VERSION}.pkl"
-    if pickle_path.exists():
+    if pickle_intact(pickle_path):  # its bytes match their recorded sha256
         try:
             with pickle_path.open("rb") as fh, gc_paused():
                 tab = pickle.load(fh)

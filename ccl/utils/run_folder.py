@@ -24,11 +24,12 @@ from typing import Any
 
 import yaml
 from filelock import FileLock, Timeout
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ccl.config import trainer_mirrors
+from ccl.utils.atomic import write_text_atomic
 from ccl.utils.stages import STAGES, parse_stages
+from ccl.utils.verify import DamagedFile, check_folder, read_json
 
 MODEL_META = "ccl_model.json"  # under model/: how to rebuild the trained model
 
@@ -69,7 +70,7 @@ class RunFolder:
     model_meta = _Entry(f"model/{MODEL_META}")
     checkpoints = _Entry("checkpoints")
     restrict_codes = _Entry("restrict_codes.json")  # the codes restricted decoding allows
-    overrides = _Entry(".hydra/overrides.yaml")
+    overrides = _Entry(".hydra/overrides.yaml")  # written under the lock (save_hydra_snapshot)
     TEST_SETS = "test_sets"
     HUMAN_EVIDENCE = "human_evidence"
     TUNING = "val"
@@ -155,6 +156,24 @@ def outside_stage_keys(group: str) -> tuple[str, ...]:
     return tuple(k.split(".", 1)[1] for k in OUTSIDE_STAGE_KEYS if k.split(".", 1)[0] == group)
 
 
+def trained_model_meta(run_dir: str | Path) -> dict[str, Any]:
+    """``model/ccl_model.json`` of a run, after checking every file of ``model/`` against the
+    record the train stage wrote (:func:`ccl.utils.verify.folder_problem`).
+
+    Raises :class:`ccl.utils.verify.DamagedFile` naming the cut or changed file and what to do
+    (delete ``model/`` and rerun: the train stage is redone); ``FileNotFoundError`` without one.
+    """
+    folder = RunFolder(run_dir)
+    fix = f"delete {folder.model} and rerun ccl.run on this folder (the train stage is redone)"
+    if not folder.model.is_dir():
+        raise FileNotFoundError(f"{folder.model}: no trained model; run stage=train first")
+    check_folder(folder.model, fix, required=(MODEL_META,))
+    meta = read_json(folder.model_meta, fix)
+    if not isinstance(meta, dict) or "mode" not in meta:
+        raise DamagedFile(folder.model_meta, "not a CCL model record", fix)
+    return meta
+
+
 class RunRefused(RuntimeError):
     """A run stopped before writing anything into its folder."""
 
@@ -171,26 +190,28 @@ class StaleStageOutput(RuntimeError):
     """A stage run alone would read outputs that another config's stage wrote."""
 
 
-class KeepHydraFiles(Callback):
-    """Hydra callback: a refused run leaves the folder's ``.hydra/`` as it found it.
+HYDRA_SNAPSHOT = ".hydra"  # Hydra's record of a run: config.yaml, hydra.yaml, overrides.yaml
 
-    Hydra rewrites ``RUN/.hydra/{config,hydra,overrides}.yaml`` before the task starts,
-    so a run refused by the lock or the config check would otherwise leave the overrides
-    of the refused command beside the results of the finished one (the report reads
-    ``overrides.yaml``). ``on_run_start`` (single runs only; a multirun's jobs have
-    their own folders) keeps a copy; :meth:`restore` puts it back.
+
+def save_hydra_snapshot(run_dir: Path, cfg: DictConfig) -> None:
+    """Write Hydra's record of this run into ``RUN/.hydra/`` (``config.yaml``, ``hydra.yaml``,
+    ``overrides.yaml``, as Hydra writes them), by rename; a no-op outside ``@hydra.main``.
+
+    Called under the run folder's lock, after the config check: ``conf/config.yaml`` sets
+    ``hydra.output_subdir: null`` so that Hydra itself does not write them before the task
+    starts, where a run refused by the lock or the check (or racing the winner) would leave
+    its own overrides beside another run's results (the report reads ``overrides.yaml``).
     """
+    from hydra.core.hydra_config import HydraConfig
 
-    saved: dict[Path, bytes] = {}
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        folder = Path(str(config.hydra.run.dir)) / str(config.hydra.output_subdir or ".hydra")
-        KeepHydraFiles.saved = {p: p.read_bytes() for p in folder.glob("*.yaml")} if folder.is_dir() else {}
-
-    @classmethod
-    def restore(cls) -> None:
-        for path, data in cls.saved.items():
-            path.write_bytes(data)
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # not under @hydra.main
+        return
+    folder = Path(run_dir) / HYDRA_SNAPSHOT
+    write_text_atomic(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_text_atomic(folder / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
+    write_text_atomic(folder / "overrides.yaml", OmegaConf.to_yaml(list(hydra_cfg.overrides.task)))
 
 
 class RunLock:
@@ -312,7 +333,11 @@ def check_config(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     path = RunFolder(run_dir).config
     if not path.is_file() or not _has_results(Path(run_dir)):
         return None  # new, or a run that failed before any stage finished: nothing to keep
-    old = yaml.safe_load(path.read_text()) or {}
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise DamagedFile(path, f"not valid YAML: {' '.join(str(err).split())[:160]}",
+                          "delete it (or the whole folder) and rerun, or give this run another folder") from None
     new = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     keys = config_diff(old, new)
     if not keys:

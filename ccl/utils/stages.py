@@ -7,11 +7,11 @@ upstream changes the key and reruns that stage and everything after it.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from ccl.utils.atomic import write_json_atomic
+from ccl.utils.verify import read_json
 
 STAGES = ("data", "train", "predict", "eval")
 
@@ -42,9 +42,11 @@ class StageLedger:
 
         self.path = RunFolder(run_dir).stages
         self.seconds_path = RunFolder(run_dir).stage_seconds
-        self.state: dict[str, str] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        fix = "delete it and rerun (the stages it recorded are redone)"
+        self.state: dict[str, str] = read_json(self.path, fix) if self.path.exists() else {}
         self.seconds: dict[str, float] = (
-            json.loads(self.seconds_path.read_text()) if self.seconds_path.exists() else {}
+            read_json(self.seconds_path, "delete it (it holds the stages' timings only) and rerun")
+            if self.seconds_path.exists() else {}
         )
 
     def record_seconds(self, part: str, seconds: float) -> None:

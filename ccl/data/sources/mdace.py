@@ -34,6 +34,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import json
@@ -318,7 +319,10 @@ def read_note_texts(path: Path, wanted: set[int], cache_dir: Path) -> dict[int, 
     key = hash_obj([str(path.resolve()), stat.st_size, stat.st_mtime_ns, sorted(wanted)])
     cached = Path(cache_dir) / "sources" / f"mdace-notes-{key}.json"
     if cached.exists():
-        return {int(k): v for k, v in json.loads(cached.read_text(encoding="utf-8")).items()}
+        with contextlib.suppress(ValueError, AttributeError):  # a cut or foreign entry is rescanned
+            texts = {int(k): v for k, v in json.loads(cached.read_text(encoding="utf-8")).items()}
+            if set(texts) == wanted:
+                return texts
     texts = dict(_scan_noteevents(path, wanted))
     missing = sorted(wanted - set(texts))
     if missing:
