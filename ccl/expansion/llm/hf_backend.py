@@ -59,8 +59,8 @@ class GrammarProcessor:
 
     ``grammars``: one llguidance grammar (Lark text, or ``None``: free) per row;
     ``prompt_width``: the padded prompt columns (new tokens follow them); ``stop_ids``: the
-    tokens that end a row, allowed once its grammar accepts. A row whose grammar is
-    finished may only stop; a row whose matcher fails (a token it did not allow, which
+    tokens that end a row, allowed once its grammar accepts (and all that a finished grammar
+    allows); a row whose matcher fails (a token it did not allow, which
     greedy and sampled decoding never pick) decodes freely from there.
     Call signature as transformers' ``LogitsProcessor``: ``(input_ids [rows, width + t],
     scores [rows, vocab]) -> scores``.
@@ -82,6 +82,8 @@ class GrammarProcessor:
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         new = input_ids[:, self.width :].tolist()
         vocab = scores.shape[-1]
+        allowed = np.ones(scores.shape, dtype=bool)  # rows without a grammar stay free
+        stops = [i for i in self.stop_ids if i < vocab]
         for row, matcher in enumerate(self.matchers):
             if matcher is None or self.done[row]:
                 continue
@@ -94,21 +96,16 @@ class GrammarProcessor:
                 self.done[row] = True
                 continue
             if matcher.is_stopped():
-                self._only_stop(scores, row)
-                continue
-            bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
-            allowed = np.zeros(vocab, dtype=bool)
-            n = min(vocab, bits.size)
-            allowed[:n] = bits[:n].astype(bool)
-            if matcher.is_accepting():
-                allowed[[i for i in self.stop_ids if i < vocab]] = True
-            scores[row, torch.from_numpy(~allowed).to(scores.device)] = float("-inf")
-        return scores
-
-    def _only_stop(self, scores: torch.Tensor, row: int) -> None:
-        keep = scores[row, self.stop_ids].clone()
-        scores[row] = float("-inf")
-        scores[row, self.stop_ids] = keep
+                allowed[row] = False
+            else:
+                bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
+                n = min(vocab, bits.size)
+                allowed[row, :n] = bits[:n]
+                allowed[row, n:] = False
+                if not matcher.is_accepting():
+                    continue
+            allowed[row, stops] = True
+        return scores.masked_fill(torch.from_numpy(~allowed).to(scores.device), float("-inf"))
 
 
 class HFBackend(LLMBackend):
