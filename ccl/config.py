@@ -137,11 +137,22 @@ class GoldSpansConfig:
 
 
 @dataclass
+class ShardConfig:
+    """Silver stage 1 split over workers by note id (ccl/expansion/silver.py, README "Mining
+    over workers"): ``index`` set: extract that shard only; ``index`` null and ``count > 1``:
+    merge the shards' spans and refine once."""
+
+    count: int = 1  # shards (workers) the corpus is split into, by a hash of the note id
+    index: int | None = None  # this worker's shard, 0 .. count-1; null: the merge (or no sharding)
+
+
+@dataclass
 class SilverSpansConfig:
     _target_: str = "ccl.expansion.silver.build"
     method: str = "lexical"  # lexical | llm
     corpus: str = "demo_corpus"
     max_pairs_per_code: int | None = 10
+    shard: ShardConfig = field(default_factory=ShardConfig)
 
 
 @dataclass
@@ -382,6 +393,10 @@ class BackendConfig:
     gpu_memory_utilization: float = 0.9  # vllm
     max_model_len: int | None = None  # vllm
     allow_credentialed_remote: bool = False  # send MIMIC/MDACE text to a non-local endpoint
+    # Decode silver answers under a grammar (ccl/expansion/llm/grammar.py): hf with llguidance,
+    # vllm as structured outputs (guidance backend), openai as vLLM's `structured_outputs`
+    # request field (a served vLLM only; other APIs refuse it, so conf/llm/openai.yaml: false).
+    structured: bool = True
 
 
 @dataclass

@@ -263,9 +263,41 @@ def test_vllm_maps_config_and_params_onto_the_engine(monkeypatch):
     out = backend.generate([_conv("a"), _conv("b")], GenerationParams(max_new_tokens=9, stop=(" STOP",), seed=3))
     assert out == ["a", "b"]
     assert record["engine"] == {"model": "/models/llama", "tensor_parallel_size": 4, "dtype": "auto",
-                                "gpu_memory_utilization": 0.9, "seed": 3, "max_model_len": 8192}
+                                "gpu_memory_utilization": 0.9, "seed": 3, "max_model_len": 8192,
+                                "structured_outputs_config": {"backend": "guidance"}}
     assert record["sampling"]["max_tokens"] == 9 and record["sampling"]["stop"] == [" STOP"]
+    assert record["sampling"]["structured_outputs"] is None
     assert record["conversations"] == [_conv("a"), _conv("b")]
+
+
+def test_vllm_decodes_each_conversation_under_its_grammar(monkeypatch):
+    """Issue 24: grammars become vLLM structured outputs (StructuredOutputsParams(grammar=...)),
+    one SamplingParams per conversation, on the guidance backend; llm.structured=false sends none."""
+    import torch
+
+    record, sent = {}, []
+    fake = _fake_vllm(record)
+    sub = types.ModuleType("vllm.sampling_params")
+
+    class StructuredOutputsParams:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            sent.append(kwargs)
+
+    sub.StructuredOutputsParams = StructuredOutputsParams
+    fake.SamplingParams = SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sub)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    backend = make_backend(LLMConfig(backend="vllm", model="/models/llama"))
+    assert backend.supports_grammar
+    backend.generate([_conv("a"), _conv("b")], GenerationParams(), grammars=['start: "x"', None])
+    assert [p["structured_outputs"] and p["structured_outputs"].kwargs for p in sent] == [{"grammar": 'start: "x"'}, None]
+    plain = make_backend(LLMConfig(backend="vllm", model="/models/llama", structured=False))
+    assert not plain.supports_grammar and "structured_outputs_config" not in plain.engine_args
 
 
 # ----------------------------------------------------------------------------- config and guard

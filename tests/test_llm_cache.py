@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +28,11 @@ SCRIPT = textwrap.dedent(
     from ccl.expansion.llm.cache import CachedLLM
 
     db, log, out, delay, n = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
+    if len(sys.argv) > 6:  # a start barrier: wait until every worker has started
+        barrier, workers = sys.argv[6], int(sys.argv[7])
+        open(os.path.join(barrier, str(os.getpid())), "w").close()
+        while len(os.listdir(barrier)) < workers:
+            time.sleep(0.01)
 
     class Slow(LLMBackend):
         name = "slow"
@@ -56,11 +62,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _run(tmp_path, tag, delay):
+def _run(tmp_path, tag, delay, barrier=()):
     script = tmp_path / "run_calls.py"
     script.write_text(SCRIPT)
     log, out = tmp_path / f"log_{tag}.txt", tmp_path / f"out_{tag}.json"
-    args = [sys.executable, str(script), str(tmp_path / "calls.sqlite"), str(log), str(out), str(delay), str(N_PROMPTS)]
+    args = [sys.executable, str(script), str(tmp_path / "calls.sqlite"), str(log), str(out), str(delay),
+            str(N_PROMPTS), *map(str, barrier)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(args, cwd=ROOT, env=env), log, out
 
@@ -107,6 +114,50 @@ def test_kill_9_midway_then_resume_repeats_no_finished_call(tmp_path):
     assert proc.wait(timeout=60) == 0
     assert _lines(log3) == []
     assert json.loads(out3.read_text())["stats"]["cache_hits"] == N_PROMPTS
+
+
+def test_two_concurrent_workers_never_generate_a_call_twice(tmp_path):
+    """Issue 24: workers sharing the cache claim each call before generating it, so two
+    processes over the same prompts split the calls (none twice) and both get every answer.
+    The old cache let both compute the same missing list and generate all 20 each."""
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    runs = [_run(tmp_path, tag, delay=0.1, barrier=(barrier, 2)) for tag in ("a", "b")]
+    for proc, _, _ in runs:
+        assert proc.wait(timeout=120) == 0
+    invoked = [line for _, log, _ in runs for line in _lines(log)]
+    everything = {f"prompt {i:02d}" for i in range(N_PROMPTS)}
+    assert sorted(invoked) == sorted(everything)  # each call generated once, by one worker
+    for _, log, out in runs:
+        result = json.loads(out.read_text())
+        assert result["outputs"] == [f"PROMPT {i:02d}" for i in range(N_PROMPTS)]
+        assert result["stats"]["generated"] == len(_lines(log))
+        assert result["stats"]["generated"] + result["stats"]["cache_hits"] == N_PROMPTS
+    assert all(_lines(log) for _, log, _ in runs)  # both did work
+    assert sorted(_cached_prompts(tmp_path / "calls.sqlite")) == sorted(everything)
+    with sqlite3.connect(tmp_path / "calls.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0  # all released
+
+
+def test_claims_skip_live_workers_and_take_over_dead_or_stale_ones(tmp_path):
+    cache = CallCache(tmp_path / "c.sqlite")
+    me, live = "me", f"{socket.gethostname()}:{os.getpid()}:x"
+    dead = f"{socket.gethostname()}:{_dead_pid()}:y"
+    assert cache.claim(["k1", "k2"], live, limit=8) == ["k1", "k2"]
+    assert cache.claim(["k1", "k2", "k3"], me, limit=8) == ["k3"]  # k1, k2 held by a live worker
+    assert cache.claim(["k1"], me, limit=8, ttl_s=0.0) == ["k1"]  # older than the ttl: taken over
+    assert cache.claim(["k4", "k5"], dead, limit=8) == ["k4", "k5"]
+    assert cache.claim(["k4", "k5", "k6"], me, limit=2) == ["k4", "k5"]  # its process has exited
+    cache.put_many([("k4", "b", "m", "{}", "out")])
+    assert cache.claim(["k4"], "other", limit=8) == []  # stored: nothing to generate
+    cache.release(me)
+    assert cache.claim(["k3", "k5"], "other", limit=8) == ["k3", "k5"]
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
 
 
 def test_keys_cover_backend_model_prompt_and_parameters():

@@ -84,6 +84,9 @@ class LLMBackend(ABC):
 
     name: str = "abstract"
     model: str = ""  # the served name, local path or package model name of llm.model
+    # True: generate() takes ``grammars=`` (one llguidance grammar or None per conversation,
+    # ccl.expansion.llm.grammar) and decodes each answer under its grammar.
+    supports_grammar: bool = False
 
     @property
     def model_id(self) -> str:
@@ -102,7 +105,8 @@ class LLMBackend(ABC):
 
     @abstractmethod
     def generate(self, batch: Sequence[Conversation], params: GenerationParams) -> list[str]:
-        """One completion per conversation, in order. Raise :class:`LLMBackendError` to stop."""
+        """One completion per conversation, in order. Raise :class:`LLMBackendError` to stop.
+        A backend with :attr:`supports_grammar` also takes ``grammars=`` (one per conversation)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release engines or sessions."""
@@ -156,7 +160,9 @@ def make_backend(cfg: BackendConfig, cache_dir: str | Path = ".cache/ccl") -> LL
 
         if not cfg.model:
             raise LLMBackendError("llm=hf needs llm.model: a local model directory or smollm2_135m")
-        return HFBackend(cfg.model, cache_dir=Path(cache_dir), dtype=cfg.dtype, device=cfg.device)
+        backend = HFBackend(cfg.model, cache_dir=Path(cache_dir), dtype=cfg.dtype, device=cfg.device)
+        backend.supports_grammar = cfg.structured
+        return backend
     if cfg.backend == "openai":
         from ccl.expansion.llm.openai_backend import OpenAIBackend
 
@@ -166,6 +172,7 @@ def make_backend(cfg: BackendConfig, cache_dir: str | Path = ".cache/ccl") -> LL
             cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
             max_retries=cfg.max_retries, backoff_s=cfg.backoff_s,
             requests_per_minute=cfg.requests_per_minute, concurrency=cfg.concurrency,
+            structured=cfg.structured,
         )
     if cfg.backend == "vllm":
         from ccl.expansion.llm.vllm_backend import VLLMBackend
@@ -175,7 +182,7 @@ def make_backend(cfg: BackendConfig, cache_dir: str | Path = ".cache/ccl") -> LL
         return VLLMBackend(
             cfg.model, tensor_parallel_size=cfg.tensor_parallel_size, dtype=cfg.dtype,
             gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
-            seed=cfg.seed,
+            seed=cfg.seed, structured=cfg.structured,
         )
     if cfg.backend == "lexical":
         raise LLMBackendError(

@@ -79,8 +79,13 @@ class OpenAIBackend(LLMBackend):
         requests_per_minute: float | None = None,
         concurrency: int = 4,
         sleep: Callable[[float], None] = time.sleep,
+        structured: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # A served vLLM decodes under a grammar sent as ``structured_outputs`` (its extension of
+        # the chat API; started with --structured-outputs-config.backend guidance for
+        # llguidance's Lark dialect); other APIs refuse the field, hence off by default.
+        self.supports_grammar = bool(structured)
         self.model = model
         self.api_key_env = api_key_env
         self.timeout_s = timeout_s
@@ -112,7 +117,8 @@ class OpenAIBackend(LLMBackend):
             )
         return headers
 
-    def _payload(self, conversation: Conversation, params: GenerationParams) -> dict[str, Any]:
+    def _payload(self, conversation: Conversation, params: GenerationParams,
+                 grammar: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": [dict(m) for m in conversation],
@@ -123,6 +129,8 @@ class OpenAIBackend(LLMBackend):
         }
         if params.stop:
             body["stop"] = list(params.stop)
+        if grammar is not None:
+            body["structured_outputs"] = {"grammar": grammar}
         return body
 
     def _post_once(self, body: bytes, headers: dict[str, str]) -> str:
@@ -156,9 +164,10 @@ class OpenAIBackend(LLMBackend):
             raise _Retryable(f"unreadable response body: {raw[:200]!r}") from err
         return content if isinstance(content, str) else ""
 
-    def _call(self, conversation: Conversation, params: GenerationParams) -> str:
+    def _call(self, conversation: Conversation, params: GenerationParams,
+              grammar: str | None = None) -> str:
         headers = self._headers()
-        body = json.dumps(self._payload(conversation, params)).encode("utf-8")
+        body = json.dumps(self._payload(conversation, params, grammar)).encode("utf-8")
         last = ""
         for attempt in range(self.max_retries + 1):
             self.limiter.wait()
@@ -177,8 +186,13 @@ class OpenAIBackend(LLMBackend):
             "finished calls are cached, rerun to resume"
         )
 
-    def generate(self, batch: Sequence[Conversation], params: GenerationParams) -> list[str]:
+    def generate(self, batch: Sequence[Conversation], params: GenerationParams,
+                 grammars: Sequence[str | None] | None = None) -> list[str]:
+        """One completion per conversation, in order; ``grammars`` (with ``structured``) go
+        to the server as vLLM's ``structured_outputs`` field."""
+        grammars = list(grammars) if grammars is not None and self.supports_grammar else [None] * len(batch)
+        jobs = list(zip(batch, grammars, strict=True))
         if len(batch) <= 1 or self.concurrency == 1:
-            return [self._call(c, params) for c in batch]
+            return [self._call(c, params, g) for c, g in jobs]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(batch))) as pool:
-            return list(pool.map(lambda c: self._call(c, params), batch))
+            return list(pool.map(lambda job: self._call(job[0], params, job[1]), jobs))
