@@ -123,7 +123,7 @@ def main() -> None:
                     "env": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
                             "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")},
                     "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
-    for engine in args.engines.split(","):
+    for engine in [e for e in args.engines.split(",") if e]:
         folder = folders[engine]
         prepare(args.run, folder)
         result[engine] = run_engine(engine, folder, args.overrides)
@@ -131,11 +131,12 @@ def main() -> None:
     if args.hf_run is not None:
         folders["hf"] = args.hf_run
         result["hf"] = finished_run("hf", args.hf_run, args.hf_log)
-    hf, vl = code_sets(folders["hf"]), code_sets(folders["vllm"])
-    same = sum(hf[k] == vl.get(k) for k in hf)
-    result["documents"] = len(hf)
-    result["code_sets_agree"] = same
-    result["code_sets_agree_share"] = round(same / max(1, len(hf)), 4)
+    if all((folders[e] / "predictions.jsonl").is_file() for e in ENGINES):
+        hf, vl = code_sets(folders["hf"]), code_sets(folders["vllm"])
+        same = sum(hf[k] == vl.get(k) for k in hf)
+        result["documents"] = len(hf)
+        result["code_sets_agree"] = same
+        result["code_sets_agree_share"] = round(same / max(1, len(hf)), 4)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -170,8 +170,9 @@ class VLLMEngine:
     ``tokenizer_dir`` (default ``model_dir``) is the tokenizer vLLM loads: the run's saved
     one, so prompts are encoded and answers decoded as in training; it must be a folder
     vLLM can read a model config from too (vLLM parses one there and logs an error if it
-    cannot), so a LoRA adapter's own folder is not one (the predict stage hands the base
-    model's folder, whose tokenizer the adapter shares). ``repeat_guard`` runs the
+    cannot), so a LoRA adapter's own folder is not one (the predict stage hands
+    ``model/served_base/``: the base model's files with the run's tokenizer beside them,
+    :func:`ccl.stages.predict.served_base`). ``repeat_guard`` runs the
     repeated-line guard (:mod:`ccl.generation.vllm_guard`). Raises
     ``ImportError`` (with :data:`VLLM_HINT`) without vLLM, ``ValueError`` for an adapter
     vLLM cannot load (:func:`unsupported_lora_keys`).
