@@ -284,3 +284,23 @@ def test_bom_and_windows_line_ends_in_noteevents_load_the_same(small, tab, tmp_p
     pick = lambda data: [(d.id, d.text, d.spans) for v in data.docs.values() for d in v]  # noqa: E731
     assert pick(got) == pick(want)
     assert all("\r" not in d.text for v in got.docs.values() for d in v)
+
+
+def test_a_label_split_by_sex_is_decided_by_the_note_text(small, tab, tmp_path):
+    """Issue 23, item 6: an annotation coded N35.9 (split into male N35.91x / female N35.92)
+    takes the note's own "Sex: F"; without text (annotation_summary) it is ambiguous."""
+    path = sorted(small["target"].glob("*.json"))[0]
+    chart = json.loads(path.read_text())
+    note = next(n for n in chart["notes"] if n["annotations"] and min(a["begin"] for a in n["annotations"]) > 20)
+    ann = next(a for a in note["annotations"] if a["code_system"] == "ICD-10-CM")
+    ann["code"] = "N35.9"
+    path.write_text(json.dumps(chart))
+    notes = annotated_notes(sorted(small["target"].glob("*.json")))
+    write_noteevents(small["csv"], notes, {note["note_id"]: {(0, 10): "Sex:   F  "}})
+    data = load_mdace(small["cfg"], tab, tmp_path / "cache")
+    doc = next(d for v in data.docs.values() for d in v if d.id == str(chart["hadm_id"]))
+    assert "N35.92" in doc.codes
+    assert data.stats["codes"]["mapped"].get("sex_descendant") == 1
+    with pytest.warns(UserWarning, match="dropped as ambiguous.*N35.9 sex"):
+        summary = annotation_summary(small["cfg"], tab, tmp_path / "cache")
+    assert summary["codes"]["dropped"] == {"ambiguous_sex": 1}

@@ -284,8 +284,15 @@ _SEX_WORDS = {
 }
 _SEX_PATTERNS = {k: re.compile(rf"\b(?:{v})\b", re.IGNORECASE) for k, v in _SEX_WORDS.items()}
 _SEX_FIELD = re.compile(r"\bsex\s*:\s*([fm])\b", re.IGNORECASE)  # MIMIC's "Sex:   F"
+# An age, not a duration: "mujer de 35 años" (not "hace 3 años", "durante 2 años", "después
+# de 2 años"), "a 16-year-old", "16 y/o", "aged 70", "70 years of age".
 _AGE_YEARS = re.compile(
-    r"(?<!hace )(?<!a los )\b(\d{1,3})\s*(?:-\s*)?(?:años|año|years?|yrs?|y/o|yo)\b(?!\s+(?:ago|antes|before))",
+    r"(?<!después )(?<!despues )(?<!antes )(?<!más )(?<!mas )(?<!menos )(?<!largo )"
+    r"\b(?:de|con|tiene)\s+(\d{1,3})\s+años"
+    r"|\b(\d{1,3})\s*-?\s*(?:year|yr)s?\s*-?\s*old\b"
+    r"|\b(\d{1,3})\s*(?:y/o|yo|y\.o\.)(?!\w)"
+    r"|\baged\s+(\d{1,3})\b"
+    r"|\b(\d{1,3})\s+years?\s+of\s+age\b",
     re.IGNORECASE,
 )
 _AGE_FIELD = re.compile(r"\bage\s*:\s*(\d{1,3})\b", re.IGNORECASE)
@@ -322,11 +329,12 @@ def document_age_group(text: str) -> str | None:
     """``"child"`` (under :data:`ADULT_AGE`), ``"adult"`` or ``None`` from a note's own words.
 
     The first age the note states ("Una mujer de 35 años", "a 16-year-old", "Age: 70";
-    not "hace 10 años" / "10 years ago") decides; an age in months, weeks or days is a
+    not a duration: "hace 10 años", "durante 2 años", "for 1 year") decides; an age in months, weeks or days is a
     child; else child/adult words ("niño", "lactante", "adolescent" vs "adulto",
     "elderly") counted as for :func:`document_sex`.
     """
-    ages = [(m.start(), int(m.group(1))) for p in (_AGE_YEARS, _AGE_FIELD) for m in p.finditer(text)]
+    ages = [(m.start(), int(next(g for g in m.groups() if g)))
+            for p in (_AGE_YEARS, _AGE_FIELD) for m in p.finditer(text)]
     young = _AGE_YOUNG.search(text)
     if young:
         ages.append((young.start(), 0))
