@@ -200,6 +200,8 @@ def run_step(name: str, work: Path, extra: list[str], train_steps: int) -> dict[
         out["pairs"] = {k: v["pairs"] for k, v in bundle.manifest["span_tiers"].items()}
         out["audit"] = {k: bundle.manifest["audit"].get(k) for k in ("document_pairs", "span_pairs_flagged",
                                                                       "corpus_also_training")}
+        out["seconds"] = {"data_stage": bundle.manifest["seconds"],
+                          **{k: v.get("seconds") for k, v in bundle.manifest["span_tiers"].items()}}
         out["run_folder_bytes"] = sum(p.stat().st_size for p in run_dir.rglob("*") if p.is_file())
         out["run_folder_files"] = {str(p.relative_to(run_dir)): p.stat().st_size
                                    for p in sorted(run_dir.rglob("*")) if p.is_file()}
@@ -284,13 +286,33 @@ def bench_scale(args: argparse.Namespace, overrides: list[str], console: Any) ->
     return result
 
 
+def markdown(results: list[dict[str, Any]]) -> str:
+    """One Markdown table of several ``scale`` results: a row per step, ``CPU s / peak RSS GB`` per size."""
+    results = sorted(results, key=lambda r: r["notes"])
+    steps = [s for s in STEPS if any(s in r["steps"] for r in results)]
+    lines = ["| step | " + " | ".join(f"{r['notes']:,} notes" for r in results) + " |",
+             "| --- |" + " ---: |" * len(results)]
+    for s in steps:
+        cells = [f"{r['steps'][s]['cpu_s']:.0f} s / {r['steps'][s]['peak_rss_gb']:.2f} GB" if s in r["steps"] else ""
+                 for r in results]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``--step NAME --work DIR [overrides]``: one step in this process (what the benchmark runs)."""
+    """``--step NAME --work DIR [overrides]``: one step in this process (what the benchmark runs);
+    ``--table FILE...``: the Markdown table of kept results."""
     parser = argparse.ArgumentParser(prog="python -m ccl.bench_scale", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--step", required=True, choices=STEPS)
-    parser.add_argument("--work", required=True)
+    parser.add_argument("--step", choices=STEPS)
+    parser.add_argument("--work")
     parser.add_argument("--train-steps", type=int, default=3)
+    parser.add_argument("--table", nargs="+", help="scale result JSON files: print their Markdown table")
     args, rest = parser.parse_known_args(argv)
+    if args.table:
+        print(markdown([json.loads(Path(p).read_text()) for p in args.table]), end="")
+        return
+    if not (args.step and args.work):
+        parser.error("--step and --work are required (or --table FILE...)")
     out = run_step(args.step, Path(args.work), rest, args.train_steps)
     print(json.dumps(out, default=str))
 
