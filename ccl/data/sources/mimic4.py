@@ -49,6 +49,9 @@ SPLIT_URL = (
 SPLITS = ("train", "val", "test")
 NOTE_SEPARATOR = "\n\n"
 CHUNK_ROWS = 50_000
+# Discharge notes are ~10 KB each: 50,000 of them in one pandas chunk held ~1.5 GB beside the
+# texts already read (issue 24), so the notes file is read in smaller chunks.
+NOTE_CHUNK_ROWS = 2_000
 NOTES_FIX = (
     "Get note/discharge.csv.gz from MIMIC-IV-Note v2.2 (https://physionet.org/content/mimic-iv-note/) "
     "and set docs.notes_path to it."
@@ -85,7 +88,7 @@ def read_split(path: Path) -> dict[int, str]:
 
 
 def _read_csv_chunks(
-    path: Path, columns: set[str], optional: set[str], dtype: dict[str, Any]
+    path: Path, columns: set[str], optional: set[str], dtype: dict[str, Any], rows: int = CHUNK_ROWS
 ) -> Any:
     """Chunks of ``path`` restricted to ``columns`` (+ ``optional`` ones present); names missing ones."""
     import pandas as pd
@@ -98,7 +101,7 @@ def _read_csv_chunks(
     if missing:
         raise RecordError(f"{path}: columns {sorted(missing)} missing (has {list(header)})")
     usecols = sorted(columns | (optional & set(header)))
-    return pd.read_csv(path, usecols=usecols, dtype=dtype, chunksize=CHUNK_ROWS)
+    return pd.read_csv(path, usecols=usecols, dtype=dtype, chunksize=rows)
 
 
 def read_codes(
@@ -129,7 +132,7 @@ def read_notes(path: Path, wanted: set[int]) -> dict[int, str]:
     """Discharge text per admission in ``wanted``; several notes joined in ``note_seq`` order."""
     parts: dict[int, list[tuple[int, str]]] = {}
     chunks = _read_csv_chunks(
-        path, {"hadm_id", "text"}, {"note_seq", "note_id"}, {"text": str, "note_id": str}
+        path, {"hadm_id", "text"}, {"note_seq", "note_id"}, {"text": str, "note_id": str}, NOTE_CHUNK_ROWS
     )
     for chunk in chunks:
         chunk = chunk[chunk["hadm_id"].isin(wanted) & chunk["text"].notna()]
