@@ -151,3 +151,22 @@ def test_json_safe_keeps_offsets():
     safe = json_safe(NOTE)
     assert len(safe) == len(NOTE) and '"' not in safe and "\\" not in safe and "\n" not in safe
     assert random.Random(0).choice(range(len(NOTE))) < len(safe)
+
+
+def test_vllm_guidance_backend_accepts_the_grammars(byte_tokenizer):
+    """The grammars as vLLM 0.32 receives them (llm=vllm): StructuredOutputsParams(grammar=...)
+    validated by its guidance backend. Runs where vLLM is installed (the [gpu] extra)."""
+    pytest.importorskip("vllm")
+    from vllm import SamplingParams
+    from vllm.sampling_params import StructuredOutputsParams
+    from vllm.v1.structured_output.backend_guidance import validate_guidance_grammar
+
+    from ccl.expansion.llm.hf_backend import grammar_tokenizer
+
+    lltok = grammar_tokenizer(byte_tokenizer, len(byte_tokenizer))
+    for grammar in (extraction_grammar(NOTE, ["I10", "E11.9"]), refinement_grammar(["HTN", 'a "b"'], 2)):
+        params = SamplingParams(max_tokens=8, structured_outputs=StructuredOutputsParams(grammar=grammar))
+        validate_guidance_grammar(params, lltok)
+    with pytest.raises(Exception, match="Grammar error"):  # and refuses one it cannot
+        validate_guidance_grammar(SamplingParams(structured_outputs=StructuredOutputsParams(
+            grammar='start: %regex {"substring_words": 3}')), lltok)

@@ -113,14 +113,3 @@ def test_two_shards_through_the_joblib_launcher_equal_one_run(tmp_path):
     alone = mine(prepare(compose_config(["spans=[gold,silver]", *single]), single))
     assert merged["shards"] == 2 and merged["pairs"] == alone["pairs"] > 0
     assert pairs_bytes(many) == pairs_bytes(one)
-
-
-def test_a_phrase_goes_to_the_code_it_comes_with_most_often():
-    cands = silver.Candidates()
-    cands.add(["I48.91", "N39.0"], {"I48.91": ["AFib"], "N39.0": ["AFib", "UTI"]})
-    cands.add(["I48.91"], {"I48.91": ["AFib"]})
-    cands.add(["I25.10", "K70.30"], {"I25.10": ["Acute"], "K70.30": ["Acute"]})
-    assert silver.claimed_by_other_codes(cands) == {
-        ("N39.0", "afib"),  # 2 documents for I48.91, 1 for N39.0
-        ("I25.10", "acute"), ("K70.30", "acute"),  # a tie: neither
-    }

@@ -50,8 +50,7 @@ from ccl.utils.atomic import write_text_atomic
 from ccl.utils.hashing import hash_obj, hash_records
 
 # Bump when mining or refinement changes, so cached tiers are rebuilt.
-# 2: answers decoded under a grammar, spans located as copies; 3: one code per phrase (llm)
-SILVER_VERSION = "3"
+SILVER_VERSION = "2"  # 2: answers decoded under a grammar, spans located as copies
 TIER = "silver"
 MAX_SPAN_WORDS = 25
 CORPUS_NAMES = ("demo_corpus", "corpus")
@@ -274,25 +273,6 @@ def drop_shared_spans(spans: Mapping[str, Sequence[str]], counts: ParseCounts) -
 # ------------------------------------------------------------------ stage 2
 
 
-def claimed_by_other_codes(candidates: Candidates) -> set[tuple[str, str]]:
-    """``(code, phrase key)`` candidates whose phrase the corpus gives as evidence for another
-    code at least as often (documents): one phrase, one code, as a clinician writes "AFib" for
-    atrial fibrillation and not for the urinary tract infection beside it. A phrase tied
-    between codes is left out for all of them. (An LLM's extraction mixes up the codes of a
-    note; a phrase that names one diagnosis is given for it more often than for any other.)"""
-    by_key: dict[str, list[tuple[int, str]]] = {}
-    for (code, key), n in candidates.docs.items():
-        by_key.setdefault(key, []).append((n, code))
-    out: set[tuple[str, str]] = set()
-    for key, rows in by_key.items():
-        if len(rows) < 2:
-            continue
-        top = max(n for n, _ in rows)
-        winners = [c for n, c in rows if n == top]
-        out.update((c, key) for n, c in rows if len(winners) > 1 or c != winners[0])
-    return out
-
-
 def refine_by_frequency(
     candidates: Candidates, existing: Mapping[str, set[str]], k: int | None
 ) -> dict[str, list[tuple[str, int, int]]]:
@@ -316,21 +296,18 @@ def refine_with_llm(
     counts: ParseCounts,
     max_candidates: int = 30,
     credentialed: bool = False,
-    exclude: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset(),
 ) -> dict[str, list[tuple[str, int, int]]]:
     """Stage 2 with an LLM (answers under :func:`refinement_grammar`, a list of candidates,
     when the backend decodes under a grammar); codes whose answer is unusable fall back to
     frequency order.
 
     The candidates are copied from the notes, so ``credentialed`` follows the corpus.
-    ``exclude``: ``(code, phrase key)`` candidates left out (:func:`claimed_by_other_codes`).
     """
     keep = k if k is not None else max_candidates
     have = {c: {phrase_key(e) for e in ev} for c, ev in existing.items()}
     pools: dict[str, list[tuple[str, str, int, int]]] = {}
     for code in candidates.codes():
-        rows = [r for r in candidates.ranked(code)
-                if r[1] not in have.get(code, set()) and (code, r[1]) not in exclude]
+        rows = [r for r in candidates.ranked(code) if r[1] not in have.get(code, set())]
         if rows:
             pools[code] = rows[:max_candidates]
     codes = sorted(pools)
@@ -568,13 +545,11 @@ def build(ctx: TierContext) -> TierResult:
         chosen = refine_by_frequency(cands, have, k)
         source = "silver:lexical"
     else:
-        exclude = claimed_by_other_codes(cands)
-        counts.add("candidates_of_other_codes", len(exclude))
         llm = tier_llm(llm_cfg, cache_dir, "spans.silver.method=llm", ctx.console)
         try:
             params = GenerationParams.from_config(llm_cfg)
             chosen = refine_with_llm(llm, tab, cands, existing, k, params, counts,
-                                     llm_cfg.max_candidates, credentialed, exclude)
+                                     llm_cfg.max_candidates, credentialed)
         finally:
             llm.close()
         refinement = llm.stats.to_dict()
