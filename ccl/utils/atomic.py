@@ -26,17 +26,19 @@ from typing import IO, Any
 class NoSpaceLeft(OSError):
     """The disk filled up while writing ``path`` (``errno.ENOSPC``); nothing was left under its name.
 
-    ``needed``: bytes the write needed, at least (what it had written when the disk filled,
-    or the whole size when known beforehand); ``free``: bytes free on that file system.
+    ``needed``: bytes the write needs: its whole size when known beforehand (``exact``), else
+    a lower bound (what it had written, or the space that was free when it began: it filled
+    that); ``free``: bytes free on that file system now that the partial write is gone.
     """
 
-    def __init__(self, path: str | Path, needed: int | None = None) -> None:
-        self.path, self.needed = Path(path), needed
+    def __init__(self, path: str | Path, needed: int | None = None, exact: bool = True) -> None:
+        self.path, self.needed, self.exact = Path(path), needed, exact
         self.free = free_bytes(self.path)
         super().__init__(errno.ENOSPC, "No space left on device", str(path))
 
     def __str__(self) -> str:
-        need = f"about {human_bytes(self.needed)}" if self.needed else "more space"
+        need = (f"{'about' if self.exact else 'more than'} {human_bytes(self.needed)}" if self.needed
+                else "more space")
         free = f"{human_bytes(self.free)} free" if self.free is not None else "free space unknown"
         return (f"{self.path}: no space left on device (this step needs {need}; {free} there). "
                 "Nothing partial was kept: free some space (or point paths.output_dir / paths.cache_dir "
@@ -88,6 +90,17 @@ def _size(path: Path) -> int:
     return 0
 
 
+def _needed_at_least(err: BaseException, began_free: int, written: int) -> int:
+    """A lower bound of what a write that hit a full disk needed: all the space that was free
+    when it began (it filled the disk; a library may have removed its partial file since), or
+    what it wrote when the limit was a quota (``EDQUOT``), not the disk."""
+    quota, seen = False, 0
+    while err is not None and seen < 10:
+        quota |= (isinstance(err, OSError) and err.errno == errno.EDQUOT) or "quota" in str(err).lower()
+        err, seen = err.__cause__ or err.__context__, seen + 1  # type: ignore[assignment]
+    return written if quota else max(written, began_free)
+
+
 def fsync_dir(folder: str | Path) -> None:
     """Make a rename inside ``folder`` durable (POSIX: fsync the directory)."""
     with contextlib.suppress(OSError):
@@ -119,6 +132,7 @@ def atomic_file(
     data and the rename reach the disk before the block returns (checkpoints).
     """
     path = Path(path)
+    began_free = 0 if size else free_bytes(path.parent) or 0  # a full disk: the write needed more
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -137,11 +151,11 @@ def atomic_file(
         if fsync:
             fsync_dir(path.parent)
     except BaseException as err:
-        written = _size(Path(tmp))
+        needed = size or (_needed_at_least(err, began_free, _size(Path(tmp))) if is_no_space(err) else 0)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         if is_no_space(err) and not isinstance(err, NoSpaceLeft):
-            raise NoSpaceLeft(path, max(size or 0, written) or None) from err
+            raise NoSpaceLeft(path, needed or None, exact=bool(size)) from err
         raise
 
 
@@ -198,6 +212,7 @@ def atomic_dir(
     (:func:`ccl.utils.verify.write_record`), checked when it is read back.
     """
     out = Path(out)
+    began_free = free_bytes(out.parent) or 0  # a full disk: the folder needed more than this
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -221,7 +236,8 @@ def atomic_dir(
                 raise
     except Exception as err:
         if is_no_space(err):  # named as the folder (an inner file's name is a temporary one)
-            raise NoSpaceLeft(out, max(_size(tmp), getattr(err, "needed", None) or 0) or None) from err
+            needed = max(_needed_at_least(err, began_free, _size(tmp)), getattr(err, "needed", None) or 0)
+            raise NoSpaceLeft(out, needed or None, exact=False) from err
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
