@@ -69,7 +69,7 @@ def run_engine(engine: str, folder: Path, overrides: list[str]) -> dict:
         "fell_back_to_hf": "falling back to HF generate" in log,
         "micro_f1": codes["overall"]["micro_f1"],
         "unseen_micro_f1": codes.get("unseen", {}).get("micro_f1"),
-        "evidence_f1": metrics.get("evidence", {}).get("f1"),
+        "evidence_f1": metrics.get("evidence", {}).get("exact_f1"),
         "n_docs": metrics.get("n_docs"),
         "n_truncated_answers": metrics.get("n_truncated_answers"),
         "predict_stage_s": predict,
@@ -94,7 +94,7 @@ def finished_run(engine: str, folder: Path, log: Path) -> dict:
     return {"command": f"the run's own predict stage ({log})", "engine_class": ready.group(1) if ready else None,
             "fell_back_to_hf": "falling back to HF generate" in text, "micro_f1": codes["overall"]["micro_f1"],
             "unseen_micro_f1": codes.get("unseen", {}).get("micro_f1"),
-            "evidence_f1": metrics.get("evidence", {}).get("f1"), "n_docs": metrics.get("n_docs"),
+            "evidence_f1": metrics.get("evidence", {}).get("exact_f1"), "n_docs": metrics.get("n_docs"),
             "n_truncated_answers": metrics.get("n_truncated_answers"), "predict_stage_s": predict,
             "engine_load_s": load, "decode_s": round(predict - load, 1) if load is not None else None}
 

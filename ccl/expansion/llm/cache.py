@@ -139,21 +139,27 @@ class CallCache:
         nor claimed by a live worker, in one transaction; returns the claimed keys. A claim
         of a dead worker (:func:`_alive`) or older than ``ttl_s`` seconds is taken over."""
         now = time.time()
+        wanted = list(dict.fromkeys(keys))
+        window = max(4 * limit, 64)  # keys read per query: claiming stops once ``limit`` are held
+        got: list[str] = []
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            done = {k for (k,) in self._rows("calls", "key", keys)}
-            held = {k: (o, t) for k, o, t in self._rows("claims", "key, owner, claimed", keys)}
-            got: list[str] = []
-            for key in dict.fromkeys(keys):
+            for start in range(0, len(wanted), window):
+                chunk = wanted[start : start + window]
+                done = {k for (k,) in self._rows("calls", "key", chunk)}
+                held = {k: (o, t) for k, o, t in self._rows("claims", "key, owner, claimed", chunk)}
+                for key in chunk:
+                    if key in done:
+                        continue
+                    if key in held:
+                        other, when = held[key]
+                        if other != owner and now - when < ttl_s and _alive(other):
+                            continue
+                    got.append(key)
+                    if len(got) >= limit:
+                        break
                 if len(got) >= limit:
                     break
-                if key in done:
-                    continue
-                if key in held:
-                    other, when = held[key]
-                    if other != owner and now - when < ttl_s and _alive(other):
-                        continue
-                got.append(key)
             self._db.executemany("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)",
                                  [(k, owner, now) for k in got])
         return got

@@ -107,12 +107,13 @@ class LLM:
 
     def _processors(self, params: SamplingParams, width: int) -> Any:
         """CCL's guard, as ``LLM(logits_processors=[...])`` + ``extra_args`` switch it on in vLLM."""
-        spec = (params.extra_args or {}).get("ccl_repeat_guard")
-        if not spec or not self.kwargs.get("logits_processors"):
-            return None
         from transformers import LogitsProcessorList
 
-        from ccl.generation.guards import RepeatedLineGuard
+        from ccl.generation.guards import GUARD_ARG, RepeatedLineGuard
+
+        spec = (params.extra_args or {}).get(GUARD_ARG)
+        if not spec or not self.kwargs.get("logits_processors"):
+            return None
 
         return LogitsProcessorList([RepeatedLineGuard(self.tok, width, [spec["in_codes"]], spec["stop_id"])])
 
