@@ -441,6 +441,9 @@ def vllm_serving(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, cons
         return Serving(model_dir, None, model_dir)
     unsupported = unsupported_lora_keys(model_dir)
     if not unsupported and not meta.get("code_tokens"):
+        from ccl.utils.base_model import resolve_base  # the run folder may have moved
+
+        meta["base_dir"] = resolve_base(meta, run_dir, configured_cache=Path(cfg.paths.cache_dir))
         base = served_base(meta["base_dir"], model_dir, model_dir / RunFolder.SERVED_BASE)
         return Serving(base, model_dir, base if base != meta["base_dir"] else model_dir)
     merged = model_dir / RunFolder.MERGED

@@ -1,0 +1,122 @@
+"""Issue 26: a run folder that moves, ccl.predict that states its model and ties evidence to
+codes (offsets, --json), the review page (checked in a real headless browser when one is
+installed) and human-evidence mode from a coder's spans. One tiny trained run is shared."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from ccl.config import register_configs
+from ccl.eval.guidelines import GuidelineChecker
+from ccl.review.explain import explain, flag_texts
+from ccl.review.page import render
+from ccl.run import run
+from tests.test_run import CONF, FAST, quiet
+
+NOTE = ("Assessment: essential hypertension, stable. Type 2 diabetes mellitus without complications.\n"
+        "Denies chest pain. Plan: continue lisinopril.")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A trained tiny run with its backbone cache beside it: ``site/run``, ``site/cache``."""
+    root = tmp_path_factory.mktemp("site")
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[*FAST, f"paths.cache_dir={root / 'cache'}",
+                                           "+experiment=ablation_row4", "stage=data+train"])
+    run(cfg, root / "run", quiet())
+    (root / "note.txt").write_text(NOTE)
+    return root
+
+
+def predict_json(capsys, *args):
+    from ccl.predict import main
+
+    assert main([*map(str, args), "--max-new-tokens", "16", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_moved_run_folder_with_its_cache_predicts_the_same_codes(site, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CCL_CACHE", raising=False)
+    before = predict_json(capsys, site / "run", site / "note.txt")
+    meta = json.loads((site / "run" / "model" / "ccl_model.json").read_text())
+    assert meta["base"]["cache_relative"].startswith("backbones/tiny-") and meta["base"]["fingerprint"]
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(site, moved, symlinks=True)
+    shutil.move(str(site / "cache"), str(tmp_path / "gone"))  # the recorded absolute path is gone
+    try:
+        after = predict_json(capsys, moved / "run", moved / "note.txt")
+        assert [c["code"] for c in after["codes"]] == [c["code"] for c in before["codes"]]
+        assert after["evidence"] == before["evidence"]
+        assert after["model"]["base_model"].startswith(str(moved / "cache"))
+        # The run alone, its cache elsewhere: named in one line with what to do ...
+        alone = tmp_path / "alone"
+        shutil.copytree(moved / "run", alone / "run")
+        from ccl.predict import main
+
+        with pytest.raises(SystemExit):
+            main([str(alone / "run"), str(site / "note.txt")])
+        err = capsys.readouterr().err.strip()
+        assert "the base model backbones/tiny-" in err and "--cache-dir" in err and len(err.splitlines()) == 1
+        # ... and found through --cache-dir, or after --pack without any cache.
+        given = predict_json(capsys, alone / "run", site / "note.txt", "--cache-dir", moved / "cache")
+        assert [c["code"] for c in given["codes"]] == [c["code"] for c in before["codes"]]
+        assert main([str(alone / "run"), "--pack", "--cache-dir", str(moved / "cache")]) == 0
+        capsys.readouterr()
+        shutil.rmtree(moved / "cache")
+        packed = predict_json(capsys, alone / "run", site / "note.txt")
+        assert [c["code"] for c in packed["codes"]] == [c["code"] for c in before["codes"]]
+    finally:
+        shutil.move(str(tmp_path / "gone"), str(site / "cache"))
+
+
+def test_predict_states_its_model_ties_evidence_to_codes_and_writes_json(site, capsys):
+    out = predict_json(capsys, site / "run", site / "note.txt")
+    model = out["model"]
+    assert model["backbone"] == "tiny" and model["trained_on"]["train_documents"] == 16
+    assert model["code_vocabulary"] == len(model["trained_on"]["codes"]) > 0
+    for e in out["evidence"]:  # offsets are the note's, or the phrase is marked not found
+        if e["found"]:
+            assert NOTE[e["start"]:e["end"]] == e["note_text"]
+        else:
+            assert e["start"] is None
+    for c in out["codes"]:
+        assert {"code", "description", "probability", "evidence", "flags"} <= set(c)
+    from ccl.predict import main
+
+    assert main([str(site / "run"), str(site / "note.txt"), "--max-new-tokens", "16"]) == 0
+    text = capsys.readouterr().out
+    assert "reach: trained on 16 demo training documents" in text and "it knows" in text
+
+
+def test_explain_marks_missing_evidence_and_names_the_missing_code(tab):
+    row = {"codes": ["E11.9", "I10"], "evidence": ["essential hypertension", "essential hypertension",
+                                                  "heart on fire"],
+           "code_scores": {"I10": -0.1}}
+    rec = explain(NOTE, row, tab, {"essential hypertension": ("I10", -0.2), "heart on fire": ("R07.9", None)},
+                  gold=["I10", "J45.909"])
+    hyper, fire = rec["evidence"]
+    assert hyper["times"] == 2 and NOTE[hyper["start"]:hyper["end"]] == "essential hypertension"
+    assert fire["found"] is False and fire["code_in_answer"] is False
+    by_code = {c["code"]: c for c in rec["codes"]}
+    assert by_code["I10"]["evidence"] == [0] and by_code["E11.9"]["evidence"] == []
+    assert rec["missed"] == ["J45.909"] and rec["extra"] == ["E11.9"]
+    checker = GuidelineChecker(tab)
+    needing = next((c for c in ("E08.9", "E09.9", "N18.30", "D63.1", "E87.70") if c in tab
+                    and checker.requirements(c, "code_first") + checker.requirements(c, "use_additional_code")), None)
+    if needing is None:
+        pytest.skip("no code with a code-first/use-additional note in this Tabular List")
+    texts = [f["text"] for f in flag_texts(checker, [needing])[needing]]
+    assert texts and all("is missing" in t and len(t) > 40 for t in texts)  # names the code, no cut
+
+
+def test_review_page_highlights_sit_on_their_offsets_static(tab):
+    rec = explain(NOTE, {"codes": ["I10"], "evidence": ["Essential hypertension", "chest pain", "nowhere"]},
+                  tab, {"Essential hypertension": ("I10", None)}, gold=["I10", "E11.9"])
+    page = render([dict(rec, id="note <1>")])
+    assert "http://" not in page and "https://" not in page and "<script src" not in page
+    assert "note &lt;1&gt;" in page and "missed" in page and "not found in the note" in page
