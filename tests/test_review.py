@@ -120,3 +120,77 @@ def test_review_page_highlights_sit_on_their_offsets_static(tab):
     page = render([dict(rec, id="note <1>")])
     assert "http://" not in page and "https://" not in page and "<script src" not in page
     assert "note &lt;1&gt;" in page and "missed" in page and "not found in the note" in page
+
+
+def test_human_evidence_mode_codes_from_a_coders_spans(site, tmp_path, capsys, monkeypatch):
+    import ccl.stages.predict as stages_predict
+
+    seen = {}
+    original = stages_predict.build_prompts
+
+    def spy(tokenizer, docs, task, chat, human, limits):  # the prompt carries the coder's phrases
+        seen["human"], seen["spans"] = human, [s.text for s in docs[0].spans]
+        return original(tokenizer, docs, task, chat, human, limits)
+
+    monkeypatch.setattr(stages_predict, "build_prompts", spy)
+    spans = tmp_path / "spans.txt"
+    spans.write_text("# corrected by a coder\nessential hypertension\n\nType 2 diabetes mellitus\n")
+    out = predict_json(capsys, site / "run", site / "note.txt", "--evidence", spans)
+    assert seen == {"human": True, "spans": ["essential hypertension", "Type 2 diabetes mellitus"]}
+    assert out["mode"] == "human_evidence"
+    assert [e["text"] for e in out["evidence"]] == ["essential hypertension", "Type 2 diabetes mellitus"]
+    assert all(NOTE[e["start"]:e["end"]] == e["text"] for e in out["evidence"])
+    from ccl.predict import read_evidence_file
+
+    as_json = tmp_path / "spans.json"  # offsets into the note, e.g. edited from --json output
+    as_json.write_text(json.dumps({"evidence": [{"start": 12, "end": 34}, {"text": "chest pain"}]}))
+    assert read_evidence_file(as_json, NOTE) == ["essential hypertension", "chest pain"]
+    from ccl.predict import main
+
+    as_json.write_text(json.dumps([{"start": 5, "end": 9999}]))
+    with pytest.raises(SystemExit):
+        main([str(site / "run"), str(site / "note.txt"), "--evidence", str(as_json)])
+    assert "lies outside the note" in capsys.readouterr().err
+
+
+DEMO_RUN = Path(__file__).resolve().parents[1] / "benchmarks" / "table3_cpu" / "ablation_row4_s0"
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run"]
+
+
+def test_review_page_renders_in_a_headless_browser_with_highlights_on_their_text(tmp_path, capsys):
+    """The review page of a run's predictions (the committed demo run, lexical links: no weights),
+    opened in Chromium: it renders, and every <mark> holds the note's text at its offsets."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
+    from ccl.review.__main__ import main
+
+    assert main([str(DEMO_RUN), "--out", str(tmp_path), "--limit", "4", "--link", "lexical"]) == 0
+    capsys.readouterr()
+    notes = {}
+    for line in (DEMO_RUN / "data" / "test.jsonl").read_text().splitlines():
+        doc = json.loads(line)
+        notes[doc["id"]] = doc["text"]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        page = browser.new_page()
+        requests = []
+        page.on("request", lambda r: requests.append(r.url) if not r.url.startswith("file:") else None)
+        page.goto((tmp_path / "review.html").as_uri())
+        sections = page.eval_on_selector_all("section.note", "ss => ss.map(s => s.querySelector('h2').textContent)")
+        marks = page.eval_on_selector_all(
+            "mark", "ms => ms.map(m => [m.closest('section').querySelector('h2').textContent, "
+                    "+m.dataset.start, +m.dataset.end, m.textContent, m.getBoundingClientRect().width])")
+        row = page.locator("tr.code").first
+        code = row.get_attribute("data-code")
+        row.click()  # the code's marks are lit, the others dimmed
+        lit = page.eval_on_selector_all("section.note:first-of-type mark", "ms => ms.map(m => "
+                                        "[m.dataset.code, m.classList.contains('on'), m.classList.contains('dim')])")
+        browser.close()
+    assert len(sections) == 4 and not requests
+    assert len(marks) >= 4
+    for doc_id, start, end, text, width in marks:
+        assert text == notes[doc_id][start:end] and width > 0
+    assert lit and all(on == (c == code) and dim == (c != code) for c, on, dim in lit)
