@@ -177,7 +177,7 @@ def _print_model(console: Console, model: dict[str, Any]) -> None:
 
 
 def _print_review(console: Console, record: dict[str, Any]) -> None:
-    console.rule("[bold]Codes and their evidence")
+    console.rule("[bold]Evidence and ICD-10-CM codes")
     evidence = record["evidence"]
     for c in record["codes"]:
         score = "" if c["logprob"] is None else f"  p={c['probability']:.2f} (log p {c['logprob']:.2f})"
@@ -191,7 +191,7 @@ def _print_review(console: Console, record: dict[str, Any]) -> None:
             console.print("    evidence: none of the listed evidence is coded to it", markup=False,
                           highlight=False, soft_wrap=True)
         for f in c["flags"]:
-            console.print(f"    FLAG {f['kind']}: {f['text']}", markup=False, highlight=False, soft_wrap=True)
+            console.print(f"    FLAG {f['label']}: {f['text']}", markup=False, highlight=False, soft_wrap=True)
     if not record["codes"]:
         console.print("(no codes)")
     rest = [e for e in evidence if not record["linked"] or not e["code_in_answer"]]
@@ -290,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         _print_model(console, about)
     spans = [EvidenceSpan(0, 0, p, "") for p in phrases] if phrases else []
     bound = answer_bound(cfg, args.run_dir)
-    engine = engines.make_engine(cfg.infer, model, tokenizer)
+    # one engine for the note and for tying its evidence to codes (None: predict_documents builds one)
+    engine = engines.make_engine(cfg.infer, model, tokenizer) if model is not None and tokenizer is not None else None
     # --json: stdout is the JSON object alone; progress lines go to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         [row] = predict_documents(cfg, model, tokenizer, [Document(id="note", text=text, codes=[], spans=spans)],
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         if phrases is not None:
             row["evidence"] = phrases
         links = {}
-        if not args.no_link and row["evidence"] and not cfg.infer.get("restrict_codes"):
+        if not args.no_link and engine is not None and row["evidence"] and not cfg.infer.get("restrict_codes"):
             links = recode_phrases(engine, tokenizer, row["evidence"], bool(cfg.backbone.use_chat_template))
     record = explain(text, row, tab, links, gold)
     record["model"] = about

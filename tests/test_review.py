@@ -194,3 +194,54 @@ def test_review_page_renders_in_a_headless_browser_with_highlights_on_their_text
     for doc_id, start, end, text, width in marks:
         assert text == notes[doc_id][start:end] and width > 0
     assert lit and all(on == (c == code) and dim == (c != code) for c, on, dim in lit)
+
+
+def test_cut_warning_names_the_answer_bound_in_use(site, tmp_path, capsys):
+    """infer.max_new_tokens null: the bound is the run's derived one, and the warning says it
+    (it said "with room for None answer tokens")."""
+    from omegaconf import OmegaConf
+
+    from ccl.predict import main
+    from ccl.stages.predict import answer_bound
+
+    run_copy = tmp_path / "run"
+    shutil.copytree(site / "run", run_copy, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = OmegaConf.load(run_copy / "config.yaml")
+    cfg.infer.max_new_tokens = None
+    OmegaConf.save(cfg, run_copy / "config.yaml")
+    long_note = tmp_path / "long.txt"
+    long_note.write_text(" ".join([NOTE] * 60))
+    assert main([str(run_copy), str(long_note), "--json", "--no-link"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    bound = answer_bound(cfg, run_copy)
+    assert out["warnings"] and f"with room for {bound} answer tokens" in out["warnings"][0]
+    assert "None" not in out["warnings"][0]
+
+
+def test_progress_counts_what_the_prompts_are(capsys):
+    """Span re-coding counts evidence phrases, windows count windows (not "6/6 documents")."""
+    import io
+
+    from ccl.generation.progress import doc_progress
+    from ccl.generation.record import Generation
+    from ccl.inference.span_recode import recode_phrases
+
+    stream = io.StringIO()
+    with doc_progress(3, stream=stream, unit="evidence phrases") as advance:
+        advance(3)
+    assert "3/3 evidence phrases" in stream.getvalue() and "documents" not in stream.getvalue()
+
+    class Engine:
+        progress_unit = "documents"
+
+        def complete(self, prompts, max_new_tokens):
+            self.seen = self.progress_unit
+            return [Generation("I10 - Essential hypertension", [], "stop", None) for _ in prompts]
+
+    class Tok:
+        def apply_chat_template(self, *a, **k):
+            raise AssertionError
+
+    engine = Engine()
+    assert recode_phrases(engine, Tok(), ["high blood pressure"], False) == {"high blood pressure": ("I10", None)}
+    assert engine.seen == "evidence phrases" and engine.progress_unit == "documents"

@@ -30,7 +30,7 @@ def _ref_text(refs: Sequence[Any]) -> str:
 
 
 def flag_texts(checker: GuidelineChecker, codes: Sequence[str]) -> dict[str, list[dict[str, str]]]:
-    """``code -> [{"kind", "text"}]``: each guideline flag of :meth:`GuidelineChecker.check` in
+    """``code -> [{"kind", "label", "text"}]`` (``label``: :meth:`DocFlags.per_code`'s): each guideline flag of :meth:`GuidelineChecker.check` in
     words, naming the other code: ``excludes1`` (the code it excludes), ``code_first_missing`` /
     ``use_additional_code_missing`` (the codes the Tabular List's note asks for, ``one of``
     its alternatives) and ``missing_7th_character``."""
@@ -39,10 +39,11 @@ def flag_texts(checker: GuidelineChecker, codes: Sequence[str]) -> dict[str, lis
     for a, b in flags.excludes1_pairs:
         for one, other in ((a, b), (b, a)):
             out.setdefault(one, []).append(
-                {"kind": "excludes1", "text": f"Excludes1 with {other}: the two are not coded together"})
+                {"kind": "excludes1", "label": f"excludes1:{other}",
+                 "text": f"Excludes1 with {other}: the two are not coded together"})
     for code in flags.missing_seventh_character:
         out.setdefault(code, []).append(
-            {"kind": "missing_7th_character",
+            {"kind": "missing_7th_character", "label": "missing_7th_character",
              "text": f"{code} needs a 7th character (encounter/sequela): pick a billable code under {code}"})
     for kind, key, verb in (("code_first", "code_first_missing", "code first"),
                             ("use_additional_code", "use_additional_code_missing", "use additional code")):
@@ -51,7 +52,7 @@ def flag_texts(checker: GuidelineChecker, codes: Sequence[str]) -> dict[str, lis
                       for alt in req.alternatives]
             names = " or ".join(_ref_text(refs) for refs, _ in wanted) or "the code its note names"
             out.setdefault(code, []).append(
-                {"kind": key, "text": f"{verb}: {names} is missing (Tabular List note of {code})"})
+                {"kind": key, "label": key, "text": f"{verb}: {names} is missing (Tabular List note of {code})"})
     return out
 
 
