@@ -1,13 +1,17 @@
 """``python -m ccl.predict RUN_DIR [note.txt]``: code one note with a trained run.
 
-Reads the note from the file (or stdin), prompts the run's model exactly as the
-predict stage does, and prints the evidence it found and ``CODE - description``
-lines. Codes that are not billable in the run's Tabular List are flagged. Each code
-shows its score (the log-probability of its tokens in the same generation, and that
-probability) and any guideline flag of the Tabular List's notes (Excludes1 pairs, a
-missing 7th character, a missing "code first" / "use additional code" half;
-:mod:`ccl.eval.guidelines`). A run with ``infer.restrict_codes`` decodes with the same
-allowed codes (``restrict_codes.json`` of the run folder).
+Reads the note from the file (or stdin), prompts the run's model exactly as the predict
+stage does, and prints, first, the model and its reach (backbone, base model, the data it was
+trained on and the size of its code vocabulary: :func:`ccl.review.explain.model_reach`),
+then each code with its description, score (log-probability and probability), the evidence
+phrases tied to it (by the model's span prompt) with their character offsets in the note,
+and its guideline flags in full, naming the missing code (:mod:`ccl.eval.guidelines`);
+evidence not found in the note is marked. Codes not billable in the run's Tabular List are
+flagged. ``--json``: one JSON object (:func:`ccl.review.explain.explain` plus ``model`` and
+``warnings``); ``--html``: the review page (:mod:`ccl.review.page`); ``--evidence FILE``:
+human-evidence mode from a coder's phrases; ``--pack``/``--cache-dir``: a moved run folder's
+base model (:mod:`ccl.utils.base_model`). A run with ``infer.restrict_codes`` decodes with
+the same allowed codes (``restrict_codes.json`` of the run folder).
 """
 
 from __future__ import annotations
