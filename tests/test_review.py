@@ -74,8 +74,10 @@ def test_moved_run_folder_with_its_cache_predicts_the_same_codes(site, tmp_path,
         shutil.move(str(tmp_path / "gone"), str(site / "cache"))
 
 
-def test_predict_states_its_model_ties_evidence_to_codes_and_writes_json(site, capsys):
-    out = predict_json(capsys, site / "run", site / "note.txt")
+def test_predict_states_its_model_ties_evidence_to_codes_and_writes_json(site, tmp_path, capsys):
+    page = tmp_path / "note.html"
+    out = predict_json(capsys, site / "run", site / "note.txt", "--html", page)
+    assert "Type 2 diabetes mellitus without complications." in page.read_text()
     model = out["model"]
     assert model["backbone"] == "tiny" and model["trained_on"]["train_documents"] == 16
     assert model["code_vocabulary"] == len(model["trained_on"]["codes"]) > 0
@@ -169,6 +171,8 @@ def test_review_page_renders_in_a_headless_browser_with_highlights_on_their_text
 
     assert main([str(DEMO_RUN), "--out", str(tmp_path), "--limit", "4", "--link", "lexical"]) == 0
     capsys.readouterr()
+    records = json.loads((tmp_path / "review.json").read_text())
+    assert len(records) == 4 and all(r["link"] == "lexical" for r in records)
     notes = {}
     for line in (DEMO_RUN / "data" / "test.jsonl").read_text().splitlines():
         doc = json.loads(line)
@@ -245,3 +249,33 @@ def test_progress_counts_what_the_prompts_are(capsys):
     engine = Engine()
     assert recode_phrases(engine, Tok(), ["high blood pressure"], False) == {"high blood pressure": ("I10", None)}
     assert engine.seen == "evidence phrases" and engine.progress_unit == "documents"
+
+
+def test_base_reference_resolves_by_fingerprint_not_by_path_alone(tmp_path, monkeypatch):
+    """Unit: a model at the recorded place whose files differ is not taken; an old record's
+    hub id is kept; a missing absolute base is named in one line with what to do."""
+    from ccl.utils.base_model import base_reference, resolve_base
+
+    monkeypatch.delenv("CCL_CACHE", raising=False)
+    cache, run_dir = tmp_path / "cache", tmp_path / "run"
+    base = cache / "backbones" / "tiny-abc"
+    base.mkdir(parents=True)
+    run_dir.mkdir()
+    (base / "config.json").write_text('{"hidden_size": 8}')
+    (base / "model.safetensors").write_bytes(b"x" * 10)
+    meta = {"mode": "lora", "backbone": "tiny", "base_dir": str(base),
+            "base": base_reference(str(base), "tiny", cache, run_dir)}
+    assert meta["base"]["cache_relative"] == "backbones/tiny-abc"
+    assert meta["base"]["run_relative"] == "../cache/backbones/tiny-abc"
+    assert resolve_base(meta, run_dir) == str(base)
+    other = tmp_path / "other" / "backbones" / "tiny-abc"  # same name, other weights
+    other.mkdir(parents=True)
+    (other / "config.json").write_text('{"hidden_size": 8}')
+    (other / "model.safetensors").write_bytes(b"y" * 11)
+    assert resolve_base(meta, run_dir, cache_dir=tmp_path / "other") == str(base)
+    shutil.rmtree(cache)
+    with pytest.raises(FileNotFoundError, match="backbones/tiny-abc .*--cache-dir") as err:
+        resolve_base(meta, run_dir, cache_dir=tmp_path / "other")
+    assert "\n" not in str(err.value)
+    assert resolve_base({"mode": "lora", "base_dir": "HuggingFaceTB/SmolLM2-135M"}, run_dir) == \
+        "HuggingFaceTB/SmolLM2-135M"

@@ -1,7 +1,7 @@
 """``python -m ccl.review RUN_DIR --out DIR``: the review page of a run's predictions.
 
 Reads ``predictions.jsonl`` and the notes of ``data/<split>.jsonl`` of a finished run and
-writes ``DIR/review.html`` (one self-contained page, every note: its text with each
+writes ``DIR/review.html`` (and its data, ``DIR/review.json``; one self-contained page, every note: its text with each
 evidence phrase highlighted at its offsets, codes with probabilities and guideline flags,
 gold codes beside them with missed and extra codes marked). Evidence is tied to codes by
 the run's model under the span prompt when its weights are there (``--link model``, the
@@ -22,6 +22,7 @@ from ccl.cli_errors import cli_main
 from ccl.icd.tabular import load_tabular
 from ccl.review.explain import explain, lexical_links
 from ccl.review.page import write_page
+from ccl.utils.atomic import write_text_atomic
 
 
 def _read_jsonl(path: Path, what: str) -> list[dict]:
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
            "none": "not tied to codes"}[link]
     page = write_page(args.out / "review.html", records, title=f"CCL review: {run_dir.name}",
                       subtitle=f"{len(records)} notes of {run_dir}; evidence {how}")
-    print(f"review page: {page} ({len(records)} notes)")
+    write_text_atomic(args.out / "review.json", json.dumps(records, ensure_ascii=False, indent=1))
+    print(f"review page: {page} ({len(records)} notes; the same as JSON: {args.out / 'review.json'})")
     return 0
 
 

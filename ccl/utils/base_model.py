@@ -93,7 +93,10 @@ def resolve_base(meta: dict[str, Any], run_dir: Path, cache_dir: Path | None = N
     for folder in tried:
         if (folder / "config.json").is_file() and (want is None or fingerprint(folder) == want):
             return str(folder)
-    name = ref.get("cache_relative") or meta.get("base_dir")
+    recorded = str(meta.get("base_dir") or "")
+    if not ref and recorded and not Path(recorded).is_absolute():  # a record of before: a hub id
+        return recorded
+    name = ref.get("cache_relative") or recorded
     raise FileNotFoundError(
         f"{run_dir}: the base model {name} (backbone {meta.get('backbone')!r}"
         f"{', fingerprint ' + want if want else ''}) that the adapter in model/ was trained on is not found "
