@@ -200,7 +200,8 @@ def _print_review(console: Console, record: dict[str, Any]) -> None:
         console.print("(no codes)")
     rest = [e for e in evidence if not record["linked"] or not e["code_in_answer"]]
     if rest:
-        console.rule("[bold]Evidence " + ("not tied to a code of the answer" if record["linked"] else ""))
+        console.rule("[bold]Evidence " + ("not tied to a code of the answer" if record["linked"]
+                                          else "(not tied to codes: --no-link, or the model coded none of it)"))
         for e in rest:
             tie = f"  (coded alone: {e['code']}, not in the answer)" if e["code"] else ""
             console.print(f"  • {_where(e)}{tie}", markup=False, highlight=False, soft_wrap=True)
