@@ -311,4 +311,5 @@ class HFEngine:
         # Imported when shown: ccl.utils.progress (log lines) imports Lightning.
         from ccl.generation.progress import doc_progress
 
-        return doc_progress(total)
+        # what the prompts are (documents, windows, evidence phrases): set by the caller
+        return doc_progress(total, unit=getattr(self, "progress_unit", "documents"))

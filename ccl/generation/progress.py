@@ -110,9 +110,12 @@ def track(
 
 
 @contextmanager
-def doc_progress(total: int, label: str = "predict", stream: TextIO | None = None) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)`` for ``total`` documents: a rich bar on a terminal (removed when
-    done), log lines (``predict: 24/61 documents (39%), 0.41 docs/s, ...``) otherwise."""
-    with track(total, label, show_hits=False, unit="documents", rate_unit="docs", stream=stream,
+def doc_progress(total: int, label: str = "predict", stream: TextIO | None = None,
+                 unit: str = "documents") -> Iterator[Callable[[int], None]]:
+    """Yield ``advance(n)`` for ``total`` items (``unit``: documents, or what the prompts are,
+    e.g. ``windows``, ``evidence phrases``): a rich bar on a terminal (removed when done), log
+    lines (``predict: 24/61 documents (39%), 0.41 docs/s, ...``) otherwise."""
+    rate = "docs" if unit == "documents" else unit.split()[-1]
+    with track(total, label, show_hits=False, unit=unit, rate_unit=rate, stream=stream,
                transient=True) as tracker:
         yield tracker.advance

@@ -13,13 +13,31 @@ log-probabilities under the span prompt when the engine records them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from ccl.data.prompts import span_prompt
 from ccl.generation.chat import render_prompt
 from ccl.inference.parser import parse_output
 from ccl.inference.scores import code_scores
+
+
+@contextmanager
+def progress_unit(engine: Any, unit: str) -> Iterator[None]:
+    """Have ``engine``'s progress count ``unit`` (e.g. ``evidence phrases``) while inside;
+    engines without progress ignore it."""
+    before = getattr(engine, "progress_unit", "documents")
+    try:
+        engine.progress_unit = unit
+    except AttributeError:  # an engine object that takes no new attribute
+        yield
+        return
+    try:
+        yield
+    finally:
+        engine.progress_unit = before
+
 
 SPAN_ANSWER_TOKENS = 24  # one "CODE - description" line; the code comes first
 
@@ -36,7 +54,9 @@ def recode_phrases(engine: Any, tokenizer: Any, phrases: Sequence[str], use_chat
         return {}
     prompts = [render_prompt(tokenizer, span_prompt(p), use_chat_template) for p in phrases]
     out: dict[str, tuple[str, float | None]] = {}
-    for phrase, gen in zip(phrases, engine.complete(prompts, SPAN_ANSWER_TOKENS), strict=True):
+    with progress_unit(engine, "evidence phrases"):
+        generations = engine.complete(prompts, SPAN_ANSWER_TOKENS)
+    for phrase, gen in zip(phrases, generations, strict=True):
         codes = [c for c in parse_output(gen.text).codes if allowed is None or c in allowed]
         if not codes:
             continue

@@ -57,7 +57,7 @@ from ccl.generation.vllm_engine import unsupported_lora_keys
 from ccl.inference.constrained import allowed_codes, configure_engine
 from ccl.inference.parser import merge_outputs, parse_output
 from ccl.inference.scores import document_code_scores
-from ccl.inference.span_recode import add_span_codes, recode_phrases
+from ccl.inference.span_recode import add_span_codes, progress_unit, recode_phrases
 from ccl.stages.data import DataBundle
 from ccl.utils.atomic import atomic_dir, write_json_atomic
 from ccl.utils.hashing import hash_obj, hash_records
@@ -223,7 +223,8 @@ def predict_documents(
     plan = build_prompts(tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), human,
                          limits_from_config(cfg, answer_tokens=bound))
     t0 = time.perf_counter()
-    outputs = engine.complete(plan.prompts, bound)
+    with progress_unit(engine, "windows" if len(plan.prompts) != len(docs) else "documents"):
+        outputs = engine.complete(plan.prompts, bound)
     if console:
         _report_generation(console, engine, outputs, len(docs), bound, time.perf_counter() - t0)
     windows: list[list[tuple[Any, str]]] = [[] for _ in docs]  # (output, answer prefix) per window
@@ -441,6 +442,9 @@ def vllm_serving(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, cons
         return Serving(model_dir, None, model_dir)
     unsupported = unsupported_lora_keys(model_dir)
     if not unsupported and not meta.get("code_tokens"):
+        from ccl.utils.base_model import resolve_base  # the run folder may have moved
+
+        meta["base_dir"] = resolve_base(meta, run_dir, configured_cache=Path(cfg.paths.cache_dir))
         base = served_base(meta["base_dir"], model_dir, model_dir / RunFolder.SERVED_BASE)
         return Serving(base, model_dir, base if base != meta["base_dir"] else model_dir)
     merged = model_dir / RunFolder.MERGED

@@ -48,6 +48,7 @@ from ccl.model.train_progress import TrainProgress
 from ccl.stages.data import DataBundle
 from ccl.stages.keys import train_key
 from ccl.utils.atomic import write_json_atomic
+from ccl.utils.base_model import base_reference, resolve_base
 from ccl.utils.checkpoints import AtomicCheckpointIO, check_given_checkpoint, usable_checkpoint
 from ccl.utils.loggers import finish_logger, make_logger
 from ccl.utils.run_folder import MODEL_META, RunFolder, trained_model_meta
@@ -326,6 +327,10 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     report = {
         "mode": str(cfg.train.mode), "backbone": cfg.backbone.name,
         "base_dir": _absolute(str(getattr(module.model.config, "_name_or_path", ""))),
+        # Where the base lies relative to the cache and the run, and its fingerprint: the run
+        # folder can move (ccl.utils.base_model.resolve_base).
+        "base": base_reference(_absolute(str(getattr(module.model.config, "_name_or_path", ""))),
+                               cfg.backbone.name, Path(cfg.paths.cache_dir), run_dir),
         "code_tokens": bool(cfg.backbone.code_tokens),
         "codes": bundle.code_vocabulary() if cfg.backbone.code_tokens else [],
         "trainable_params": trainable, "total_params": total, "steps": steps, "fit_seconds": round(seconds, 1),
@@ -391,7 +396,8 @@ def load_trained(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path) -> t
     from peft import PeftModel
 
     # The exact base the adapter was trained on (a tiny model's dir depends on its corpus).
-    base = OmegaConf.merge(cfg.backbone, {"kind": "hub", "pretrained": meta["base_dir"]})
+    base_dir = resolve_base(meta, run_dir, configured_cache=cache_dir)  # the run folder may have moved
+    base = OmegaConf.merge(cfg.backbone, {"kind": "hub", "pretrained": base_dir})
     model, tokenizer = load_backbone(base, cache_dir)
     if meta.get("code_tokens"):
         tab = bundle.tab if bundle is not None else load_tabular(cfg.icd.tabular_xml, cache_dir)
