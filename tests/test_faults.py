@@ -445,6 +445,9 @@ def test_a_known_error_in_a_sweep_job_is_one_line_for_hydra():
     with pytest.raises(CompactHydraException) as err, one_line_job_errors("ccl.run"):
         raise RunFolderBusy("outputs/x: process 42 is writing into this run folder")
     assert str(err.value).startswith("ccl.run: error: outputs/x: process 42") and "\n" not in str(err.value)
+    import pickle
+
+    assert str(pickle.loads(pickle.dumps(err.value))) == str(err.value)  # launchers pickle a job's result
     with pytest.raises(RuntimeError), one_line_job_errors("ccl.run"):  # a bug keeps its traceback
         raise RuntimeError("bug")
 
