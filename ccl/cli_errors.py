@@ -154,10 +154,7 @@ def one_line_job_errors(prog: str) -> Any:
     carrying ``PROG: error: MESSAGE``, which Hydra records as the job's failure and prints as
     that one line (after its own "Error executing job with overrides: [...]") when the sweep
     ends, instead of a traceback. Other jobs of the sweep still run. A context manager."""
-    from hydra.errors import CompactHydraException
-
-    class JobFailed(CompactHydraException):
-        """A sweep job stopped by a known error (one line)."""
+    failed = __getattr__("JobFailed")
 
     @contextmanager
     def guard() -> Iterator[None]:
@@ -166,9 +163,23 @@ def one_line_job_errors(prog: str) -> Any:
         except Exception as err:
             if debug_enabled() or not is_known(err):
                 raise
-            raise JobFailed(f"{prog}: error: {describe(err)} (--debug shows the traceback)") from None
+            raise failed(f"{prog}: error: {describe(err)} (--debug shows the traceback)") from None
 
     return guard()
+
+
+def __getattr__(name: str) -> Any:
+    """``JobFailed``: a ``hydra.errors.CompactHydraException`` for a sweep job stopped by a known
+    error, made on first use (importing Hydra costs a cheap CLI ~1 s) and kept in this module,
+    so a launcher that pickles a job's result (joblib, submitit) finds it by name."""
+    if name != "JobFailed":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from hydra.errors import CompactHydraException
+
+    cls = type("JobFailed", (CompactHydraException,), {"__module__": __name__, "__qualname__": "JobFailed",
+                                                       "__doc__": "A sweep job stopped by a known error (one line)."})
+    globals()["JobFailed"] = cls
+    return cls
 
 
 def cli_main(prog: str) -> Callable[[F], F]:
