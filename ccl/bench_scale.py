@@ -230,18 +230,22 @@ def run_step(name: str, work: Path, extra: list[str], train_steps: int) -> dict[
 
 
 def measure(cmd: list[str]) -> dict[str, Any]:
-    """Run ``cmd``; its wall seconds, CPU seconds, peak RSS (GB) from ``os.wait4``, and its JSON line."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    stdout = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t
+    """Run ``cmd`` under ``/usr/bin/time -v``; its wall seconds, CPU seconds, peak RSS (GB) and its
+    JSON line. Through ``time``, not forked from this process: Linux carries the forking
+    process's RSS high-water mark across ``exec`` into the child's ``ru_maxrss``, so a step
+    forked from here never reads below this process's own RSS."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        t = time.perf_counter()
+        proc = subprocess.run(["/usr/bin/time", "-v", "-o", report.name, *cmd], stdout=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - t
+        fields = dict(line.strip().rsplit(": ", 1) for line in report.read().splitlines() if ": " in line)
     if proc.returncode != 0:
         raise RuntimeError(f"step failed (exit {proc.returncode}): {shlex.join(cmd)}")
-    last = [line for line in stdout.splitlines() if line.startswith("{")]
-    return {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-            "peak_rss_gb": round(usage.ru_maxrss / 1024**2, 3), "result": json.loads(last[-1]) if last else {}}
+    last = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    cpu = float(fields["User time (seconds)"]) + float(fields["System time (seconds)"])
+    return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+            "peak_rss_gb": round(int(fields["Maximum resident set size (kbytes)"]) / 1024**2, 3),
+            "result": json.loads(last[-1]) if last else {}}
 
 
 def load_average() -> list[float]:
