@@ -614,6 +614,8 @@ VALUE_RANGES: dict[str, Range] = {
     **{f"docs.{k}": v for k, v in _DOCS_RANGES.items()},
     "spans.gold.neighbours": NONNEG, "spans.gold.max_pairs_per_code": _r(1, null=True, note="null: no cap"),
     "spans.silver.max_pairs_per_code": _r(1, null=True, note="null: no cap"),
+    "spans.silver.shard.count": COUNT,
+    "spans.silver.shard.index": _r(0, null=True, note="null: the merge step"),
     "spans.synthetic.max_pairs_per_code": _r(1, null=True, note="null: no cap"), "spans.synthetic.neighbours": NONNEG,
     "mix.span_share": _r(0, 1, note="the share of span examples in each epoch"),
     "mix.doc_repeats": COUNT, "mix.max_span_examples_per_epoch": _r(0, null=True, note="null: no cap"),

@@ -273,7 +273,7 @@ def test_vllm_maps_config_and_params_onto_the_engine(monkeypatch):
 def test_vllm_decodes_each_conversation_under_its_grammar(monkeypatch):
     """Issue 24: grammars become vLLM structured outputs (StructuredOutputsParams(grammar=...)),
     one SamplingParams per conversation, on the guidance backend; llm.structured=false sends none."""
-    import torch
+    import ccl.generation.vllm_engine as vllm_engine
 
     record, sent = {}, []
     fake = _fake_vllm(record)
@@ -291,7 +291,8 @@ def test_vllm_decodes_each_conversation_under_its_grammar(monkeypatch):
     fake.SamplingParams = SamplingParams
     monkeypatch.setitem(sys.modules, "vllm", fake)
     monkeypatch.setitem(sys.modules, "vllm.sampling_params", sub)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(vllm_engine, "vllm_unavailable_reason", lambda: None)
+    monkeypatch.setattr(vllm_engine, "on_cpu_platform", lambda: False)
     backend = make_backend(LLMConfig(backend="vllm", model="/models/llama"))
     assert backend.supports_grammar
     backend.generate([_conv("a"), _conv("b")], GenerationParams(), grammars=['start: "x"', None])

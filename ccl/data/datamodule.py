@@ -351,10 +351,25 @@ def answer_targets(ex: Mapping[str, Any]) -> int:
     return sum(1 for t in list(ex["labels"])[1:] if t != IGNORE_INDEX)
 
 
-def _targets(examples: Sequence[Mapping[str, Any]]) -> Sequence[int]:
-    """:func:`answer_targets` of every example: the store's own column when it keeps one."""
-    column = getattr(examples, "targets", None)
-    return column if column is not None else [answer_targets(ex) for ex in examples]
+class ExampleTargets:
+    """``targets[i]``: :func:`answer_targets` of example ``i`` of a :class:`JoinedExamples`,
+    from a store's own ``targets`` column when it keeps one, else from the example itself,
+    read only when asked (a plan draws a fraction of a full-code-space tier; issue 24)."""
+
+    def __init__(self, examples: JoinedExamples) -> None:
+        self.examples = examples
+        self.columns = [getattr(part, "targets", None) for part in (examples.first, examples.second)]
+        self.cache: dict[int, int] = {}
+
+    def __getitem__(self, i: int) -> int:
+        n = len(self.examples.first)
+        part, j = (0, i) if i < n else (1, i - n)
+        column = self.columns[part]
+        if column is not None:
+            return int(column[j])
+        if i not in self.cache:
+            self.cache[i] = answer_targets(self.examples[i])
+        return self.cache[i]
 
 
 def _loss_tokens(ex: Mapping[str, Any]) -> int:
@@ -392,7 +407,7 @@ class MixDataModule(pl.LightningDataModule):
         self.n_docs, self.n_spans = len(doc_examples), len(span_examples)
         self.span_tiers = [str(t or "") for t in _column(span_examples, "tier", "tiers")]
         self.lengths = [int(n) for part in (doc_examples, span_examples) for n in _column(part, "length", "lengths")]
-        self.targets = [int(n) for part in (doc_examples, span_examples) for n in _targets(part)]
+        self.targets = ExampleTargets(self.examples)
         self.mix, self.train_cfg, self.seed = mix, train, int(seed)
         self.collator = collator
         self.val_examples = list(val_examples or [])

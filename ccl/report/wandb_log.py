@@ -33,7 +33,7 @@ from ccl.data.records import read_documents
 from ccl.eval.metrics import per_code_metrics
 from ccl.report.collect import RunFolderError, flatten
 from ccl.report.unseen import read_predictions
-from ccl.utils.loggers import GROUP_ENV, _get, sweep_group, wandb_mode, wandb_run
+from ccl.utils.loggers import GROUP_ENV, config_value, sweep_group, wandb_mode, wandb_run
 from ccl.utils.run_folder import MODEL_META, RunFolder
 
 __all__ = ["GROUP_ENV", "WandbPayload", "build_payload", "log_run_results", "sweep_group"]
@@ -80,7 +80,7 @@ def build_payload(run_dir: str | Path, logger_cfg: Any = None, sample_size: int 
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise RunFolderError(f"{metrics_path}: invalid JSON ({e.msg})") from None
-    with_text = bool(_get(logger_cfg, "log_note_text", False))
+    with_text = bool(config_value(logger_cfg, "log_note_text", False))
     # A run scored on its test_sets only (infer.split=null) has no predictions of its own.
     own = RunFolder(run_dir).predictions
     preds = read_predictions(own) if own.is_file() or "codes" in metrics else []
@@ -108,7 +108,7 @@ def build_payload(run_dir: str | Path, logger_cfg: Any = None, sample_size: int 
     backbone = (config.get("backbone") or {}).get("name", "")
     return WandbPayload(
         name=f"{config.get('name', run_dir.name)}-{backbone}",
-        project=str(_get(logger_cfg, "project", "ccl")),
+        project=str(config_value(logger_cfg, "project", "ccl")),
         group=sweep_group(run_dir, logger_cfg),
         mode=wandb_mode(logger_cfg),
         config=config,

@@ -37,7 +37,7 @@ WANDB_SUBDIR = "wandb"  # RUN/wandb: the W&B runs, staging area and cache of a r
 STAGING_ENV = {"WANDB_DATA_DIR": "data", "WANDB_CACHE_DIR": "cache"}
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
+def config_value(cfg: Any, key: str, default: Any = None) -> Any:
     """``cfg[key]`` for a dict, DictConfig or dataclass; ``default`` when absent or None."""
     if cfg is None:
         return default
@@ -50,7 +50,7 @@ def sweep_group(run_dir: Path, logger_cfg: Any = None) -> str | None:
     """The W&B group of a run: ``logger.group``, then ``$CCL_SWEEP_GROUP``, then the name of
     the Hydra multirun folder the run folder sits in (``multirun.yaml`` beside it); ``None``
     for a single run."""
-    group = _get(logger_cfg, "group") or os.environ.get(GROUP_ENV)
+    group = config_value(logger_cfg, "group") or os.environ.get(GROUP_ENV)
     if group:
         return str(group)
     if RunFolder(run_dir).in_sweep():
@@ -63,7 +63,7 @@ def wandb_mode(logger_cfg: Any) -> str:
 
     Raises ValueError naming the key for anything but offline, online or disabled.
     """
-    mode = str(_get(logger_cfg, "mode", "offline"))
+    mode = str(config_value(logger_cfg, "mode", "offline"))
     if mode not in ("offline", "online", "disabled"):
         raise ValueError(f"logger.mode: {mode!r} is not a W&B mode; use offline, online or disabled")
     return mode
@@ -104,7 +104,7 @@ def wandb_run(run_dir: str | Path, logger_cfg: Any, name: str, config: dict[str,
         os.environ[var] = str(root / sub)
     try:
         run = wandb.init(
-            project=str(_get(logger_cfg, "project", "ccl")), name=name, group=sweep_group(run_dir, logger_cfg),
+            project=str(config_value(logger_cfg, "project", "ccl")), name=name, group=sweep_group(run_dir, logger_cfg),
             job_type=job_type, config=config, tags=[t for t in tags or [] if t], dir=str(run_dir), mode=mode,
             # symlink=False: files saved into the run are copied (or hard-linked), so the
             # run folder can be moved to another machine and synced there.
@@ -151,8 +151,8 @@ def open_wandb_run() -> Any:
 
 def run_name(cfg: Any) -> str:
     """A run's W&B name: ``<name>-<backbone.name>`` (the training and results loggers agree)."""
-    backbone = _get(cfg, "backbone") or {}
-    return f"{_get(cfg, 'name', '')}-{_get(backbone, 'name', '')}"
+    backbone = config_value(cfg, "backbone") or {}
+    return f"{config_value(cfg, 'name', '')}-{config_value(backbone, 'name', '')}"
 
 
 def make_logger(cfg: DictConfig, run_dir: Path) -> Any:
