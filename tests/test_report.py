@@ -436,7 +436,9 @@ def test_wandb_offline_run_logs_tables_and_files_without_network(runs, tmp_path,
     assert (adapter / "adapter_config.json").read_bytes() == (folder / "model" / "adapter_config.json").read_bytes()
     assert not list(adapter.glob("tokenizer*")), "a tiny tokenizer is trained on note text: it stays local"
     assert not (tmp_path / "wandb_data_dir").exists()  # staged in the run folder, not the user's
-    notes = [d["text"] for d in read_jsonl(folder / "data" / "test.jsonl")]
+    cfg = OmegaConf.load(folder / "config.yaml")  # the folder refers to its notes: read them at source
+    source = load_source(cfg.docs, load_tabular(), Path(cfg.paths.cache_dir))
+    notes = [d.text for d in source.docs["test"]]
     for f in (folder / "wandb").rglob("*"):  # privacy: no note's words in anything W&B keeps
         assert not (f.is_file() and any(n[:60].encode() in f.read_bytes() for n in notes)), f
 
