@@ -19,9 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from test_report import FAST
 
 from ccl.data.records import read_documents
+from ccl.data.sources import load_source
+from ccl.icd.tabular import load_tabular
 
 ROOT = Path(__file__).resolve().parents[1]
 README_SWEEP = "python -m ccl.run -m +experiment=ablation_row1,ablation_row4 backbone=tiny train.max_steps=3"
@@ -105,7 +108,11 @@ def check_sweep(tmp_path: Path, argv: list[str], env: dict[str, str]) -> list[Pa
         assert list((offline / "files" / "media" / "table").rglob("*.table.json"))
         assert not (offline / "files" / "results" / "predictions.jsonl").is_symlink()
         # Note text never reaches W&B: no note's words in any file W&B wrote.
-        notes = [d.text for d in read_documents(job / "data" / "test.jsonl")]
+        # The run folder refers to its notes (copy_notes=false): read them at their source.
+        cfg = OmegaConf.load(job / "config.yaml")
+        source = load_source(cfg.docs, load_tabular(), Path(cfg.paths.cache_dir))
+        notes = [d.text for d in source.docs["test"]]
+        assert notes and all(not d.text for d in read_documents(job / "data" / "test.jsonl", need_text=False))
         for f in (job / "wandb").rglob("*"):
             if f.is_file():
                 blob = f.read_bytes()
