@@ -109,11 +109,18 @@ def _code(value: Any, where: str, rid: str, fieldname: str) -> str:
 
 def document_from_dict(d: dict[str, Any], where: str = "<memory>") -> Document:
     """Validate and build a :class:`Document`; raise :class:`RecordError` naming the problem."""
+    return _document(d, where, with_text=True)
+
+
+def _document(d: dict[str, Any], where: str, with_text: bool) -> Document:
+    """A document record (``with_text``: offsets checked against its ``text``) or a
+    :func:`document_reference` record (empty text; each span's own ``text`` required, its
+    offsets kept unchecked, which the empty text cannot check)."""
     if not isinstance(d, dict):
         raise RecordError(f"{where}: record is a {type(d).__name__}, expected an object")
     rid = str(d.get("id", "<no id>"))
     doc_id = _require(d, "id", (str, int), where, rid)
-    text = _require(d, "text", str, where, rid)
+    text = _require(d, "text", str, where, rid) if with_text else ""
     codes = [_code(c, where, rid, "codes") for c in _require(d, "codes", list, where, rid)]
     spans = []
     for i, s in enumerate(d.get("spans") or []):
@@ -122,11 +129,14 @@ def document_from_dict(d: dict[str, Any], where: str = "<memory>") -> Document:
             raise _fail(where, rid, name, "expected an object")
         start = _require(s, "start", int, where, rid)
         end = _require(s, "end", int, where, rid)
-        if not 0 <= start < end <= len(text):
-            raise _fail(where, rid, name, f"offsets {start}:{end} outside text of length {len(text)}")
-        span_text = s.get("text", text[start:end])
-        if span_text != text[start:end]:
-            raise _fail(where, rid, name, f"text {span_text!r} != document text {text[start:end]!r}")
+        if with_text:
+            if not 0 <= start < end <= len(text):
+                raise _fail(where, rid, name, f"offsets {start}:{end} outside text of length {len(text)}")
+            span_text = s.get("text", text[start:end])
+            if span_text != text[start:end]:
+                raise _fail(where, rid, name, f"text {span_text!r} != document text {text[start:end]!r}")
+        else:
+            span_text = _require(s, "text", str, where, rid)
         spans.append(EvidenceSpan(start, end, span_text, _code(s.get("code"), where, rid, f"{name}.code")))
     spans.sort(key=lambda s: (s.start, s.end))
     split = d.get("split")
@@ -222,26 +232,8 @@ def read_documents(path: Path, need_text: bool = True) -> list[Document]:
             raise RecordError(f"{where}: a document reference without its note text (the run had "
                               "copy_notes=false); rerun the data stage with copy_notes=true to keep the text")
         else:
-            out.append(_reference_from_dict(d, where))
+            out.append(_document(d, where, with_text=False))
     return out
-
-
-def _reference_from_dict(d: dict[str, Any], where: str) -> Document:
-    """A :func:`document_reference` record as a document with empty text (its spans keep
-    their offsets and text, which the empty text cannot check)."""
-    rid = str(d.get("id", "<no id>"))
-    doc_id = _require(d, "id", (str, int), where, rid)
-    codes = [_code(c, where, rid, "codes") for c in _require(d, "codes", list, where, rid)]
-    spans = []
-    for i, s in enumerate(d.get("spans") or []):
-        name = f"spans[{i}]"
-        if not isinstance(s, dict):
-            raise _fail(where, rid, name, "expected an object")
-        spans.append(EvidenceSpan(_require(s, "start", int, where, rid), _require(s, "end", int, where, rid),
-                                  _require(s, "text", str, where, rid), _code(s.get("code"), where, rid, f"{name}.code")))
-    spans.sort(key=lambda s: (s.start, s.end))
-    return Document(id=str(doc_id), text="", codes=list(dict.fromkeys(codes)), spans=spans,
-                    split=d.get("split"), source=str(d.get("source", "unknown")))
 
 
 def read_span_pairs(path: Path) -> list[SpanPair]:
