@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from test_run import compose_cfg
+from test_run_folder import one_line_error
 
 from ccl.run import run
 from ccl.utils.checkpoints import checkpoint_problem
@@ -35,14 +36,6 @@ def console() -> Console:
 
 def said(con: Console) -> str:
     return con.file.getvalue()  # type: ignore[attr-defined]
-
-
-def one_line(text: str, prog: str) -> str:
-    """The last line of ``text``, checked to be ``PROG: error: ...`` and not a traceback."""
-    assert "Traceback" not in text, text
-    line = text.strip().splitlines()[-1]
-    assert line.startswith(f"{prog}: error: "), text
-    return line
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +187,7 @@ def test_a_cut_run_folder_file_is_named_with_what_to_do(trained, tmp_path, name,
     with pytest.raises(SystemExit) as err, cli_errors("ccl.run"):
         run(cfg_for(trained, "stage=data+train"), folder, console())
     assert err.value.code == 1
-    line = one_line(capsys.readouterr().err, "ccl.run")
+    line = one_line_error(capsys.readouterr().err, "ccl.run")
     assert f"{path}: damaged (" in line and ("delete" in line and "rerun" in line), line
 
 
@@ -208,7 +201,7 @@ def test_a_cut_model_record_is_noticed_by_predict_too(trained, tmp_path, capsys)
     note.write_text("Assessment: essential hypertension.")
     with pytest.raises(SystemExit):
         predict_main([str(folder), str(note)])
-    assert f"{meta}: damaged (" in one_line(capsys.readouterr().err, "ccl.predict")
+    assert f"{meta}: damaged (" in one_line_error(capsys.readouterr().err, "ccl.predict")
 
 
 def test_predictions_short_by_one_line_are_not_scored(trained, tmp_path, capsys):
@@ -220,7 +213,7 @@ def test_predictions_short_by_one_line_are_not_scored(trained, tmp_path, capsys)
     predictions.write_text("".join(predictions.read_text().splitlines(keepends=True)[:-1]))
     with pytest.raises(SystemExit), cli_errors("ccl.run"):
         run(cfg_for(trained, "stage=eval"), folder, console())
-    line = one_line(capsys.readouterr().err, "ccl.run")
+    line = one_line_error(capsys.readouterr().err, "ccl.run")
     assert f"{predictions}: damaged (1 of 6 documents have no prediction" in line
     assert not (folder / "metrics.json").exists()
 
@@ -278,7 +271,7 @@ def test_a_full_disk_in_the_tabular_cache_names_the_file_and_leaves_nothing(tmp_
     monkeypatch.setattr(tabular.write_pickle_atomic.__globals__["os"], "fdopen", full)
     with pytest.raises(SystemExit), cli_errors("ccl.run"):
         tabular.load_tabular(xml_path, tmp_path)
-    line = one_line(capsys.readouterr().err, "ccl.run")
+    line = one_line_error(capsys.readouterr().err, "ccl.run")
     assert f"{tmp_path}/tabular/tabular-" in line and "no space left on device (this step needs about 50 kB" in line, line
     assert not [p for p in (tmp_path / "tabular").iterdir()]  # nothing a rerun would trust
     tabular._load_memo.cache_clear()
@@ -303,7 +296,7 @@ def test_a_full_disk_in_the_backbone_cache_names_the_folder(tmp_path, monkeypatc
                          intermediate_size=64, vocab_size=300)
     with pytest.raises(SystemExit), cli_errors("ccl.run"):
         build_tiny(cfg, ["a short note about hypertension"] * 20, tmp_path)
-    line = one_line(capsys.readouterr().err, "ccl.run")
+    line = one_line_error(capsys.readouterr().err, "ccl.run")
     # A fake full disk on a large one: "more than" all the space that was free when the write began.
     assert f"{tmp_path}/backbones/tiny-" in line and re.search(r"needs more than \d+(\.\d)? [kMGT]?B", line), line
     assert not list((tmp_path / "backbones").iterdir())
@@ -326,7 +319,7 @@ def test_a_full_disk_in_the_data_stage_keeps_the_old_data(trained, tmp_path, mon
     monkeypatch.setattr(data_stage, "write_jsonl", write_jsonl)
     with pytest.raises(SystemExit), cli_errors("ccl.run"):
         run(cfg_for(trained, "stage=data", "docs.n_test=5", "overwrite=true"), folder, console())
-    line = one_line(capsys.readouterr().err, "ccl.run")
+    line = one_line_error(capsys.readouterr().err, "ccl.run")
     assert f"{folder / 'data'}: no space left on device" in line, line
     assert sorted(p.name for p in (folder / "data").iterdir()) == before
     assert (folder / "data_manifest.json").read_bytes() == manifest
@@ -343,7 +336,7 @@ def test_a_full_disk_that_names_no_file_names_the_fullest_watched_folder(tmp_pat
             raise RuntimeError("while writing the log") from OSError(errno.ENOSPC, "No space left on device")
     finally:
         module.WATCHED.clear()
-    line = one_line(capsys.readouterr().err, "ccl.run")
+    line = one_line_error(capsys.readouterr().err, "ccl.run")
     assert f"no space left on device (run folder={tmp_path / 'run'}: " in line and "free" in line, line
 
 
@@ -404,7 +397,7 @@ def test_other_clis_check_values_when_they_compose(capsys):
 
     with pytest.raises(SystemExit):
         stats_main(["docs.unseen_share=-1"])
-    assert "docs.unseen_share=-1.0 (must be in [0, 1])" in one_line(capsys.readouterr().err, "ccl.data.stats")
+    assert "docs.unseen_share=-1.0 (must be in [0, 1])" in one_line_error(capsys.readouterr().err, "ccl.data.stats")
 
 
 # ------------------------------------------------------------------ 5. one-line errors
@@ -434,7 +427,7 @@ def test_a_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path, capsys):
     bad.write_text("# @package _global_\nname: broken\ntrain:\n  max_steps: [1, 2\n  lr: 3\n")
     with pytest.raises(SystemExit), cli_errors("ccl.run"):
         check_yaml_files(["--config-dir", str(tmp_path), "+experiment=broken"])
-    assert f"{bad}: not valid YAML at line 5, column" in one_line(capsys.readouterr().err, "ccl.run")
+    assert f"{bad}: not valid YAML at line 5, column" in one_line_error(capsys.readouterr().err, "ccl.run")
     check_yaml_files([])  # the project's own files are valid
 
 
@@ -455,13 +448,13 @@ def test_a_known_error_in_a_sweep_job_is_one_line_for_hydra():
 
 
 @pytest.mark.slow
-def test_a_yaml_syntax_error_in_an_experiment_file_is_one_line(tmp_path):
+def test_a_yaml_syntax_error_in_an_experiment_file_is_one_line_error(tmp_path):
     (tmp_path / "experiment").mkdir()
     bad = tmp_path / "experiment" / "broken.yaml"
     bad.write_text("# @package _global_\nname: broken\ntrain:\n  max_steps: [1, 2\n  lr: 3\n")
     done = cli("ccl.run", "--config-dir", str(tmp_path), "+experiment=broken", f"paths.output_dir={tmp_path}")
     assert done.returncode == 1
-    line = one_line(done.stderr, "ccl.run")
+    line = one_line_error(done.stderr, "ccl.run")
     assert f"{bad}: not valid YAML at line 5, column" in line and len(done.stderr.splitlines()) == 1, done.stderr
 
 
@@ -485,7 +478,7 @@ def test_a_busy_folder_in_a_multirun_and_a_refused_run_leave_one_line_and_the_wi
     [line] = [x for x in multi.stderr.splitlines() if x.startswith("ccl.run: error: ")]
     assert f"{job}: process" in line and "is writing into this run folder" in line, multi.stderr
     assert single.returncode == 1
-    line = one_line(single.stderr, "ccl.run")
+    line = one_line_error(single.stderr, "ccl.run")
     assert f"{job}: process" in line and "is writing into this run folder" in line, single.stderr
     assert (hydra / "overrides.yaml").read_text() == "- name=winner\n"  # the snapshot is taken under the lock
     assert sorted(p.name for p in hydra.iterdir()) == ["overrides.yaml"]
@@ -513,7 +506,7 @@ def test_predict_on_another_projects_folder_names_the_folder(tmp_path, capsys):
         with pytest.raises(SystemExit) as err:
             predict_main([str(folder), str(note)])
         assert err.value.code == 1
-        assert f"{folder}: not a CCL run folder" in one_line(capsys.readouterr().err, "ccl.predict")
+        assert f"{folder}: not a CCL run folder" in one_line_error(capsys.readouterr().err, "ccl.predict")
 
 
 def test_predict_refuses_a_zero_token_bound(trained, tmp_path, capsys):
@@ -535,11 +528,11 @@ def test_an_empty_note_file_is_told_apart_from_no_file(trained, tmp_path, capsys
     empty.write_text("  \n")
     with pytest.raises(SystemExit):
         predict_main([str(trained["dir"]), str(empty)])
-    assert f"{empty}: the note file is empty" in one_line(capsys.readouterr().err, "ccl.predict")
+    assert f"{empty}: the note file is empty" in one_line_error(capsys.readouterr().err, "ccl.predict")
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
     with pytest.raises(SystemExit):
         predict_main([str(trained["dir"])])
-    assert "stdin gave an empty note" in one_line(capsys.readouterr().err, "ccl.predict")
+    assert "stdin gave an empty note" in one_line_error(capsys.readouterr().err, "ccl.predict")
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig", "utf-16-be-bom"])
@@ -609,7 +602,7 @@ def test_a_real_full_disk_is_one_line_and_leaves_nothing_a_rerun_would_trust(tmp
     # The run folder on the small disk: the 20 MB checkpoint does not fit.
     done = cli("ccl.run", *base, f"paths.output_dir={small_disk}", f"paths.cache_dir={tmp_path / 'cache'}")
     assert done.returncode == 1
-    line = one_line(done.stderr, "ccl.run")
+    line = one_line_error(done.stderr, "ccl.run")
     [ckpt_dir] = (small_disk / "ablation_row4" / "checkpoints").iterdir()
     assert re.search(rf"{ckpt_dir}/last.ckpt: no space left on device \(this step needs about 2\d MB; \d+ (kB|MB) free",
                      line), line
@@ -620,7 +613,7 @@ def test_a_real_full_disk_is_one_line_and_leaves_nothing_a_rerun_would_trust(tmp
     (small_disk / "filler").write_bytes(b"\0" * (14 << 20))
     done = cli("ccl.run", *base, f"paths.output_dir={tmp_path / 'out'}", f"paths.cache_dir={small_disk / 'cache'}")
     assert done.returncode == 1
-    line = one_line(done.stderr, "ccl.run")
+    line = one_line_error(done.stderr, "ccl.run")
     assert f"{small_disk / 'cache'}/" in line and "no space left on device" in line, line
     leftovers = [p for p in (small_disk / "cache").rglob("*") if p.is_file() and p.name.startswith(".")]
     assert leftovers == []
