@@ -393,7 +393,7 @@ def load_trained(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path) -> t
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         return AutoModelForCausalLM.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
-    from peft import PeftModel
+    from ccl.model.code_rows import load_adapter
 
     # The exact base the adapter was trained on (a tiny model's dir depends on its corpus).
     base_dir = resolve_base(meta, run_dir, configured_cache=cache_dir)  # the run folder may have moved
@@ -402,5 +402,5 @@ def load_trained(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path) -> t
     if meta.get("code_tokens"):
         tab = bundle.tab if bundle is not None else load_tabular(cfg.icd.tabular_xml, cache_dir)
         add_code_tokens(model, tokenizer, meta["codes"], tab.description)
-    model = PeftModel.from_pretrained(model, model_dir)
+    model = load_adapter(model, model_dir)  # each code row stored once, as trained
     return model.eval(), tokenizer
