@@ -11,13 +11,13 @@ tokens, width 576) each such row copy is 172 MB and each whole-matrix copy 285 M
 
 :func:`store_code_rows_once` turns those layers into :class:`CodeRowsLayer`: the
 same parameters (so the same adapter files, optimiser groups and merge), no copy
-of the original rows (the base matrix holds them), and a forward that reads the
-base matrix in place: the embedding looks up the base rows and puts the trained
-rows at the code tokens' positions; the head multiplies by the base rows that are
-not code rows and by the trained rows (no merged matrix, no gradient for frozen
-rows). The values are those of peft's forward (same rows, same products; the
-head's products are split by column, which can differ from one whole product in the
-last bit), and so are the gradients of the trained rows.
+of the original rows (the base matrix holds them), and an embedding forward that
+reads the base matrix in place (it looks up the base rows and puts the trained rows
+at the code tokens' positions: no merged copy of the whole matrix, no gradient for
+the whole matrix). The output head keeps peft's product with the merged matrix: a
+transient copy each forward, but split products (base rows | trained rows) would
+change the logits in the last bit, and CCL's runs stay bit for bit those of peft's
+layers (values and gradients, tests/test_code_rows.py).
 
 What a code token then stores with ``backbone.code_token_side=output`` on a tied
 backbone: its input row (the description-mean start, frozen, in the base matrix:
@@ -34,8 +34,8 @@ from torch import nn
 
 
 class CodeRowsLayer(TrainableTokensLayer):
-    """peft's ``TrainableTokensLayer`` without the copy of the original rows and without the
-    merged whole-matrix copy in the forward (module docstring).
+    """peft's ``TrainableTokensLayer`` without the copy of the original rows, and an embedding
+    forward without the merged whole-matrix copy (module docstring).
 
     ``merge`` (``merge_and_unload``) works as in peft; ``unmerge`` needs the original rows
     and raises ``RuntimeError`` (CCL merges only to export a plain model)."""
@@ -60,9 +60,9 @@ class CodeRowsLayer(TrainableTokensLayer):
         base = self.get_base_layer()
         if isinstance(base, nn.Embedding):
             return self._embed(x, base, active_adapters)
-        if isinstance(base, nn.Linear):
-            return self._head(x, base, active_adapters)
-        raise ValueError("CodeRowsLayer wraps neither an embedding nor a linear layer")
+        # The head: peft's product with the merged matrix (its transient copy), which keeps the
+        # logits bit for bit: split products (base rows | trained rows) differ in the last bit.
+        return super().forward_adapters(x, active_adapters, *args, **kwargs)
 
     def _rows(self, adapter: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         ids = torch.as_tensor(self.token_indices[adapter], device=device, dtype=torch.long)
@@ -81,21 +81,6 @@ class CodeRowsLayer(TrainableTokensLayer):
             rows = F.embedding(torch.where(hit, order[at], 0), delta.to(out.dtype))
             out = torch.where(hit.unsqueeze(-1), rows, out)
         return out if scale is None else out * scale.to(out.dtype)
-
-    def _head(self, x: torch.Tensor, base: nn.Linear, adapters) -> torch.Tensor:
-        # peft: F.linear(x, W with the trained rows copied in); no bias, as peft's.
-        weight = base.weight
-        (adapter, *others) = adapters
-        if others:  # disjoint sets of rows from several adapters: peft's merged product
-            return super().forward_adapters(x, adapters)
-        ids, delta = self._rows(adapter, weight.device)
-        delta = delta.to(weight.dtype)
-        start, n = int(ids[0]), len(ids)
-        if torch.equal(ids, torch.arange(start, start + n, device=ids.device)):
-            # One block of rows (code tokens are added to the vocabulary together): three products.
-            parts = [F.linear(x, weight[:start]), F.linear(x, delta), F.linear(x, weight[start + n:])]
-            return torch.cat([p for p in parts if p.shape[-1]], dim=-1)
-        return F.linear(x, weight).index_copy(-1, ids, F.linear(x, delta))
 
 
 def store_code_rows_once(model: nn.Module) -> int:
