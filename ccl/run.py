@@ -40,6 +40,29 @@ def _run_dir() -> Path:
         return Path.cwd()
 
 
+def check_not_sharded(cfg: DictConfig) -> None:
+    """Refuse ``spans.silver.shard.*`` in a run: sharding is the mining command's.
+
+    A run with ``spans.silver.shard.index`` set would extract one shard and train on no
+    silver pairs; ``shard.count > 1`` is the mining merge's setting. Raises ``ValueError``
+    (one line naming the key and pointing at ``python -m ccl.expansion.mine``, README
+    "Over workers"); the merged tier is cached under a key without the shard, so the
+    run without ``spans.silver.shard.*`` reads it."""
+    silver = cfg.get("spans", {}).get("silver") if cfg.get("spans") is not None else None
+    shard = silver.get("shard") if silver is not None else None
+    if shard is None:
+        return
+    index, count = shard.get("index"), int(shard.get("count") or 1)
+    key, value = (("spans.silver.shard.index", index) if index is not None
+                  else ("spans.silver.shard.count", count))
+    if index is not None or count > 1:
+        raise ValueError(
+            f"{key}={value}: ccl.run does not shard the silver tier (a shard's run would train on "
+            "no or part of the silver pairs); run the shards and their merge with "
+            "`python -m ccl.expansion.mine` (README \"Over workers\"), then ccl.run without "
+            "spans.silver.shard.* reads the merged tier from paths.cache_dir")
+
+
 def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = None) -> dict[str, Any]:
     """Run the configured stages in ``run_dir``; return the metrics (empty if eval did not run).
 
@@ -47,12 +70,14 @@ def run(cfg: DictConfig, run_dir: Path | None = None, console: Console | None = 
     second run into it raises ``RunFolderBusy``), and a folder holding another config's
     results raises ``RunFolderConflict`` unless ``overwrite=true``. Keys the schema
     does not declare raise ``UnknownConfigKey``; a value out of its range (``train.lr=-1``)
-    raises ``ValueError`` naming the key, before any work (:func:`ccl.config.check_values`).
+    raises ``ValueError`` naming the key, before any work (:func:`ccl.config.check_values`),
+    as does a silver shard setting (:func:`check_not_sharded`).
     """
     console = console or Console()
     run_dir = Path(run_dir or _run_dir())
     check_closed(cfg)
     check_values(cfg)
+    check_not_sharded(cfg)
     stages = parse_stages(cfg.stage)
     watch("run folder", run_dir)  # named by a full-disk error that names no file
     watch("paths.cache_dir", cfg.paths.cache_dir)

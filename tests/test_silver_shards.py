@@ -113,3 +113,28 @@ def test_two_shards_through_the_joblib_launcher_equal_one_run(tmp_path):
     alone = mine(prepare(compose_config(["spans=[gold,silver]", *single]), single))
     assert merged["shards"] == 2 and merged["pairs"] == alone["pairs"] > 0
     assert pairs_bytes(many) == pairs_bytes(one)
+
+
+@pytest.mark.parametrize(("shard", "key"), [(["spans.silver.shard.count=2", "spans.silver.shard.index=0"],
+                                             "spans.silver.shard.index=0"),
+                                            (["spans.silver.shard.count=3"], "spans.silver.shard.count=3")])
+def test_a_run_refuses_silver_shards_and_points_at_the_mining_command(tmp_path, shard, key):
+    from ccl.run import run
+
+    cfg = compose_config([*FAST, "backbone=tiny", f"paths.cache_dir={tmp_path / 'cache'}", "spans=[gold,silver]",
+                          *shard])
+    with pytest.raises(ValueError) as err:
+        run(cfg, tmp_path / "run")
+    message = str(err.value)
+    assert message.startswith(f"{key}:") and "python -m ccl.expansion.mine" in message and "\n" not in message
+    assert not (tmp_path / "run").exists()  # refused before the run folder is written
+
+
+def test_a_run_cli_refuses_a_silver_shard_in_one_line(tmp_path):
+    from tests.test_run_folder import cli, one_line_error
+
+    done = cli("ccl.run", *FAST, "backbone=tiny", "spans=[gold,silver]", "spans.silver.shard.count=2",
+               "spans.silver.shard.index=1", f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}")
+    assert done.returncode == 1
+    line = one_line_error(done.stderr, "ccl.run")
+    assert "spans.silver.shard.index=1" in line and "python -m ccl.expansion.mine" in line
