@@ -483,8 +483,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config tree
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     """The run config of ``conf/`` with Hydra ``overrides``, as ``python -m ccl.run`` composes it
-    (schema registered), for the commands that compose without the Hydra app (``ccl.expand``,
-    ``ccl.data.stats``, ``ccl.data.audit``, ``ccl.bench``). Raises Hydra's errors for a bad
+    (schema registered), for the commands that compose without the Hydra app (``ccl.cli.spans``,
+    ``ccl.cli.stats``, ``ccl.cli.audit``, ``ccl.bench``). Raises Hydra's errors for a bad
     override or an unknown key, ``ValueError`` for a value out of range (:func:`check_values`)."""
     from hydra import compose, initialize_config_dir
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ccl import pipeline
-from ccl.cli_errors import cli_errors, hydra_debug_flag, one_line_job_errors, watch
+from ccl.cli.errors import cli_errors, hydra_debug_flag, one_line_job_errors, watch
 from ccl.config import check_closed, check_values, check_yaml_files, register_configs
 from ccl.utils.atomic import write_text_atomic
 from ccl.utils.run_folder import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ccl.bench_scale import SPLIT_SHARE, corpus_files, measure, step_overrides, write_corpus
+from ccl.bench.scale import SPLIT_SHARE, corpus_files, measure, step_overrides, write_corpus
 from ccl.config import compose_config
 from ccl.data.sources import load_source
 

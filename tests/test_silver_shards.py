@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from ccl.cli.mine import mine, prepare
 from ccl.config import compose_config
-from ccl.data.records import SpanPair
+from ccl.data.pairs import gold_pairs
 from ccl.expansion import silver
-from ccl.expansion.mine import mine, prepare
 from ccl.expansion.tier_cache import PAIRS
 from ccl.expansion.tiers import TierContext
-from ccl.icd.pairs import gold_pairs
+from ccl.records import SpanPair
 from tests.test_silver import CODES, config, corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def test_two_shards_through_the_joblib_launcher_equal_one_run(tmp_path):
     many, one = tmp_path / "many", tmp_path / "one"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "ccl.expansion.mine", "-m", *FAST, f"paths.cache_dir={many}",
+        [sys.executable, "-m", "ccl.cli.mine", "-m", *FAST, f"paths.cache_dir={many}",
          "spans.silver.shard.count=2", "spans.silver.shard.index=0,1",
          "hydra/launcher=local_parallel", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

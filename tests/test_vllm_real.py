@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ccl.data.records import CODES_HEADER
 from ccl.generation.vllm_engine import vllm_unavailable_reason
+from ccl.records import CODES_HEADER
 
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[1]

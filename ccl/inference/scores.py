@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ccl.data.records import CODES_HEADER
 from ccl.icd.codes import CODE_PATTERN, canonical_code, is_well_formed
+from ccl.records import CODES_HEADER
 
 
 def token_char_ends(tokenizer: Any, ids: Sequence[int]) -> list[int]:

@@ -1,7 +1,7 @@
 """A coded note as a coder reviews it: codes with their evidence and its offsets, flags in words.
 
-:func:`explain` turns one prediction row (``predictions.jsonl`` or ``ccl.predict``'s row) into
-a plain dict (the ``--json`` output of ``ccl.predict`` and the data of the review page):
+:func:`explain` turns one prediction row (``predictions.jsonl`` or ``ccl.cli.predict``'s row) into
+a plain dict (the ``--json`` output of ``ccl.cli.predict`` and the data of the review page):
 each distinct evidence phrase with its character range in the note (``start``/``end``,
 Python string offsets; ``found: false`` when the phrase is not in the note, as
 :func:`ccl.eval.evidence.locate` matches: case, whitespace and edge punctuation aside) and

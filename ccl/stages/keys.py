@@ -1,6 +1,6 @@
 """Content keys of the train and predict stages: what each stage's output depends on.
 
-A stage is skipped on a rerun when its key is unchanged (:class:`ccl.utils.stages.StageLedger`).
+A stage is skipped on a rerun when its key is unchanged (:class:`ccl.utils.run_folder.StageLedger`).
 The settings no key covers are listed once, in
 :data:`ccl.utils.run_folder.OUTSIDE_STAGE_KEYS`, which also decides which of them a run
 folder's config may change freely.
