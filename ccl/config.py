@@ -311,10 +311,10 @@ class InferConfig:
     long_notes: str = "truncate"
     window_overlap: int = 64  # tokens neighbouring windows share (long_notes=window)
     # Only billable codes of the model's code vocabulary at code positions (issue 16;
-    # ccl/inference/constrained.py): a token trie (HF), a structured-output regex (vLLM).
+    # ccl/predict/constrained.py): a token trie (HF), a structured-output regex (vLLM).
     restrict_codes: bool = False
     # After the document answer, code each evidence phrase again with the span prompt the
-    # span tiers trained, and add those codes (ccl/inference/span_recode.py; beyond the paper).
+    # span tiers trained, and add those codes (ccl/predict/span_recode.py; beyond the paper).
     span_recode: bool = True
 
 

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from ccl.config import check_trainer
 from ccl.eval.extended import threshold_from
-from ccl.inference.constrained import allowed_codes
+from ccl.predict.constrained import allowed_codes
 from ccl.records import read_predictions
 from ccl.stages.data import DataBundle, build_data, print_data_summary
 from ccl.stages.evaluate import check_complete, evaluate, print_metrics

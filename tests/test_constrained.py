@@ -14,14 +14,14 @@ from ccl.data.prompts import document_answer, document_example
 from ccl.generation.hf_engine import HFEngine
 from ccl.generation.logprobs import TokenLogprobRecorder
 from ccl.icd.codes import CODE_PATTERN, canonical_code
-from ccl.inference.constrained import (
+from ccl.predict.constrained import (
     CodeTrieProcessor,
     allowed_codes,
     answer_regex,
     configure_engine,
 )
-from ccl.inference.parser import parse_output
-from ccl.inference.scores import attach_code_scores, code_scores, code_spans
+from ccl.predict.parser import parse_output
+from ccl.predict.scores import attach_code_scores, code_scores, code_spans
 
 CODES = ["E11.9", "E10.9", "I10", "N18.3", "S72.001A", "J45.909"]
 ALLOWED = ["E11.9", "I10", "N18.3", "S72.001A"]

@@ -228,7 +228,7 @@ def test_progress_counts_what_the_prompts_are(capsys):
 
     from ccl.generation.progress import doc_progress
     from ccl.generation.record import Generation
-    from ccl.inference.span_recode import recode_phrases
+    from ccl.predict.span_recode import recode_phrases
 
     stream = io.StringIO()
     with doc_progress(3, stream=stream, unit="evidence phrases") as advance:

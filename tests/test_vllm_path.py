@@ -164,7 +164,7 @@ def _small_lora(monkeypatch):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    import ccl.inference.serving as serving
+    import ccl.predict.serving as serving
     from ccl.model.tiny import train_tokenizer
 
     tok = train_tokenizer(["assessment essential hypertension and chronic kidney disease"] * 4, 300)
@@ -180,7 +180,7 @@ def test_merge_is_checked_against_the_adapters_logits(tmp_path, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ccl.inference import serving
+    from ccl.predict import serving
 
     model, tok = _small_lora(monkeypatch)
     probe = serving._merge_probe(model, tok)

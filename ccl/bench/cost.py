@@ -17,9 +17,9 @@ from ccl.bench.common import ratio, train_flops
 from ccl.config import compose_config
 from ccl.data.datamodule import MixDataModule
 from ccl.data.sft import build_examples, tokenize_examples
-from ccl.inference.serving import tiny_corpus
 from ccl.model.smollm2 import smollm2_dir
 from ccl.model.tiny import build_tiny
+from ccl.predict.serving import tiny_corpus
 from ccl.stages.data import build_data
 
 PAPER_HOURS = {"document SFT": 70.0, "CCL": 4.0}  # per epoch, the paper's Table 2

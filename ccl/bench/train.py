@@ -29,9 +29,9 @@ from ccl.config import compose_config
 from ccl.data.datamodule import MixDataModule, PaddingCollator, group_by_length
 from ccl.data.packing import PACKED_SDPA, PackingCollator, use_packed_attention
 from ccl.data.sft import IGNORE_INDEX, build_examples, tokenize_examples
-from ccl.inference.serving import load_model
 from ccl.model.backbone import apply_training_mode
 from ccl.model.module import causal_lm_forward, model_inputs
+from ccl.predict.serving import load_model
 from ccl.stages.data import build_data
 from ccl.stages.train import frozen_prefix
 

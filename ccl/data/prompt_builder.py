@@ -22,7 +22,7 @@ Long notes (``infer.long_notes``):
   that each fill the prompt budget, neighbours sharing ``infer.window_overlap``
   tokens, and each window is coded as a note of its own; the predict stage merges
   the windows' evidence and codes in note order
-  (:func:`ccl.inference.parser.merge_outputs`). Nothing is dropped.
+  (:func:`ccl.predict.parser.merge_outputs`). Nothing is dropped.
 """
 
 from __future__ import annotations

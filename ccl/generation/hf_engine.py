@@ -126,7 +126,7 @@ class HFEngine:
         device = next(model.parameters()).device
         self.row_prefill = device.type == "cpu" if row_prefill is None else bool(row_prefill)
         # Issue 16: per-batch logits processors (prompts of the batch, padded prompt width) run
-        # before the guard, and the log-probability of every generated token (ccl.inference.scores).
+        # before the guard, and the log-probability of every generated token (ccl.predict.scores).
         self.extra_processors = extra_processors
         self.record_logprobs = bool(record_logprobs)
         self.last_ids: list[list[int]] = []  # new token ids of the last call, input order

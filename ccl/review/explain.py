@@ -6,7 +6,7 @@ each distinct evidence phrase with its character range in the note (``start``/``
 Python string offsets; ``found: false`` when the phrase is not in the note, as
 :func:`ccl.eval.evidence.locate` matches: case, whitespace and edge punctuation aside) and
 the code the model gives it under the span prompt (``links``:
-:func:`ccl.inference.span_recode.recode_phrases`), each code with its description, score,
+:func:`ccl.predict.span_recode.recode_phrases`), each code with its description, score,
 billable status, the phrases linked to it and its guideline flags with the code that is
 missing (:func:`flag_texts`), and the gold codes when known (``missed``/``extra``).
 """

@@ -11,7 +11,7 @@ Where the model runs. HF generate runs on the device training used
 (:func:`ccl.generation.loading.inference_device`: CUDA when visible and ``train.accelerator`` allows, else the
 CPU; flash-attention only with CUDA tensors). ``infer.engine=vllm`` on a CUDA machine
 with vLLM loads no HF model at all: it serves the run's saved directories
-(:func:`ccl.inference.serving.vllm_serving`), after the memory of any earlier stage in this process is
+(:func:`ccl.predict.serving.vllm_serving`), after the memory of any earlier stage in this process is
 released (:func:`ccl.generation.loading.release_accelerator_memory`). An adapter vLLM's LoRA loader cannot
 read (code-token rows) is merged into a full model saved with its tokenizer under
 ``model/merged/`` and served without LoRA.
@@ -52,11 +52,11 @@ from ccl.generation.loading import (
     stop_token_ids,
 )
 from ccl.generation.record import answer_length_stats
-from ccl.inference.constrained import allowed_codes, configure_engine
-from ccl.inference.parser import merge_outputs, parse_output
-from ccl.inference.scores import document_code_scores
-from ccl.inference.serving import load_trained, vllm_serving
-from ccl.inference.span_recode import add_span_codes, progress_unit, recode_phrases
+from ccl.predict.constrained import allowed_codes, configure_engine
+from ccl.predict.parser import merge_outputs, parse_output
+from ccl.predict.scores import document_code_scores
+from ccl.predict.serving import load_trained, vllm_serving
+from ccl.predict.span_recode import add_span_codes, progress_unit, recode_phrases
 from ccl.records import Document, write_jsonl
 from ccl.stages.data import DataBundle
 from ccl.utils.atomic import write_json_atomic
@@ -201,13 +201,13 @@ def predict_documents(
 
     ``human_evidence`` (default ``infer.human_evidence``): the gold evidence is written
     into the prompt and the model generates the codes. ``allowed_codes``: with
-    ``infer.restrict_codes``, the codes decoding may write (:mod:`ccl.inference.constrained`).
+    ``infer.restrict_codes``, the codes decoding may write (:mod:`ccl.predict.constrained`).
     ``max_new_tokens`` (default ``infer.max_new_tokens``, else
     :data:`FALLBACK_MAX_NEW_TOKENS`) bounds each answer; a row's ``truncated`` says the
     bound ended it. ``engine``: a built engine (default: HF generate over ``model``, or
     what ``infer.engine`` names); this call switches on its log-probability recording and
     (``infer.restrict_codes``) its restricted decoding. Rows get ``code_scores`` (code ->
-    log-probability, :mod:`ccl.inference.scores`; a note coded in windows: the best score
+    log-probability, :mod:`ccl.predict.scores`; a note coded in windows: the best score
     of each code over its windows) when the engine records them.
 
     Steps: the engine's settings (:func:`_set_up_engine`: scores, restriction), each note's
@@ -288,7 +288,7 @@ def _document_row(tokenizer: Any, doc: Document, parts: Sequence[tuple[Any, str]
 def _recode_spans(engine: Any, tokenizer: Any, rows: list[dict[str, Any]], chat: bool,
                   allowed: set[str] | None, console: Console | None) -> None:
     """``infer.span_recode``: code each row's evidence phrases again with the span prompt and
-    add the codes found (:mod:`ccl.inference.span_recode`), in place."""
+    add the codes found (:mod:`ccl.predict.span_recode`), in place."""
     coded = recode_phrases(engine, tokenizer, [p for r in rows for p in r["evidence"]], chat, allowed)
     added = add_span_codes(rows, coded)
     if console:

@@ -28,11 +28,11 @@ from ccl.data.datamodule import MixDataModule
 from ccl.data.packing import PackingCollator, use_packed_attention
 from ccl.data.sft import build_examples, tokenize_examples
 from ccl.generation.record import answer_length_stats
-from ccl.inference.serving import load_model
 from ccl.model.backbone import apply_training_mode, count_parameters
 from ccl.model.frozen_prefix import FrozenPrefix, first_trainable_layer
 from ccl.model.module import SFTModule, save_trained
 from ccl.model.train_progress import TrainProgress
+from ccl.predict.serving import load_model
 from ccl.stages.data import DataBundle
 from ccl.stages.keys import train_key
 from ccl.utils.atomic import write_json_atomic
