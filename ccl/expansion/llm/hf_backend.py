@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ccl.config import BackendConfig
 from ccl.expansion.llm.base import (
-    BackendConfig,
     GenerationParams,
     LLMBackend,
     LLMBackendError,

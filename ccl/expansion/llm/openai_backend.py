@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ccl.config import BackendConfig
 from ccl.expansion.llm.base import (
-    BackendConfig,
     Conversation,
     GenerationParams,
     LLMBackend,

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ccl.config import BackendConfig
 from ccl.expansion.llm.base import (
-    BackendConfig,
     Conversation,
     GenerationParams,
     LLMBackend,
