@@ -8,9 +8,6 @@ made for the world size the trainer will run with (:func:`planned_world_size`). 
 multirun (``-m``) of multi-device jobs is refused unless the processes were started by
 ``torchrun`` (:func:`check_launch`): Lightning's own launcher re-runs the command line,
 i.e. the whole sweep, in every child process.
-
-PyTorch Lightning is imported inside the functions that need it: ``python -m ccl.run``
-imports this module at start-up, and Lightning costs ~3 s.
 """
 
 from __future__ import annotations
@@ -20,8 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 SHARDED_STRATEGIES = ("fsdp", "deepspeed_stage_3")
 
@@ -29,8 +28,6 @@ SHARDED_STRATEGIES = ("fsdp", "deepspeed_stage_3")
 def is_main_process() -> bool:
     """Rank 0 of a multi-process (DDP) job, or a single process (Lightning reads the rank from
     the launcher's environment)."""
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
-
     return int(getattr(rank_zero_only, "rank", 0) or 0) == 0
 
 
@@ -123,8 +120,6 @@ def planned_world_size(trainer_cfg: Any) -> int:
     """The number of processes the trainer will train with (Lightning's own resolution of
     ``accelerator``, ``devices``, ``num_nodes`` and ``strategy`` of ``trainer_cfg``, the
     ``trainer`` group or ``train``, torchrun's environment included)."""
-    import pytorch_lightning as pl
-
     probe = pl.Trainer(
         accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
         strategy=trainer_cfg.strategy, logger=False, enable_checkpointing=False, enable_progress_bar=False,
