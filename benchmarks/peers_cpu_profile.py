@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/peers_cpu_profile.py > benchmarks/peers_cpu_profile.txt
 
 The same 4 examples (round 0 of ``python -m ccl.bench train --examples 12 --rounds 3``) through
-``after_packed`` (:class:`ccl.bench.ConfigArm`) and ``trl_fast`` (:class:`ccl.bench_peers.TrlArm`),
+``after_packed`` (:class:`ccl.bench.train.ConfigArm`) and ``trl_fast`` (:class:`ccl.bench.peers.TrlArm`),
 each warmed up on 2 examples first; torch.profiler's operators by self CPU time, plus what each
 arm feeds its attention and its LM head.
 """
@@ -21,21 +21,24 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ccl.bench import CONFIG_ARMS, ConfigArm, compose, epoch_split  # noqa: E402
-from ccl.bench_peers import TrlArm  # noqa: E402
-from ccl.data.sft import tokenize_examples  # noqa: E402
+from ccl.bench.peers import TrlArm  # noqa: E402
+from ccl.bench.train import CONFIG_ARMS, ConfigArm, epoch_split  # noqa: E402
+from ccl.config import compose_config  # noqa: E402
+from ccl.data.sft import (
+    build_examples,  # noqa: E402
+    tokenize_examples,  # noqa: E402
+)
 from ccl.stages.data import build_data  # noqa: E402
-from ccl.stages.train import build_examples  # noqa: E402
 
 
 def main() -> None:
     torch.set_num_threads(1)
     base = ["backbone=smollm2_135m", "logger=none"]
-    cfg = compose([*base, *CONFIG_ARMS["after_packed"]])
+    cfg = compose_config([*base, *CONFIG_ARMS["after_packed"]])
     with tempfile.TemporaryDirectory() as work:
         bundle = build_data(cfg, Path(work), Console(quiet=True))
         arms = {"after_packed": ConfigArm("after_packed", cfg, bundle),
-                "trl_fast": TrlArm("trl_fast", compose([*base, *CONFIG_ARMS["after"]]), bundle)}
+                "trl_fast": TrlArm("trl_fast", compose_config([*base, *CONFIG_ARMS["after"]]), bundle)}
     tok = arms["after_packed"].tokenizer
     doc_ex, span_ex, _ = build_examples(cfg, bundle)
     use_chat, max_len = bool(cfg.backbone.use_chat_template), int(cfg.backbone.max_length)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from ccl.config import compose_config
 from ccl.data.demo import ABBREVIATIONS, DEFAULT_CODE_POOL, build_demo_world
-from ccl.data.records import phrase_key, read_span_pairs
-from ccl.icd.pairs import gold_pairs
+from ccl.data.pairs import gold_pairs
 from ccl.icd.tabular import load_tabular
+from ccl.records import phrase_key, read_span_pairs
 
 
 def _words(key: str) -> str:

@@ -311,10 +311,10 @@ class InferConfig:
     long_notes: str = "truncate"
     window_overlap: int = 64  # tokens neighbouring windows share (long_notes=window)
     # Only billable codes of the model's code vocabulary at code positions (issue 16;
-    # ccl/inference/constrained.py): a token trie (HF), a structured-output regex (vLLM).
+    # ccl/predict/constrained.py): a token trie (HF), a structured-output regex (vLLM).
     restrict_codes: bool = False
     # After the document answer, code each evidence phrase again with the span prompt the
-    # span tiers trained, and add those codes (ccl/inference/span_recode.py; beyond the paper).
+    # span tiers trained, and add those codes (ccl/predict/span_recode.py; beyond the paper).
     span_recode: bool = True
 
 
@@ -483,8 +483,8 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config tree
 
 def compose_config(overrides: Sequence[str]) -> DictConfig:
     """The run config of ``conf/`` with Hydra ``overrides``, as ``python -m ccl.run`` composes it
-    (schema registered), for the commands that compose without the Hydra app (``ccl.expand``,
-    ``ccl.data.stats``, ``ccl.data.audit``, ``ccl.bench``). Raises Hydra's errors for a bad
+    (schema registered), for the commands that compose without the Hydra app (``ccl.cli.spans``,
+    ``ccl.cli.stats``, ``ccl.cli.audit``, ``ccl.bench``). Raises Hydra's errors for a bad
     override or an unknown key, ``ValueError`` for a value out of range (:func:`check_values`)."""
     from hydra import compose, initialize_config_dir
 

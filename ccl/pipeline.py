@@ -22,8 +22,11 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from ccl.config import check_trainer
-from ccl.inference.constrained import allowed_codes
+from ccl.eval.extended import threshold_from
+from ccl.predict.constrained import allowed_codes
+from ccl.records import read_predictions
 from ccl.stages.data import DataBundle, build_data, print_data_summary
+from ccl.stages.evaluate import check_complete, evaluate, print_metrics
 from ccl.stages.keys import predict_key, train_key
 from ccl.stages.predict import (
     Target,
@@ -33,17 +36,17 @@ from ccl.stages.predict import (
     truncated_answers,
     tuning_target,
 )
+from ccl.stages.train import train_stage
 from ccl.utils.atomic import write_json_atomic
+from ccl.utils.distributed import (
+    check_launch,
+    check_strategy,
+    is_main_process,
+    rank0_decision,
+    rank0_first,
+)
 from ccl.utils.loggers import finish_wandb_run
-from ccl.utils.run_folder import RunFolder, StaleStageOutput, trained_model_meta
-from ccl.utils.stages import StageLedger
-
-
-def is_main_process() -> bool:
-    """Rank 0 of a multi-GPU (DDP) job, or a single process (Lightning sets the rank)."""
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
-
-    return int(getattr(rank_zero_only, "rank", 0) or 0) == 0
+from ccl.utils.run_folder import RunFolder, StageLedger, StaleStageOutput, trained_model_meta
 
 
 def require_current(ledger: StageLedger, stage: str, key: str, output: str, entry: str | None = None) -> None:
@@ -100,9 +103,6 @@ class Pipeline:
     def _run(self) -> dict[str, Any]:
         cfg = self.cfg
         if "train" in self.stages and self.trains:
-            # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
-            from ccl.stages.train import check_launch, check_strategy
-
             check_strategy(str(cfg.train.strategy))  # before any work is done
             check_trainer(cfg)
             check_launch(cfg.train)
@@ -130,9 +130,6 @@ class Pipeline:
 
     def data(self) -> DataBundle:
         """The data stage: documents, span tiers and the manifest (rank 0 first under DDP)."""
-        # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
-        from ccl.stages.train import rank0_first
-
         cfg, run_dir, console = self.cfg, self.folder.root, self.console
         t = time.perf_counter()
         with rank0_first():  # under torchrun, ranks > 0 read the data once rank 0 has built its caches
@@ -147,8 +144,6 @@ class Pipeline:
 
     def train(self, key: str) -> None:
         """Skip a training finished under ``key``; else redo it and invalidate what follows."""
-        # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
-        from ccl.stages.train import rank0_decision, train_stage
 
         work: Callable[..., Any] = train_stage
         args = (self.cfg, self.bundle, self.folder.root, self.console)
@@ -231,7 +226,7 @@ class Pipeline:
         write_metrics(self.folder, metrics)
         self.ledger.mark_done("eval", pkey)
         if str(cfg.logger.kind) == "wandb" and {"train", "predict", "predict_human_evidence"} & set(timings):
-            # why: ccl.report.wandb_log imports pandas; only wandb runs need it
+            # local import: ccl.report.wandb_log imports pandas; only wandb runs need it
             from ccl.report.wandb_log import log_run_results
 
             log_run_results(self.folder.root, cfg.logger)
@@ -246,8 +241,6 @@ def score_targets(
 
     Empty when nothing could be scored (no target has gold codes).
     """
-    # why: ccl.stages.evaluate imports scipy (~0.6 s); ccl.run imports this module
-    from ccl.stages.evaluate import check_complete, evaluate, print_metrics, read_predictions
 
     metrics: dict[str, Any] = {}
     threshold, vocabulary = _tuning(cfg, bundle, targets, ledger, eval_only)
@@ -293,9 +286,6 @@ def _tuning(
     cfg: DictConfig, bundle: Any, targets: list[Target], ledger: StageLedger, eval_only: bool
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """(the threshold tuned on the validation predictions or None, the model's code vocabulary)."""
-    # why: scipy (~0.6 s), not needed to start ccl.run
-    from ccl.eval.extended import threshold_from
-    from ccl.stages.evaluate import read_predictions
 
     vocabulary = allowed_codes(bundle.code_vocabulary(), bundle.tab)
     for target in targets:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ccl import pipeline
-from ccl.cli_errors import cli_errors, hydra_debug_flag, one_line_job_errors, watch
+from ccl.cli.errors import cli_errors, hydra_debug_flag, one_line_job_errors, watch
 from ccl.config import check_closed, check_values, check_yaml_files, register_configs
 from ccl.utils.atomic import write_text_atomic
 from ccl.utils.run_folder import (
@@ -45,7 +45,7 @@ def check_not_sharded(cfg: DictConfig) -> None:
 
     A run with ``spans.silver.shard.index`` set would extract one shard and train on no
     silver pairs; ``shard.count > 1`` is the mining merge's setting. Raises ``ValueError``
-    (one line naming the key and pointing at ``python -m ccl.expansion.mine``, README
+    (one line naming the key and pointing at ``python -m ccl.cli.mine``, README
     "Over workers"); the merged tier is cached under a key without the shard, so the
     run without ``spans.silver.shard.*`` reads it."""
     silver = cfg.get("spans", {}).get("silver") if cfg.get("spans") is not None else None
@@ -59,7 +59,7 @@ def check_not_sharded(cfg: DictConfig) -> None:
         raise ValueError(
             f"{key}={value}: ccl.run does not shard the silver tier (a shard's run would train on "
             "no or part of the silver pairs); run the shards and their merge with "
-            "`python -m ccl.expansion.mine` (README \"Over workers\"), then ccl.run without "
+            "`python -m ccl.cli.mine` (README \"Over workers\"), then ccl.run without "
             "spans.silver.shard.* reads the merged tier from paths.cache_dir")
 
 

@@ -25,7 +25,7 @@ import yaml
 from ccl.eval.extended import apply_guidelines, doc_stats, scores_of
 from ccl.eval.stats import bootstrap_intervals
 from ccl.icd.tabular import load_tabular
-from ccl.stages.evaluate import read_predictions
+from ccl.records import read_predictions
 from ccl.utils.atomic import write_json_atomic
 
 MAPS = ("map_label_space", "map_trec", "map_trec_complete")

@@ -9,7 +9,7 @@ import pytest
 from ccl.config import DocsConfig
 from ccl.data.audit import AuditSettings, audit_documents, audit_spans, shingles
 from ccl.data.demo import build_demo_world
-from ccl.data.records import Document, SpanPair
+from ccl.records import Document, SpanPair
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_settings_are_checked():
 
 
 def test_cli_runs_the_data_stage_audit(tmp_path, capsys):
-    from ccl.data.audit import main
+    from ccl.cli.audit import main
 
     report = main(["docs.n_train=20", "docs.n_val=5", "docs.n_test=8", "docs.corpus_size=30",
                    f"paths.cache_dir={tmp_path}", "icd.download=false", "audit.shingle=4"])
@@ -116,10 +116,10 @@ def test_cli_runs_the_data_stage_audit(tmp_path, capsys):
 
 
 def test_the_audit_command_prints_its_usage_on_help(capsys):
-    from ccl.data.audit import main
+    from ccl.cli.audit import main
 
     assert main(["--help"]) == {}
-    assert "python -m ccl.data.audit docs=NAME" in capsys.readouterr().out
+    assert "python -m ccl.cli.audit docs=NAME" in capsys.readouterr().out
 
 
 def test_a_short_test_note_inside_a_much_longer_training_text_is_found(world):

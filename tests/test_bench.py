@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ccl import bench, bench_gpu
-from ccl.bench import attention_flops, train_flops
+from ccl.bench import cli as bench
+from ccl.bench import gpu as bench_gpu
+from ccl.bench.common import attention_flops, train_flops
 
 ICD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icd10cm"
 SMALL_TINY = [

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ccl.bench_scale import (
+from ccl.bench.scale import (
     SPLIT_SHARE,
     _cdf,
     _csv_field,

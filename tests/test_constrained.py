@@ -14,14 +14,14 @@ from ccl.data.prompts import document_answer, document_example
 from ccl.generation.hf_engine import HFEngine
 from ccl.generation.logprobs import TokenLogprobRecorder
 from ccl.icd.codes import CODE_PATTERN, canonical_code
-from ccl.inference.constrained import (
+from ccl.predict.constrained import (
     CodeTrieProcessor,
     allowed_codes,
     answer_regex,
     configure_engine,
 )
-from ccl.inference.parser import parse_output
-from ccl.inference.scores import attach_code_scores, code_scores, code_spans
+from ccl.predict.parser import parse_output
+from ccl.predict.scores import attach_code_scores, code_scores, code_spans
 
 CODES = ["E11.9", "E10.9", "I10", "N18.3", "S72.001A", "J45.909"]
 ALLOWED = ["E11.9", "I10", "N18.3", "S72.001A"]
@@ -179,8 +179,7 @@ def test_predict_cli_shows_scores_and_guideline_flags(tmp_path, monkeypatch, cap
     from test_run import compose_cfg
 
     import ccl.stages.predict as predict_mod
-    import ccl.stages.train as train_mod
-    from ccl.predict import main as predict_main
+    from ccl.cli.predict import main as predict_main
 
     cfg = compose_cfg(tmp_path, "train=none", "infer.restrict_codes=true")
     run_dir = tmp_path / "run"
@@ -194,7 +193,7 @@ def test_predict_cli_shows_scores_and_guideline_flags(tmp_path, monkeypatch, cap
         return [{"id": "note", "evidence": ["type 2 diabetes"], "codes": ["E11.9", "E10.9"],
                  "code_scores": {"E11.9": math.log(0.8), "E10.9": math.log(0.25)}}]
 
-    monkeypatch.setattr(train_mod, "load_trained", lambda *a, **k: (None, None))
+    monkeypatch.setattr(predict_mod, "load_trained", lambda *a, **k: (None, None))
     monkeypatch.setattr(predict_mod, "place_model", lambda model, device: model)
     monkeypatch.setattr(predict_mod, "answer_bound", lambda *a, **k: 64)
     monkeypatch.setattr(predict_mod, "predict_documents", fake_predict)
@@ -238,9 +237,9 @@ def test_vllm_gets_the_same_grammar_as_structured_outputs(monkeypatch):
 
 
 def test_restricted_predictions_drop_code_shaped_words_outside_the_codes_section(tiny):
-    from ccl.bench import compose
-    from ccl.data.records import Document
+    from ccl.config import compose_config
     from ccl.generation.record import Generation
+    from ccl.records import Document
     from ccl.stages.predict import predict_documents
 
     model, tok, _ = tiny
@@ -251,7 +250,7 @@ def test_restricted_predictions_drop_code_shaped_words_outside_the_codes_section
                     Generation("Evidence:\n- T2DM\nCodes:\nE11.9 - Type 2 diabetes mellitus")]
 
     docs = [Document(id=f"d{i}", text="pt with T2DM", codes=["E11.9"]) for i in range(2)]
-    cfg = compose(["backbone=tiny", "logger=none", "infer.max_new_tokens=16", "backbone.use_chat_template=false",
+    cfg = compose_config(["backbone=tiny", "logger=none", "infer.max_new_tokens=16", "backbone.use_chat_template=false",
                    "infer.span_recode=false"])
     free = predict_documents(cfg, model, tok, docs, engine=CannedEngine())
     assert [r["codes"] for r in free] == [["T2D.M", "I10"], ["E11.9"]]
@@ -261,9 +260,9 @@ def test_restricted_predictions_drop_code_shaped_words_outside_the_codes_section
 
 
 def test_span_recode_adds_the_span_prompt_code_of_each_evidence_phrase(tiny):
-    from ccl.bench import compose
-    from ccl.data.records import Document
+    from ccl.config import compose_config
     from ccl.generation.record import Generation
+    from ccl.records import Document
     from ccl.stages.predict import predict_documents
 
     model, tok, _ = tiny
@@ -281,7 +280,7 @@ def test_span_recode_adds_the_span_prompt_code_of_each_evidence_phrase(tiny):
             return [Generation(next(v for k, v in span.items() if k in p)) for p in prompts]
 
     docs = [Document(id=f"d{i}", text="pt with CAD", codes=["I25.10"]) for i in range(2)]
-    cfg = compose(["backbone=tiny", "logger=none", "infer.max_new_tokens=16", "backbone.use_chat_template=false",
+    cfg = compose_config(["backbone=tiny", "logger=none", "infer.max_new_tokens=16", "backbone.use_chat_template=false",
                    "infer.span_recode=true"])
     engine = CannedEngine()
     rows = predict_documents(cfg, model, tok, docs, engine=engine)

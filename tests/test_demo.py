@@ -19,7 +19,7 @@ from ccl.data.demo import (
     choose_phrases,
     natural_phrase,
 )
-from ccl.data.records import document_from_dict
+from ccl.records import document_from_dict
 
 CUES = ("denies", "no history of", "negative for", "ruled out", "no evidence of",
         "mother", "father", "brother", "sibling")
@@ -334,10 +334,10 @@ def test_shorthand_codes_are_written_only_in_shorthand(world):
 def test_shorthand_is_no_gold_term_and_the_lexical_miner_finds_it(tab):
     """The premise of Table 3 row 5 on the demo world: gold pairs never spell a shorthand form,
     the lexical silver miner recovers it from a labelled note."""
-    from ccl.data.records import phrase_key as normalise
+    from ccl.data.pairs import gold_pairs
     from ccl.expansion.lexical import LexicalMiner
     from ccl.expansion.silver import lexical_terms
-    from ccl.icd.pairs import gold_pairs
+    from ccl.records import phrase_key as normalise
 
     pairs = gold_pairs(tab, [], codes=set(ABBREVIATIONS))
     for code, form in ABBREVIATIONS.items():

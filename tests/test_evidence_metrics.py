@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ccl.data.records import EvidenceSpan
 from ccl.eval.evidence import evidence_metrics, locate, normalise
+from ccl.records import EvidenceSpan
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -179,7 +179,7 @@ def test_a_damaged_backbone_cache_entry_is_rebuilt(trained, tmp_path, caplog, da
 @pytest.mark.parametrize("name", ["stages.json", "model/ccl_model.json", "model/adapter_model.safetensors",
                                   "model/tokenizer.json"])
 def test_a_cut_run_folder_file_is_named_with_what_to_do(trained, tmp_path, name, capsys):
-    from ccl.cli_errors import cli_errors
+    from ccl.cli.errors import cli_errors
 
     folder = copy_run(trained, tmp_path)
     path = folder / name
@@ -192,7 +192,7 @@ def test_a_cut_run_folder_file_is_named_with_what_to_do(trained, tmp_path, name,
 
 
 def test_a_cut_model_record_is_noticed_by_predict_too(trained, tmp_path, capsys):
-    from ccl.predict import main as predict_main
+    from ccl.cli.predict import main as predict_main
 
     folder = copy_run(trained, tmp_path)
     meta = folder / "model" / "ccl_model.json"
@@ -201,11 +201,11 @@ def test_a_cut_model_record_is_noticed_by_predict_too(trained, tmp_path, capsys)
     note.write_text("Assessment: essential hypertension.")
     with pytest.raises(SystemExit):
         predict_main([str(folder), str(note)])
-    assert f"{meta}: damaged (" in one_line_error(capsys.readouterr().err, "ccl.predict")
+    assert f"{meta}: damaged (" in one_line_error(capsys.readouterr().err, "ccl.cli.predict")
 
 
 def test_predictions_short_by_one_line_are_not_scored(trained, tmp_path, capsys):
-    from ccl.cli_errors import cli_errors
+    from ccl.cli.errors import cli_errors
 
     folder = copy_run(trained, tmp_path)
     run(cfg_for(trained, "stage=predict"), folder, console())
@@ -256,7 +256,7 @@ def enospc(*args, **kwargs):
 
 def test_a_full_disk_in_the_tabular_cache_names_the_file_and_leaves_nothing(tmp_path, xml_path, monkeypatch,
                                                                             capsys):
-    from ccl.cli_errors import cli_errors
+    from ccl.cli.errors import cli_errors
     from ccl.icd import tabular
 
     tabular._load_memo.cache_clear()
@@ -282,7 +282,7 @@ def test_a_full_disk_in_the_backbone_cache_names_the_folder(tmp_path, monkeypatc
     from safetensors import SafetensorError
     from transformers import PreTrainedModel
 
-    from ccl.cli_errors import cli_errors
+    from ccl.cli.errors import cli_errors
     from ccl.config import BackboneConfig
     from ccl.model.tiny import build_tiny
 
@@ -303,7 +303,7 @@ def test_a_full_disk_in_the_backbone_cache_names_the_folder(tmp_path, monkeypatc
 
 
 def test_a_full_disk_in_the_data_stage_keeps_the_old_data(trained, tmp_path, monkeypatch, capsys):
-    from ccl.cli_errors import cli_errors
+    from ccl.cli.errors import cli_errors
     from ccl.stages import data as data_stage
 
     folder = copy_run(trained, tmp_path)
@@ -327,8 +327,8 @@ def test_a_full_disk_in_the_data_stage_keeps_the_old_data(trained, tmp_path, mon
 
 
 def test_a_full_disk_that_names_no_file_names_the_fullest_watched_folder(tmp_path, capsys):
-    from ccl import cli_errors as module
-    from ccl.cli_errors import cli_errors, watch
+    from ccl.cli import errors as module
+    from ccl.cli.errors import cli_errors, watch
 
     watch("run folder", tmp_path / "run")
     try:
@@ -393,11 +393,11 @@ def test_every_numeric_key_of_the_schema_has_a_range():
 
 
 def test_other_clis_check_values_when_they_compose(capsys):
-    from ccl.data.stats import main as stats_main
+    from ccl.cli.stats import main as stats_main
 
     with pytest.raises(SystemExit):
         stats_main(["docs.unseen_share=-1"])
-    assert "docs.unseen_share=-1.0 (must be in [0, 1])" in one_line_error(capsys.readouterr().err, "ccl.data.stats")
+    assert "docs.unseen_share=-1.0 (must be in [0, 1])" in one_line_error(capsys.readouterr().err, "ccl.cli.stats")
 
 
 # ------------------------------------------------------------------ 5. one-line errors
@@ -419,7 +419,7 @@ def cli(*args: str, timeout: int = 300):
 
 
 def test_a_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path, capsys):
-    from ccl.cli_errors import cli_errors
+    from ccl.cli.errors import cli_errors
     from ccl.config import check_yaml_files
 
     (tmp_path / "experiment").mkdir()
@@ -434,7 +434,7 @@ def test_a_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path, capsys):
 def test_a_known_error_in_a_sweep_job_is_one_line_for_hydra():
     from hydra.errors import CompactHydraException
 
-    from ccl.cli_errors import one_line_job_errors
+    from ccl.cli.errors import one_line_job_errors
     from ccl.utils.run_folder import RunFolderBusy
 
     with pytest.raises(CompactHydraException) as err, one_line_job_errors("ccl.run"):
@@ -496,7 +496,7 @@ def test_the_hydra_snapshot_is_written_by_the_run_under_its_lock(trained, tmp_pa
 
 
 def test_predict_on_another_projects_folder_names_the_folder(tmp_path, capsys):
-    from ccl.predict import main as predict_main
+    from ccl.cli.predict import main as predict_main
 
     (tmp_path / "config.yaml").write_text("model: {name: bert}\noptimizer: adam\n")
     note = tmp_path / "note.txt"
@@ -506,11 +506,11 @@ def test_predict_on_another_projects_folder_names_the_folder(tmp_path, capsys):
         with pytest.raises(SystemExit) as err:
             predict_main([str(folder), str(note)])
         assert err.value.code == 1
-        assert f"{folder}: not a CCL run folder" in one_line_error(capsys.readouterr().err, "ccl.predict")
+        assert f"{folder}: not a CCL run folder" in one_line_error(capsys.readouterr().err, "ccl.cli.predict")
 
 
 def test_predict_refuses_a_zero_token_bound(trained, tmp_path, capsys):
-    from ccl.predict import main as predict_main
+    from ccl.cli.predict import main as predict_main
 
     note = tmp_path / "note.txt"
     note.write_text("Assessment: hypertension.")
@@ -522,25 +522,25 @@ def test_predict_refuses_a_zero_token_bound(trained, tmp_path, capsys):
 
 
 def test_an_empty_note_file_is_told_apart_from_no_file(trained, tmp_path, capsys, monkeypatch):
-    from ccl.predict import main as predict_main
+    from ccl.cli.predict import main as predict_main
 
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n")
     with pytest.raises(SystemExit):
         predict_main([str(trained["dir"]), str(empty)])
-    assert f"{empty}: the note file is empty" in one_line_error(capsys.readouterr().err, "ccl.predict")
+    assert f"{empty}: the note file is empty" in one_line_error(capsys.readouterr().err, "ccl.cli.predict")
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
     with pytest.raises(SystemExit):
         predict_main([str(trained["dir"])])
-    assert "stdin gave an empty note" in one_line_error(capsys.readouterr().err, "ccl.predict")
+    assert "stdin gave an empty note" in one_line_error(capsys.readouterr().err, "ccl.cli.predict")
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig", "utf-16-be-bom"])
 def test_a_note_with_a_byte_order_mark_is_decoded_by_it(trained, tmp_path, capsys, encoding):
     import codecs
 
-    from ccl.predict import main as predict_main
-    from ccl.predict import read_note
+    from ccl.cli.predict import main as predict_main
+    from ccl.cli.predict import read_note
 
     text = "Assessment: café au lait spots, essential hypertension."
     data = codecs.BOM_UTF16_BE + text.encode("utf-16-be") if encoding == "utf-16-be-bom" else text.encode(encoding)
@@ -553,7 +553,7 @@ def test_a_note_with_a_byte_order_mark_is_decoded_by_it(trained, tmp_path, capsy
 
 
 def test_utf16_without_a_byte_order_mark_is_named_not_coded_as_garbage(tmp_path, capsys):
-    from ccl.predict import read_note
+    from ccl.cli.predict import read_note
 
     note = tmp_path / "note.txt"
     note.write_bytes("Assessment: hypertension.".encode("utf-16-le"))

@@ -9,10 +9,10 @@ import pytest
 
 import ccl.expansion.gold as gold
 from ccl.config import ICDConfig
-from ccl.data.records import SpanPair, read_span_pairs
+from ccl.data.pairs import SOURCE_PRIORITY, gold_pairs
 from ccl.expansion.gold import build_gold_tier
 from ccl.icd.index import IndexEntry, load_valid_entries, parse_index_xml, validate_entries
-from ccl.icd.pairs import SOURCE_PRIORITY, gold_pairs
+from ccl.records import SpanPair, read_span_pairs
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icd10cm"
 FILES = {

@@ -13,7 +13,7 @@ from ccl.config import TrainConfig
 from ccl.generation.record import answer_length_stats, answer_token_bound, finish_reason
 from ccl.run import run
 from ccl.stages import predict as predict_mod
-from ccl.stages import train as train_mod
+from ccl.utils import distributed
 
 
 def test_inference_device_follows_the_accelerator(monkeypatch):
@@ -94,27 +94,27 @@ def test_warmup_ratio_plans_warmup_from_the_planned_steps(tmp_path):
 
 
 def test_planned_world_size_is_lightnings():
-    assert train_mod.planned_world_size(TrainConfig(accelerator="cpu", devices=1)) == 1
-    assert train_mod.planned_world_size(TrainConfig(accelerator="cpu", devices=2, strategy="ddp")) == 2
+    assert distributed.planned_world_size(TrainConfig(accelerator="cpu", devices=1)) == 1
+    assert distributed.planned_world_size(TrainConfig(accelerator="cpu", devices=2, strategy="ddp")) == 2
 
 
 def test_multirun_of_multi_device_jobs_is_refused_unless_torchrun_started_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_mod, "_hydra_multirun", lambda: True)
+    monkeypatch.setattr(distributed, "_hydra_multirun", lambda: True)
     monkeypatch.delenv("RANK", raising=False)
     cfg = compose_cfg(tmp_path, "+experiment=ablation_row4", "train.devices=2", "train.strategy=ddp",
                       "train.accelerator=cpu")
     with pytest.raises(ValueError, match="re-run the whole sweep in every child"):
         run(cfg, tmp_path / "run", quiet())
     assert not (tmp_path / "run" / "data_manifest.json").exists()
-    train_mod.check_launch(OmegaConf.structured(TrainConfig(devices=1)))  # one device: fine
+    distributed.check_launch(OmegaConf.structured(TrainConfig(devices=1)))  # one device: fine
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    train_mod.check_launch(cfg.train)  # torchrun started every rank: fine
+    distributed.check_launch(cfg.train)  # torchrun started every rank: fine
 
 
 def test_rank0_decision_is_the_value_in_a_single_process(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
-    assert train_mod.rank0_decision(True) is True and train_mod.rank0_decision(False) is False
+    assert distributed.rank0_decision(True) is True and distributed.rank0_decision(False) is False
 
 
 def test_guard_is_part_of_the_predict_key_under_both_engines(tmp_path):

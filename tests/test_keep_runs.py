@@ -6,8 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ccl.data.records import read_documents
-from ccl.report.unseen import read_predictions
+from ccl.records import read_documents, read_predictions
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "keep_runs.sh"
 NOTE = "Paciente de 58 años con migraña e hipertensión arterial."

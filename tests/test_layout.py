@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ccl"
 # The bottom floor: ICD knowledge, the config schema, utilities, record types.
-BOTTOM = ("ccl.icd", "ccl.config", "ccl.utils", "ccl.data.records")
+BOTTOM = ("ccl.icd", "ccl.config", "ccl.utils", "ccl.records")
 
 
 def _module(path: Path) -> str:
@@ -58,14 +58,14 @@ def test_the_checks_see_the_imports():
 
 def test_the_data_floor_imports_no_span_tier():
     """Documents come before span tiers: ``ccl.data`` (every source, the demo one included)
-    never imports ``ccl.expansion``; what both need (gold pairs) lives in ``ccl.icd``."""
+    never imports ``ccl.expansion``; what both need (gold pairs from the ICD books) lives in ``ccl.data.pairs``."""
     upward = [f"{here}:{line} imports {target}" for here, target, _, line in _imports()
               if _within(here, ("ccl.data",)) and _within(target, ("ccl.expansion",))]
     assert not upward, "\n".join(upward)
 
 
 # The generation layer serves prediction, training data and expansion alike: it stands on the
-# bottom floor only (the answer headers it reads are in ccl.data.records), so nothing above it
+# bottom floor only (the answer headers it reads are in ccl.records), so nothing above it
 # is ever imported back.
 GENERATION = ("ccl.generation",)
 GENERATION_MAY_IMPORT = (*BOTTOM, "ccl.generation")
@@ -95,3 +95,22 @@ def test_the_expansion_llm_package_starts_without_deep_learning_libraries():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=PACKAGE.parent)
     assert out.stdout.strip() == "[]"
+
+
+# Names several modules define on purpose: each command's entry point and argument parser, the
+# span tiers' ``build(ctx)`` protocol, and words whose meaning differs by room (a report page's
+# ``render``, a memory ``measure``, an error's ``describe``, a span's ``locate``).
+SHARED_NAMES = {"main", "parse_args", "build", "render", "measure", "describe", "locate"}
+
+
+def test_each_public_function_has_one_home():
+    """No twins: a public function or class of one name is defined in one module (issue 27:
+    ``is_main_process``/``is_rank0``, two ``read_predictions``, two ``compose_config``)."""
+    homes: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_"):
+                homes.setdefault(node.name, []).append(_module(path))
+    twins = {name: where for name, where in homes.items() if len(where) > 1 and name not in SHARED_NAMES}
+    assert not twins, twins
+    assert not any(name in homes for name in ("is_rank0",)), "one rank test: ccl.utils.distributed.is_main_process"

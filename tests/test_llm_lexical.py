@@ -6,9 +6,9 @@ import pytest
 
 from ccl.config import DocsConfig
 from ccl.data.demo import DEFAULT_CODE_POOL, build_demo_world
+from ccl.data.pairs import gold_pairs
 from ccl.expansion.lexical import LexicalMiner, locate, term_variants
 from ccl.expansion.silver import lexical_terms
-from ccl.icd.pairs import gold_pairs
 
 TERMS = {
     "I10": ["Essential (primary) hypertension", "hypertension"],

@@ -20,7 +20,7 @@ from ccl.data.prompts import (
     human_evidence_prefix,
 )
 from ccl.icd.codes import extract_codes, is_well_formed
-from ccl.inference.parser import ParsedOutput, parse_output
+from ccl.predict.parser import ParsedOutput, parse_output
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DESCRIPTIONS = {

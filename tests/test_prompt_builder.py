@@ -10,11 +10,11 @@ from transformers import AutoTokenizer
 from ccl.config import BackboneConfig
 from ccl.data.prompt_builder import PromptLimits, build_document_prompts, limits_from_config
 from ccl.data.prompts import SYSTEM, document_example, document_prompt, human_evidence_prefix
-from ccl.data.records import Document
 from ccl.data.sft import tokenize_examples
 from ccl.generation.chat import encode_prompts, render_prompt
-from ccl.inference.parser import ParsedOutput, merge_outputs
 from ccl.model.tiny import build_tiny
+from ccl.predict.parser import ParsedOutput, merge_outputs
+from ccl.records import Document
 
 SENTENCE = "Patient number {i} has type 2 diabetes and essential hypertension, seen on day {i}. "
 LONG = "".join(SENTENCE.format(i=i) for i in range(120))  # about 2,000 tokens of the tiny tokenizer
@@ -163,7 +163,7 @@ def test_windowed_note_gets_each_codes_best_score_over_its_windows(tok, monkeypa
 
     import ccl.stages.predict as predict
     from ccl.generation.record import Generation
-    from ccl.inference.scores import code_scores
+    from ccl.predict.scores import code_scores
 
     made: list[Generation] = []
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ccl.data.records import (
+from ccl.records import (
     RecordError,
     document_from_dict,
     read_documents,
@@ -71,7 +71,7 @@ def test_a_run_folder_refers_to_notes_without_copying_them(tmp_path):
     from rich.console import Console
 
     from ccl.config import compose_config
-    from ccl.data.records import text_hash
+    from ccl.records import text_hash
     from ccl.stages.data import build_data
 
     overrides = ["docs.n_train=6", "docs.n_val=2", "docs.n_test=3", "docs.corpus_size=5",

@@ -11,15 +11,15 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from ccl.config import DocsConfig, check_closed, register_configs
-from ccl.data.records import SpanPair
 from ccl.data.sources import SOURCES, load_source, source_loader
 from ccl.expansion.tiers import TierContext, TierResult, build_tiers, resolve_tier
+from ccl.records import SpanPair
 from ccl.utils.run_folder import config_diff
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 SOURCE_MODULE = '''
-from ccl.data.records import Document, EvidenceSpan
+from ccl.records import Document, EvidenceSpan
 from ccl.data.sources import SourceData
 
 
@@ -33,7 +33,7 @@ def load(cfg, tab, cache_dir, index=None):
 '''
 
 TIER_MODULE = '''
-from ccl.data.records import SpanPair
+from ccl.records import SpanPair
 from ccl.expansion.tiers import TierResult
 
 SEEN = []

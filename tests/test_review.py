@@ -1,4 +1,4 @@
-"""Issue 26: a run folder that moves, ccl.predict that states its model and ties evidence to
+"""Issue 26: a run folder that moves, ccl.cli.predict that states its model and ties evidence to
 codes (offsets, --json), the review page (checked in a real headless browser when one is
 installed) and human-evidence mode from a coder's spans. One tiny trained run is shared."""
 
@@ -34,7 +34,7 @@ def site(tmp_path_factory):
 
 
 def predict_json(capsys, *args):
-    from ccl.predict import main
+    from ccl.cli.predict import main
 
     assert main([*map(str, args), "--max-new-tokens", "16", "--json"]) == 0
     return json.loads(capsys.readouterr().out)
@@ -56,7 +56,7 @@ def test_moved_run_folder_with_its_cache_predicts_the_same_codes(site, tmp_path,
         # The run alone, its cache elsewhere: named in one line with what to do ...
         alone = tmp_path / "alone"
         shutil.copytree(moved / "run", alone / "run")
-        from ccl.predict import main
+        from ccl.cli.predict import main
 
         with pytest.raises(SystemExit):
             main([str(alone / "run"), str(site / "note.txt")])
@@ -88,7 +88,7 @@ def test_predict_states_its_model_ties_evidence_to_codes_and_writes_json(site, t
             assert e["start"] is None
     for c in out["codes"]:
         assert {"code", "description", "probability", "evidence", "flags"} <= set(c)
-    from ccl.predict import main
+    from ccl.cli.predict import main
 
     assert main([str(site / "run"), str(site / "note.txt"), "--max-new-tokens", "16"]) == 0
     text = capsys.readouterr().out
@@ -142,12 +142,12 @@ def test_human_evidence_mode_codes_from_a_coders_spans(site, tmp_path, capsys, m
     assert out["mode"] == "human_evidence"
     assert [e["text"] for e in out["evidence"]] == ["essential hypertension", "Type 2 diabetes mellitus"]
     assert all(NOTE[e["start"]:e["end"]] == e["text"] for e in out["evidence"])
-    from ccl.predict import read_evidence_file
+    from ccl.cli.predict import read_evidence_file
 
     as_json = tmp_path / "spans.json"  # offsets into the note, e.g. edited from --json output
     as_json.write_text(json.dumps({"evidence": [{"start": 12, "end": 34}, {"text": "chest pain"}]}))
     assert read_evidence_file(as_json, NOTE) == ["essential hypertension", "chest pain"]
-    from ccl.predict import main
+    from ccl.cli.predict import main
 
     as_json.write_text(json.dumps([{"start": 5, "end": 9999}]))
     with pytest.raises(SystemExit):
@@ -167,7 +167,7 @@ def test_review_page_renders_in_a_headless_browser_with_highlights_on_their_text
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install -y chromium)")
-    from ccl.review.__main__ import main
+    from ccl.cli.review import main
 
     assert main([str(DEMO_RUN), "--out", str(tmp_path), "--limit", "4", "--link", "lexical"]) == 0
     capsys.readouterr()
@@ -205,7 +205,7 @@ def test_cut_warning_names_the_answer_bound_in_use(site, tmp_path, capsys):
     (it said "with room for None answer tokens")."""
     from omegaconf import OmegaConf
 
-    from ccl.predict import main
+    from ccl.cli.predict import main
     from ccl.stages.predict import answer_bound
 
     run_copy = tmp_path / "run"
@@ -228,7 +228,7 @@ def test_progress_counts_what_the_prompts_are(capsys):
 
     from ccl.generation.progress import doc_progress
     from ccl.generation.record import Generation
-    from ccl.inference.span_recode import recode_phrases
+    from ccl.predict.span_recode import recode_phrases
 
     stream = io.StringIO()
     with doc_progress(3, stream=stream, unit="evidence phrases") as advance:

@@ -95,7 +95,7 @@ def test_human_evidence_mode_prefixes_gold_evidence(tmp_path):
 
 
 def test_predict_cli_codes_a_note(tmp_path, capsys):
-    from ccl.predict import main as predict_main
+    from ccl.cli.predict import main as predict_main
 
     cfg = compose_cfg(tmp_path, "+experiment=ablation_row4", "stage=data+train")
     run(cfg, tmp_path / "run", quiet())
@@ -106,7 +106,7 @@ def test_predict_cli_codes_a_note(tmp_path, capsys):
     assert "Evidence" in out and "ICD-10-CM codes" in out
     with pytest.raises(SystemExit):
         predict_main([str(tmp_path), str(note)])
-    assert f"ccl.predict: error: {tmp_path}: not a CCL run folder" in capsys.readouterr().err
+    assert f"ccl.cli.predict: error: {tmp_path}: not a CCL run folder" in capsys.readouterr().err
 
 
 def test_interrupted_run_resumes_to_identical_weights_and_metrics(tmp_path, monkeypatch):

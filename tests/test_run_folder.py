@@ -156,45 +156,45 @@ def test_training_restored_from_its_checkpoint_keeps_its_cost(tmp_path):
 
 
 def test_predict_reads_other_encodings_and_names_the_bad_byte(logged_run, tmp_path, capsys):
-    from ccl.predict import main as predict_main
+    from ccl.cli.predict import main as predict_main
 
     note = tmp_path / "note.txt"
     note.write_bytes("Assessment: caf\xe9 au lait spots, essential hypertension.".encode("latin-1"))
     with pytest.raises(SystemExit) as err:
         predict_main([str(logged_run["dir"]), str(note)])
     assert err.value.code == 1
-    line = one_line_error(capsys.readouterr().err, "ccl.predict")
+    line = one_line_error(capsys.readouterr().err, "ccl.cli.predict")
     assert f"{note}: not valid utf-8 text: byte 0xe9 at byte offset 15" in line and "--encoding" in line
     assert predict_main([str(logged_run["dir"]), str(note), "--encoding", "latin-1", "--max-new-tokens", "4"]) == 0
     with pytest.raises(SystemExit):
         predict_main([str(logged_run["dir"]), str(tmp_path / "missing.txt")])
-    assert "missing.txt: no such file" in one_line_error(capsys.readouterr().err, "ccl.predict")
+    assert "missing.txt: no such file" in one_line_error(capsys.readouterr().err, "ccl.cli.predict")
 
 
 def test_predict_stdin_bytes_in_latin1_give_one_line(logged_run):
-    done = subprocess.run([sys.executable, "-m", "ccl.predict", str(logged_run["dir"])], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "ccl.cli.predict", str(logged_run["dir"])], cwd=ROOT,
                           input="fi\xe8vre".encode("latin-1"), capture_output=True, timeout=300)
     assert done.returncode == 1
     assert "stdin: not valid utf-8 text: byte 0xe8 at byte offset 2" in one_line_error(
-        done.stderr.decode(), "ccl.predict")
+        done.stderr.decode(), "ccl.cli.predict")
 
 
 def test_stats_expand_bench_report_print_one_line(tmp_path, capsys, monkeypatch):
-    from ccl.bench import main as bench_main
-    from ccl.data.stats import main as stats_main
-    from ccl.expand import main as expand_main
+    from ccl.bench.cli import main as bench_main
+    from ccl.cli.spans import main as expand_main
+    from ccl.cli.stats import main as stats_main
     from ccl.report.cli import main as report_main
 
     missing = tmp_path / "nowhere"
     monkeypatch.setenv("CCL_OFFLINE", "1")
     calls = [
-        ("ccl.data.stats", stats_main, ["docs=codiesp", f"docs.path={missing}", f"paths.cache_dir={tmp_path}"],
+        ("ccl.cli.stats", stats_main, ["docs=codiesp", f"docs.path={missing}", f"paths.cache_dir={tmp_path}"],
          str(missing)),
-        ("ccl.data.stats", stats_main, ["docs=mdace", f"paths.cache_dir={tmp_path}"], "CCL_OFFLINE=1"),
-        ("ccl.expand", expand_main, ["tier=silver", "docs=codiesp", f"docs.path={missing}",
+        ("ccl.cli.stats", stats_main, ["docs=mdace", f"paths.cache_dir={tmp_path}"], "CCL_OFFLINE=1"),
+        ("ccl.cli.spans", expand_main, ["tier=silver", "docs=codiesp", f"docs.path={missing}",
                                      f"paths.cache_dir={tmp_path}", f"paths.output_dir={tmp_path}"], str(missing)),
         ("ccl.bench", bench_main, ["data", "--icd-dir", str(missing)], str(missing)),
-        ("ccl.data.stats", stats_main, ["+docs.foo=1"], "docs.foo"),
+        ("ccl.cli.stats", stats_main, ["+docs.foo=1"], "docs.foo"),
     ]
     for prog, main, argv, named in calls:
         with pytest.raises(SystemExit) as err:

@@ -6,12 +6,12 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
-from ccl.data.records import Document, SpanPair
+from ccl.data.pairs import gold_pairs
 from ccl.expansion import silver
 from ccl.expansion.llm import cache as llm_cache
 from ccl.expansion.llm.base import PrivacyError
 from ccl.expansion.tiers import TierContext
-from ccl.icd.pairs import gold_pairs
+from ccl.records import Document, SpanPair
 
 CODES = {"I10", "E11.9", "J18.9"}
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from ccl.cli.mine import mine, prepare
 from ccl.config import compose_config
-from ccl.data.records import SpanPair
+from ccl.data.pairs import gold_pairs
 from ccl.expansion import silver
-from ccl.expansion.mine import mine, prepare
 from ccl.expansion.tier_cache import PAIRS
 from ccl.expansion.tiers import TierContext
-from ccl.icd.pairs import gold_pairs
+from ccl.records import SpanPair
 from tests.test_silver import CODES, config, corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def test_two_shards_through_the_joblib_launcher_equal_one_run(tmp_path):
     many, one = tmp_path / "many", tmp_path / "one"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "ccl.expansion.mine", "-m", *FAST, f"paths.cache_dir={many}",
+        [sys.executable, "-m", "ccl.cli.mine", "-m", *FAST, f"paths.cache_dir={many}",
          "spans.silver.shard.count=2", "spans.silver.shard.index=0,1",
          "hydra/launcher=local_parallel", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -126,7 +126,7 @@ def test_a_run_refuses_silver_shards_and_points_at_the_mining_command(tmp_path, 
     with pytest.raises(ValueError) as err:
         run(cfg, tmp_path / "run")
     message = str(err.value)
-    assert message.startswith(f"{key}:") and "python -m ccl.expansion.mine" in message and "\n" not in message
+    assert message.startswith(f"{key}:") and "python -m ccl.cli.mine" in message and "\n" not in message
     assert not (tmp_path / "run").exists()  # refused before the run folder is written
 
 
@@ -137,4 +137,4 @@ def test_a_run_cli_refuses_a_silver_shard_in_one_line(tmp_path):
                "spans.silver.shard.index=1", f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}")
     assert done.returncode == 1
     line = one_line_error(done.stderr, "ccl.run")
-    assert "spans.silver.shard.index=1" in line and "python -m ccl.expansion.mine" in line
+    assert "spans.silver.shard.index=1" in line and "python -m ccl.cli.mine" in line

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from ccl.config import DocsConfig
-from ccl.data.records import RecordError
 from ccl.data.sources import load_source
 from ccl.data.sources.aci_bench import FILES, PREDICT_ONLY, load_aci_bench
 from ccl.data.sources.common import DownloadError, MissingDataError
+from ccl.records import RecordError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "aci-bench"
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"ACI-Bench reference data not at {DATA}")

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from ccl.config import DocsConfig
-from ccl.data.records import RecordError
 from ccl.data.sources import load_source
 from ccl.data.sources.codiesp import load_codiesp
 from ccl.data.sources.common import DownloadError, MissingDataError
+from ccl.records import RecordError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "codiesp"
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"CodiEsp reference data not at {DATA}")

@@ -5,7 +5,6 @@ import zipfile
 import pytest
 
 from ccl.config import DocsConfig
-from ccl.data.records import Document, RecordError
 from ccl.data.sources import SOURCES, load_source
 from ccl.data.sources.common import (
     CodeMapper,
@@ -19,6 +18,7 @@ from ccl.data.sources.common import (
     require,
     trim_span,
 )
+from ccl.records import Document, RecordError
 
 # code, its mapping ("-": none), the rule that chose it  # why
 MAP_CODE_CASES = """

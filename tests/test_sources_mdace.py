@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from ccl.config import DocsConfig
-from ccl.data.records import RecordError
 from ccl.data.sources import load_source
 from ccl.data.sources import mdace as mdace_module
 from ccl.data.sources.common import DownloadError, MissingDataError, map_code
 from ccl.data.sources.mdace import NOTE_SEPARATOR, annotation_summary, load_mdace
+from ccl.records import RecordError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mdace"
 ANNOTATIONS = DATA / "data" / "Inpatient" / "ICD-10" / "1.0"

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from ccl.config import DocsConfig
-from ccl.data.records import RecordError
 from ccl.data.sources import load_source
 from ccl.data.sources.common import DownloadError, MissingDataError
 from ccl.data.sources.mimic4 import load_mimic4, read_split
+from ccl.records import RecordError
 
 SPLIT = (
     Path(__file__).resolve().parents[1].parent

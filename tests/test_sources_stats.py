@@ -1,4 +1,4 @@
-"""``python -m ccl.data.stats``: the tokenizer, the per-split numbers, and the CLI on real data."""
+"""``python -m ccl.cli.stats``: the tokenizer, the per-split numbers, and the CLI on real data."""
 
 import subprocess
 import sys
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ccl.data.records import Document, EvidenceSpan
-from ccl.data.stats import count_tokens, describe, main, summarize
+from ccl.cli.stats import main
+from ccl.data.stats import count_tokens, describe, summarize
+from ccl.records import Document, EvidenceSpan
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -68,7 +69,7 @@ def test_mdace_without_notes_reports_annotations_only(tmp_path, capsys):
 @needs_data
 def test_module_entry_point_on_aci_bench(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "ccl.data.stats", "docs=aci_bench",
+        [sys.executable, "-m", "ccl.cli.stats", "docs=aci_bench",
          f"docs.path={DATA / 'aci-bench'}", f"paths.cache_dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
@@ -100,4 +101,4 @@ def test_remap_table_for_mdace_and_codiesp_with_the_index(tmp_path, capsys):
 
 def test_help_prints_the_usage_instead_of_a_parse_error(capsys):
     assert main(["--help"]) == {}
-    assert "python -m ccl.data.stats docs=NAME" in capsys.readouterr().out
+    assert "python -m ccl.cli.stats docs=NAME" in capsys.readouterr().out

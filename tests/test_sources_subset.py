@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from ccl.config import DocsConfig
-from ccl.data.records import Document, EvidenceSpan
 from ccl.data.sources import load_source
 from ccl.data.sources.subset import restrict_source
+from ccl.records import Document, EvidenceSpan
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "codiesp"
 

@@ -5,7 +5,6 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from ccl.data.records import Document, SpanPair
 from ccl.expansion import synthetic
 from ccl.expansion.llm import cache as llm_cache
 from ccl.expansion.synthetic import (
@@ -16,6 +15,7 @@ from ccl.expansion.synthetic import (
     template_evidence,
 )
 from ccl.expansion.tiers import TierContext
+from ccl.records import Document, SpanPair
 
 
 @pytest.mark.parametrize(

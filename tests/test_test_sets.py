@@ -12,7 +12,7 @@ from rich.console import Console
 from test_run import compose_cfg, quiet
 
 from ccl.config import register_configs
-from ccl.data.records import read_documents
+from ccl.records import read_documents
 from ccl.report.collect import collect_runs, read_runs
 from ccl.report.tables import ablation_table, efficiency_table, main_table, seen_unseen_table
 from ccl.run import run

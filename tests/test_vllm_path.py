@@ -164,7 +164,7 @@ def _small_lora(monkeypatch):
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    import ccl.stages.train as train_mod
+    import ccl.predict.serving as serving
     from ccl.model.tiny import train_tokenizer
 
     tok = train_tokenizer(["assessment essential hypertension and chronic kidney disease"] * 4, 300)
@@ -172,7 +172,7 @@ def _small_lora(monkeypatch):
     base = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    monkeypatch.setattr(train_mod, "load_trained", lambda cfg, bundle, run_dir: (model.eval(), tok))
+    monkeypatch.setattr(serving, "load_trained", lambda cfg, bundle, run_dir: (model.eval(), tok))
     return model, tok
 
 
@@ -180,13 +180,13 @@ def test_merge_is_checked_against_the_adapters_logits(tmp_path, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ccl.stages import predict as predict_mod
+    from ccl.predict import serving
 
     model, tok = _small_lora(monkeypatch)
-    probe = predict_mod._merge_probe(model, tok)
+    probe = serving._merge_probe(model, tok)
     with torch.inference_mode():
         expected = model(input_ids=probe).logits
-    out = predict_mod.merge_adapter(None, None, tmp_path, tmp_path / "merged")
+    out = serving.merge_adapter(None, None, tmp_path, tmp_path / "merged")
     merged = AutoModelForCausalLM.from_pretrained(out)
     with torch.inference_mode():
         assert torch.allclose(merged(input_ids=probe).logits, expected, atol=1e-5)
@@ -202,7 +202,7 @@ def test_merge_is_checked_against_the_adapters_logits(tmp_path, monkeypatch):
 
     monkeypatch.setattr(model, "merge_and_unload", broken)
     with pytest.raises(ValueError, match="does not reproduce the adapter's logits"):
-        predict_mod.merge_adapter(None, None, tmp_path, tmp_path / "merged2")
+        serving.merge_adapter(None, None, tmp_path, tmp_path / "merged2")
     assert not (tmp_path / "merged2").exists()
 
 

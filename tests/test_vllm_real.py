@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ccl.data.records import CODES_HEADER
 from ccl.generation.vllm_engine import vllm_unavailable_reason
+from ccl.records import CODES_HEADER
 
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,8 +123,8 @@ CODES_ANSWER = CODES_HEADER + "\nZ12.3 - other"
 def test_restricted_decoding_under_vllm_structured_outputs_restricts(tmp_path, real_vllm):
     # Unrestricted, the model codes Z12.3, outside the allowed codes (its runner-up there is
     # I10); restricted to the allowed codes by vLLM's structured outputs, it must write I10.
-    from ccl.inference.constrained import configure_engine
-    from ccl.inference.parser import parse_output
+    from ccl.predict.constrained import configure_engine
+    from ccl.predict.parser import parse_output
 
     folder, tok = script_model(tmp_path / "codes", CODES_ANSWER, second={CODES_HEADER + "\n": "I10"})
     _, free = engines(folder, tok, guard=False)

@@ -22,9 +22,9 @@ import pytest
 from omegaconf import OmegaConf
 from test_report import FAST
 
-from ccl.data.records import read_documents
 from ccl.data.sources import load_source
 from ccl.icd.tabular import load_tabular
+from ccl.records import read_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 README_SWEEP = "python -m ccl.run -m +experiment=ablation_row1,ablation_row4 backbone=tiny train.max_steps=3"

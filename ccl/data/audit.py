@@ -1,8 +1,8 @@
 """Contamination audit: test documents against everything a model trains or mines from.
 
-``python -m ccl.data.audit docs=NAME [overrides]`` builds the data of a run (as the data
-stage does, in a temporary folder) and prints the report; the data stage writes the
-same report into ``data_manifest.json`` under ``audit`` (``audit.enabled``).
+The data stage writes the report into ``data_manifest.json`` under ``audit``
+(``audit.enabled``); ``python -m ccl.cli.audit docs=NAME [overrides]``
+(:mod:`ccl.cli.audit`) builds the data of a run in a temporary folder and prints it.
 
 Why: MDACE's test notes come from MIMIC-III, while silver pairs and the document-SFT
 baseline use MIMIC-IV, whose years overlap MIMIC-III's; a test note that is also a
@@ -40,21 +40,17 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-import sys
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from ccl.cli_errors import cli_main
-from ccl.config import AuditConfig, compose_config
-from ccl.data.records import Document, SpanPair
-from ccl.icd.pairs import SOURCE_PRIORITY as BOOK_SOURCES
+from ccl.config import AuditConfig
+from ccl.data.pairs import SOURCE_PRIORITY as BOOK_SOURCES
+from ccl.records import Document, SpanPair
 
 _WORD = re.compile(r"[^\W_]+")
 TRAIN_SIDE = ("train", "val")  # splits a model trains or selects on; the corpus is added to them
@@ -429,27 +425,3 @@ def render(report: dict[str, Any], console: Console) -> None:
     for key in ("dropped", "dropped_span_pairs"):
         if report.get(key):
             console.print(f"[yellow]{key.replace('_', ' ')}: {report[key]}[/]")
-
-
-@cli_main("ccl.data.audit")
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Compose the config from Hydra overrides (as ``ccl.data.stats``), build the data, print the audit.
-    ``-h`` / ``--help`` prints the module's text."""
-    # why: ccl.stages.data is a floor above (and imports this module): an upward arrow, kept lazy
-    from ccl.stages.data import build_data
-
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    if any(arg in ("-h", "--help") for arg in overrides):  # Hydra overrides have no flags
-        print(__doc__)
-        return {}
-    cfg = compose_config(["audit.enabled=true", *overrides])
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    with tempfile.TemporaryDirectory() as run_dir:
-        bundle = build_data(cfg, Path(run_dir), Console(quiet=True))
-    report = bundle.manifest["audit"]
-    render(report, console)
-    return report
-
-
-if __name__ == "__main__":
-    main()

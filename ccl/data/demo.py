@@ -35,9 +35,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ccl.data.records import Document, EvidenceSpan
 from ccl.icd.codes import canonical_code
 from ccl.icd.terms import natural_phrase
+from ccl.records import Document, EvidenceSpan
 
 SOURCE = "demo"
 MIN_TRAIN_OCCURRENCES = 3  # each seen code occurs in at least this many training notes

@@ -1,7 +1,7 @@
-"""The one document-prompt builder of training, prediction, ``ccl.predict`` and the bench.
+"""The one document-prompt builder of training, prediction, ``ccl.cli.predict`` and the bench.
 
 Training renders a document example's prompt with :func:`ccl.data.sft.tokenize_examples`;
-prediction, ``python -m ccl.predict`` and ``python -m ccl.bench predict`` render theirs
+prediction, ``python -m ccl.cli.predict`` and ``python -m ccl.bench predict`` render theirs
 here, with the same messages (:func:`ccl.data.prompts.document_prompt`), the same
 rendering (:func:`ccl.generation.chat.render_prompt`) and the same truncation rule
 (:func:`ccl.data.sft.fit_prompt`): the note, never the instruction, loses tokens
@@ -17,12 +17,12 @@ Long notes (``infer.long_notes``):
 * ``truncate`` (default, the paper's setting): one prompt per note, cut as above;
   the number of notes cut and tokens dropped are reported
   (:meth:`PromptPlan.summary`), in ``metrics.json`` under ``prompts``, and as a
-  warning by ``ccl.predict``;
+  warning by ``ccl.cli.predict``;
 * ``window`` (beyond the paper): the note is split into windows of whole tokens
   that each fill the prompt budget, neighbours sharing ``infer.window_overlap``
   tokens, and each window is coded as a note of its own; the predict stage merges
   the windows' evidence and codes in note order
-  (:func:`ccl.inference.parser.merge_outputs`). Nothing is dropped.
+  (:func:`ccl.predict.parser.merge_outputs`). Nothing is dropped.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ccl.data.records import CODES_HEADER, EVIDENCE_HEADER, NO_EVIDENCE
 from ccl.generation.chat import Message
+from ccl.records import CODES_HEADER, EVIDENCE_HEADER, NO_EVIDENCE
 
 PROMPT_VERSION = "ccl-prompts-v2"
 

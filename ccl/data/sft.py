@@ -24,12 +24,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ccl.data.prompts import Example, Message
+from ccl.data.prompts import Example, Message, document_example, span_example
 from ccl.generation.chat import encode_prompts, render_prompt
 
 # Label of a position the loss skips (PyTorch's cross_entropy ignore_index); the one definition.
@@ -268,3 +268,43 @@ def tokenize_examples(
 def tokenize_example(tokenizer: Any, example: Example, use_chat_template: bool, max_length: int) -> dict[str, Any]:
     """One example; prefer :func:`tokenize_examples` for many (batched tokenizer calls)."""
     return tokenize_examples(tokenizer, [example], use_chat_template, max_length)[0][0]
+
+
+# ---------------------------------------------------------------- a run's examples
+
+
+def build_examples(cfg: Any, bundle: Any) -> tuple[list[Example], list[Example], list[Example]]:
+    """Document examples (train, val) for ``cfg.task`` and span examples from all tiers of
+    ``bundle`` (a :class:`ccl.stages.data.DataBundle`: ``docs``, ``span_pairs()``, ``describe``)."""
+    task = str(cfg.task)
+    describe = bundle.describe
+
+    def docs(split: str) -> list[Example]:
+        return [document_example(task, d.text, [s.text for s in d.spans], d.codes, describe)
+                for d in bundle.docs.get(split, [])]
+
+    return docs("train"), span_examples(cfg, bundle), docs("val")
+
+
+def span_examples(cfg: Any, bundle: Any) -> list[Example]:
+    """Span pairs as training examples, in the format(s) ``mix.span_template`` names."""
+    fmt = str(cfg.mix.span_template)
+    if fmt not in ("span", "document", "both"):
+        raise ValueError(f"mix.span_template={fmt!r}: expected span, document or both")
+    task, describe = str(cfg.task), bundle.describe
+    out: list[Example] = []
+    for p in bundle.span_pairs():
+        if fmt in ("span", "both"):
+            out.append(replace(span_example(p.evidence, p.code, describe), tier=p.tier))
+        if fmt in ("document", "both"):
+            note = f"Assessment: {p.evidence}."
+            out.append(replace(document_example(task, note, [p.evidence], [p.code], describe),
+                               kind="span", tier=p.tier))
+    return out
+
+
+def training_answer_lengths(cfg: Any, bundle: Any, tokenizer: Any) -> list[int]:
+    """Token lengths (EOS included) of the training documents' answers, as training tokenises them."""
+    doc_ex, _, _ = build_examples(cfg, bundle)
+    ids = tokenizer([ex.answer for ex in doc_ex], add_special_tokens=False)["input_ids"]
+    return [len(a) + 1 for a in ids]

@@ -1,7 +1,7 @@
-"""``python -m ccl.data.stats docs=NAME [overrides]``: what a document source holds, as a table.
+"""What a document source holds, as a table (``python -m ccl.cli.stats docs=NAME [overrides]``).
 
-Composes the Hydra config of ``conf/`` (any override works: ``docs.path=...``,
-``docs.notes_path=...``), loads the documents as a run would, and prints per
+:func:`collect` loads the documents of a run config as a run would (any override works:
+``docs.path=...``, ``docs.notes_path=...``), and :func:`render` prints per
 split: documents, documents with evidence, evidence spans, distinct codes,
 codes per document, and mean note length in words (whitespace-separated) and
 in tokens. Tokens are counted by :data:`TOKEN_PATTERN`, a model-free
@@ -13,13 +13,11 @@ that was remapped to a billable code (label, mapped code, rule, occurrences;
 one, as a run maps them. MDACE without ``docs.notes_path`` gets what
 its annotation files alone give (no text: no lengths). Every source, the demo world
 included, loads through :func:`ccl.data.sources.load_source`, as in a run.
-``-h`` / ``--help`` prints this text.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,11 +25,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ccl.cli_errors import cli_main
-from ccl.config import check_closed, compose_config
-from ccl.data.records import Document
+from ccl.data.sources import load_source
+from ccl.data.sources.common import IndexHints
+from ccl.data.sources.mdace import annotation_summary
 from ccl.icd.index import load_valid_entries
 from ccl.icd.tabular import load_tabular
+from ccl.records import Document
 
 TOKEN_PATTERN = re.compile(r"\w+|[^\w\s]")
 SPLITS = ("train", "val", "test")
@@ -98,11 +97,6 @@ def _mdace_rows(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def collect(cfg: Any) -> dict[str, Any]:
     """Load ``cfg.docs`` and return ``{"rows": {group: stats}, "source": ..., "notes": [...]}``."""
-    # why: the source loaders load requests + pooch (~0.08 s), not needed for --help
-    from ccl.data.sources import load_source
-    from ccl.data.sources.common import IndexHints
-    from ccl.data.sources.mdace import annotation_summary
-
     cache_dir = Path(cfg.paths.cache_dir)
     tab = load_tabular(cfg.icd.tabular_xml, cache_dir)
     source = str(cfg.docs.source)
@@ -178,22 +172,3 @@ def render_remaps(codes: dict[str, Any], console: Console) -> None:
     for r in remaps:
         by_rule[r["rule"]] = by_rule.get(r["rule"], 0) + r["count"]
     console.print("remaps by rule: " + ", ".join(f"{k} {v}" for k, v in sorted(by_rule.items())))
-
-
-@cli_main("ccl.data.stats")
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Compose the config from Hydra overrides, collect and print the statistics."""
-    overrides = list(sys.argv[1:] if argv is None else argv)
-    if any(arg in ("-h", "--help") for arg in overrides):  # Hydra overrides have no flags
-        print(__doc__)
-        return {}
-    cfg = compose_config(overrides)
-    check_closed(cfg)
-    result = collect(cfg)
-    # Piped output (CI logs, reports) gets a table wide enough not to wrap.
-    render(result, Console(width=None if sys.stdout.isatty() else 120))
-    return result
-
-
-if __name__ == "__main__":
-    main()

@@ -162,7 +162,7 @@ def evidence_metrics(docs: Sequence[EvidenceDoc]) -> dict[str, float | int]:
     """Micro exact and overlap P/R/F1 over ``(note, gold spans, predicted phrases)`` docs.
 
     Gold spans are ``(start, end, text)`` tuples or objects with those attributes
-    (:class:`ccl.data.records.EvidenceSpan`). Keys: exact_{precision,recall,f1},
+    (:class:`ccl.records.EvidenceSpan`). Keys: exact_{precision,recall,f1},
     overlap_{precision,recall,f1}, exact_tp, overlap_tp, n_pred, n_gold, n_docs.
     """
     exact_tp = overlap_tp = n_pred = n_gold = 0

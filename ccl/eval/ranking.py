@@ -1,6 +1,6 @@
 """Ranking metrics from per-code scores, as medical-coding-reproducibility (Edin et al.) reports them.
 
-A generative coder scores only the codes it wrote (:mod:`ccl.inference.scores`: the
+A generative coder scores only the codes it wrote (:mod:`ccl.predict.scores`: the
 log-probability of each code's tokens). Conventions, per document, over the codes of
 the label space (codes outside it are dropped first, as for F1):
 

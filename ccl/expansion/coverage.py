@@ -8,8 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ccl.data.records import TIERS, SpanPair
 from ccl.icd.tabular import TabularList
+from ccl.records import TIERS, SpanPair
 
 
 def _ordered(spans: Mapping[str, Sequence[SpanPair]]) -> list[str]:

@@ -1,7 +1,7 @@
-"""The gold span tier: :func:`ccl.icd.pairs.gold_pairs` for the run's codes, cached.
+"""The gold span tier: :func:`ccl.data.pairs.gold_pairs` for the run's codes, cached.
 
 ``spans.gold`` (:class:`ccl.config.GoldSpansConfig`): ``sources`` (see
-:mod:`ccl.icd.pairs`), ``restrict`` (``docs``: the codes of every document split, plus
+:mod:`ccl.data.pairs`), ``restrict`` (``docs``: the codes of every document split, plus
 ``neighbours`` nearest codes each; ``all``: every billable code) and
 ``max_pairs_per_code``. The tier is cached under ``cache_dir/gold/<hash>``
 (:mod:`ccl.expansion.tier_cache`: ``pairs.jsonl`` + ``report.json``); the hash, which the
@@ -23,13 +23,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ccl.config import GoldSpansConfig
-from ccl.data.records import SpanPair
+from ccl.data.pairs import canonical_codes, expand_sources, gold_pairs
 from ccl.expansion.tier_cache import PAIRS, open_entry, save_tier
 from ccl.expansion.tiers import TierContext, TierResult
 from ccl.icd.index import IndexEntry, IndexParse, validate_entries
 from ccl.icd.nearest import nearest_codes
-from ccl.icd.pairs import canonical_codes, expand_sources, gold_pairs
 from ccl.icd.tabular import TabularList
+from ccl.records import SpanPair
 from ccl.utils.gc_pause import gc_paused
 
 # Bump when pair building changes, so cached tiers are rebuilt.

@@ -30,7 +30,6 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ccl.config import LLMConfig, SilverSpansConfig, llm_config
-from ccl.data.records import Document, SpanPair, phrase_key
 from ccl.expansion.lexical import LexicalMiner, locate
 from ccl.expansion.llm.base import (
     GenerationParams,
@@ -46,6 +45,7 @@ from ccl.expansion.tiers import TierContext, TierResult
 from ccl.generation.progress import track
 from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList
+from ccl.records import Document, SpanPair, phrase_key
 from ccl.utils.atomic import write_text_atomic
 from ccl.utils.hashing import hash_obj, hash_records
 
@@ -452,7 +452,7 @@ def _load_shards(cache_dir: Path, key: str, count: int) -> list[dict[str, Any]]:
     if missing:
         raise FileNotFoundError(
             f"spans.silver.shard.count={count}: shard(s) {missing} have not run for this tier "
-            f"(no {files[missing[0]]}); run them first, e.g. python -m ccl.expansion.mine -m "
+            f"(no {files[missing[0]]}); run them first, e.g. python -m ccl.cli.mine -m "
             f"spans.silver.shard.count={count} spans.silver.shard.index={','.join(map(str, missing))} "
             "with the same overrides"
         )

@@ -35,7 +35,6 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ccl.config import LLMConfig, SyntheticSpansConfig, llm_config
-from ccl.data.records import EDGE_PUNCT, Document, SpanPair, phrase_key
 from ccl.expansion.llm.base import (
     GenerationParams,
     Message,
@@ -51,6 +50,7 @@ from ccl.icd.codes import CODE_PATTERN, canonical_code
 from ccl.icd.nearest import hierarchy_levels
 from ccl.icd.tabular import TabularList
 from ccl.icd.terms import strip_modifiers
+from ccl.records import EDGE_PUNCT, Document, SpanPair, phrase_key
 from ccl.utils.hashing import hash_obj, hash_records
 
 # Bump when synthesis or filtering changes, so cached tiers are rebuilt.

@@ -4,7 +4,7 @@ A tier is a callable ``build(ctx: TierContext) -> TierResult`` named by the ``_t
 of its config node (``conf/spans/<tier>.yaml``, e.g. ``spans.gold._target_:
 ccl.expansion.gold.build``) and resolved with :func:`hydra.utils.get_method`, as the
 lightning-hydra-template instantiates its objects. :func:`build_tiers` runs the
-configured tiers in :data:`ccl.data.records.TIERS` order (gold, silver, synthetic):
+configured tiers in :data:`ccl.records.TIERS` order (gold, silver, synthetic):
 each sees the pairs of the tiers before it in ``ctx.spans``. Every tier caches its
 entry with :mod:`ccl.expansion.tier_cache` (``pairs.jsonl`` + ``report.json``).
 
@@ -23,8 +23,8 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from ccl.config import GoldSpansConfig, SilverSpansConfig, SyntheticSpansConfig
-from ccl.data.records import TIERS, Document, SpanPair
 from ccl.icd.tabular import TabularList
+from ccl.records import TIERS, Document, SpanPair
 from ccl.utils.targets import resolve_target
 
 

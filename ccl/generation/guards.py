@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
-from ccl.data.records import CODES_HEADER
+from ccl.records import CODES_HEADER
 
 # The guard under vLLM (ccl/generation/vllm_guard.py, which imports vLLM): the class vLLM loads by
 # name (LLM(logits_processors=[...])) and the SamplingParams.extra_args key that switches it on.

@@ -51,6 +51,7 @@ from transformers.cache_utils import DynamicLayer, StaticLayer
 from ccl.generation.chat import encode_prompts
 from ccl.generation.guards import RepeatedLineGuard, starts_in_codes
 from ccl.generation.logprobs import TokenLogprobRecorder
+from ccl.generation.progress import doc_progress
 from ccl.generation.record import Generation, finish_reason
 
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth an extra forward
@@ -125,7 +126,7 @@ class HFEngine:
         device = next(model.parameters()).device
         self.row_prefill = device.type == "cpu" if row_prefill is None else bool(row_prefill)
         # Issue 16: per-batch logits processors (prompts of the batch, padded prompt width) run
-        # before the guard, and the log-probability of every generated token (ccl.inference.scores).
+        # before the guard, and the log-probability of every generated token (ccl.predict.scores).
         self.extra_processors = extra_processors
         self.record_logprobs = bool(record_logprobs)
         self.last_ids: list[list[int]] = []  # new token ids of the last call, input order
@@ -308,8 +309,6 @@ class HFEngine:
     def _bar(self, total: int):
         if not self.progress:
             return nullcontext(lambda n: None)
-        # Imported when shown: ccl.utils.progress (log lines) imports Lightning.
-        from ccl.generation.progress import doc_progress
 
         # what the prompts are (documents, windows, evidence phrases): set by the caller
         return doc_progress(total, unit=getattr(self, "progress_unit", "documents"))

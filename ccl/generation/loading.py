@@ -1,6 +1,6 @@
 """Models and tokenizers for generation: where they run, in which dtype, what stops them.
 
-Prediction generates with the model the train stage saved (:func:`ccl.stages.train.load_trained`
+Prediction generates with the model the train stage saved (:func:`ccl.predict.serving.load_trained`
 loads it in ``backbone.dtype``); :func:`inference_device` and :func:`place_model` put it on the
 device HF generate runs on. vLLM serves a saved directory; :func:`load_tokenizer` and
 :func:`stop_token_ids` read the tokenizer and the stop tokens of that directory, so vLLM stops

@@ -5,7 +5,7 @@ step it sees the final (processed) scores, and at the next step the token that w
 chosen from them, and records that token's log-probability under the processed
 distribution (with restricted decoding, renormalised over the allowed tokens; a token
 forced by the repeat guard gets 0). No score tensors are kept beyond one step.
-:mod:`ccl.inference.scores` turns these into per-code scores.
+:mod:`ccl.predict.scores` turns these into per-code scores.
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ class VLLMEngine:
     vLLM can read a model config from too (vLLM parses one there and logs an error if it
     cannot), so a LoRA adapter's own folder is not one (the predict stage hands
     ``model/served_base/``: the base model's files with the run's tokenizer beside them,
-    :func:`ccl.stages.predict.served_base`). ``repeat_guard`` runs the
+    :func:`ccl.predict.serving.served_base`). ``repeat_guard`` runs the
     repeated-line guard (:mod:`ccl.generation.vllm_guard`). Raises
     ``ImportError`` (with :data:`VLLM_HINT`) without vLLM, ``ValueError`` for an adapter
     vLLM cannot load (:func:`unsupported_lora_keys`).

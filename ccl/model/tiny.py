@@ -21,7 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ccl.config import BackboneConfig
 from ccl.utils.atomic import atomic_dir
-from ccl.utils.verify import cached_folder
+from ccl.utils.verify import cached_folder, write_record
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 INIT_SEED = 1234
@@ -119,7 +119,8 @@ def build_tiny(cfg: BackboneConfig, corpus: Iterable[str], cache_dir: Path) -> P
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     model = _init_model(cfg, tokenizer)
     # A concurrent or killed build never leaves a half-written cache entry behind.
-    with atomic_dir(out, done_marker="config.json", record=True) as tmp:
+    with atomic_dir(out, done_marker="config.json") as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_record(tmp)  # sizes and sha256 of its files, checked when the cache is read
     return out

@@ -22,6 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from ccl.records import RecordError
 from ccl.utils.loggers import GROUP_ENV
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,8 @@ class ReportCallback(Callback):
             os.environ[GROUP_ENV] = self._sweep_dir.name
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        # why: pandas, matplotlib, scipy (~1.5 s); ccl.run loads this callback at start
-        from ccl.report.build import build_report
-        from ccl.report.collect import RunFolderError
+        # local import: pandas, matplotlib, scipy (~1.5 s); ccl.run loads this callback at start
+        from ccl.report import build, collect
 
         sweep_dir = self._sweep_dir or Path(str(config.hydra.sweep.dir))
         if self.set_group:
@@ -55,8 +55,8 @@ class ReportCallback(Callback):
                 os.environ[GROUP_ENV] = self._previous_group
         out_dir = sweep_dir / self.out_subdir
         try:
-            report = build_report([sweep_dir], out_dir)
-        except RunFolderError as e:
+            report = build.build_report([sweep_dir], out_dir)
+        except (collect.RunFolderError, RecordError) as e:
             log.warning("ccl.report: nothing to report: %s", e)
             return
         except Exception:

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ccl.cli_errors import cli_main
+from ccl.cli.errors import cli_main
+from ccl.records import RecordError
 from ccl.report.collect import RunFolderError, is_run_dir
 
 
@@ -30,13 +31,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="report folder (default: SWEEP/report for one sweep folder, else ./report)")
     args = parser.parse_args(argv)
 
-    # why: it loads matplotlib and scipy (~1 s), not needed for --help
+    # local import: matplotlib and scipy (~1 s), not for --help
     from ccl.report.build import build_report
 
     out = args.out or default_out(args.paths)
     try:
         report = build_report(args.paths, out)
-    except RunFolderError as e:
+    except (RunFolderError, RecordError) as e:  # a run folder's file that cannot be read
         print(f"ccl.report: error: {e}", file=sys.stderr)
         return 2
     runs = report.results["run_dir"].nunique() if len(report.results) else 0

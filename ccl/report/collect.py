@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ccl.data.records import TIERS
+from ccl.records import TIERS
 from ccl.utils.run_folder import RunFolder
 
 SUBSETS = ("overall", "seen", "unseen")

@@ -21,9 +21,9 @@ import pandas as pd
 from ccl.eval.extended import doc_stats
 from ccl.eval.stats import DocStats, bootstrap_intervals, paired_test
 from ccl.icd.tabular import load_tabular
+from ccl.records import read_predictions
 from ccl.report.tables import ResultTable, Skip, without_human_evidence
 from ccl.report.unseen import code_table
-from ccl.stages.evaluate import read_predictions
 from ccl.utils.run_folder import RunFolder
 
 PAIRED_METRICS = {"micro F1": "micro_f1", "macro F1": "macro_f1"}

@@ -22,6 +22,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ccl.report.collect import RESULTS_STEM, load_results
+from ccl.report.tables import Skip
+
 
 class NotebookError(RuntimeError):
     """A notebook is malformed or one of its cells failed; the message names file and cell."""
@@ -37,7 +40,6 @@ def find_results(path: str | Path) -> Path | None:
     each folder above it (Jupyter runs a notebook in ``notebooks/``; the scripts write from
     the repository root).
     """
-    from ccl.report.collect import RESULTS_STEM
 
     path = Path(path)
     bases = [Path.cwd(), *Path.cwd().parents] if not path.is_absolute() else [Path("/")]
@@ -69,8 +71,6 @@ def notebook_results(path: str | Path, needs: Callable[[Any], Any] | Iterable[Ca
     :class:`ccl.report.tables.Skip` means the runs it needs are missing. ``run``: the
     command that makes them, named in the message. Never raises for missing runs.
     """
-    from ccl.report.collect import load_results
-    from ccl.report.tables import Skip
 
     hint = f"run `{run}` from the repository root, then rerun this notebook" if run else "run the sweep first"
     found = find_results(path)

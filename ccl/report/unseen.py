@@ -20,14 +20,13 @@ and row 5 (all tiers) are compared on the same codes.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ccl.data.records import TIERS, phrase_key, read_documents, read_span_pairs
 from ccl.eval.metrics import per_code_metrics
+from ccl.records import TIERS, phrase_key, read_documents, read_predictions, read_span_pairs
 from ccl.report.collect import RunFolderError
 from ccl.report.tables import ResultTable, Skip, is_human_evidence, mean_std
 from ccl.utils.run_folder import RunFolder
@@ -37,24 +36,6 @@ NOT_COVERED = "none"
 COVERAGE_CLASSES = ("gold", "silver-only", "synthetic-only", NOT_COVERED)
 # Runs compared with each other: same model, same test documents (content hash), same task.
 GROUP_KEYS = ["backbone", "test_hash", "task", "train_mode", "seed"]
-
-
-def read_predictions(path: Path) -> list[dict]:
-    """``predictions.jsonl`` rows; a broken line or a row without codes is an error naming it."""
-    if not path.is_file():
-        raise RunFolderError(f"{path}: file not found")
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RunFolderError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(row.get("codes"), list) or not isinstance(row.get("gold_codes"), list):
-            raise RunFolderError(f"{path}:{lineno}: 'codes' and 'gold_codes' must be lists")
-        rows.append(row)
-    return rows
 
 
 def code_table(run_dir: str | Path, predictions: str | Path | None = None) -> pd.DataFrame:

@@ -29,10 +29,9 @@ from typing import Any
 
 import yaml
 
-from ccl.data.records import read_documents
 from ccl.eval.metrics import per_code_metrics
+from ccl.records import read_documents, read_predictions
 from ccl.report.collect import RunFolderError, flatten
-from ccl.report.unseen import read_predictions
 from ccl.utils.loggers import GROUP_ENV, config_value, sweep_group, wandb_mode, wandb_run
 from ccl.utils.run_folder import MODEL_META, RunFolder
 

@@ -1,12 +1,12 @@
 """A coded note as a coder reviews it: codes with their evidence and its offsets, flags in words.
 
-:func:`explain` turns one prediction row (``predictions.jsonl`` or ``ccl.predict``'s row) into
-a plain dict (the ``--json`` output of ``ccl.predict`` and the data of the review page):
+:func:`explain` turns one prediction row (``predictions.jsonl`` or ``ccl.cli.predict``'s row) into
+a plain dict (the ``--json`` output of ``ccl.cli.predict`` and the data of the review page):
 each distinct evidence phrase with its character range in the note (``start``/``end``,
 Python string offsets; ``found: false`` when the phrase is not in the note, as
 :func:`ccl.eval.evidence.locate` matches: case, whitespace and edge punctuation aside) and
 the code the model gives it under the span prompt (``links``:
-:func:`ccl.inference.span_recode.recode_phrases`), each code with its description, score,
+:func:`ccl.predict.span_recode.recode_phrases`), each code with its description, score,
 billable status, the phrases linked to it and its guideline flags with the code that is
 missing (:func:`flag_texts`), and the gold codes when known (``missed``/``extra``).
 """

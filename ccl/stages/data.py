@@ -21,11 +21,11 @@ from rich.table import Table
 
 from ccl.data.audit import AuditSettings, audit_documents, audit_spans
 from ccl.data.prompts import PROMPT_VERSION
-from ccl.data.records import TIERS, Document, SpanPair, document_reference, write_jsonl
 from ccl.data.sources import load_source
 from ccl.expansion.tiers import TierContext, build_tiers
 from ccl.icd.index import load_valid_entries
 from ccl.icd.tabular import TabularList, load_tabular
+from ccl.records import TIERS, Document, SpanPair, document_reference, write_jsonl
 from ccl.utils.atomic import atomic_dir, write_json_atomic
 from ccl.utils.hashing import hash_obj, hash_records
 from ccl.utils.run_folder import RunFolder
@@ -164,7 +164,7 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
                 f"[bold yellow]contamination audit:[/] {audit_report['document_pairs']} near-duplicate "
                 f"test/training document pairs, {audit_report['span_pairs_flagged']} span pairs copied "
                 f"from test documents{' (dropped)' if audit_settings.drop else ''}; see data_manifest.json "
-                "'audit' or python -m ccl.data.audit"
+                "'audit' or python -m ccl.cli.audit"
             )
 
     manifest = {

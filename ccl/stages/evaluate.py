@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from ccl.data.records import Document
 from ccl.eval.evidence import evidence_metrics
 from ccl.eval.extended import apply_guidelines, extended_metrics
 from ccl.eval.guidelines import COUNT_KEYS
 from ccl.eval.metrics import seen_unseen_metrics
 from ccl.icd.tabular import TabularList
-
-
-def read_predictions(path: Path) -> list[dict[str, Any]]:
-    """Read ``predictions.jsonl``; a broken line is an error naming file and line."""
-    rows = []
-    with Path(path).open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-    return rows
+from ccl.records import Document
+from ccl.utils.verify import DamagedFile
 
 
 def check_complete(path: Path, rows: list[dict[str, Any]], docs: list[Document]) -> None:
@@ -36,7 +23,6 @@ def check_complete(path: Path, rows: list[dict[str, Any]], docs: list[Document])
 
     Raises :class:`ccl.utils.verify.DamagedFile` naming the file and the documents missing.
     """
-    from ccl.utils.verify import DamagedFile
 
     ids = [str(r.get("id")) for r in rows]
     missing = [d.id for d in docs if d.id not in set(ids)]

@@ -1,6 +1,6 @@
 """Content keys of the train and predict stages: what each stage's output depends on.
 
-A stage is skipped on a rerun when its key is unchanged (:class:`ccl.utils.stages.StageLedger`).
+A stage is skipped on a rerun when its key is unchanged (:class:`ccl.utils.run_folder.StageLedger`).
 The settings no key covers are listed once, in
 :data:`ccl.utils.run_folder.OUTSIDE_STAGE_KEYS`, which also decides which of them a run
 folder's config may change freely.
@@ -14,8 +14,8 @@ from ccl.config import trainer_mirrors
 from ccl.data.prompts import PROMPT_VERSION
 from ccl.generation.engine import guard_applies
 from ccl.generation.guards import GUARD_VERSION
-from ccl.inference.parser import PARSER_VERSION
 from ccl.model.module import OBJECTIVE_VERSION
+from ccl.predict.parser import PARSER_VERSION
 from ccl.stages.data import DataBundle
 from ccl.utils.hashing import hash_obj
 from ccl.utils.run_folder import outside_stage_keys

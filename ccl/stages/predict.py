@@ -11,7 +11,7 @@ Where the model runs. HF generate runs on the device training used
 (:func:`ccl.generation.loading.inference_device`: CUDA when visible and ``train.accelerator`` allows, else the
 CPU; flash-attention only with CUDA tensors). ``infer.engine=vllm`` on a CUDA machine
 with vLLM loads no HF model at all: it serves the run's saved directories
-(:func:`vllm_serving`), after the memory of any earlier stage in this process is
+(:func:`ccl.predict.serving.vllm_serving`), after the memory of any earlier stage in this process is
 released (:func:`ccl.generation.loading.release_accelerator_memory`). An adapter vLLM's LoRA loader cannot
 read (code-token rows) is merged into a full model saved with its tokenizer under
 ``model/merged/`` and served without LoRA.
@@ -32,7 +32,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig
 from rich.console import Console
 
@@ -43,7 +42,7 @@ from ccl.data.prompt_builder import (
     limits_from_config,
 )
 from ccl.data.prompts import human_evidence_prefix
-from ccl.data.records import Document, write_jsonl
+from ccl.data.sft import training_answer_lengths
 from ccl.generation import engine as engines  # module attribute: tests replace make_engine
 from ccl.generation.loading import (
     inference_device,
@@ -53,13 +52,14 @@ from ccl.generation.loading import (
     stop_token_ids,
 )
 from ccl.generation.record import answer_length_stats
-from ccl.generation.vllm_engine import unsupported_lora_keys
-from ccl.inference.constrained import allowed_codes, configure_engine
-from ccl.inference.parser import merge_outputs, parse_output
-from ccl.inference.scores import document_code_scores
-from ccl.inference.span_recode import add_span_codes, progress_unit, recode_phrases
+from ccl.predict.constrained import allowed_codes, configure_engine
+from ccl.predict.parser import merge_outputs, parse_output
+from ccl.predict.scores import document_code_scores
+from ccl.predict.serving import load_trained, vllm_serving
+from ccl.predict.span_recode import add_span_codes, progress_unit, recode_phrases
+from ccl.records import Document, write_jsonl
 from ccl.stages.data import DataBundle
-from ccl.utils.atomic import atomic_dir, write_json_atomic
+from ccl.utils.atomic import write_json_atomic
 from ccl.utils.hashing import hash_obj, hash_records
 from ccl.utils.run_folder import RunFolder, trained_model_meta
 
@@ -201,13 +201,13 @@ def predict_documents(
 
     ``human_evidence`` (default ``infer.human_evidence``): the gold evidence is written
     into the prompt and the model generates the codes. ``allowed_codes``: with
-    ``infer.restrict_codes``, the codes decoding may write (:mod:`ccl.inference.constrained`).
+    ``infer.restrict_codes``, the codes decoding may write (:mod:`ccl.predict.constrained`).
     ``max_new_tokens`` (default ``infer.max_new_tokens``, else
     :data:`FALLBACK_MAX_NEW_TOKENS`) bounds each answer; a row's ``truncated`` says the
     bound ended it. ``engine``: a built engine (default: HF generate over ``model``, or
     what ``infer.engine`` names); this call switches on its log-probability recording and
     (``infer.restrict_codes``) its restricted decoding. Rows get ``code_scores`` (code ->
-    log-probability, :mod:`ccl.inference.scores`; a note coded in windows: the best score
+    log-probability, :mod:`ccl.predict.scores`; a note coded in windows: the best score
     of each code over its windows) when the engine records them.
 
     Steps: the engine's settings (:func:`_set_up_engine`: scores, restriction), each note's
@@ -288,7 +288,7 @@ def _document_row(tokenizer: Any, doc: Document, parts: Sequence[tuple[Any, str]
 def _recode_spans(engine: Any, tokenizer: Any, rows: list[dict[str, Any]], chat: bool,
                   allowed: set[str] | None, console: Console | None) -> None:
     """``infer.span_recode``: code each row's evidence phrases again with the span prompt and
-    add the codes found (:mod:`ccl.inference.span_recode`), in place."""
+    add the codes found (:mod:`ccl.predict.span_recode`), in place."""
     coded = recode_phrases(engine, tokenizer, [p for r in rows for p in r["evidence"]], chat, allowed)
     added = add_span_codes(rows, coded)
     if console:
@@ -299,7 +299,7 @@ def restrict_codes_of(cfg: DictConfig, bundle: DataBundle, run_dir: Path) -> lis
     """The codes restricted decoding allows in a run (None when ``infer.restrict_codes`` is off):
     the billable codes of the model's code vocabulary (:meth:`DataBundle.code_vocabulary`, the
     set code tokens are made for), written to ``restrict_codes.json`` of the run folder
-    (:attr:`RunFolder.restrict_codes`) for ``python -m ccl.predict``."""
+    (:attr:`RunFolder.restrict_codes`) for ``python -m ccl.cli.predict``."""
     if not cfg.infer.get("restrict_codes"):
         return None
     codes = allowed_codes(bundle.code_vocabulary(), bundle.tab)
@@ -319,9 +319,6 @@ def answer_bound(cfg: DictConfig, run_dir: Path, bundle: DataBundle | None = Non
     training documents, :data:`FALLBACK_MAX_NEW_TOKENS` (warned)."""
     if cfg.infer.max_new_tokens:
         return int(cfg.infer.max_new_tokens)
-    # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
-    from ccl.stages.train import training_answer_lengths
-
     meta_path = RunFolder(run_dir).model_meta
     if meta_path.is_file():
         stats = trained_model_meta(run_dir).get("answer_tokens")
@@ -333,127 +330,6 @@ def answer_bound(cfg: DictConfig, run_dir: Path, bundle: DataBundle | None = Non
                   f"answers are bounded at {FALLBACK_MAX_NEW_TOKENS} tokens; set infer.max_new_tokens",
                   RuntimeWarning, stacklevel=2)
     return FALLBACK_MAX_NEW_TOKENS
-
-
-MERGE_RTOL = 1e-3  # merged vs adapter logits on the probe, relative to their largest magnitude
-
-
-def _merge_probe(model: Any, tokenizer: Any) -> torch.Tensor:
-    """A short input for the merge check: some text and the last (newest: code) token ids."""
-    ids = tokenizer("Assessment: essential hypertension.", add_special_tokens=False)["input_ids"]
-    vocab = model.get_input_embeddings().weight.shape[0]
-    ids = [*ids, *range(max(0, vocab - 8), vocab)]
-    device = next(model.parameters()).device
-    return torch.tensor([ids], dtype=torch.long, device=device)
-
-
-@dataclass
-class Serving:
-    """What vLLM serves: a model directory, an optional LoRA adapter, the tokenizer directory."""
-
-    model_dir: Path | str
-    adapter_dir: Path | None
-    tokenizer_dir: Path | str
-    merged: bool = False
-
-
-def merge_adapter(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, out_dir: Path) -> Path:
-    """Merge the run's trained adapter into a full model saved with its tokenizer in ``out_dir``.
-
-    ``load_trained`` -> :func:`ccl.model.code_tokens.merge_code_rows` (which unties a
-    tied head first, so output-side code rows do not overwrite the input rows) ->
-    ``save_pretrained``; the saved tokenizer has the code tokens.
-    Written to a temporary folder first: an interrupted merge leaves no half model.
-    """
-    # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
-    from ccl.stages.train import load_trained
-
-    model, tokenizer = load_trained(cfg, bundle, run_dir)
-    probe = _merge_probe(model, tokenizer)
-    with torch.inference_mode():
-        before = model(input_ids=probe).logits.float()
-    if hasattr(model, "merge_and_unload"):
-        # why: it loads transformers' model classes (~2 s), not needed to start ccl.run
-        from ccl.model.code_tokens import merge_code_rows
-
-        model = merge_code_rows(model)
-    with torch.inference_mode():
-        after = model(input_ids=probe).logits.float()
-    err = float((after - before).abs().max() / before.abs().max().clamp_min(1e-6))
-    if err > MERGE_RTOL:
-        raise ValueError(
-            f"{RunFolder(run_dir).model}: the merged model does not reproduce the adapter's logits (relative "
-            f"difference {err:.2g} > {MERGE_RTOL}); vLLM cannot serve this run: use infer=hf")
-    with atomic_dir(out_dir, replace=True) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    del model
-    release_accelerator_memory()
-    return out_dir
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                   "merges.txt", "tokenizer.model", "added_tokens.json", "chat_template.jinja", "chat_template.json")
-
-
-def served_base(base_dir: Path | str, tokenizer_dir: Path, out_dir: Path) -> Path | str:
-    """A folder vLLM reads as one model: the base model's files (symbolic links, no copy) with the
-    run's tokenizer files beside them, in ``out_dir`` (rebuilt each call).
-
-    vLLM parses a model config in its ``tokenizer`` folder too, and an adapter folder has none
-    (it logs ``Error parsing config for RUN/model`` and retries); handing it this folder as
-    model and tokenizer serves the base with the run's tokenizer and no error. ``base_dir``
-    that is not a local folder (a hub id) is returned as is.
-    """
-    base = Path(base_dir)
-    if not (base / "config.json").is_file():
-        return base_dir
-    with atomic_dir(out_dir, replace=True) as tmp:
-        for item in base.iterdir():
-            if item.name not in TOKENIZER_FILES and not item.name.startswith("."):
-                (tmp / item.name).symlink_to(item.resolve())
-        for name in TOKENIZER_FILES:
-            if (tokenizer_dir / name).is_file():
-                shutil.copy2(tokenizer_dir / name, tmp / name)
-    return out_dir
-
-
-def vllm_serving(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path, console: Console | None = None) -> Serving:
-    """The directories vLLM serves for this run.
-
-    A full fine-tune: ``model/`` itself. A LoRA adapter with LoRA matrices only: the base
-    the adapter was trained on (``base_dir`` in ``ccl_model.json``) with the run's tokenizer
-    beside it (:func:`served_base`, ``model/served_base/``) and ``model/`` as the LoRA request. An adapter with other tensors (code tokens:
-    vLLM rejects ``trainable_tokens_delta`` and serves the base tokenizer, which has no
-    code tokens): merged into ``model/merged/`` once (:func:`merge_adapter`), served
-    without LoRA. Zero-shot: the backbone's directory (or hub id).
-    """
-    # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
-    from ccl.stages.train import load_trained
-
-    model_dir = RunFolder(run_dir).model
-    if str(cfg.train.mode) == "none":
-        model, _ = load_trained(cfg, bundle, run_dir)
-        base = str(model.config._name_or_path)
-        del model
-        return Serving(base, None, base)
-    meta = trained_model_meta(run_dir)
-    if meta["mode"] == "full":
-        return Serving(model_dir, None, model_dir)
-    unsupported = unsupported_lora_keys(model_dir)
-    if not unsupported and not meta.get("code_tokens"):
-        from ccl.utils.base_model import resolve_base  # the run folder may have moved
-
-        meta["base_dir"] = resolve_base(meta, run_dir, configured_cache=Path(cfg.paths.cache_dir))
-        base = served_base(meta["base_dir"], model_dir, model_dir / RunFolder.SERVED_BASE)
-        return Serving(base, model_dir, base if base != meta["base_dir"] else model_dir)
-    merged = model_dir / RunFolder.MERGED
-    if not (merged / "config.json").is_file():
-        if console:
-            console.print(f"[cyan]predict[/]: vLLM cannot load this adapter as LoRA ({len(unsupported)} "
-                          f"non-LoRA tensors, e.g. code-token rows); merging it into {merged}")
-        merge_adapter(cfg, bundle, run_dir, merged)
-    return Serving(merged, None, merged, merged=True)
 
 
 def predict_stage(
@@ -469,9 +345,6 @@ def predict_stage(
     ``on_done`` is called after each target's file is written (the run marks it finished
     there, so an interrupted run keeps the targets it completed).
     """
-    # why: ccl.stages.train imports pytorch_lightning (~3 s); ccl.run imports this module
-    from ccl.stages.train import load_trained
-
     allowed = restrict_codes_of(cfg, bundle, run_dir)
     built = time.perf_counter()
     if str(cfg.infer.engine) == "vllm" and engines.vllm_unavailable_reason() is None:

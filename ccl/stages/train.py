@@ -6,26 +6,16 @@ Checkpoints go to ``checkpoints/``; an interrupted run resumes from ``last.ckpt`
 ``ccl_model.json`` also records the training answers' token lengths and the answer
 bound derived from them (``answer_tokens``), which the predict stage decodes to.
 
-Several devices. The data plan and the LR schedule are made for the world size the
-trainer will run with (:func:`planned_world_size`), so a cosine schedule spans the
-steps each rank really takes. Under ``torchrun`` every rank runs the whole pipeline:
-rank 0's decision to skip a cached train stage is broadcast (:func:`rank0_decision`),
-so all ranks skip or all fit. A Hydra multirun (``-m``) of multi-device jobs is
-refused unless the processes were started by ``torchrun``
-(:func:`check_launch`): Lightning's own launcher re-runs the command line, i.e. the
-whole sweep, in every child process.
+Several devices: the ranks, the world size the data plan is made for and the launch checks
+are :mod:`ccl.utils.distributed`'s.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,71 +26,24 @@ from rich.console import Console
 
 from ccl.data.datamodule import MixDataModule
 from ccl.data.packing import PackingCollator, use_packed_attention
-from ccl.data.prompts import Example, document_example, span_example
-from ccl.data.sft import tokenize_examples
+from ccl.data.sft import build_examples, tokenize_examples
 from ccl.generation.record import answer_length_stats
-from ccl.icd.tabular import load_tabular
-from ccl.model.backbone import apply_training_mode, count_parameters, load_backbone
-from ccl.model.code_tokens import add_code_tokens
+from ccl.model.backbone import apply_training_mode, count_parameters
 from ccl.model.frozen_prefix import FrozenPrefix, first_trainable_layer
 from ccl.model.module import SFTModule, save_trained
 from ccl.model.train_progress import TrainProgress
+from ccl.predict.serving import load_model
 from ccl.stages.data import DataBundle
 from ccl.stages.keys import train_key
 from ccl.utils.atomic import write_json_atomic
-from ccl.utils.base_model import base_reference, resolve_base
+from ccl.utils.base_model import base_reference
 from ccl.utils.checkpoints import AtomicCheckpointIO, check_given_checkpoint, usable_checkpoint
+from ccl.utils.distributed import is_main_process, planned_world_size, rank0_first
 from ccl.utils.loggers import finish_logger, make_logger
-from ccl.utils.run_folder import MODEL_META, RunFolder, trained_model_meta
+from ccl.utils.run_folder import MODEL_META, RunFolder
 from ccl.utils.verify import write_record
 
 log = logging.getLogger(__name__)
-
-
-def tiny_corpus(bundle: DataBundle) -> list[str]:
-    """Texts the tiny backbone's tokenizer is trained on: notes, span evidence, label descriptions."""
-    texts = [d.text for split in ("train", "val") for d in bundle.docs.get(split, [])]
-    texts += [p.evidence for p in bundle.span_pairs()]
-    texts += [f"{c} - {bundle.describe(c)}" for c in sorted(bundle.tab.billable_codes())[::25]]
-    texts += [f"{c} - {bundle.describe(c)}" for c in bundle.code_vocabulary()]
-    return texts
-
-
-def build_examples(cfg: DictConfig, bundle: DataBundle) -> tuple[list[Example], list[Example], list[Example]]:
-    """Document examples (train, val) for ``cfg.task`` and span examples from all tiers."""
-    task = str(cfg.task)
-    describe = bundle.describe
-
-    def docs(split: str) -> list[Example]:
-        return [document_example(task, d.text, [s.text for s in d.spans], d.codes, describe)
-                for d in bundle.docs.get(split, [])]
-
-    return docs("train"), span_examples(cfg, bundle), docs("val")
-
-
-def span_examples(cfg: DictConfig, bundle: DataBundle) -> list[Example]:
-    """Span pairs as training examples, in the format(s) ``mix.span_template`` names."""
-    fmt = str(cfg.mix.span_template)
-    if fmt not in ("span", "document", "both"):
-        raise ValueError(f"mix.span_template={fmt!r}: expected span, document or both")
-    task, describe = str(cfg.task), bundle.describe
-    out: list[Example] = []
-    for p in bundle.span_pairs():
-        if fmt in ("span", "both"):
-            out.append(replace(span_example(p.evidence, p.code, describe), tier=p.tier))
-        if fmt in ("document", "both"):
-            note = f"Assessment: {p.evidence}."
-            out.append(replace(document_example(task, note, [p.evidence], [p.code], describe),
-                               kind="span", tier=p.tier))
-    return out
-
-
-def load_model(cfg: DictConfig, bundle: DataBundle, cache_dir: Path) -> tuple[Any, Any]:
-    """Backbone (+ code tokens when configured), before any training wrapper."""
-    model, tokenizer = load_backbone(cfg.backbone, cache_dir, tiny_corpus(bundle))
-    if cfg.backbone.code_tokens:
-        add_code_tokens(model, tokenizer, bundle.code_vocabulary(), bundle.describe)
-    return model, tokenizer
 
 
 def frozen_prefix(cfg: DictConfig, model: Any, packing: bool) -> Any:
@@ -115,114 +58,6 @@ def frozen_prefix(cfg: DictConfig, model: Any, packing: bool) -> Any:
         return None
     log.info("train.frozen_prefix_cache: layers 0-%d run once per distinct example", k - 1)
     return FrozenPrefix(model, k)
-
-
-SHARDED_STRATEGIES = ("fsdp", "deepspeed_stage_3")
-
-
-def check_strategy(strategy: str) -> None:
-    """Refuse, before any training, strategies whose trained weights this stage cannot save."""
-    if any(str(strategy).startswith(s) for s in SHARDED_STRATEGIES):
-        raise ValueError(
-            f"train.strategy={strategy}: the model is sharded across GPUs and its trained weights "
-            "cannot be gathered and saved by CCL yet; use train.strategy=ddp or deepspeed_stage_2 "
-            "(a LoRA run of a 4-8B backbone fits on each GPU)")
-
-
-def externally_launched() -> bool:
-    """Every rank of the job was started by torchrun (or an equivalent that sets ``RANK`` and
-    ``WORLD_SIZE``), not by Lightning's own launcher (which sets neither ``RANK`` nor starts
-    the other ranks before ``fit``)."""
-    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def rank0_decision(value: bool) -> bool:
-    """Rank 0's ``value`` on every rank of a torchrun job (``value`` itself otherwise).
-
-    Initialises the default process group from torchrun's environment when it is not
-    up yet (gloo for CPU tensors, plus NCCL for CUDA ones when GPUs are visible);
-    Lightning then uses that group. A collective: every rank must call it at the same
-    point. Ranks > 0 pass anything.
-    """
-    if not externally_launched():
-        return bool(value)
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
-    flag = torch.tensor([int(bool(value))], dtype=torch.int64)
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())
-
-
-def is_rank0() -> bool:
-    """Rank 0 of a multi-process job, or a single process (Lightning reads the rank from the
-    launcher's environment)."""
-    from pytorch_lightning.utilities.rank_zero import rank_zero_only
-
-    return int(getattr(rank_zero_only, "rank", 0) or 0) == 0
-
-
-@contextmanager
-def rank0_first() -> Iterator[None]:
-    """Under torchrun, rank 0 runs the block first (it builds shared caches: the data, a tiny
-    backbone's directory), the other ranks after it; elsewhere a plain block."""
-    if not is_rank0():
-        rank0_decision(True)
-    yield
-    if is_rank0():
-        rank0_decision(True)
-
-
-def _device_count(devices: Any) -> int:
-    """Processes per node that ``train.devices`` asks for (``auto``/-1: the visible GPUs)."""
-    if isinstance(devices, list | tuple) or OmegaConf.is_list(devices):
-        return len(devices)
-    text = str(devices).strip()
-    if text in ("auto", "-1"):
-        return max(1, torch.cuda.device_count())
-    if "," in text:
-        return len([d for d in text.split(",") if d.strip()])
-    return int(text)
-
-
-def _hydra_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:  # not under @hydra.main
-        return False
-
-
-def check_launch(train_cfg: Any) -> None:
-    """Refuse a Hydra multirun of multi-device jobs that Lightning itself would launch.
-
-    Lightning's launcher starts ranks > 0 by re-running ``sys.argv``: under ``-m`` that is
-    the whole sweep, in every child. Run each sweep point under torchrun instead (a shell
-    loop of ``torchrun --nproc_per_node N -m ccl.run ...``; README "Paper-scale runs on
-    GPUs"). Raises ``ValueError`` naming ``train.devices``.
-    """
-    processes = _device_count(train_cfg.devices) * int(train_cfg.num_nodes)
-    if processes > 1 and _hydra_multirun() and not externally_launched():
-        raise ValueError(
-            f"train.devices={train_cfg.devices} (x{train_cfg.num_nodes} nodes) under a Hydra multirun: "
-            "Lightning would re-run the whole sweep in every child process. Run each job under "
-            "torchrun, one job at a time (for b in ...; do torchrun --nproc_per_node N -m ccl.run ...; "
-            "done; README 'Paper-scale runs on GPUs')")
-
-
-def planned_world_size(trainer_cfg: Any) -> int:
-    """The number of processes the trainer will train with (Lightning's own resolution of
-    ``accelerator``, ``devices``, ``num_nodes`` and ``strategy`` of ``trainer_cfg``, the
-    ``trainer`` group or ``train``, torchrun's environment included)."""
-    probe = pl.Trainer(
-        accelerator=trainer_cfg.accelerator, devices=trainer_cfg.devices, num_nodes=trainer_cfg.num_nodes,
-        strategy=trainer_cfg.strategy, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return int(probe.world_size)
 
 
 def fit_trainer(cfg: DictConfig, *, steps: int, validate: bool, logger: Any, callbacks: list[Any],
@@ -246,13 +81,6 @@ def fit_trainer(cfg: DictConfig, *, steps: int, validate: bool, logger: Any, cal
         val_check_interval=max(1, steps) if validate else None, deterministic=True,
         default_root_dir=str(run_dir), use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
     )
-
-
-def training_answer_lengths(cfg: DictConfig, bundle: DataBundle, tokenizer: Any) -> list[int]:
-    """Token lengths (EOS included) of the training documents' answers, as training tokenises them."""
-    doc_ex, _, _ = build_examples(cfg, bundle)
-    ids = tokenizer([ex.answer for ex in doc_ex], add_special_tokens=False)["input_ids"]
-    return [len(a) + 1 for a in ids]
 
 
 def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Console) -> Path:
@@ -356,7 +184,7 @@ def resume_from(cfg: DictConfig, ckpt_dir: Path, console: Console) -> str | None
         check_given_checkpoint(cfg.ckpt_path)
         return str(cfg.ckpt_path)
     found = usable_checkpoint(ckpt_dir, lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
-                              rename=is_rank0())
+                              rename=is_main_process())
     return str(found) if found else None
 
 
@@ -372,35 +200,3 @@ def check_trainable(bundle: DataBundle) -> None:
             "the training documents have no codes (a predict-only source such as ACI-Bench without "
             "docs.labels_path?): give labels, or run zero-shot with train=none"
         )
-
-
-def load_trained(cfg: DictConfig, bundle: DataBundle | None, run_dir: Path) -> tuple[Any, Any]:
-    """The model to predict with: the trained one in ``run_dir/model``, or the bare backbone."""
-    cache_dir = Path(cfg.paths.cache_dir)
-    model_dir = RunFolder(run_dir).model
-    if str(cfg.train.mode) == "none" or not model_dir.exists():
-        if str(cfg.train.mode) != "none":
-            raise FileNotFoundError(f"{model_dir}: no trained model; run stage=train first")
-        if bundle is None:
-            if str(cfg.backbone.kind) == "tiny":
-                raise ValueError("a zero-shot tiny model is rebuilt from the run's data; use ccl.run stage=predict")
-            model, tokenizer = load_backbone(cfg.backbone, cache_dir)
-            return model.eval(), tokenizer
-        model, tokenizer = load_model(cfg, bundle, cache_dir)
-        return model.eval(), tokenizer
-    meta = trained_model_meta(run_dir)  # each file checked against its record
-    if meta["mode"] == "full":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        return AutoModelForCausalLM.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
-    from ccl.model.code_rows import load_adapter
-
-    # The exact base the adapter was trained on (a tiny model's dir depends on its corpus).
-    base_dir = resolve_base(meta, run_dir, configured_cache=cache_dir)  # the run folder may have moved
-    base = OmegaConf.merge(cfg.backbone, {"kind": "hub", "pretrained": base_dir})
-    model, tokenizer = load_backbone(base, cache_dir)
-    if meta.get("code_tokens"):
-        tab = bundle.tab if bundle is not None else load_tabular(cfg.icd.tabular_xml, cache_dir)
-        add_code_tokens(model, tokenizer, meta["codes"], tab.description)
-    model = load_adapter(model, model_dir)  # each code row stored once, as trained
-    return model.eval(), tokenizer

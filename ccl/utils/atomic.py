@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ccl.utils.hashing import hash_file
+
 
 class NoSpaceLeft(OSError):
     """The disk filled up while writing ``path`` (``errno.ENOSPC``); nothing was left under its name.
@@ -188,8 +190,6 @@ def write_pickle_atomic(path: str | Path, obj: Any) -> None:
 def pickle_intact(path: str | Path) -> bool:
     """Whether the pickle at ``path`` matches the sha256 written beside it (False when either
     is missing: an entry of an older CCL, or a write that stopped between the two)."""
-    from ccl.utils.hashing import hash_file
-
     try:
         want = Path(f"{path}{CHECKSUM_SUFFIX}").read_text().strip()
         return hash_file(path, None) == want
@@ -199,7 +199,7 @@ def pickle_intact(path: str | Path) -> bool:
 
 @contextlib.contextmanager
 def atomic_dir(
-    out: str | Path, done_marker: str | None = None, replace: bool = False, record: bool = False,
+    out: str | Path, done_marker: str | None = None, replace: bool = False,
 ) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``out``; on a clean exit rename it to ``out``.
 
@@ -208,8 +208,8 @@ def atomic_dir(
     process renamed its own copy first (``out`` exists and is not empty), the rename fails:
     the other copy is kept, unless ``done_marker`` is given and ``out/done_marker`` is
     missing, which re-raises the error. The temporary folder never outlives the block.
-    ``record``: the folder gets a record of its files' sizes and sha256
-    (:func:`ccl.utils.verify.write_record`), checked when it is read back.
+    A cache folder that is checked when read back gets its record of files' sizes and sha256
+    as the block's last step (:func:`ccl.utils.verify.write_record`).
     """
     out = Path(out)
     began_free = free_bytes(out.parent) or 0  # a full disk: the folder needed more than this
@@ -223,10 +223,6 @@ def atomic_dir(
     tmp.chmod(0o755)  # mkdtemp makes it private
     try:
         yield tmp
-        if record:
-            from ccl.utils.verify import write_record  # verify.py imports this module
-
-            write_record(tmp)
         if replace:
             shutil.rmtree(out, ignore_errors=True)
         try:

@@ -5,7 +5,7 @@ The train stage records the base model an adapter was trained on (``model/ccl_mo
 its path relative to the backbone cache (``paths.cache_dir``) and to the run folder, the
 backbone's name and a fingerprint of its files. Loading resolves the reference
 (:func:`resolve_base`) through, in order: a cache given now (``--cache-dir`` of
-``ccl.predict`` or ``CCL_CACHE``), the same relative place beside the run folder (a run folder
+``ccl.cli.predict`` or ``CCL_CACHE``), the same relative place beside the run folder (a run folder
 moved or copied together with its cache), the run's configured cache, the recorded absolute
 folder, and a copy packed into the run folder (``RUN/base_model``, :func:`pack_base`). A
 candidate is used only when its fingerprint matches, so a rebuilt or other model at the same
@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-PACKED = "base_model"  # RUN/base_model: a copy of the base beside model/ (ccl.predict --pack)
+PACKED = "base_model"  # RUN/base_model: a copy of the base beside model/ (ccl.cli.predict --pack)
 
 
 def fingerprint(folder: Path) -> str:
@@ -102,7 +102,7 @@ def resolve_base(meta: dict[str, Any], run_dir: Path, cache_dir: Path | None = N
         f"{', fingerprint ' + want if want else ''}) that the adapter in model/ was trained on is not found "
         f"(looked in {', '.join(str(p) for p in tried)}); move or copy the backbone cache together with the "
         "run folder, or pass --cache-dir (or set CCL_CACHE) to the cache that holds it, or pack it into the "
-        "run with python -m ccl.predict RUN --pack before moving"
+        "run with python -m ccl.cli.predict RUN --pack before moving"
     )
 
 

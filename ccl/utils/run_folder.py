@@ -27,7 +27,7 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from ccl.config import trainer_mirrors
-from ccl.utils.atomic import write_text_atomic
+from ccl.utils.atomic import write_json_atomic, write_text_atomic
 from ccl.utils.stages import STAGES, parse_stages
 from ccl.utils.verify import DamagedFile, check_folder, read_json
 
@@ -380,3 +380,44 @@ def merged_stage(old: dict[str, Any] | None, spec: str) -> str:
             done = set(done) | set(parse_stages(str(old.get("stage", ""))))
     ordered = [s for s in STAGES if s in set(done)]
     return "all" if ordered == list(STAGES) else "+".join(ordered)
+
+
+class StageLedger:
+    """``stages.json`` in the run folder: stage -> key of its last finished run.
+
+    Beside it, ``stage_seconds.json`` keeps how long each finished stage took, so a
+    rerun that skips a cached stage still reports the time it cost.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = RunFolder(run_dir).stages
+        self.seconds_path = RunFolder(run_dir).stage_seconds
+        fix = "delete it and rerun (the stages it recorded are redone)"
+        self.state: dict[str, str] = read_json(self.path, fix) if self.path.exists() else {}
+        self.seconds: dict[str, float] = (
+            read_json(self.seconds_path, "delete it (it holds the stages' timings only) and rerun")
+            if self.seconds_path.exists() else {}
+        )
+
+    def record_seconds(self, part: str, seconds: float) -> None:
+        """Remember the time of ``part`` (a stage, or a part such as ``predict_human_evidence``)."""
+        self.seconds[part] = round(float(seconds), 1)
+        write_json_atomic(self.seconds_path, self.seconds)
+
+    def is_done(self, stage: str, key: str, outputs: list[Path]) -> bool:
+        return self.state.get(stage) == key and all(Path(p).exists() for p in outputs)
+
+    def mark_done(self, stage: str, key: str) -> None:
+        self.state[stage] = key
+        write_json_atomic(self.path, self.state)
+
+    def invalidate_from(self, stage: str) -> None:
+        """Forget ``stage`` and all later stages (their inputs changed)."""
+        later = STAGES[STAGES.index(stage):]
+        for s in later:
+            self.state.pop(s, None)
+        stale = [p for p in self.seconds if p.startswith(later)]
+        for p in stale:
+            del self.seconds[p]
+        if stale:
+            write_json_atomic(self.seconds_path, self.seconds)

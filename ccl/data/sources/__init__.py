@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ccl.data.records import Document
+from ccl.data.sources.subset import restrict_source
 from ccl.icd.tabular import TabularList
+from ccl.records import Document
 from ccl.utils.targets import resolve_target
 
 
@@ -74,10 +75,6 @@ def load_source(cfg: Any, tab: TabularList, cache_dir: Path, index: Any = None) 
     Raises ``ValueError`` for an unknown source; loaders raise their own errors naming
     the ``docs.*`` key and file.
     """
-    # why: subset imports data.sources.common, which loads requests + pooch (~0.08 s); a
-    # loader is imported only when named, so importing this package stays cheap
-    from ccl.data.sources.subset import restrict_source
-
     data = source_loader(cfg)(cfg, tab, Path(cache_dir), index)
     if not isinstance(data, SourceData):
         raise TypeError(f"docs._target_ of source {cfg.source!r} returned {type(data).__name__}, not SourceData")

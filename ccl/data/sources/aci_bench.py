@@ -32,7 +32,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
@@ -47,6 +46,7 @@ from ccl.data.sources.common import (
 )
 from ccl.icd.codes import canonical_code, is_well_formed
 from ccl.icd.tabular import TabularList
+from ccl.records import Document, RecordError, document_from_dict
 
 COMMIT = "5d3cd4d8a25b4ebb5b2b87c3923a7b2b7150e33d"  # wyim/aci-bench
 RAW_URL = f"https://raw.githubusercontent.com/wyim/aci-bench/{COMMIT}/data/challenge_data"

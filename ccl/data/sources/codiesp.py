@@ -54,7 +54,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
@@ -75,6 +74,7 @@ from ccl.data.sources.common import (
 )
 from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList
+from ccl.records import Document, RecordError, document_from_dict
 
 ZENODO_URL = "https://zenodo.org/record/3837305/files/codiesp.zip?download=1"
 SPLITS = {"train": "train", "test": "dev"}  # our split -> CodiEsp folder (val is carved from train)

@@ -87,7 +87,7 @@ label's own meaning chooses its billable descendant:
 Every decision is counted per occurrence and listed per distinct code in
 :meth:`CodeMapper.report` (``remaps``: label, mapped code, rule, occurrences),
 so a run's ``data_manifest.json`` says exactly what changed and
-``python -m ccl.data.stats`` prints it as a table.
+``python -m ccl.cli.stats`` prints it as a table.
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ccl.data.records import Document, RecordError
 from ccl.icd.codes import canonical_code, is_well_formed
 from ccl.icd.tabular import TabularList
+from ccl.records import Document, RecordError
 from ccl.utils.downloads import fetch_url, offline_reason
 
 DOWNLOAD_TIMEOUT_S = 60
@@ -976,7 +976,7 @@ def normalise_text(text: str, form: str | None = TEXT_FORM) -> str:
 def read_text_file(path: str | Path, form: str | None = TEXT_FORM) -> str:
     """A UTF-8 text file, read and passed through :func:`normalise_text`.
 
-    Raises :class:`~ccl.data.records.RecordError` naming the file when it is not UTF-8.
+    Raises :class:`~ccl.records.RecordError` naming the file when it is not UTF-8.
     """
     try:
         raw = Path(path).read_bytes().decode("utf-8")

@@ -2,7 +2,7 @@
 
 A regular source: ``conf/docs/demo.yaml`` names :func:`load_demo` as its ``_target_``.
 The evidence phrases of the notes come from the gold pairs of the chosen code pool
-(:func:`ccl.icd.pairs.gold_pairs`: Alphabetic Index entries, Tabular descriptions and
+(:func:`ccl.data.pairs.gold_pairs`: Alphabetic Index entries, Tabular descriptions and
 inclusion terms), so a note's wording is what the gold tier can teach.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ccl.data.demo import DEFAULT_CODE_POOL, build_demo_world
+from ccl.data.pairs import gold_pairs
 from ccl.data.sources import SourceData
-from ccl.icd.pairs import gold_pairs
 from ccl.icd.tabular import TabularList
 
 

@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
@@ -60,6 +59,7 @@ from ccl.data.sources.common import (
     trim_span,
 )
 from ccl.icd.tabular import TabularList
+from ccl.records import Document, RecordError, document_from_dict
 from ccl.utils.atomic import write_text_atomic
 from ccl.utils.hashing import hash_obj
 

@@ -26,7 +26,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ccl.data.records import Document, RecordError, document_from_dict
 from ccl.data.sources import SourceData
 from ccl.data.sources.common import (
     CodeMapper,
@@ -39,6 +38,7 @@ from ccl.data.sources.common import (
     require,
 )
 from ccl.icd.tabular import TabularList
+from ccl.records import Document, RecordError, document_from_dict
 
 # JoakimEdin/medical-coding-reproducibility, the commit the split file was taken from.
 SPLIT_COMMIT = "dc00ce020e74ea1a539b3a862b2f0854fae92fe7"

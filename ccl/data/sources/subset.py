@@ -21,10 +21,10 @@ import random
 from dataclasses import replace
 from typing import Any
 
-from ccl.data.records import Document
 from ccl.data.sources.common import option
 from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList
+from ccl.records import Document
 
 
 def parse_pool(pool: Any, tab: TabularList) -> list[str]:

@@ -13,6 +13,7 @@ A backend turns a batch of chat conversations into a batch of completions
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -103,6 +104,12 @@ class LLMBackend(ABC):
         """Where prompts go, for messages."""
         return "this machine"
 
+    @classmethod
+    def from_config(cls, cfg: BackendConfig, cache_dir: Path) -> LLMBackend:
+        """The backend ``cfg`` (the ``llm`` group) describes; ``cache_dir`` holds downloaded
+        models. Raises :class:`LLMBackendError` naming the ``llm.*`` key that is missing."""
+        raise NotImplementedError(f"{cls.__name__} is not built from a config")
+
     @abstractmethod
     def generate(self, batch: Sequence[Conversation], params: GenerationParams) -> list[str]:
         """One completion per conversation, in order. Raise :class:`LLMBackendError` to stop.
@@ -151,42 +158,26 @@ def check_privacy(backend: LLMBackend, credentialed: bool, allow_remote: bool) -
     )
 
 
+# llm.backend -> the class that generates with it, as ``module:Class``. Imported when chosen:
+# each backend loads its own engine (hf: torch + transformers; vllm: an optional extra), and
+# each class builds itself from the config (:meth:`LLMBackend.from_config`).
+BACKEND_CLASSES = {
+    "hf": "ccl.expansion.llm.hf_backend:HFBackend",
+    "openai": "ccl.expansion.llm.openai_backend:OpenAIBackend",
+    "vllm": "ccl.expansion.llm.vllm_backend:VLLMBackend",
+}
+
+
 def make_backend(cfg: BackendConfig, cache_dir: str | Path = ".cache/ccl") -> LLMBackend:
-    """The generating backend named by ``cfg.backend`` (imports are lazy)."""
-    # why: every backend imports this module (a cycle), and each loads its own engine
-    # (hf: torch + transformers; vllm: an optional extra), so only the chosen one is imported
-    if cfg.backend == "hf":
-        from ccl.expansion.llm.hf_backend import HFBackend
-
-        if not cfg.model:
-            raise LLMBackendError("llm=hf needs llm.model: a local model directory or smollm2_135m")
-        backend = HFBackend(cfg.model, cache_dir=Path(cache_dir), dtype=cfg.dtype, device=cfg.device)
-        backend.supports_grammar = cfg.structured
-        return backend
-    if cfg.backend == "openai":
-        from ccl.expansion.llm.openai_backend import OpenAIBackend
-
-        if not cfg.base_url or not cfg.model:
-            raise LLMBackendError("llm=openai needs llm.base_url and llm.model")
-        return OpenAIBackend(
-            cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
-            max_retries=cfg.max_retries, backoff_s=cfg.backoff_s,
-            requests_per_minute=cfg.requests_per_minute, concurrency=cfg.concurrency,
-            structured=cfg.structured,
-        )
-    if cfg.backend == "vllm":
-        from ccl.expansion.llm.vllm_backend import VLLMBackend
-
-        if not cfg.model:
-            raise LLMBackendError("llm=vllm needs llm.model: a local weights directory")
-        return VLLMBackend(
-            cfg.model, tensor_parallel_size=cfg.tensor_parallel_size, dtype=cfg.dtype,
-            gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
-            seed=cfg.seed, structured=cfg.structured,
-        )
+    """The generating backend named by ``cfg.backend`` (its module is imported when chosen:
+    :data:`BACKEND_CLASSES`). Raises :class:`LLMBackendError` for ``lexical`` (it generates no
+    text), an unknown backend, or a config the backend cannot run with."""
     if cfg.backend == "lexical":
         raise LLMBackendError(
             "llm=lexical does not generate text; it mines spans directly "
             f"(ccl.expansion.lexical.LexicalMiner). Pick one of {', '.join(f'llm={b}' for b in BACKENDS)}."
         )
-    raise LLMBackendError(f"llm.backend={cfg.backend!r}: choose one of {BACKENDS}")
+    if cfg.backend not in BACKEND_CLASSES:
+        raise LLMBackendError(f"llm.backend={cfg.backend!r}: choose one of {BACKENDS}")
+    module, name = BACKEND_CLASSES[cfg.backend].split(":")
+    return getattr(importlib.import_module(module), name).from_config(cfg, Path(cache_dir))

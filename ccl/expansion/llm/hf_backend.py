@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ccl.config import BackendConfig
 from ccl.expansion.llm.base import (
     GenerationParams,
     LLMBackend,
@@ -34,6 +35,7 @@ from ccl.expansion.llm.base import (
 from ccl.generation.chat import Conversation, render_chat
 from ccl.generation.hf_engine import HFEngine
 from ccl.generation.loading import load_causal_lm
+from ccl.model.smollm2 import smollm2_dir
 
 SMOLLM2_NAMES = frozenset({"smollm2", "smollm2_135m"})
 
@@ -113,6 +115,16 @@ class HFBackend(LLMBackend):
 
     name = "hf"
 
+    @classmethod
+    def from_config(cls, cfg: BackendConfig, cache_dir: Path) -> HFBackend:
+        """``llm=hf``: ``llm.model`` (a local model directory or smollm2_135m), ``llm.dtype``,
+        ``llm.device``; grammars when ``llm.structured``."""
+        if not cfg.model:
+            raise LLMBackendError("llm=hf needs llm.model: a local model directory or smollm2_135m")
+        backend = cls(cfg.model, cache_dir=Path(cache_dir), dtype=cfg.dtype, device=cfg.device)
+        backend.supports_grammar = cfg.structured
+        return backend
+
     def __init__(
         self,
         model: str,
@@ -132,9 +144,6 @@ class HFBackend(LLMBackend):
 
     def _location(self) -> str:
         if self.model in SMOLLM2_NAMES:
-            # why: an upward arrow (ccl.expansion -> ccl.model), kept lazy; reported in issue 15
-            from ccl.model.smollm2 import smollm2_dir
-
             return str(smollm2_dir(self.cache_dir))
         path = Path(self.model).expanduser()
         if path.exists() and not (path / "config.json").is_file():

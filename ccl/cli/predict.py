@@ -1,4 +1,4 @@
-"""``python -m ccl.predict RUN_DIR [note.txt]``: code one note with a trained run.
+"""``python -m ccl.cli.predict RUN_DIR [note.txt]``: code one note with a trained run.
 
 Reads the note from the file (or stdin), prompts the run's model exactly as the predict
 stage does, and prints, first, the model and its reach (backbone, base model, the data it was
@@ -28,12 +28,15 @@ from typing import Any
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from ccl.cli_errors import cli_main
-from ccl.data.records import Document
+from ccl.cli.errors import cli_main
 from ccl.icd.tabular import load_tabular
-from ccl.utils.run_folder import RunFolder
+from ccl.records import Document, EvidenceSpan
+from ccl.review.explain import explain, model_reach
+from ccl.review.page import write_page
+from ccl.utils.base_model import pack_base
+from ccl.utils.run_folder import RunFolder, trained_model_meta
 
-RUN_KEYS = ("train", "backbone", "infer", "icd", "paths")  # what ccl.predict reads of a run's config.yaml
+RUN_KEYS = ("train", "backbone", "infer", "icd", "paths")  # what ccl.cli.predict reads of a run's config.yaml
 
 
 def _load_run_config(run_dir: Path):
@@ -115,7 +118,7 @@ def read_note(path: Path | None, encoding: str | None = None) -> str:
 def read_evidence_file(path: Path, note: str) -> list[str]:
     """The evidence phrases a coder corrected, for human-evidence mode: a text file with one
     phrase a line (blank lines and ``#`` comments skipped), or JSON: a list of phrases or of
-    ``{"text"}``/``{"start", "end"}`` objects, or ``ccl.predict --json`` output (its
+    ``{"text"}``/``{"start", "end"}`` objects, or ``ccl.cli.predict --json`` output (its
     ``evidence``). Offsets are read from the note. Raises ``ValueError`` naming the file."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such evidence file; give one phrase a line, or JSON")
@@ -149,10 +152,7 @@ def read_evidence_file(path: Path, note: str) -> list[str]:
 
 
 def _describe_model(run_dir: Path, cfg: Any, base: str | None, allowed: list[str] | None) -> dict[str, Any]:
-    """The model ``ccl.predict`` codes with and its reach (see :func:`ccl.review.explain.model_reach`)."""
-    from ccl.review.explain import model_reach
-    from ccl.utils.run_folder import trained_model_meta
-
+    """The model ``ccl.cli.predict`` codes with and its reach (see :func:`ccl.review.explain.model_reach`)."""
     meta = trained_model_meta(run_dir) if str(cfg.train.mode) != "none" else {}
     reach = model_reach(run_dir)
     vocab = (meta.get("codes") or None) if meta.get("code_tokens") else None
@@ -217,9 +217,9 @@ def _where(e: dict[str, Any]) -> str:
     return f"\"{e['text']}\"{times}  [chars {e['start']}-{e['end']}]"
 
 
-@cli_main("ccl.predict")
+@cli_main("ccl.cli.predict")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ccl.predict", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ccl.cli.predict", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run folder written by python -m ccl.run")
     parser.add_argument("note", nargs="?", type=Path, help="a text file (default: read stdin)")
     parser.add_argument("--max-new-tokens", type=_positive, default=None,
@@ -253,9 +253,6 @@ def main(argv: list[str] | None = None) -> int:
     if cache is not None:
         cfg.paths.cache_dir = str(cache)
     if args.pack:
-        from ccl.utils.base_model import pack_base
-        from ccl.utils.run_folder import trained_model_meta
-
         packed = pack_base(trained_model_meta(args.run_dir), args.run_dir,
                            configured_cache=Path(cfg.paths.cache_dir))
         console.print(f"packed the base model into {packed}" if packed else "nothing to pack: the run's model "
@@ -274,18 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         cfg.infer.long_notes = args.long_notes
     gold = [c.strip().upper() for c in args.gold.split(",") if c.strip()] if args.gold else None
 
-    # why: transformers + lightning: slow import (~3 s), not for --help; tests replace
-    # ccl.stages.predict's functions, looked up here per call
-    from ccl.data.records import EvidenceSpan
-    from ccl.generation import engine as engines
-    from ccl.inference.span_recode import recode_phrases
-    from ccl.review.explain import explain
-    from ccl.stages.predict import answer_bound, inference_device, place_model, predict_documents
-    from ccl.stages.train import load_trained
+    # local import: torch + transformers (~3 s), not for --help; tests replace the stage's functions
+    from ccl.stages import predict as stage
 
     tab = load_tabular(cfg.icd.tabular_xml, Path(cfg.paths.cache_dir))
-    model, tokenizer = load_trained(cfg, None, args.run_dir)
-    model = place_model(model, inference_device(cfg.train))
+    model, tokenizer = stage.load_trained(cfg, None, args.run_dir)
+    model = stage.place_model(model, stage.inference_device(cfg.train))
     base = getattr(getattr(getattr(model, "base_model", model), "config", None), "_name_or_path", None)
     allowed = None
     if cfg.infer.get("restrict_codes") and RunFolder(args.run_dir).restrict_codes.is_file():
@@ -294,18 +285,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         _print_model(console, about)
     spans = [EvidenceSpan(0, 0, p, "") for p in phrases] if phrases else []
-    bound = answer_bound(cfg, args.run_dir)
+    bound = stage.answer_bound(cfg, args.run_dir)
     # one engine for the note and for tying its evidence to codes (None: predict_documents builds one)
-    engine = engines.make_engine(cfg.infer, model, tokenizer) if model is not None and tokenizer is not None else None
+    engine = stage.engines.make_engine(cfg.infer, model, tokenizer) if model is not None and tokenizer is not None else None
     # --json: stdout is the JSON object alone; progress lines go to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        [row] = predict_documents(cfg, model, tokenizer, [Document(id="note", text=text, codes=[], spans=spans)],
+        [row] = stage.predict_documents(cfg, model, tokenizer, [Document(id="note", text=text, codes=[], spans=spans)],
                                   allowed_codes=allowed, max_new_tokens=bound, engine=engine)
         if phrases is not None:
             row["evidence"] = phrases
         links = {}
         if not args.no_link and engine is not None and row["evidence"] and not cfg.infer.get("restrict_codes"):
-            links = recode_phrases(engine, tokenizer, row["evidence"], bool(cfg.backbone.use_chat_template))
+            links = stage.recode_phrases(engine, tokenizer, row["evidence"], bool(cfg.backbone.use_chat_template))
     record = explain(text, row, tab, links, gold)
     record["model"] = about
     record["mode"] = "human_evidence" if phrases is not None else "model_evidence"
@@ -318,8 +309,6 @@ def main(argv: list[str] | None = None) -> int:
     elif row.get("windows", 1) > 1:
         record["warnings"].append(f"the note was coded in {row['windows']} overlapping windows")
     if args.html:
-        from ccl.review.page import write_page
-
         write_page(args.html, [dict(record, id=str(args.note or "stdin"))], title="CCL review")
     if args.json:
         sys.stdout.write(json.dumps(record, ensure_ascii=False, indent=1) + "\n")

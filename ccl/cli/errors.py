@@ -1,6 +1,6 @@
 """One message, not a traceback, for the errors a user can fix -- at every CLI entry point.
 
-Each entry point (``ccl.run``, ``ccl.predict``, ``ccl.expand``, ``ccl.data.stats``,
+Each entry point (``ccl.run``, ``ccl.cli.predict``, ``ccl.cli.spans``, ``ccl.cli.stats``,
 ``ccl.report``, ``ccl.bench``) runs its work under :func:`cli_errors` (or the
 :func:`cli_main` decorator). A *known* error class -- a missing or malformed file,
 a failed download, a file that is not valid text in its encoding, a bad config
@@ -20,11 +20,14 @@ in the environment, re-raises the error with its full traceback.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
+
+from ccl.utils.atomic import NoSpaceLeft, free_bytes, human_bytes, is_no_space
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = ("CCL_DEBUG", "HYDRA_FULL_ERROR")
@@ -61,47 +64,46 @@ def hydra_debug_flag() -> None:
         os.environ["HYDRA_FULL_ERROR"] = "1"
 
 
+# CCL's own error classes whose message is the whole story, as ``module:Class``; imported once an
+# error is raised (at the top they would load hydra, requests and pooch, ~0.25 s, into every
+# command, --help included).
+KNOWN_ERRORS = (
+    "ccl.config:UnknownConfigKey",
+    "ccl.icd.download:IndexUnavailable",
+    "ccl.utils.run_folder:RunRefused",
+    "ccl.utils.run_folder:StaleStageOutput",
+    "ccl.utils.atomic:NoSpaceLeft",
+    "ccl.data.sources.common:DownloadError",
+)
+
+
 def known_errors() -> tuple[type[BaseException], ...]:
-    """The error classes whose message is the whole story (imported lazily: cheap CLIs stay cheap)."""
-    # why: needed only once an error is raised; at the top they would load hydra, requests and
-    # pooch (~0.25 s) into every CLI, --help included
+    """The error classes whose message is the whole story: the built-in file and value errors,
+    YAML, Hydra and OmegaConf errors, and :data:`KNOWN_ERRORS` (imported lazily: cheap CLIs stay
+    cheap)."""
     import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from ccl.config import UnknownConfigKey
-
     found: list[type[BaseException]] = [
         FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError,
         ValueError,  # bad config values, malformed JSON/records (RecordError), UnicodeDecodeError
-        UnknownConfigKey, yaml.YAMLError, HydraException, OmegaConfBaseException,
+        yaml.YAMLError, HydraException, OmegaConfBaseException,
     ]
-    from ccl.icd.download import IndexUnavailable
-    from ccl.utils.atomic import NoSpaceLeft
-    from ccl.utils.run_folder import RunRefused, StaleStageOutput
-
-    found += [IndexUnavailable, RunRefused, StaleStageOutput, NoSpaceLeft]
-    try:
-        from ccl.data.sources.common import DownloadError
-    except ImportError:  # pragma: no cover - the package moved
-        pass
-    else:
-        found.append(DownloadError)
+    for entry in KNOWN_ERRORS:
+        module, name = entry.split(":")
+        found.append(getattr(importlib.import_module(module), name))
     return tuple(found)
 
 
 def is_known(err: BaseException) -> bool:
     """Whether ``err`` gets one line (:func:`known_errors`, or a full disk of any origin)."""
-    from ccl.utils.atomic import is_no_space
-
     return isinstance(err, known_errors()) or is_no_space(err)
 
 
 def _no_space(err: BaseException) -> str:
     """A full disk that CCL's writers did not name: the file when the error has one, else the
     watched folders, the fullest first."""
-    from ccl.utils.atomic import NoSpaceLeft, free_bytes, human_bytes
-
     cause: BaseException | None = err
     while cause is not None:
         if isinstance(cause, NoSpaceLeft):
@@ -117,8 +119,6 @@ def _no_space(err: BaseException) -> str:
 
 def describe(err: BaseException) -> str:
     """The one-line message for ``err`` (newlines folded; a decode error gets its byte offset)."""
-    from ccl.utils.atomic import is_no_space
-
     if is_no_space(err):
         text = _no_space(err)
     elif isinstance(err, UnicodeDecodeError):

@@ -43,8 +43,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ccl.data.records import CODES_HEADER, EVIDENCE_HEADER, NO_EVIDENCE
 from ccl.icd.codes import CODE_PATTERN, extract_codes
+from ccl.records import CODES_HEADER, EVIDENCE_HEADER, NO_EVIDENCE
 
 # Bump when parsing changes: it is part of the predict stage's key.
 PARSER_VERSION = "2"  # 2: Markdown stripped, descriptions never mined (issue 14)

@@ -49,6 +49,14 @@ from typing import Any
 
 import numpy as np
 
+from ccl.bench.common import machine_info
+from ccl.config import compose_config
+from ccl.data.audit import AuditSettings, audit_documents
+from ccl.data.sources import load_source
+from ccl.expansion.tiers import TierContext, build_tiers
+from ccl.icd.tabular import load_tabular
+from ccl.stages.data import build_data, load_index_entries
+
 SPLIT_SHARE = {"train": 1.0, "val": 13_378 / 89_099, "test": 19_802 / 89_099}
 WORDS_MEAN, WORDS_SD, WORDS_MIN = 1550, 400, 200
 CODES_MEAN, CODE_POOL, ZIPF = 13.4, 5800, 1.1
@@ -106,8 +114,6 @@ def write_corpus(work: Path, notes: int, seed: int = 0, tab: Any = None) -> dict
     same bytes: the draws are those of ``Generator.choice`` in the same order (:func:`_cdf`), and
     the rows are the csv module's (:func:`_csv_field`)."""
     import pandas as pd
-
-    from ccl.icd.tabular import load_tabular
 
     files = corpus_files(work)
     files["notes"].parent.mkdir(parents=True, exist_ok=True)
@@ -187,12 +193,6 @@ def run_step(name: str, work: Path, extra: list[str], train_steps: int) -> dict[
 
     from rich.console import Console
 
-    from ccl.config import compose_config
-    from ccl.data.audit import AuditSettings, audit_documents
-    from ccl.data.sources import load_source
-    from ccl.icd.tabular import load_tabular
-    from ccl.stages.data import build_data, load_index_entries
-
     quiet = Console(quiet=True)
     if name in ("model", "train"):
         cfg = compose_config(["docs=demo", "docs.n_train=200", f"paths.cache_dir={work / 'cache'}",
@@ -212,14 +212,10 @@ def run_step(name: str, work: Path, extra: list[str], train_steps: int) -> dict[
             _, _, report = audit_documents(data.docs, data.corpus, {}, AuditSettings.from_config(cfg.audit))
             out["audit"] = {k: report[k] for k in ("document_pairs", "corpus_also_training", "compared")}
         if name in ("silver", "synthetic"):
-            from ccl.expansion.tiers import TierContext, build_tiers
-
             spans, _ = build_tiers(TierContext(cfg, tab, data.docs, data.corpus, cache_dir=cache,
                                                      entries=entries))
             out["pairs"] = {k: len(v) for k, v in spans.items()}
     elif name == "gold":
-        from ccl.expansion.tiers import TierContext, build_tiers
-
         tab = load_tabular(cfg.icd.tabular_xml, cache)
         entries, _ = load_index_entries(cfg, tab, cache, quiet)
         spans, _ = build_tiers(TierContext(cfg, tab, {}, [], cache_dir=cache, entries=entries))
@@ -238,7 +234,9 @@ def run_step(name: str, work: Path, extra: list[str], train_steps: int) -> dict[
     elif name in ("model", "train"):
         import torch
 
-        from ccl.stages.train import load_model, train_stage
+        # local import: Lightning + the model code (~3 s, ~200 MB) only in the train step's process,
+        # whose time and peak memory this measures (the other steps' processes never load them)
+        from ccl.stages import train as train_step
 
         torch.set_num_threads(1)
         with tempfile.TemporaryDirectory(dir=work) as run_dir:
@@ -246,10 +244,10 @@ def run_step(name: str, work: Path, extra: list[str], train_steps: int) -> dict[
             out["pairs"] = {k: v["pairs"] for k, v in bundle.manifest["span_tiers"].items()}
             out["code_vocabulary"] = len(bundle.code_vocabulary())
             if name == "model":
-                model, _ = load_model(cfg, bundle, cache)
+                model, _ = train_step.load_model(cfg, bundle, cache)
                 out["parameters"] = sum(p.numel() for p in model.parameters())
             else:
-                train_stage(cfg, bundle, Path(run_dir), quiet)
+                train_step.train_stage(cfg, bundle, Path(run_dir), quiet)
     else:
         raise ValueError(f"--step {name}: choose from {', '.join(STEPS)}")
     out["maxrss_kb_self"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -286,8 +284,6 @@ def bench_scale(args: argparse.Namespace, overrides: list[str], console: Any) ->
     """The ``scale`` benchmark (module docstring)."""
     from rich.table import Table
 
-    from ccl.bench import machine_info
-
     work = Path(args.work or f"outputs/bench_scale_{args.notes}").resolve()
     result: dict[str, Any] = {"benchmark": "scale", "command": args.command_line, "notes": args.notes,
                               "load_average_before": load_average(), "steps": {}}
@@ -300,7 +296,7 @@ def bench_scale(args: argparse.Namespace, overrides: list[str], console: Any) ->
         result["corpus"]["seconds"] = round(time.perf_counter() - t, 1)
     steps = args.steps.split(",") if args.steps else list(STEPS)
     for name in steps:
-        cmd = [sys.executable, "-m", "ccl.bench_scale", "--step", name, "--work", str(work),
+        cmd = [sys.executable, "-m", "ccl.bench.scale", "--step", name, "--work", str(work),
                "--train-steps", str(args.train_steps), *overrides]
         console.print(f"[dim]{name}: {shlex.join(cmd)}[/]")
         result["steps"][name] = measure(cmd)
@@ -336,7 +332,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """``--step NAME --work DIR [overrides]``: one step in this process (what the benchmark runs);
     ``--table FILE...``: the Markdown table of kept results."""
-    parser = argparse.ArgumentParser(prog="python -m ccl.bench_scale", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ccl.bench.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--step", choices=STEPS)
     parser.add_argument("--work")
     parser.add_argument("--train-steps", type=int, default=3)

@@ -1,4 +1,4 @@
-"""``python -m ccl.memory_model``: saved-activation bytes per token of LoRA training, measured.
+"""``python -m ccl.bench.memory``: saved-activation bytes per token of LoRA training, measured.
 
 What a training step keeps for the backward pass is counted exactly, on the CPU: a
 randomly initialised Qwen3 with Qwen3-4B's layer sizes (hidden 2,560, MLP 9,728, 32
@@ -30,8 +30,9 @@ from typing import Any
 
 import torch
 
-from ccl.bench_gpu import QWEN3_4B
+from ccl.bench.gpu import QWEN3_4B
 from ccl.config import LoraConfig, TrainConfig
+from ccl.model.backbone import apply_training_mode
 
 GIB = 1024**3
 MIB = 1024**2
@@ -40,9 +41,6 @@ MIB = 1024**2
 def saved_bytes(arch: dict[str, Any], layers: int, tokens: int, checkpointing: bool, rank: int = 16) -> int:
     """Bytes autograd saves in one forward of ``tokens`` tokens (one row), parameters excluded."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    # why: transformers: slow import (~3 s), like the transformers import beside it
-    from ccl.model.backbone import apply_training_mode
 
     torch.manual_seed(0)
     config = Qwen3Config(**{**arch, "num_hidden_layers": layers}, attn_implementation="sdpa")
@@ -110,14 +108,14 @@ def budget(model: dict[str, Any], layers: int = 36, card_gib: float = 80.0, usab
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m ccl.memory_model", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ccl.bench.memory", description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=256, help="tokens in the measured row")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = measure(args.tokens, args.rank)
-    result = {"benchmark": "activation_memory_qwen3_4b", "command": "python -m ccl.memory_model "
+    result = {"benchmark": "activation_memory_qwen3_4b", "command": "python -m ccl.bench.memory "
               + " ".join(sys.argv[1:] if argv is None else argv), "measured": model, "qwen3_4b_80gb": budget(model)}
     print(json.dumps(result, indent=2))
     if args.out:

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ccl.data.records import CODES_HEADER
 from ccl.icd.codes import CODE_PATTERN, canonical_code, is_well_formed
+from ccl.records import CODES_HEADER
 
 
 def token_char_ends(tokenizer: Any, ids: Sequence[int]) -> list[int]:
@@ -88,7 +88,7 @@ def document_code_scores(
     ``window_codes`` the codes parsed from each, ``codes`` the document's merged codes. A
     code's score is its :func:`code_scores` value in each generation that wrote it, and the
     highest of these over the windows (the most confident window decides, as
-    :func:`ccl.inference.parser.merge_outputs` keeps a code any window wrote). Returns None
+    :func:`ccl.predict.parser.merge_outputs` keeps a code any window wrote). Returns None
     when a generation carries no log-probabilities (the engine did not record them).
     """
     if not generations or any(getattr(g, "logprobs", None) is None for g in generations):

@@ -26,11 +26,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from ccl.data.records import SpanPair
 from ccl.icd.codes import canonical_code
 from ccl.icd.index import IndexEntry
 from ccl.icd.tabular import TabularList
 from ccl.icd.terms import natural_phrase
+from ccl.records import SpanPair
 
 TIER = "gold"
 SOURCE_PRIORITY = (

@@ -1,15 +1,15 @@
-"""``python -m ccl.expand``: composition, an end-to-end build into the run cache, coverage numbers."""
+"""``python -m ccl.cli.spans``: composition, an end-to-end build into the run cache, coverage numbers."""
 
 import json
 
 import pytest
 from rich.console import Console
 
-from ccl import expand as cli
-from ccl.data.records import SpanPair
+from ccl.cli import spans as cli
 from ccl.expansion import silver, synthetic
 from ccl.expansion.coverage import coverage_report
 from ccl.icd.tabular import load_tabular
+from ccl.records import SpanPair
 
 
 def small(tmp_path):
@@ -30,32 +30,32 @@ def test_command_line_needs_exactly_one_tier():
 
 
 def test_composition_defaults_tiers_and_methods():
-    cfg = cli.compose_config("silver", [])
+    cfg = cli.tier_config("silver", [])
     assert [k for k, v in cfg.spans.items() if v is not None] == ["gold", "silver"]
     assert cfg.spans.silver.method == "lexical" and cfg.stage == "data"
-    cfg = cli.compose_config("synthetic", ["llm=hf"])
+    cfg = cli.tier_config("synthetic", ["llm=hf"])
     assert [k for k, v in cfg.spans.items() if v is not None] == ["gold", "silver", "synthetic"]
     assert cfg.llm.backend == "hf" and cfg.llm.model == "smollm2_135m"
     assert cfg.spans.synthetic.method == "llm" and cfg.spans.silver.method == "lexical"
-    cfg = cli.compose_config("silver", ["llm=openai", "spans.silver.method=lexical"])
+    cfg = cli.tier_config("silver", ["llm=openai", "spans.silver.method=lexical"])
     assert cfg.spans.silver.method == "lexical"  # an explicit method wins over the llm choice
-    cfg = cli.compose_config("synthetic", ["spans=[gold,synthetic]", "llm=lexical"])
+    cfg = cli.tier_config("synthetic", ["spans=[gold,synthetic]", "llm=lexical"])
     assert [k for k, v in cfg.spans.items() if v is not None] == ["gold", "synthetic"]
     assert cfg.spans.synthetic.method == "template"
     with pytest.raises(cli.UsageError, match="lacks it"):
-        cli.compose_config("silver", ["spans=[gold]"])
+        cli.tier_config("silver", ["spans=[gold]"])
 
 
 def test_conf_llm_files_match_the_schema():
     for name in ("lexical", "hf", "openai", "vllm"):
-        cfg = cli.compose_config("silver", [f"llm={name}"])
+        cfg = cli.tier_config("silver", [f"llm={name}"])
         assert cfg.llm.backend == name
         assert cfg.llm.allow_credentialed_remote is False
 
 
 def test_expand_builds_the_tier_that_the_run_reuses(tmp_path, monkeypatch):
     console = Console(quiet=True)
-    cfg = cli.compose_config("synthetic", small(tmp_path))
+    cfg = cli.tier_config("synthetic", small(tmp_path))
     report = cli.expand(cfg, "synthetic", console)
     saved = json.loads((tmp_path / "out" / "expand" / "default-synthetic" / "coverage.json").read_text())
     assert saved == report

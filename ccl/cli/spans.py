@@ -1,4 +1,4 @@
-"""``python -m ccl.expand tier=silver|synthetic [llm=NAME] [docs=NAME] [overrides]``.
+"""``python -m ccl.cli.spans tier=silver|synthetic [llm=NAME] [docs=NAME] [overrides]``.
 
 Builds one span tier into the cache that ``python -m ccl.run`` reads (the data
 stage finds it under ``paths.cache_dir/<tier>/<hash>`` and does not rebuild
@@ -25,9 +25,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
-from ccl.cli_errors import cli_main
-from ccl.config import check_closed, llm_config, register_configs
-from ccl.config import compose_config as compose_from_conf
+from ccl.cli.errors import cli_main
+from ccl.config import check_closed, compose_config, llm_config, register_configs
 from ccl.expansion.coverage import coverage_report, print_coverage
 from ccl.stages.data import build_data
 from ccl.utils.run_folder import RunFolder
@@ -52,17 +51,18 @@ def parse_args(argv: list[str]) -> tuple[str, list[str]]:
 def _compose_with_llm(rest: list[str], group: list[str], values: list[str]) -> DictConfig:
     """Compose with an ``llm`` group whether or not the root defaults list names one."""
     if not group:
-        if compose_from_conf(rest).get("llm") is not None:
-            return compose_from_conf(rest + values)
+        if compose_config(rest).get("llm") is not None:
+            return compose_config(rest + values)
         group = ["llm=lexical"]
     try:
-        return compose_from_conf(rest + group + values)
+        return compose_config(rest + group + values)
     except ConfigCompositionException:  # no llm entry in the defaults list: append one
-        return compose_from_conf(rest + ["+" + g for g in group] + values)
+        return compose_config(rest + ["+" + g for g in group] + values)
 
 
-def compose_config(tier: str, overrides: list[str]) -> DictConfig:
-    """The run config for building ``tier`` (see the module docstring)."""
+def tier_config(tier: str, overrides: list[str]) -> DictConfig:
+    """The run config for building ``tier``: :func:`ccl.config.compose_config` of ``overrides`` with
+    the tier's default ``spans`` and ``llm`` (see the module docstring)."""
     register_configs()
 
     def key(override: str) -> str:
@@ -107,7 +107,7 @@ def expand(cfg: DictConfig, tier: str, console: Console | None = None) -> dict[s
     return report
 
 
-@cli_main("ccl.expand")
+@cli_main("ccl.cli.spans")
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     console = Console()
@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     try:
         tier, overrides = parse_args(argv)
-        cfg = compose_config(tier, overrides)
+        cfg = tier_config(tier, overrides)
     except UsageError as err:
-        console.print(f"[red]ccl.expand:[/] {err}")
+        console.print(f"[red]ccl.cli.spans:[/] {err}")
         return 2
     expand(cfg, tier, console)
     return 0

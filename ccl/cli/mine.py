@@ -1,19 +1,19 @@
-"""``python -m ccl.expansion.mine``: silver mining as a Hydra app, so it spreads over workers.
+"""``python -m ccl.cli.mine``: silver mining as a Hydra app, so it spreads over workers.
 
 Stage 1 (extraction) of the silver tier splits the corpus into ``spans.silver.shard.count``
 shards by a hash of the note id (:func:`ccl.expansion.silver.shard_of`); each Hydra job of a
 multirun extracts one shard into the shared cache, and the merge (``shard.index`` null)
 refines once over every shard's candidates and caches the tier that ``ccl.run`` and
-``ccl.expand`` read. Any Hydra launcher runs the shards: ``hydra/launcher=local_parallel``
+``ccl.cli.spans`` read. Any Hydra launcher runs the shards: ``hydra/launcher=local_parallel``
 (joblib, worker processes on this machine) or ``hydra/launcher=slurm`` (submitit, one SLURM
 array task per shard; ``paths.cache_dir`` must be on a filesystem every node shares)::
 
-    python -m ccl.expansion.mine -m llm=hf spans.silver.shard.count=4 \\
+    python -m ccl.cli.mine -m llm=hf spans.silver.shard.count=4 \\
         'spans.silver.shard.index=range(4)' hydra/launcher=local_parallel
-    python -m ccl.expansion.mine llm=hf spans.silver.shard.count=4        # the merge
+    python -m ccl.cli.mine llm=hf spans.silver.shard.count=4        # the merge
 
 The config is ``conf/mine.yaml`` (the run config with ``spans: [gold, silver]``); as in
-``ccl.expand``, a generating ``llm`` switches ``spans.silver.method`` to ``llm`` unless the
+``ccl.cli.spans``, a generating ``llm`` switches ``spans.silver.method`` to ``llm`` unless the
 command line sets it. The LLM call cache is shared safely by concurrent shards
 (:class:`ccl.expansion.llm.cache.CallCache`: a call is claimed before it is generated).
 Each job prints one JSON line: the shard's (or the merge's) silver report without
@@ -40,7 +40,7 @@ def prepare(cfg: DictConfig, task_overrides: list[str]) -> DictConfig:
     ``llm`` method under a generating backend unless ``spans.silver.method`` was given.
     Raises ``ValueError`` when ``spans`` has no silver tier."""
     if cfg.spans.get("silver") is None:
-        raise ValueError("ccl.expansion.mine: spans has no silver tier; keep spans=[gold,silver]")
+        raise ValueError("ccl.cli.mine: spans has no silver tier; keep spans=[gold,silver]")
     given = any(o.lstrip("+~").split("=", 1)[0] == "spans.silver.method" for o in task_overrides)
     with open_dict(cfg):
         if llm_config(cfg).backend != "lexical" and not given:
@@ -52,7 +52,7 @@ def prepare(cfg: DictConfig, task_overrides: list[str]) -> DictConfig:
 
 def mine(cfg: DictConfig, console: Console | None = None) -> dict:
     """Run the configured silver shard (or the merge) and return the tier's report."""
-    # why: the data stage imports torch/transformers; --help and config errors stay fast
+    # local import: the data stage imports torch + transformers; --help and config errors stay fast
     from ccl.stages.data import build_data
 
     console = console or Console()

@@ -19,8 +19,8 @@ from typing import Any
 
 from ccl.data.prompts import span_prompt
 from ccl.generation.chat import render_prompt
-from ccl.inference.parser import parse_output
-from ccl.inference.scores import code_scores
+from ccl.predict.parser import parse_output
+from ccl.predict.scores import code_scores
 
 
 @contextmanager

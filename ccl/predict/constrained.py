@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
-from ccl.data.records import CODES_HEADER, EVIDENCE_HEADER
 from ccl.generation.guards import starts_in_codes
 from ccl.icd.codes import canonical_code
 from ccl.icd.tabular import TabularList
+from ccl.records import CODES_HEADER, EVIDENCE_HEADER
 
 _CONTINUES_CODE = re.compile(r"^[A-Za-z0-9.]")
 _SHARED: dict[tuple, tuple] = {}  # see CodeTrieProcessor.__init__

