@@ -138,7 +138,7 @@ def _lora_targets(model: nn.Module, wanted: list[str]) -> list[str]:
 def _lora_model(model: PreTrainedModel, train_cfg: TrainConfig, code_token_side: str = "output") -> nn.Module:
     from peft import get_peft_model
 
-    from ccl.model.code_rows import store_code_rows_once  # imports peft: LoRA runs only
+    from ccl.model.code_rows import store_code_rows_once  # local import: peft, LoRA only
 
     wrapped = get_peft_model(model, lora_config(model, train_cfg, code_token_side))
     store_code_rows_once(wrapped)  # each code row once (no copy of the original rows)

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
 from torch import nn
 
+from ccl.model.code_tokens import code_token_ids
+
 
 class CodeRowsLayer(TrainableTokensLayer):
     """peft's ``TrainableTokensLayer`` without the copy of the original rows, and an embedding
@@ -115,8 +117,6 @@ def code_row_storage(model: nn.Module) -> dict[str, int]:
     parameters), ``original_copies`` (peft's buffers of the rows they replace) and
     ``base_rows`` (the code tokens' rows in the base matrices, counted once per distinct
     matrix). Shared tensors are counted once."""
-    from ccl.model.code_tokens import code_token_ids
-
     seen: set[int] = set()
     out = {"trained": 0, "original_copies": 0, "base_rows": 0}
     n_codes = len(code_token_ids(model))
