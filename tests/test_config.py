@@ -59,7 +59,7 @@ def test_stage_lists():
 # ---------------------------------------------------------------- one source of defaults
 
 def _leaves(obj, prefix=""):
-    """``{"lora.top_layers": 8, ...}`` of a nested mapping (a list is a leaf)."""
+    """``{"lora.top_layers": 8, ...}`` of a nested mapping (a list or an empty mapping is a leaf)."""
     out = {}
     for key, value in obj.items():
         if isinstance(value, dict) and value:
@@ -69,49 +69,51 @@ def _leaves(obj, prefix=""):
     return out
 
 
-def _group_defaults():
-    """(group, dataclass, default option's file, every option's file) for each schema group."""
-    import yaml
+def _skeleton(obj):
+    """The nested mappings of ``obj`` without their leaves: merged onto the schema, it switches on
+    each Optional block the file sets (``tiny: {}``) at its dataclass's defaults."""
+    return {k: _skeleton(v) for k, v in obj.items() if isinstance(v, dict)}
 
+
+def _option_files():
+    """(file, dataclass the file's top level fills) for every YAML file that sets schema values:
+    each option of each config group (``conf/spans/gold.yaml`` fills SpansConfig under its tier's
+    key) and the root files (``conf/config.yaml``, ``conf/mine.yaml``)."""
     from ccl import config as schema
 
     kinds = {"icd": schema.ICDConfig, "backbone": schema.BackboneConfig, "docs": schema.DocsConfig,
-             "mix": schema.MixConfig, "train": schema.TrainConfig, "trainer": schema.TrainerConfig,
-             "infer": schema.InferConfig,
-             "eval": schema.EvalConfig, "logger": schema.LoggerConfig, "paths": schema.PathsConfig,
-             "llm": schema.LLMConfig, "audit": schema.AuditConfig}
-    chosen = {}
-    for item in yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]:
-        if isinstance(item, dict):
-            chosen.update(item)
-    rows = [(g, kind, CONF / g / f"{chosen[g]}.yaml", sorted((CONF / g).glob("*.yaml"))) for g, kind in kinds.items()]
-    # Each span tier is its own option file (spans: [gold, silver, ...]) under its tier's key.
-    tiers = {"gold": schema.GoldSpansConfig, "silver": schema.SilverSpansConfig,
-             "synthetic": schema.SyntheticSpansConfig}
-    rows += [(f"spans.{t}", kind, CONF / "spans" / f"{t}.yaml", [CONF / "spans" / f"{t}.yaml"]) for t, kind in tiers.items()]
-    return rows
+             "spans": schema.SpansConfig, "mix": schema.MixConfig, "train": schema.TrainConfig,
+             "trainer": schema.TrainerConfig, "infer": schema.InferConfig, "eval": schema.EvalConfig,
+             "logger": schema.LoggerConfig, "paths": schema.PathsConfig, "llm": schema.LLMConfig,
+             "audit": schema.AuditConfig}
+    groups = {p.name for p in CONF.iterdir() if p.is_dir()} - {"experiment", "hydra", "test_sets"}
+    assert groups == set(kinds), f"a config group without its dataclass here: {groups ^ set(kinds)}"
+    rows = [(path, kind) for group, kind in kinds.items() for path in sorted((CONF / group).glob("*.yaml"))]
+    return rows + [(CONF / "config.yaml", schema.CCLConfig), (CONF / "mine.yaml", schema.CCLConfig)]
 
 
-@pytest.mark.parametrize("group,kind,default,options", _group_defaults(), ids=lambda v: str(v) if isinstance(v, str) else "")
-def test_dataclass_defaults_are_the_yaml_defaults(group, kind, default, options):
-    """One source of defaults (ccl/config.py docstring): a dataclass default equals the value
-    its group's default option sets, unless every option of a group with several options sets
-    the key itself (backbones: each says its kind, dtype and length)."""
+@pytest.mark.parametrize("path,kind", _option_files(), ids=lambda v: v.parent.name + "/" + v.name
+                         if isinstance(v, Path) else "")
+def test_no_default_is_written_twice(path, kind):
+    """One source of defaults, the schema (ccl/config.py docstring): an option file writes only
+    where it departs from the schema's default (or from the option it extends, ``defaults:
+    [mdace]``), never the default itself, and only declared keys."""
     import yaml
     from omegaconf import OmegaConf
 
-    def load(path):
-        data = yaml.safe_load(path.read_text()) or {}
-        data.pop("defaults", None)
-        return data[group.split(".")[1]] if group.startswith("spans.") else data
-
-    declared = _leaves(OmegaConf.to_container(OmegaConf.structured(kind), enum_to_str=True))
-    # Keys every option of a group with several options sets: no YAML ever falls back on the schema.
-    set_by_all = set.intersection(*(set(_leaves(load(p))) for p in options)) if len(options) > 1 else set()
-    wrong = {key: (declared.get(key, "<undeclared>"), value) for key, value in _leaves(load(default)).items()
-             if key not in set_by_all and declared.get(key, "<undeclared>") not in (value, "???")}
-    assert not wrong, f"{group}: schema default vs {default.name}: {wrong}"
-    assert set(_leaves(load(default))) <= set(declared), "every YAML key is declared"
+    data = yaml.safe_load(path.read_text()) or {}
+    parents = [p for p in data.pop("defaults", []) if isinstance(p, str) and p not in ("_self_", "config", "ccl_schema")]
+    data.pop("hydra", None)
+    base = OmegaConf.structured(kind)
+    for parent in parents:  # an option that extends another of its group
+        base = OmegaConf.merge(base, yaml.safe_load((path.parent / f"{parent}.yaml").read_text()) or {})
+    reference = _leaves(OmegaConf.to_container(OmegaConf.merge(base, _skeleton(data)), enum_to_str=True))
+    written = _leaves(data)
+    blocks = {key.rsplit(".", n)[0] for key in reference for n in range(1, key.count(".") + 1)}
+    assert set(written) <= set(reference) | blocks, f"{path.name}: undeclared {set(written) - set(reference)}"
+    twice = {key: value for key, value in written.items() if reference.get(key, "<block>") == value}
+    assert not twice, (f"{path.relative_to(CONF.parent)} restates the schema's default for {twice}: "
+                       "drop them (ccl/config.py holds the defaults)")
 
 
 # ---------------------------------------------------------------- the trainer group

@@ -41,7 +41,7 @@ ROWS = [f"ablation_row{i}" for i in range(1, 6)]
 # <basetemp>/ccl-cache; fewer training steps and new tokens, to keep this file fast.
 FAST = [
     "backbone=tiny", "logger=none", "icd.download=false",
-    "docs.n_train=16", "docs.n_val=4", "docs.n_test=6", "docs.n_codes=12", "docs.corpus_size=30",
+    "docs.demo.n_train=16", "docs.n_val=4", "docs.demo.n_test=6", "docs.demo.n_codes=12", "docs.demo.corpus_size=30",
     "train.max_steps=2", "train.batch_size=2", "train.save_every_n_steps=2", "mix.span_warmup_steps=1",
     "infer.max_new_tokens=12", "infer.batch_size=6",
 ]

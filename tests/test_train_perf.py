@@ -165,7 +165,7 @@ def test_answer_loss_never_hands_transformers_a_tensor_logits_to_keep(cache):
     def loss_and_grads(prefix, positions):
         from ccl.model.module import SFTModule
 
-        module = SFTModule(model, TrainConfig(mode="lora", lora=module_cfg.lora, loss_positions=positions))
+        module = SFTModule(model, TrainConfig(mode="lora", lora=module_cfg.lora), loss_positions=positions)
         module.prefix = prefix
         module.train()
         model.zero_grad()
