@@ -588,22 +588,26 @@ RETIRED_EXPERIMENTS: dict[str, str] = {
 }
 
 
+def current_key(key: str) -> str:
+    """The name a dotted key of the flat layout (:func:`legacy_layout`) has now: ``docs.n_train``
+    -> ``docs.demo.n_train``, ``test_sets.X.language`` -> ``test_sets.X.codiesp.language``;
+    any other key unchanged."""
+    parts = key.split(".")
+    if parts[0] == "test_sets" and len(parts) > 2:
+        moved = MOVED_KEYS.get("docs." + ".".join(parts[2:]))
+        return f"{'.'.join(parts[:2])}.{moved.split('.', 1)[1]}" if moved else key
+    return MOVED_KEYS.get(key, key)
+
+
 def _retired_problem(key: str, value: str) -> str | None:
     """Why a command-line override ``key=value`` names a removed key or experiment (None: it does not)."""
     if key == "experiment" and value in RETIRED_EXPERIMENTS:
         return f"experiment={value} was removed: use {RETIRED_EXPERIMENTS[value]}"
-    parts = key.split(".")
-    # test_sets.NAME.X is a docs config: its keys moved as docs.X did.
-    prefix, rest = (".".join(parts[:2]), "docs." + ".".join(parts[2:])) if parts[0] == "test_sets" \
-        and len(parts) > 2 else ("", key)
-    if rest in RETIRED_KEYS:
-        value_kept, instead = RETIRED_KEYS[rest]
+    if key in RETIRED_KEYS:
+        value_kept, instead = RETIRED_KEYS[key]
         return f"{key} was removed (every run uses {value_kept}): {instead}; drop the override"
-    if rest in MOVED_KEYS:
-        new = MOVED_KEYS[rest]
-        new = f"{prefix}.{new.split('.', 1)[1]}" if prefix else new
-        return f"{key} is now {new}: write {new}={value}"
-    return None
+    new = current_key(key)  # test_sets.NAME.X is a docs config: its keys moved as docs.X did
+    return f"{key} is now {new}: write {new}={value}" if new != key else None
 
 
 def check_retired(argv: Sequence[str]) -> None:

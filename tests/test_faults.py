@@ -283,7 +283,7 @@ def test_a_full_disk_in_the_backbone_cache_names_the_folder(tmp_path, monkeypatc
     from transformers import PreTrainedModel
 
     from ccl.cli_errors import cli_errors
-    from ccl.config import BackboneConfig
+    from ccl.config import BackboneConfig, TinyBackboneConfig
     from ccl.model.tiny import build_tiny
 
     def save(self, folder, *args, **kwargs):
@@ -292,8 +292,8 @@ def test_a_full_disk_in_the_backbone_cache_names_the_folder(tmp_path, monkeypatc
                               'message: "No space left on device" })')
 
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", save)
-    cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=32, num_layers=1, num_heads=2,
-                         intermediate_size=64, vocab_size=300)
+    cfg = BackboneConfig(name="tiny", kind="tiny",
+        tiny=TinyBackboneConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=300))
     with pytest.raises(SystemExit), cli_errors("ccl.run"):
         build_tiny(cfg, ["a short note about hypertension"] * 20, tmp_path)
     line = one_line_error(capsys.readouterr().err, "ccl.run")

@@ -26,7 +26,7 @@ import yaml
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from ccl.config import legacy_config, trainer_mirrors
+from ccl.config import current_key, legacy_config, trainer_mirrors
 from ccl.utils.atomic import write_text_atomic
 from ccl.utils.stages import STAGES, parse_stages
 from ccl.utils.verify import DamagedFile, check_folder, read_json
@@ -346,7 +346,8 @@ def check_config(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
         return old
     if not bool(cfg.get("overwrite", False)):
         a, b = _flat(legacy_config(old)), _flat(legacy_config(new))
-        shown = "; ".join(f"{k}: {_show(a.get(k, '<unset>'))} -> {_show(b.get(k, '<unset>'))}" for k in keys[:10])
+        shown = "; ".join(f"{current_key(k)}: {_show(a.get(k, '<unset>'))} -> {_show(b.get(k, '<unset>'))}"
+                          for k in keys[:10])
         more = f" (+{len(keys) - 10} more)" if len(keys) > 10 else ""
         raise RunFolderConflict(
             f"{run_dir} holds the results of another config ({shown}{more}). "
