@@ -15,10 +15,11 @@ the schema's). Why the schema and not the YAML: configs are also built without H
 otherwise have to restate every key of it (seven ``conf/docs`` files, four ``conf/llm``).
 
 Settings of one data source or one backbone kind sit under their own key (``docs.demo.*``,
-``docs.codiesp.*``, ``docs.mdace.*``, ``docs.aci_bench.*``, ``backbone.tiny.*``), null
-unless that source or kind is chosen. Options removed from the user config are listed in
+``docs.codiesp.*``, ``docs.mdace.*``, ``docs.aci_bench.*``, ``backbone.tiny.*``): every
+config carries every block (an override of another source's knob is harmless, as before the
+move), and only that source or kind reads it. Options removed from the user config are listed in
 :data:`RETIRED_KEYS` (a command line that sets one gets a one-line error naming its
-replacement). Stage content keys hash each group through :func:`stage_key_view`, so a key
+replacement). Stage content keys hash each group through :func:`legacy_layout`, so a key
 that moved or an option retired at its only remaining value keeps every cached stage valid.
 The schema sits on the bottom floor: it imports nothing from the rest of the package.
 """
@@ -84,8 +85,8 @@ class TinyBackboneConfig:
 
 
 def tiny_settings(backbone: Any) -> Any:
-    """``backbone.tiny``, or :class:`TinyBackboneConfig`'s defaults when it is null (a
-    ``BackboneConfig`` built in code, or ``backbone.kind=tiny`` on another backbone)."""
+    """``backbone.tiny``, or :class:`TinyBackboneConfig`'s defaults when it is absent or null
+    (a config written before the block existed)."""
     block = getattr(backbone, "tiny", None)
     return block if block is not None else TinyBackboneConfig()
 
@@ -105,7 +106,7 @@ class BackboneConfig:
     # their output (lm_head) rows train (the input rows stay at their description-mean start,
     # so backward stops at the lowest LoRA layer; issue 12).
     code_tokens: bool = False
-    tiny: TinyBackboneConfig | None = None  # kind=tiny: the architecture (null: these defaults)
+    tiny: TinyBackboneConfig = field(default_factory=TinyBackboneConfig)  # read when kind=tiny
 
 
 @dataclass
@@ -158,7 +159,8 @@ SOURCE_BLOCKS: dict[str, type] = {"demo": DemoDocsConfig, "codiesp": CodiespDocs
 
 def source_settings(docs: Any, source: str) -> Any:
     """``docs.<source>`` (e.g. ``docs.codiesp``), or its dataclass's defaults when the block is
-    null (a ``DocsConfig`` built in code). Raises ``KeyError`` for a source without a block."""
+    absent or null (a config written before the block existed). Raises ``KeyError`` for a
+    source without a block."""
     block = getattr(docs, source, None)
     return block if block is not None else SOURCE_BLOCKS[source]()
 
@@ -194,11 +196,11 @@ class DocsConfig:
     # dropped (ccl/data/sources/common.py).
     max_dropped_label_share: float = 0.05
     max_dropped_record_share: float = 0.01
-    # Settings of one source (SOURCE_BLOCKS), each null unless its conf/docs option sets it.
-    demo: DemoDocsConfig | None = None
-    codiesp: CodiespDocsConfig | None = None
-    mdace: MdaceDocsConfig | None = None
-    aci_bench: AciBenchDocsConfig | None = None
+    # Settings of one source (SOURCE_BLOCKS), read by that source's loader only.
+    demo: DemoDocsConfig = field(default_factory=DemoDocsConfig)
+    codiesp: CodiespDocsConfig = field(default_factory=CodiespDocsConfig)
+    mdace: MdaceDocsConfig = field(default_factory=MdaceDocsConfig)
+    aci_bench: AciBenchDocsConfig = field(default_factory=AciBenchDocsConfig)
 
 
 @dataclass
@@ -629,7 +631,7 @@ def check_retired(argv: Sequence[str]) -> None:
 def legacy_layout(group: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """The settings of config group ``group`` (a resolved dict) in the flat layout every stage key
     and run-folder config was first written in: each per-source / per-kind block's settings as
-    keys of the group (a null block as its dataclass's defaults, the values those flat keys had),
+    keys of the group (a null block as its dataclass's defaults, the values the flat keys had),
     and each retired option (:data:`RETIRED_KEYS`) at the one value runs now take. A dict already
     in that layout comes back unchanged.
 

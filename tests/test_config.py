@@ -213,7 +213,7 @@ def test_legacy_layout_flattens_blocks_and_restores_retired_options():
     from ccl.config import legacy_config, legacy_layout
 
     hub = OmegaConf.to_container(_compose(["backbone=qwen3_4b"]).backbone, resolve=True)
-    flat = legacy_layout("backbone", hub)  # no tiny block: its defaults, as the flat keys had them
+    flat = legacy_layout("backbone", hub)  # a hub backbone's (unread) tiny block, as the flat keys had it
     assert "tiny" not in flat and (flat["hidden_size"], flat["vocab_size"], flat["code_token_side"]) == (256, 4096, "output")
     tiny_l = legacy_layout("backbone", OmegaConf.to_container(_compose(["backbone=tiny_l"]).backbone))
     assert (tiny_l["hidden_size"], tiny_l["num_layers"], tiny_l["vocab_size"]) == (384, 6, 4096)

@@ -310,7 +310,7 @@ def test_bad_phrase_bank_is_a_clear_error(tab):
 
 def test_default_world_builds(tab):
     # Unit tests never assert wall-clock times; the build's time is in benchmarks/data_cpu.json.
-    cfg, demo = DocsConfig(name="demo"), DemoDocsConfig()  # a null docs.demo block: its defaults
+    cfg, demo = DocsConfig(name="demo"), DemoDocsConfig()  # the docs.demo block's defaults
     world = build_demo_world(cfg, tab)
     assert (len(world.train), len(world.val), len(world.test)) == (demo.n_train, cfg.n_val, demo.n_test)
     assert len(world.corpus) == demo.corpus_size

@@ -113,7 +113,7 @@ def test_carve_validation_is_seeded_and_keeps_order():
 def test_option_reads_declared_fields_and_falls_back():
     cfg = DocsConfig(name="x")
     assert option(cfg, "seed", 0) == 13
-    assert option(cfg, "codiesp.language", "es") == "es"  # a null block: the default
+    assert option(cfg, "codiesp.language", "es") == "es"  # the block's default
     cfg.codiesp = CodiespDocsConfig(language="en")
     assert option(cfg, "codiesp.language", "es") == "en"
 

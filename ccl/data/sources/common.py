@@ -123,7 +123,7 @@ class DownloadError(RuntimeError):
 
 def option(cfg: Any, name: str, default: Any) -> Any:
     """``cfg.name`` when the config declares it, else ``default``; ``name`` may be dotted
-    (``codiesp.language``: the source's own block, null when the config was built in code).
+    (``codiesp.language``: the source's own block; absent in a config older than the block).
 
     Lets a loader read an optional knob (e.g. ``codiesp.language``) from configs that
     predate it, whether ``cfg`` is a dataclass or an OmegaConf node.
