@@ -1,14 +1,27 @@
-"""Structured config schema: every knob in ``conf/`` is declared here.
+"""Structured config schema: every knob in ``conf/`` is declared here, with its default.
 
 The dataclasses are registered in Hydra's ConfigStore as ``ccl_schema`` and
 ``conf/config.yaml`` lists it first in its defaults, so a misspelled key is a
 composition error instead of a silently ignored value.
 
-One source of defaults: the values live in ``conf/``. A dataclass default equals the
-value of its group's default option (the one ``conf/config.yaml`` picks) wherever that
-option sets the key, unless every option of the group sets the key itself (backbones);
-``tests/test_config.py`` checks it. The schema sits on the bottom floor: it imports
-nothing from the rest of the package.
+One source of defaults: this module. A field's default here is the value a run gets unless
+an option file of ``conf/`` (or the command line) sets another; an option file writes only
+the values in which it departs from these defaults (its recipe), never a default again
+(``tests/test_config.py::test_no_default_is_written_twice`` fails on a YAML value equal to
+the schema's). Why the schema and not the YAML: configs are also built without Hydra
+(``DocsConfig(name="demo")`` in ``ccl.bench.gpu_check``, ``TrainConfig(...)`` in
+``ccl.bench.memory``, ``LLMConfig()`` for a run config without ``llm``, the span tiers'
+``OmegaConf.structured`` defaults, dozens of tests), and every option of a group would
+otherwise have to restate every key of it (seven ``conf/docs`` files, four ``conf/llm``).
+
+Settings of one data source or one backbone kind sit under their own key (``docs.demo.*``,
+``docs.codiesp.*``, ``docs.mdace.*``, ``docs.aci_bench.*``, ``backbone.tiny.*``): every
+config carries every block (an override of another source's knob is harmless, as before the
+move), and only that source or kind reads it. Options removed from the user config are listed in
+:data:`RETIRED_KEYS` (a command line that sets one gets a one-line error naming its
+replacement). Stage content keys hash each group through :func:`legacy_layout`, so a key
+that moved or an option retired at its only remaining value keeps every cached stage valid.
+The schema sits on the bottom floor: it imports nothing from the rest of the package.
 """
 
 from __future__ import annotations
@@ -60,6 +73,25 @@ class ICDConfig:
 
 
 @dataclass
+class TinyBackboneConfig:
+    """A from-scratch Llama-style model built from these numbers, with a BPE tokenizer trained
+    locally (``ccl/model/tiny.py``): ``backbone.tiny.*``, read only when ``kind=tiny``."""
+
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 688
+    vocab_size: int = 4096
+
+
+def tiny_settings(backbone: Any) -> Any:
+    """``backbone.tiny``, or :class:`TinyBackboneConfig`'s defaults when it is absent or null
+    (a config written before the block existed)."""
+    block = getattr(backbone, "tiny", None)
+    return block if block is not None else TinyBackboneConfig()
+
+
+@dataclass
 class BackboneConfig:
     name: str = MISSING
     kind: BackboneKind = BackboneKind.hub
@@ -70,18 +102,67 @@ class BackboneConfig:
     attn_implementation: str = "auto"  # auto: flash_attention_2 when available, else sdpa
     use_chat_template: bool = True
     max_length: int = 2048
-    code_tokens: bool = False  # one new token per label-space code
-    # Which rows of the code tokens train under LoRA: "output" (the lm_head rows only; the
-    # input rows stay at their description-mean start, so backward stops at the lowest LoRA
-    # layer) or "both" (input and output rows; with tied embeddings backward then runs
-    # through every decoder layer: kept to measure the old path, issue 12).
-    code_token_side: str = "output"
-    # tiny (built from a config, tokenizer trained locally)
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 688
-    vocab_size: int = 4096
+    # One new token per label-space code, initialised from its description; under LoRA only
+    # their output (lm_head) rows train (the input rows stay at their description-mean start,
+    # so backward stops at the lowest LoRA layer; issue 12).
+    code_tokens: bool = False
+    tiny: TinyBackboneConfig = field(default_factory=TinyBackboneConfig)  # read when kind=tiny
+
+
+@dataclass
+class DemoDocsConfig:
+    """The synthetic demo world (``ccl/data/demo.py``): ``docs.demo.*``."""
+
+    n_train: int = 120
+    n_test: int = 40
+    n_codes: int = 24
+    unseen_share: float = 0.3  # share of test codes never in training documents
+    phrases_per_code: int = 1
+    codes_per_note_min: int = 2
+    codes_per_note_max: int = 5
+    distractor_rate: float = 0.5  # negated / ruled-out / family-history mentions per note
+    filler_sentences: int = 1
+    corpus_size: int = 2000  # code-labelled notes without evidence (silver mining)
+
+
+@dataclass
+class CodiespDocsConfig:
+    """CodiEsp (``ccl/data/sources/codiesp.py``): ``docs.codiesp.*``."""
+
+    language: str = "es"  # es | en (English translations as code-only documents)
+    # dev: the dev folder is the test split (the paper's setting); test: the official three
+    # splits, dev kept as the split `dev` and the official test folder as `test`.
+    test_split: str = "dev"
+
+
+@dataclass
+class MdaceDocsConfig:
+    """MDACE (``ccl/data/sources/mdace.py``): ``docs.mdace.*``."""
+
+    # Inpatient (the paper's 302 admissions) | Profee (52 admissions): MDACE's two subsets,
+    # each with its own splits (splits/<subset>/MDace-ev-*.csv).
+    subset: str = "Inpatient"
+    note_categories: list[str] = field(default_factory=list)  # empty: every note category
+
+
+@dataclass
+class AciBenchDocsConfig:
+    """ACI-Bench (``ccl/data/sources/aci_bench.py``): ``docs.aci_bench.*``."""
+
+    text_field: str = "note"  # note | dialogue
+
+
+# The per-source blocks of DocsConfig, by ``docs.source``.
+SOURCE_BLOCKS: dict[str, type] = {"demo": DemoDocsConfig, "codiesp": CodiespDocsConfig,
+                                  "mdace": MdaceDocsConfig, "aci_bench": AciBenchDocsConfig}
+
+
+def source_settings(docs: Any, source: str) -> Any:
+    """``docs.<source>`` (e.g. ``docs.codiesp``), or its dataclass's defaults when the block is
+    absent or null (a config written before the block existed). Raises ``KeyError`` for a
+    source without a block."""
+    block = getattr(docs, source, None)
+    return block if block is not None else SOURCE_BLOCKS[source]()
 
 
 @dataclass
@@ -92,37 +173,34 @@ class DocsConfig:
     # loader of ``source``. Outside the content keys, as every ``_target_``.
     _target_: str | None = None
     source: str = "demo"  # demo | mdace | codiesp | aci_bench | mimic4 (or a source of your own)
-    seed: int = 13
-    # demo world
-    n_train: int = 120
-    n_val: int = 20
-    n_test: int = 40
-    n_codes: int = 24
-    unseen_share: float = 0.3  # share of test codes never in training documents
-    phrases_per_code: int = 1
-    codes_per_note_min: int = 2
-    codes_per_note_max: int = 5
-    distractor_rate: float = 0.5  # negated / ruled-out / family-history mentions per note
-    filler_sentences: int = 1
-    corpus_size: int = 2000  # code-labelled notes without evidence (silver mining)
-    # demo: the explicit code universe (empty: chosen). Real sources: keep only these codes
-    # (and their evidence); documents left without one are dropped (ccl/data/sources/subset.py).
+    seed: int = 13  # the demo world's draw; the validation picks (codiesp); the max_train_docs pick
+    n_val: int = 20  # validation documents (demo: generated; codiesp: seeded picks from train)
+    # Real sources: keep only these codes (and their evidence); documents left without one are
+    # dropped (ccl/data/sources/subset.py; a CPU-sized slice, conf/experiment/codiesp_row3.yaml).
+    # Demo: the explicit code universe. Empty: every code (demo: chosen).
     code_pool: list[str] = field(default_factory=list)
-    # real sources (issue 4)
+    # Real sources (issue 4). path: the dataset's folder (codiesp: train/ and dev/; mdace: the
+    # checkout; aci_bench: data/challenge_data); null: downloaded once (a pinned commit) into
+    # paths.cache_dir/sources. notes_path: credentialed notes (mdace: MIMIC-III NOTEEVENTS.csv(.gz);
+    # mimic4: note/discharge.csv.gz), required there. labels_path: aci_bench: your ICD label file
+    # (CSV encounter_id,code[,evidence] or JSONL; null: predict-only); mimic4: hosp/diagnoses_icd.
+    # split_path: mdace: the MDace-ev-*.csv folder (null: <path>/splits/<subset>); mimic4: the
+    # split feather (null: downloaded).
     path: str | None = None
     notes_path: str | None = None
     labels_path: str | None = None
     split_path: str | None = None
-    language: str = "es"  # codiesp: es | en (English translations as code-only documents)
-    text_field: str = "note"  # aci_bench: note | dialogue
-    note_categories: list[str] = field(default_factory=list)  # mdace: empty keeps all notes
-    subset: str = "Inpatient"  # mdace: Inpatient | Profee (each with its own splits)
     max_train_docs: int | None = None  # any source (the demo too): a seeded pick of N training documents; null: all
-    test_split: str = "dev"  # codiesp: dev (paper setting) | test (official train/dev/test)
     # Stop loading when more than this share of a dataset's label occurrences cannot be mapped
-    # to the Tabular List, or of its annotation rows must be dropped (ccl/data/sources/common.py).
+    # to the Tabular List (a partial or wrong-year list), or of its annotation rows must be
+    # dropped (ccl/data/sources/common.py).
     max_dropped_label_share: float = 0.05
     max_dropped_record_share: float = 0.01
+    # Settings of one source (SOURCE_BLOCKS), read by that source's loader only.
+    demo: DemoDocsConfig = field(default_factory=DemoDocsConfig)
+    codiesp: CodiespDocsConfig = field(default_factory=CodiespDocsConfig)
+    mdace: MdaceDocsConfig = field(default_factory=MdaceDocsConfig)
+    aci_bench: AciBenchDocsConfig = field(default_factory=AciBenchDocsConfig)
 
 
 @dataclass
@@ -184,7 +262,9 @@ class MixConfig:
     span_template: str = "both"
     # Span draws per tier in proportion to (pairs in the tier) ** tier_alpha: 1 keeps the
     # tiers' sizes (a 10-pair silver tier beside 83 gold pairs gets 11%), 0 gives every tier
-    # the same share (exponent-smoothed sampling, as XLM-R mixes languages).
+    # the same share (exponent-smoothed sampling, as XLM-R mixes languages). Chosen on the
+    # validation split (issue 12, benchmarks/table3_cpu.md: row 5, seed 0, 20 val notes: alpha
+    # 1 -> 0 unseen micro F1 0.0 -> 31.6, seen 75.9 -> 69.2).
     tier_alpha: float = 0.0
 
 
@@ -196,7 +276,7 @@ class LoraConfig:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    top_layers: int | None = 8  # LoRA on the top N decoder layers only; None: all
+    top_layers: int | None = 8  # CPU default: LoRA on the top N decoder layers only; None: all
 
 
 @dataclass
@@ -208,16 +288,21 @@ class TrainConfig:
     warmup_steps: int = 5
     # Warm-up as a share of the planned optimizer steps; when set it replaces warmup_steps.
     warmup_ratio: float | None = None
-    max_steps: int = 0  # 0: bounded by max_epochs
-    max_epochs: int | None = 3
+    max_steps: int = 0  # 0: bounded by max_epochs (every row sees the same document passes)
+    max_epochs: int | None = 3  # document passes; 2 left rows 3-4 looping in their evidence lists (issue 3)
+    # Micro-batches of <= 4 examples / 2048 padded tokens, 2 per optimiser step (grad_accum): <= 8
+    # examples / 4096 token slots per step at about half the activation memory of one such batch
+    # (issue 12: worst SmolLM2 step 5.3 -> 3.0 GB peak RSS at the same tokens/s). A step's loss is
+    # the mean over ALL its answer tokens (not the mean of the micro-batch means), so its gradient is
+    # that of one batch of the same examples, as on a GPU (lora_gpu: one packed batch per step;
+    # ccl/model/module.py SFTModule, issue 23). Length grouping still cuts micro-batches of 4, so a
+    # step holds other examples than a batch-8 plan would.
     batch_size: int = 4  # examples per micro-batch (upper bound)
     max_batch_tokens: int = 2048  # token budget per micro-batch (length-grouped)
     packing: bool = False  # pack a batch's examples into rows (isolated attention, no padding)
-    # Where logits and the loss are computed: "answer" (only at positions whose next token is a
-    # target: no full-vocabulary logits for prompt tokens) or "all" (every position; the old path).
-    loss_positions: str = "answer"
     # Run the frozen decoder layers below the lowest LoRA layer once per distinct example and
-    # reuse their output in later epochs (ccl.model.frozen_prefix; padded batches only).
+    # reuse their output in later epochs (ccl.model.frozen_prefix; padded batches only; same
+    # loss and gradients to 1e-5; ~140 MB on the demo world).
     frozen_prefix_cache: bool = True
     grad_accum: int = 2  # micro-batches per optimiser step
     precision: str = "32-true"
@@ -478,6 +563,105 @@ class CCLConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
 
 
+# ------------------------------------------------------- moved and retired keys
+
+# Groups whose per-source / per-kind settings sit under their own key: group -> {block: dataclass}.
+BLOCKS: dict[str, dict[str, type]] = {"backbone": {"tiny": TinyBackboneConfig}, "docs": SOURCE_BLOCKS}
+# Keys that moved under such a block (old dotted name -> new one), for the error a command line
+# that still sets the old name gets (check_retired).
+MOVED_KEYS: dict[str, str] = {
+    f"{group}.{f.name}": f"{group}.{block}.{f.name}"
+    for group, blocks in BLOCKS.items() for block, kind in blocks.items() for f in dataclasses.fields(kind)
+}
+# Options removed from the user config, kept only to measure old paths (in ``ccl.bench``'s arms):
+# key -> (the one value every run now takes, what to do instead).
+RETIRED_KEYS: dict[str, tuple[Any, str]] = {
+    "train.loss_positions": (
+        "answer", "the loss is computed at answer positions only; the all-positions path is "
+                  "measured by the bench alone (python -m ccl.bench train --arms before)"),
+    "backbone.code_token_side": (
+        "output", "under LoRA only the output rows of code tokens train; the both-sides path is "
+                  "measured by the bench alone (python -m ccl.bench train --arms before)"),
+}
+# Experiments removed (old name -> what to write instead).
+RETIRED_EXPERIMENTS: dict[str, str] = {
+    "table1_ccl_he": "+experiment=table1_ccl (its infer.also_human_evidence=true already scores "
+                     "CCL + human evidence with the same model)",
+}
+
+
+def current_key(key: str) -> str:
+    """The name a dotted key of the flat layout (:func:`legacy_layout`) has now: ``docs.n_train``
+    -> ``docs.demo.n_train``, ``test_sets.X.language`` -> ``test_sets.X.codiesp.language``;
+    any other key unchanged."""
+    parts = key.split(".")
+    if parts[0] == "test_sets" and len(parts) > 2:
+        moved = MOVED_KEYS.get("docs." + ".".join(parts[2:]))
+        return f"{'.'.join(parts[:2])}.{moved.split('.', 1)[1]}" if moved else key
+    return MOVED_KEYS.get(key, key)
+
+
+def _retired_problem(key: str, value: str) -> str | None:
+    """Why a command-line override ``key=value`` names a removed key or experiment (None: it does not)."""
+    if key == "experiment" and value in RETIRED_EXPERIMENTS:
+        return f"experiment={value} was removed: use {RETIRED_EXPERIMENTS[value]}"
+    if key in RETIRED_KEYS:
+        value_kept, instead = RETIRED_KEYS[key]
+        return f"{key} was removed (every run uses {value_kept}): {instead}; drop the override"
+    new = current_key(key)  # test_sets.NAME.X is a docs config: its keys moved as docs.X did
+    return f"{key} is now {new}: write {new}={value}" if new != key else None
+
+
+def check_retired(argv: Sequence[str]) -> None:
+    """Refuse a command-line override of a key that moved (:data:`MOVED_KEYS`) or was removed
+    (:data:`RETIRED_KEYS`, :data:`RETIRED_EXPERIMENTS`), naming the replacement, before Hydra
+    composes (whose error would only say the key is not in the schema). Raises ``ValueError``."""
+    problems = []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        problem = _retired_problem(key.lstrip("+~"), value)
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def legacy_layout(group: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of config group ``group`` (a resolved dict) in the flat layout every stage key
+    and run-folder config was first written in: each per-source / per-kind block's settings as
+    keys of the group (a null block as its dataclass's defaults, the values the flat keys had),
+    and each retired option (:data:`RETIRED_KEYS`) at the one value runs now take. A dict already
+    in that layout comes back unchanged.
+
+    Stage content keys (``ccl.stages.keys``) hash this view and run folders compare configs in it
+    (``ccl.utils.run_folder.config_diff``), so that moving a setting under a block, or retiring
+    an option at its only remaining value, changes no key: every cached stage and run folder stays
+    valid. A setting added later hashes under its own name.
+    """
+    out = dict(values)
+    for block, kind in BLOCKS.get(group, {}).items():
+        if block in out:
+            settings = out.pop(block)
+            out.update(settings if settings is not None else dataclasses.asdict(kind()))
+    for key, (value, _) in RETIRED_KEYS.items():
+        retired_group, leaf = key.split(".", 1)
+        if retired_group == group:
+            out.setdefault(leaf, value)
+    return out
+
+
+def legacy_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved run config with :func:`legacy_layout` applied to every group (and to each
+    ``test_sets`` entry, a docs config)."""
+    out = {k: legacy_layout(k, v) if isinstance(v, Mapping) else v for k, v in config.items()}
+    if isinstance(config.get("test_sets"), Mapping):
+        out["test_sets"] = {name: legacy_layout("docs", docs) if isinstance(docs, Mapping) else docs
+                            for name, docs in config["test_sets"].items()}
+    return out
+
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra config tree of the repository
 
 
@@ -488,6 +672,7 @@ def compose_config(overrides: Sequence[str]) -> DictConfig:
     override or an unknown key, ``ValueError`` for a value out of range (:func:`check_values`)."""
     from hydra import compose, initialize_config_dir
 
+    check_retired(overrides)  # a key that moved or was removed: one line naming its replacement
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
@@ -590,9 +775,10 @@ NONNEG = _r(0)
 POSITIVE = _r(0, low_open=True)
 
 _DOCS_RANGES: dict[str, Range] = {
-    "seed": NONNEG, "n_train": NONNEG, "n_val": NONNEG, "n_test": NONNEG, "n_codes": COUNT,
-    "unseen_share": SHARE, "phrases_per_code": COUNT, "codes_per_note_min": COUNT, "codes_per_note_max": COUNT,
-    "distractor_rate": NONNEG, "filler_sentences": NONNEG, "corpus_size": NONNEG,
+    "seed": NONNEG, "n_val": NONNEG, "demo.n_train": NONNEG, "demo.n_test": NONNEG, "demo.n_codes": COUNT,
+    "demo.unseen_share": SHARE, "demo.phrases_per_code": COUNT, "demo.codes_per_note_min": COUNT,
+    "demo.codes_per_note_max": COUNT, "demo.distractor_rate": NONNEG, "demo.filler_sentences": NONNEG,
+    "demo.corpus_size": NONNEG,
     "max_train_docs": _r(1, null=True, note="null: all"),
     "max_dropped_label_share": SHARE, "max_dropped_record_share": SHARE,
 }
@@ -608,8 +794,9 @@ _LLM_RANGES: dict[str, Range] = {
 # ``docs.*`` rules hold for each ``test_sets.NAME.*`` too.
 VALUE_RANGES: dict[str, Range] = {
     "seed": NONNEG, "icd.year": _r(2000, 2100),
-    **{f"backbone.{k}": COUNT for k in ("max_length", "hidden_size", "num_layers", "num_heads",
-                                        "intermediate_size", "vocab_size")},
+    "backbone.max_length": COUNT,
+    **{f"backbone.tiny.{k}": COUNT for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size",
+                                             "vocab_size")},
     "backbone.n_params": _r(0, low_open=True, null=True),
     **{f"docs.{k}": v for k, v in _DOCS_RANGES.items()},
     "spans.gold.neighbours": NONNEG, "spans.gold.max_pairs_per_code": _r(1, null=True, note="null: no cap"),
@@ -642,9 +829,7 @@ VALUE_RANGES: dict[str, Range] = {
 # String keys whose values form a closed set the schema types as ``str`` (the enums are checked by OmegaConf).
 VALUE_CHOICES: dict[str, tuple[str, ...]] = {
     "backbone.dtype": ("auto", "float32", "bfloat16", "float16"),
-    "backbone.code_token_side": ("output", "both"),
     "mix.span_template": ("span", "document", "both"),
-    "train.loss_positions": ("answer", "all"),
     "infer.long_notes": ("truncate", "window"),
     "spans.gold.restrict": ("docs", "all"),
     "spans.silver.method": ("lexical", "llm"),
@@ -676,9 +861,9 @@ def value_problems(cfg: Any) -> list[str]:
         if value not in ("<absent>", None) and str(value) not in choices:
             out.append(f"{key}={value} (must be one of {', '.join(choices)})")
     for prefix in ["docs", *(f"test_sets.{n}" for n in (cfg.get("test_sets") or {}))]:
-        low, high = (OmegaConf.select(cfg, f"{prefix}.codes_per_note_{k}") for k in ("min", "max"))
+        low, high = (OmegaConf.select(cfg, f"{prefix}.demo.codes_per_note_{k}") for k in ("min", "max"))
         if isinstance(low, int) and isinstance(high, int) and high < low:
-            out.append(f"{prefix}.codes_per_note_max={high} (must be >= {prefix}.codes_per_note_min={low})")
+            out.append(f"{prefix}.demo.codes_per_note_max={high} (must be >= {prefix}.demo.codes_per_note_min={low})")
     overlap, length = OmegaConf.select(cfg, "infer.window_overlap"), OmegaConf.select(cfg, "backbone.max_length")
     if isinstance(overlap, int) and isinstance(length, int) and overlap >= length:
         out.append(f"infer.window_overlap={overlap} (must be < backbone.max_length={length})")

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from ccl import pipeline
 from ccl.cli.errors import cli_errors, hydra_debug_flag, one_line_job_errors, watch
-from ccl.config import check_closed, check_values, check_yaml_files, register_configs
+from ccl.config import check_closed, check_retired, check_values, check_yaml_files, register_configs
 from ccl.utils.atomic import write_text_atomic
 from ccl.utils.run_folder import (
     RunFolder,
@@ -111,4 +111,5 @@ if __name__ == "__main__":
     hydra_debug_flag()  # --debug: the full traceback (as HYDRA_FULL_ERROR=1)
     with cli_errors("ccl.run"):
         check_yaml_files(sys.argv[1:])  # a YAML syntax error: one line, not Hydra's parser traceback
+        check_retired(sys.argv[1:])  # a key that moved or was removed: one line naming its replacement
     main()

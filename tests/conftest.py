@@ -88,13 +88,13 @@ def _random_tiny_llm(cache_dir: Path, notes: Sequence[str], examples: Sequence[A
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ccl.config import BackboneConfig
+    from ccl.config import BackboneConfig, TinyBackboneConfig
     from ccl.data.prompts import SYSTEM
     from ccl.data.sft import render_prompt
     from ccl.model.tiny import build_tiny
 
-    cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=64, num_layers=2, num_heads=4,
-                         intermediate_size=128, vocab_size=600, max_length=512)
+    cfg = BackboneConfig(name="tiny", kind="tiny", max_length=512,
+        tiny=TinyBackboneConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=600))
     corpus = [*notes, SYSTEM, *(m["content"] for e in examples for m in e.messages),
               *(e.answer for e in examples)] * 3
     path = build_tiny(cfg, corpus, cache_dir)

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from ccl.config import DocsConfig
+from ccl.config import DemoDocsConfig, DocsConfig
 from ccl.data.audit import AuditSettings, audit_documents, audit_spans, shingles
 from ccl.data.demo import build_demo_world
 from ccl.records import Document, SpanPair
@@ -14,7 +14,7 @@ from ccl.records import Document, SpanPair
 
 @pytest.fixture(scope="module")
 def world(tab):
-    cfg = DocsConfig(name="demo", n_train=40, n_val=10, n_test=15, corpus_size=120)
+    cfg = DocsConfig(name="demo", n_val=10, demo=DemoDocsConfig(n_train=40, n_test=15, corpus_size=120))
     return build_demo_world(cfg, tab, None)
 
 
@@ -107,7 +107,7 @@ def test_settings_are_checked():
 def test_cli_runs_the_data_stage_audit(tmp_path, capsys):
     from ccl.cli.audit import main
 
-    report = main(["docs.n_train=20", "docs.n_val=5", "docs.n_test=8", "docs.corpus_size=30",
+    report = main(["docs.demo.n_train=20", "docs.n_val=5", "docs.demo.n_test=8", "docs.demo.corpus_size=30",
                    f"paths.cache_dir={tmp_path}", "icd.download=false", "audit.shingle=4"])
     assert report["enabled"] is True and report["settings"]["shingle"] == 4
     assert report["document_pairs"] == 0 and report["compared"]["other"]["corpus"] == 30

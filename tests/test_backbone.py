@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import time
@@ -11,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from ccl.config import BackboneConfig, LoraConfig, TrainConfig
+from ccl.config import BackboneConfig, LoraConfig, TinyBackboneConfig, TrainConfig
 from ccl.icd.codes import extract_codes
 from ccl.model import smollm2, tiny
 from ccl.model.backbone import (
@@ -40,18 +41,8 @@ DESCRIPTIONS = {
 
 
 def tiny_cfg(**overrides) -> BackboneConfig:
-    fields = dict(
-        name="tiny",
-        kind="tiny",
-        dtype="float32",
-        use_chat_template=False,
-        hidden_size=HIDDEN,
-        num_layers=LAYERS,
-        num_heads=4,
-        intermediate_size=INTER,
-        vocab_size=300,
-        max_length=64,
-    )
+    fields = dict(name="tiny", kind="tiny", dtype="float32", use_chat_template=False, max_length=64,
+        tiny=TinyBackboneConfig(hidden_size=HIDDEN, num_layers=LAYERS, num_heads=4, intermediate_size=INTER, vocab_size=300))
     return BackboneConfig(**{**fields, **overrides})
 
 
@@ -81,7 +72,7 @@ def test_build_tiny_is_cached_and_deterministic(tmp_path, monkeypatch):
 
     # The hash covers the corpus and the architecture.
     assert build_tiny(tiny_cfg(), CORPUS[:-1], tmp_path / "a").name != first.name
-    assert build_tiny(tiny_cfg(hidden_size=32), CORPUS, tmp_path / "a").name != first.name
+    assert build_tiny(tiny_cfg(tiny=dataclasses.replace(tiny_cfg().tiny, hidden_size=32)), CORPUS, tmp_path / "a").name != first.name
 
 
 def test_build_tiny_timing_on_icd_descriptions(tmp_path):

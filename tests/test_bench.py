@@ -15,9 +15,9 @@ from ccl.bench.common import attention_flops, train_flops
 
 ICD_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icd10cm"
 SMALL_TINY = [
-    "backbone=tiny", "backbone.hidden_size=32", "backbone.num_layers=1", "backbone.num_heads=2",
-    "backbone.intermediate_size=64", "backbone.vocab_size=400", "icd.download=false",
-    "docs.n_train=6", "docs.n_val=2", "docs.n_test=4", "docs.n_codes=6", "docs.corpus_size=10",
+    "backbone=tiny", "backbone.tiny.hidden_size=32", "backbone.tiny.num_layers=1", "backbone.tiny.num_heads=2",
+    "backbone.tiny.intermediate_size=64", "backbone.tiny.vocab_size=400", "icd.download=false",
+    "docs.demo.n_train=6", "docs.n_val=2", "docs.demo.n_test=4", "docs.demo.n_codes=6", "docs.demo.corpus_size=10",
 ]
 
 
@@ -122,7 +122,7 @@ def test_predict_bench_small(cache):
 def test_cost_bench_small(cache):
     base = bench.main(["cost", *SMALL_TINY, cache])
     sft, ccl = base["recipes"]["document SFT"], base["recipes"]["CCL"]
-    assert sft["examples"] == 6  # docs.n_train
+    assert sft["examples"] == 6  # docs.demo.n_train
     assert ccl["examples"] == 6 + base["span_examples_per_epoch"] and base["span_examples_per_epoch"] == 6
     assert base["flops_ratio"] == round(sft["total"] / ccl["total"], 2)
     assert sft["dense"] == pytest.approx(6 * base["n_params"] * sft["tokens"])
@@ -146,9 +146,9 @@ def test_data_bench_on_the_real_index(tmp_path):
 def test_trl_peer_arms_train_ccls_examples_with_ccls_lora(cache):
     """TRL's SFTTrainer arms beside CCL's default step: same tokens, same answer tokens, same LoRA."""
     pytest.importorskip("trl", reason="the peer arms need: pip install -e '.[peers]'")
-    overrides = [o for o in SMALL_TINY if not o.startswith("backbone.num_layers")]
+    overrides = [o for o in SMALL_TINY if not o.startswith("backbone.tiny.num_layers")]
     result = bench.main(["train", "--arms", "after,trl_fast,trl_default", "--examples", "8", "--rounds", "2",
-                         "--held-out", "2", *overrides, "backbone.num_layers=2", "train.lora.top_layers=1", cache])
+                         "--held-out", "2", *overrides, "backbone.tiny.num_layers=2", "train.lora.top_layers=1", cache])
     arms = result["arms"]
     after, fast, default = arms["after"], arms["trl_fast"], arms["trl_default"]
     # The same examples: every real token and every answer (loss) token of CCL's arm, no more.

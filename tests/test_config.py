@@ -1,5 +1,6 @@
 """Every config composes; the schema turns typos into errors."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def test_stage_lists():
 # ---------------------------------------------------------------- one source of defaults
 
 def _leaves(obj, prefix=""):
-    """``{"lora.top_layers": 8, ...}`` of a nested mapping (a list is a leaf)."""
+    """``{"lora.top_layers": 8, ...}`` of a nested mapping (a list or an empty mapping is a leaf)."""
     out = {}
     for key, value in obj.items():
         if isinstance(value, dict) and value:
@@ -69,49 +70,51 @@ def _leaves(obj, prefix=""):
     return out
 
 
-def _group_defaults():
-    """(group, dataclass, default option's file, every option's file) for each schema group."""
-    import yaml
+def _skeleton(obj):
+    """The nested mappings of ``obj`` without their leaves: merged onto the schema, it switches on
+    each Optional block the file sets (``tiny: {}``) at its dataclass's defaults."""
+    return {k: _skeleton(v) for k, v in obj.items() if isinstance(v, dict)}
 
+
+def _option_files():
+    """(file, dataclass the file's top level fills) for every YAML file that sets schema values:
+    each option of each config group (``conf/spans/gold.yaml`` fills SpansConfig under its tier's
+    key) and the root files (``conf/config.yaml``, ``conf/mine.yaml``)."""
     from ccl import config as schema
 
     kinds = {"icd": schema.ICDConfig, "backbone": schema.BackboneConfig, "docs": schema.DocsConfig,
-             "mix": schema.MixConfig, "train": schema.TrainConfig, "trainer": schema.TrainerConfig,
-             "infer": schema.InferConfig,
-             "eval": schema.EvalConfig, "logger": schema.LoggerConfig, "paths": schema.PathsConfig,
-             "llm": schema.LLMConfig, "audit": schema.AuditConfig}
-    chosen = {}
-    for item in yaml.safe_load((CONF / "config.yaml").read_text())["defaults"]:
-        if isinstance(item, dict):
-            chosen.update(item)
-    rows = [(g, kind, CONF / g / f"{chosen[g]}.yaml", sorted((CONF / g).glob("*.yaml"))) for g, kind in kinds.items()]
-    # Each span tier is its own option file (spans: [gold, silver, ...]) under its tier's key.
-    tiers = {"gold": schema.GoldSpansConfig, "silver": schema.SilverSpansConfig,
-             "synthetic": schema.SyntheticSpansConfig}
-    rows += [(f"spans.{t}", kind, CONF / "spans" / f"{t}.yaml", [CONF / "spans" / f"{t}.yaml"]) for t, kind in tiers.items()]
-    return rows
+             "spans": schema.SpansConfig, "mix": schema.MixConfig, "train": schema.TrainConfig,
+             "trainer": schema.TrainerConfig, "infer": schema.InferConfig, "eval": schema.EvalConfig,
+             "logger": schema.LoggerConfig, "paths": schema.PathsConfig, "llm": schema.LLMConfig,
+             "audit": schema.AuditConfig}
+    groups = {p.name for p in CONF.iterdir() if p.is_dir()} - {"experiment", "hydra", "test_sets"}
+    assert groups == set(kinds), f"a config group without its dataclass here: {groups ^ set(kinds)}"
+    rows = [(path, kind) for group, kind in kinds.items() for path in sorted((CONF / group).glob("*.yaml"))]
+    return rows + [(CONF / "config.yaml", schema.CCLConfig), (CONF / "mine.yaml", schema.CCLConfig)]
 
 
-@pytest.mark.parametrize("group,kind,default,options", _group_defaults(), ids=lambda v: str(v) if isinstance(v, str) else "")
-def test_dataclass_defaults_are_the_yaml_defaults(group, kind, default, options):
-    """One source of defaults (ccl/config.py docstring): a dataclass default equals the value
-    its group's default option sets, unless every option of a group with several options sets
-    the key itself (backbones: each says its kind, dtype and length)."""
+@pytest.mark.parametrize("path,kind", _option_files(), ids=lambda v: v.parent.name + "/" + v.name
+                         if isinstance(v, Path) else "")
+def test_no_default_is_written_twice(path, kind):
+    """One source of defaults, the schema (ccl/config.py docstring): an option file writes only
+    where it departs from the schema's default (or from the option it extends, ``defaults:
+    [mdace]``), never the default itself, and only declared keys."""
     import yaml
     from omegaconf import OmegaConf
 
-    def load(path):
-        data = yaml.safe_load(path.read_text()) or {}
-        data.pop("defaults", None)
-        return data[group.split(".")[1]] if group.startswith("spans.") else data
-
-    declared = _leaves(OmegaConf.to_container(OmegaConf.structured(kind), enum_to_str=True))
-    # Keys every option of a group with several options sets: no YAML ever falls back on the schema.
-    set_by_all = set.intersection(*(set(_leaves(load(p))) for p in options)) if len(options) > 1 else set()
-    wrong = {key: (declared.get(key, "<undeclared>"), value) for key, value in _leaves(load(default)).items()
-             if key not in set_by_all and declared.get(key, "<undeclared>") not in (value, "???")}
-    assert not wrong, f"{group}: schema default vs {default.name}: {wrong}"
-    assert set(_leaves(load(default))) <= set(declared), "every YAML key is declared"
+    data = yaml.safe_load(path.read_text()) or {}
+    parents = [p for p in data.pop("defaults", []) if isinstance(p, str) and p not in ("_self_", "config", "ccl_schema")]
+    data.pop("hydra", None)
+    base = OmegaConf.structured(kind)
+    for parent in parents:  # an option that extends another of its group
+        base = OmegaConf.merge(base, yaml.safe_load((path.parent / f"{parent}.yaml").read_text()) or {})
+    reference = _leaves(OmegaConf.to_container(OmegaConf.merge(base, _skeleton(data)), enum_to_str=True))
+    written = _leaves(data)
+    blocks = {key.rsplit(".", n)[0] for key in reference for n in range(1, key.count(".") + 1)}
+    assert set(written) <= set(reference) | blocks, f"{path.name}: undeclared {set(written) - set(reference)}"
+    twice = {key: value for key, value in written.items() if reference.get(key, "<block>") == value}
+    assert not twice, (f"{path.relative_to(CONF.parent)} restates the schema's default for {twice}: "
+                       "drop them (ccl/config.py holds the defaults)")
 
 
 # ---------------------------------------------------------------- the trainer group
@@ -172,3 +175,80 @@ def test_a_trainer_argument_of_its_own_is_keyed_and_compared():
     assert train_key(cfg, bundle) != train_key(clipped, bundle)
     diff = config_diff(OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_container(clipped, resolve=True))
     assert any("trainer.gradient_clip_val" in line for line in diff)
+
+
+# ---------------------------------------------------------------- moved and retired keys
+
+# train_key / predict_key (bundle key "data") as the code before the config's second pass
+# computed them (flat backbone and docs, train.loss_positions and backbone.code_token_side
+# still keys): moving a key under a block or retiring an option at its only value keys nothing new.
+KEYS_BEFORE_THE_MOVE = {
+    "": ("2933af5dce56e5d0", "dffe5603ca62d5ef"),
+    "backbone=tiny": ("039d4d5bcd91ef6a", "0ed637753338a4b1"),
+    "backbone=tiny_l": ("bede0c3b02a4bbcb", "edb7d70f0f97a1c4"),
+    "backbone=qwen3_4b train=lora_gpu": ("d227e90b23d54103", "9cfb82db5b31e0ce"),
+    "train=full": ("6cece28216e81227", "be7ab1f52b457797"),
+    "train=none +experiment=ablation_row1": ("c4ddf1f37cea912d", "3042722bcd71b1a0"),
+    "infer=vllm": ("2933af5dce56e5d0", "e634490f0d5bdebb"),
+    "+experiment=ablation_row5 backbone=tiny_s": ("578a5214099afbd6", "59e9eee0a5846800"),
+    "+experiment=codiesp_row4": ("202dd74d8f50e542", "13f9faa4de326d80"),
+    "+experiment=table1_ccl backbone=llama31_8b": ("7b050e448554a877", "b45e6c9825427681"),
+}
+
+
+@pytest.mark.parametrize("overrides", sorted(KEYS_BEFORE_THE_MOVE))
+def test_stage_keys_survive_moved_and_retired_keys(overrides):
+    from types import SimpleNamespace
+
+    from ccl.stages.keys import predict_key, train_key
+
+    cfg = _compose(overrides.split())
+    tkey = train_key(cfg, SimpleNamespace(key="data"))
+    assert (tkey, predict_key(cfg, tkey)) == KEYS_BEFORE_THE_MOVE[overrides]
+
+
+def test_legacy_layout_flattens_blocks_and_restores_retired_options():
+    from omegaconf import OmegaConf
+
+    from ccl.config import legacy_config, legacy_layout
+
+    hub = OmegaConf.to_container(_compose(["backbone=qwen3_4b"]).backbone, resolve=True)
+    flat = legacy_layout("backbone", hub)  # a hub backbone's (unread) tiny block, as the flat keys had it
+    assert "tiny" not in flat and (flat["hidden_size"], flat["vocab_size"], flat["code_token_side"]) == (256, 4096, "output")
+    tiny_l = legacy_layout("backbone", OmegaConf.to_container(_compose(["backbone=tiny_l"]).backbone))
+    assert (tiny_l["hidden_size"], tiny_l["num_layers"], tiny_l["vocab_size"]) == (384, 6, 4096)
+    assert legacy_layout("backbone", flat) == flat  # the old layout comes back unchanged
+    run = OmegaConf.to_container(_compose(["test_sets=codiesp", "docs=mdace_profee"]), resolve=True)
+    old = legacy_config(run)
+    assert old["docs"]["subset"] == "Profee" and old["docs"]["n_train"] == 120 and "mdace" not in old["docs"]
+    assert old["test_sets"]["codiesp_en"]["language"] == "en" and old["train"]["loss_positions"] == "answer"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train.loss_positions=all"], "train.loss_positions was removed (every run uses answer)"),
+    (["+backbone.code_token_side=both"], "backbone.code_token_side was removed (every run uses output)"),
+    (["docs.n_train=16"], "docs.n_train is now docs.demo.n_train: write docs.demo.n_train=16"),
+    (["backbone.hidden_size=32"], "backbone.hidden_size is now backbone.tiny.hidden_size"),
+    (["docs.language=en"], "docs.language is now docs.codiesp.language"),
+    (["test_sets.mdace.subset=Profee"], "test_sets.mdace.subset is now test_sets.mdace.mdace.subset"),
+    (["+experiment=table1_ccl_he"], "experiment=table1_ccl_he was removed: use +experiment=table1_ccl"),
+])
+def test_moved_and_retired_keys_name_their_replacement(argv, message):
+    from ccl.config import check_retired, compose_config
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_retired(["hydra.run.dir=x", "--multirun", *argv])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        compose_config(argv)  # ccl.bench, ccl.cli.stats, ...
+    check_retired(["docs.demo.n_train=16", "train.lr=1e-3", "+experiment=table1_ccl"])  # current keys: fine
+
+
+def test_a_moved_key_is_one_line_on_the_command_line(capsys):
+    from test_run_folder import one_line_error
+
+    from ccl.cli.stats import main as stats_main
+
+    with pytest.raises(SystemExit):
+        stats_main(["docs.unseen_share=0.5"])
+    line = one_line_error(capsys.readouterr().err, "ccl.cli.stats")
+    assert "docs.unseen_share is now docs.demo.unseen_share: write docs.demo.unseen_share=0.5" in line

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from ccl.config import DocsConfig
+from ccl.config import DemoDocsConfig, DocsConfig
 from ccl.data.demo import (
     ABBREVIATIONS,
     DEFAULT_CODE_POOL,
@@ -32,8 +32,11 @@ def world(tab):
 
 
 def small(**overrides):
-    base = DocsConfig(name="demo", n_train=40, n_val=10, n_test=15, n_codes=20, corpus_size=30)
-    return replace(base, **overrides)
+    """A small demo DocsConfig; ``overrides`` of DocsConfig's own keys (seed, n_val, code_pool)
+    or of its docs.demo block."""
+    top = {k: overrides.pop(k) for k in list(overrides) if k in ("seed", "n_val", "code_pool")}
+    demo = DemoDocsConfig(**{"n_train": 40, "n_test": 15, "n_codes": 20, "corpus_size": 30, **overrides})
+    return DocsConfig(name="demo", **{"n_val": 10, **top}, demo=demo)
 
 
 def world_hash(w):
@@ -189,7 +192,7 @@ def test_only_gold_or_distractor_mentions(tab):
     surfaces = [p for ps in clean.phrases.values() for p in ps] + list(ABBREVIATIONS.values())
     pattern = phrase_pattern(surfaces)
     assert not [d.id for d in clean.train + clean.test if pattern.search(masked(d))]
-    noisy = build_demo_world(replace(cfg, distractor_rate=2.0), tab)
+    noisy = build_demo_world(replace(cfg, demo=replace(cfg.demo, distractor_rate=2.0)), tab)
     hits = 0
     for doc in noisy.train:
         text = masked(doc)
@@ -226,10 +229,10 @@ def test_deterministic_and_seed_sensitive(world, tab):
 def test_same_world_in_another_process(tab):
     """No dependence on str hashing (PYTHONHASHSEED) or set order."""
     script = (
-        "import hashlib, json; from ccl.config import DocsConfig; "
+        "import hashlib, json; from ccl.config import DemoDocsConfig, DocsConfig; "
         "from ccl.data.demo import build_demo_world; from ccl.icd.tabular import load_tabular; "
-        "w = build_demo_world(DocsConfig(name='demo', n_train=40, n_val=10, n_test=15, "
-        "n_codes=20, corpus_size=30), load_tabular()); "
+        "w = build_demo_world(DocsConfig(name='demo', n_val=10, demo=DemoDocsConfig(n_train=40, n_test=15, "
+        "n_codes=20, corpus_size=30)), load_tabular()); "
         "docs = [d.to_dict() for d in w.train + w.val + w.test + w.corpus]; "
         "blob = json.dumps([docs, w.codes, w.unseen_codes, w.phrases], sort_keys=True); "
         "print(hashlib.sha256(blob.encode()).hexdigest())"
@@ -287,12 +290,12 @@ def test_no_unseen_codes_when_share_is_zero(tab):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"codes_per_note_min": 5, "codes_per_note_max": 3}, "docs.codes_per_note_max=3"),
-        ({"unseen_share": 1.0}, "docs.unseen_share=1.0"),
-        ({"n_codes": 500}, "docs.n_codes=500"),
+        ({"codes_per_note_min": 5, "codes_per_note_max": 3}, "docs.demo.codes_per_note_max=3"),
+        ({"unseen_share": 1.0}, "docs.demo.unseen_share=1.0"),
+        ({"n_codes": 500}, "docs.demo.n_codes=500"),
         ({"code_pool": ["I10", "E11"]}, "not billable in the Tabular List: E11"),
-        ({"n_train": 1, "codes_per_note_max": 2}, "docs.n_train=1"),
-        ({"distractor_rate": -1.0}, "docs.distractor_rate"),
+        ({"n_train": 1, "codes_per_note_max": 2}, "docs.demo.n_train=1"),
+        ({"distractor_rate": -1.0}, "docs.demo.distractor_rate"),
     ],
 )
 def test_bad_config_is_a_clear_error(tab, overrides, message):
@@ -307,10 +310,10 @@ def test_bad_phrase_bank_is_a_clear_error(tab):
 
 def test_default_world_builds(tab):
     # Unit tests never assert wall-clock times; the build's time is in benchmarks/data_cpu.json.
-    cfg = DocsConfig(name="demo")
+    cfg, demo = DocsConfig(name="demo"), DemoDocsConfig()  # the docs.demo block's defaults
     world = build_demo_world(cfg, tab)
-    assert (len(world.train), len(world.val), len(world.test)) == (cfg.n_train, cfg.n_val, cfg.n_test)
-    assert len(world.corpus) == cfg.corpus_size
+    assert (len(world.train), len(world.val), len(world.test)) == (demo.n_train, cfg.n_val, demo.n_test)
+    assert len(world.corpus) == demo.corpus_size
 
 
 def test_shorthand_codes_are_written_only_in_shorthand(world):

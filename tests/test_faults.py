@@ -283,7 +283,7 @@ def test_a_full_disk_in_the_backbone_cache_names_the_folder(tmp_path, monkeypatc
     from transformers import PreTrainedModel
 
     from ccl.cli.errors import cli_errors
-    from ccl.config import BackboneConfig
+    from ccl.config import BackboneConfig, TinyBackboneConfig
     from ccl.model.tiny import build_tiny
 
     def save(self, folder, *args, **kwargs):
@@ -292,8 +292,8 @@ def test_a_full_disk_in_the_backbone_cache_names_the_folder(tmp_path, monkeypatc
                               'message: "No space left on device" })')
 
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", save)
-    cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=32, num_layers=1, num_heads=2,
-                         intermediate_size=64, vocab_size=300)
+    cfg = BackboneConfig(name="tiny", kind="tiny",
+        tiny=TinyBackboneConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=300))
     with pytest.raises(SystemExit), cli_errors("ccl.run"):
         build_tiny(cfg, ["a short note about hypertension"] * 20, tmp_path)
     line = one_line_error(capsys.readouterr().err, "ccl.run")
@@ -318,7 +318,7 @@ def test_a_full_disk_in_the_data_stage_keeps_the_old_data(trained, tmp_path, mon
 
     monkeypatch.setattr(data_stage, "write_jsonl", write_jsonl)
     with pytest.raises(SystemExit), cli_errors("ccl.run"):
-        run(cfg_for(trained, "stage=data", "docs.n_test=5", "overwrite=true"), folder, console())
+        run(cfg_for(trained, "stage=data", "docs.demo.n_test=5", "overwrite=true"), folder, console())
     line = one_line_error(capsys.readouterr().err, "ccl.run")
     assert f"{folder / 'data'}: no space left on device" in line, line
     assert sorted(p.name for p in (folder / "data").iterdir()) == before
@@ -351,10 +351,10 @@ def test_a_full_disk_that_names_no_file_names_the_fullest_watched_folder(tmp_pat
     ("backbone.max_length=0", "backbone.max_length=0 (must be >= 1)"),
     ("train.warmup_ratio=1.2", "train.warmup_ratio=1.2 (must be in [0, 1] or null"),
     ("audit.threshold=-0.1", "audit.threshold=-0.1 (must be in [0, 1])"),
-    ("docs.unseen_share=2", "docs.unseen_share=2.0 (must be in [0, 1])"),
+    ("docs.demo.unseen_share=2", "docs.demo.unseen_share=2.0 (must be in [0, 1])"),
     ("train.lora.dropout=1", "train.lora.dropout=1.0 (must be in [0, 1))"),
     ("mix.span_template=spans", "mix.span_template=spans (must be one of span, document, both)"),
-    ("docs.codes_per_note_max=1", "docs.codes_per_note_max=1 (must be >= docs.codes_per_note_min=2)"),
+    ("docs.demo.codes_per_note_max=1", "docs.demo.codes_per_note_max=1 (must be >= docs.demo.codes_per_note_min=2)"),
 ])
 def test_a_value_out_of_range_is_refused_before_any_work_naming_the_key(tmp_path, override, named):
     cfg = compose_cfg(tmp_path, *QUICK, override)
@@ -396,8 +396,8 @@ def test_other_clis_check_values_when_they_compose(capsys):
     from ccl.cli.stats import main as stats_main
 
     with pytest.raises(SystemExit):
-        stats_main(["docs.unseen_share=-1"])
-    assert "docs.unseen_share=-1.0 (must be in [0, 1])" in one_line_error(capsys.readouterr().err, "ccl.cli.stats")
+        stats_main(["docs.demo.unseen_share=-1"])
+    assert "docs.demo.unseen_share=-1.0 (must be in [0, 1])" in one_line_error(capsys.readouterr().err, "ccl.cli.stats")
 
 
 # ------------------------------------------------------------------ 5. one-line errors
@@ -487,7 +487,7 @@ def test_a_busy_folder_in_a_multirun_and_a_refused_run_leave_one_line_and_the_wi
 @pytest.mark.slow
 def test_the_hydra_snapshot_is_written_by_the_run_under_its_lock(trained, tmp_path):
     done = cli("ccl.run", *QUICK, "stage=data", "backbone=tiny", "logger=none", "icd.download=false",
-               "docs.n_train=16", "docs.n_val=4", "docs.n_test=6", "docs.n_codes=12", "docs.corpus_size=30",
+               "docs.demo.n_train=16", "docs.n_val=4", "docs.demo.n_test=6", "docs.demo.n_codes=12", "docs.demo.corpus_size=30",
                f"paths.cache_dir={trained['base'] / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 0, done.stderr[-2000:]
     hydra = tmp_path / "run" / ".hydra"
@@ -596,8 +596,8 @@ def small_disk(tmp_path):
 
 @pytest.mark.slow
 def test_a_real_full_disk_is_one_line_and_leaves_nothing_a_rerun_would_trust(tmp_path, small_disk):
-    base = ("+experiment=ablation_row4", "backbone=tiny", "logger=none", "icd.download=false", "docs.n_train=16",
-            "docs.n_val=4", "docs.n_test=6", "docs.n_codes=12", "docs.corpus_size=30", "train.max_steps=2",
+    base = ("+experiment=ablation_row4", "backbone=tiny", "logger=none", "icd.download=false", "docs.demo.n_train=16",
+            "docs.n_val=4", "docs.demo.n_test=6", "docs.demo.n_codes=12", "docs.demo.corpus_size=30", "train.max_steps=2",
             "train.save_every_n_steps=1", "mix.span_warmup_steps=1", "infer.max_new_tokens=8")
     # The run folder on the small disk: the 20 MB checkpoint does not fit.
     done = cli("ccl.run", *base, f"paths.output_dir={small_disk}", f"paths.cache_dir={tmp_path / 'cache'}")

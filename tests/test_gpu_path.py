@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 from omegaconf import OmegaConf
-from test_run import CONF, compose_cfg, quiet
+from test_run import compose_cfg, quiet
 
-from ccl.config import TrainConfig
+from ccl.config import TrainConfig, compose_config
 from ccl.generation.record import answer_length_stats, answer_token_bound, finish_reason
 from ccl.run import run
 from ccl.stages import predict as predict_mod
@@ -139,13 +139,13 @@ def test_gpu_preset_composes(tmp_path):
     assert t.gradient_checkpointing and t.lora.top_layers is None and t.packing
     assert cfg.infer.repetition_penalty == 1.0 and cfg.infer.gpu_memory_utilization < 0.9
     for engine in ("hf", "vllm"):  # answers bounded by the training answers unless overridden
-        assert OmegaConf.load(f"{CONF}/infer/{engine}.yaml").max_new_tokens is None
+        assert compose_config([f"infer={engine}"]).infer.max_new_tokens is None
 
 
 def test_both_engine_presets_decode_alike():
     # Issue 22: infer=hf and infer=vllm decode by the same rules (the guard included); only
     # engine settings (batch size, vLLM's memory and context) may differ.
-    hf, vllm = (OmegaConf.to_container(OmegaConf.load(f"{CONF}/infer/{e}.yaml")) for e in ("hf", "vllm"))
+    hf, vllm = (OmegaConf.to_container(compose_config([f"infer={e}"]).infer, enum_to_str=True) for e in ("hf", "vllm"))
     engine_only = {"engine", "batch_size", "gpu_memory_utilization", "max_model_len"}
     shared = (set(hf) | set(vllm)) - engine_only
     assert {k: hf.get(k) for k in shared} == {k: vllm.get(k) for k in shared}

@@ -22,7 +22,7 @@ ROWS = ["ablation_row2", "ablation_row3"]
 # tests/test_report.py's fast tiny settings, with one training step per job.
 FAST = [
     "backbone=tiny", "logger=none", "icd.download=false",
-    "docs.n_train=16", "docs.n_val=4", "docs.n_test=6", "docs.n_codes=12", "docs.corpus_size=30",
+    "docs.demo.n_train=16", "docs.n_val=4", "docs.demo.n_test=6", "docs.demo.n_codes=12", "docs.demo.corpus_size=30",
     "train.max_steps=1", "train.batch_size=2", "train.save_every_n_steps=1",
     "infer.max_new_tokens=8", "infer.batch_size=6",
 ]

@@ -157,11 +157,11 @@ def test_rate_limiter_spaces_calls():
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from ccl.config import BackboneConfig
+    from ccl.config import BackboneConfig, TinyBackboneConfig
     from ccl.model.tiny import build_tiny
 
-    cfg = BackboneConfig(name="tiny", hidden_size=32, num_layers=1, num_heads=2,
-                         intermediate_size=64, vocab_size=300, max_length=256)
+    cfg = BackboneConfig(name="tiny", max_length=256,
+        tiny=TinyBackboneConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=300))
     texts = ["Type 2 diabetes mellitus without complications.", "Essential hypertension, stable.",
              "Patient denies chest pain. Mother had asthma.", "user: assistant: system: codes"] * 5
     return build_tiny(cfg, texts, tmp_path_factory.mktemp("tiny"))

@@ -1,10 +1,9 @@
 """The lexical miner: fuzzy term matching that skips negated and family-history mentions."""
 
-from dataclasses import replace
 
 import pytest
 
-from ccl.config import DocsConfig
+from ccl.config import DemoDocsConfig, DocsConfig
 from ccl.data.demo import DEFAULT_CODE_POOL, build_demo_world
 from ccl.data.pairs import gold_pairs
 from ccl.expansion.lexical import LexicalMiner, locate, term_variants
@@ -112,7 +111,7 @@ def test_locate_exact_case_insensitive_and_fuzzy():
 
 @pytest.fixture(scope="module")
 def world(tab):
-    cfg = replace(DocsConfig(name="demo"), n_train=60, n_val=10, n_test=20, n_codes=25, corpus_size=0)
+    cfg = DocsConfig(name="demo", n_val=10, demo=DemoDocsConfig(n_train=60, n_test=20, n_codes=25, corpus_size=0))
     pool = set(DEFAULT_CODE_POOL)
     bank = {}
     for p in gold_pairs(tab, [], sources=("description", "inclusion"), codes=pool):

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM
 
-from ccl.config import BackboneConfig, LoraConfig, TrainConfig
+from ccl.config import BackboneConfig, LoraConfig, TinyBackboneConfig, TrainConfig
 from ccl.icd.codes import extract_codes
 from ccl.model.backbone import apply_training_mode, load_backbone
 from ccl.model.code_tokens import add_code_tokens, code_head_parameters
@@ -35,18 +35,8 @@ CORPUS = [f"{text}. {code}" for code, text in PAIRS.items()] * 20
 
 
 def backbone_cfg(hidden: int = 64) -> BackboneConfig:
-    return BackboneConfig(
-        name="tiny",
-        kind="tiny",
-        dtype="float32",
-        use_chat_template=False,
-        hidden_size=hidden,
-        num_layers=2,
-        num_heads=4,
-        intermediate_size=2 * hidden,
-        vocab_size=512,
-        max_length=128,
-    )
+    return BackboneConfig(name="tiny", kind="tiny", dtype="float32", use_chat_template=False, max_length=128,
+        tiny=TinyBackboneConfig(hidden_size=hidden, num_layers=2, num_heads=4, intermediate_size=2 * hidden, vocab_size=512))
 
 
 def collate(tokenizer, examples: list[tuple[str, str]]) -> dict[str, torch.Tensor]:

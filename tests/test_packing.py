@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from ccl.config import BackboneConfig, MixConfig, TrainConfig
+from ccl.config import BackboneConfig, MixConfig, TinyBackboneConfig, TrainConfig
 from ccl.data.datamodule import MixDataModule, PaddingCollator
 from ccl.data.packing import (
     IGNORE_INDEX,
@@ -26,8 +26,8 @@ LENGTHS = (3, 41, 7, 90, 2, 15)  # very different lengths; 2 tokens: a one-targe
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=32, num_layers=2, num_heads=4,
-                         intermediate_size=64, vocab_size=300, max_length=256)
+    cfg = BackboneConfig(name="tiny", kind="tiny", max_length=256, tiny=TinyBackboneConfig(
+        hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, vocab_size=300))
     corpus = ["patient denies chest pain; history of asthma and type 2 diabetes"] * 20
     return build_tiny(cfg, corpus, tmp_path_factory.mktemp("cache"))
 

@@ -7,7 +7,7 @@ import warnings
 import pytest
 from transformers import AutoTokenizer
 
-from ccl.config import BackboneConfig
+from ccl.config import BackboneConfig, TinyBackboneConfig
 from ccl.data.prompt_builder import PromptLimits, build_document_prompts, limits_from_config
 from ccl.data.prompts import SYSTEM, document_example, document_prompt, human_evidence_prefix
 from ccl.data.sft import tokenize_examples
@@ -23,8 +23,8 @@ DESCRIBE = {"E11.9": "Type 2 diabetes mellitus without complications", "I10": "E
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=32, num_layers=1, num_heads=2,
-                         intermediate_size=64, vocab_size=600, max_length=256)
+    cfg = BackboneConfig(name="tiny", kind="tiny", max_length=256,
+        tiny=TinyBackboneConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=600))
     ex = document_example("evidence", LONG[:400], ["type 2 diabetes"], ["E11.9", "I10"], DESCRIBE)
     corpus = [LONG, SYSTEM, ex.answer, *(m["content"] for m in ex.messages)] * 5
     return AutoTokenizer.from_pretrained(build_tiny(cfg, corpus, tmp_path_factory.mktemp("cache")))

@@ -74,7 +74,7 @@ def test_a_run_folder_refers_to_notes_without_copying_them(tmp_path):
     from ccl.records import text_hash
     from ccl.stages.data import build_data
 
-    overrides = ["docs.n_train=6", "docs.n_val=2", "docs.n_test=3", "docs.corpus_size=5",
+    overrides = ["docs.demo.n_train=6", "docs.n_val=2", "docs.demo.n_test=3", "docs.demo.corpus_size=5",
                  f"paths.cache_dir={tmp_path / 'cache'}", "icd.download=false", "logger=none"]
     cfg = compose_config(overrides)
     bundle = build_data(cfg, tmp_path / "run", Console(quiet=True))

@@ -41,7 +41,7 @@ ROWS = [f"ablation_row{i}" for i in range(1, 6)]
 # <basetemp>/ccl-cache; fewer training steps and new tokens, to keep this file fast.
 FAST = [
     "backbone=tiny", "logger=none", "icd.download=false",
-    "docs.n_train=16", "docs.n_val=4", "docs.n_test=6", "docs.n_codes=12", "docs.corpus_size=30",
+    "docs.demo.n_train=16", "docs.n_val=4", "docs.demo.n_test=6", "docs.demo.n_codes=12", "docs.demo.corpus_size=30",
     "train.max_steps=2", "train.batch_size=2", "train.save_every_n_steps=2", "mix.span_warmup_steps=1",
     "infer.max_new_tokens=12", "infer.batch_size=6",
 ]
@@ -300,26 +300,29 @@ def test_scaling_table_and_plot_over_the_tiny_family(runs, tmp_path):
 def test_tiny_family_parameter_counts_match_the_configs():
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from ccl.config import compose_config
+
+    def backbone(name):  # as a run composes it: the schema's defaults under conf/backbone/NAME.yaml
+        return compose_config([f"backbone={name}"]).backbone
+
     counts = []
     for name in ("tiny_s", "tiny_m", "tiny_l"):
-        cfg = yaml.safe_load((CONF / "backbone" / f"{name}.yaml").read_text())
-        assert (cfg["name"], cfg["kind"], cfg["family"]) == (name, "tiny", "tiny")
+        cfg = backbone(name)
+        arch = cfg.tiny
+        assert (cfg.name, str(cfg.kind), cfg.family) == (name, "tiny", "tiny")
         config = LlamaConfig(
-            vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"], num_hidden_layers=cfg["num_layers"],
-            num_attention_heads=cfg["num_heads"], num_key_value_heads=cfg["num_heads"],
-            intermediate_size=cfg["intermediate_size"], max_position_embeddings=cfg["max_length"],
+            vocab_size=arch.vocab_size, hidden_size=arch.hidden_size, num_hidden_layers=arch.num_layers,
+            num_attention_heads=arch.num_heads, num_key_value_heads=arch.num_heads,
+            intermediate_size=arch.intermediate_size, max_position_embeddings=cfg.max_length,
             tie_word_embeddings=True,
         )
         with torch.device("meta"):
             model = LlamaForCausalLM(config)
         counted = sum(p.numel() for p in model.parameters())
-        assert cfg["n_params"] == counted, name
+        assert cfg.n_params == counted, name
         counts.append(counted)
     assert counts == sorted(counts) and counts[-1] > 10 * counts[0]
-    tiny = yaml.safe_load((CONF / "backbone" / "tiny.yaml").read_text())
-    tiny_m = yaml.safe_load((CONF / "backbone" / "tiny_m.yaml").read_text())
-    keys = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size")
-    assert [tiny[k] for k in keys] == [tiny_m[k] for k in keys]
+    assert backbone("tiny").tiny == backbone("tiny_m").tiny
 
 
 # --- launchers ------------------------------------------------------------------------------------

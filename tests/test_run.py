@@ -21,7 +21,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")
 
 FAST = [
     "backbone=tiny", "logger=none", "icd.download=false",
-    "docs.n_train=16", "docs.n_val=4", "docs.n_test=6", "docs.n_codes=12", "docs.corpus_size=30",
+    "docs.demo.n_train=16", "docs.n_val=4", "docs.demo.n_test=6", "docs.demo.n_codes=12", "docs.demo.corpus_size=30",
     "train.max_steps=3", "train.batch_size=4", "train.save_every_n_steps=2", "mix.span_warmup_steps=1",
     "infer.max_new_tokens=24", "infer.batch_size=6",
 ]

@@ -10,7 +10,7 @@ import pytest
 from tokenizers import processors
 from transformers import AutoTokenizer
 
-from ccl.config import BackboneConfig
+from ccl.config import BackboneConfig, TinyBackboneConfig
 from ccl.data.prompts import SYSTEM, Example, document_example, span_example
 from ccl.data.sft import IGNORE_INDEX, NOTE_MARKER, tokenize_example, tokenize_examples
 from ccl.generation.chat import encode_prompts, plain_prompt, render_prompt
@@ -40,16 +40,8 @@ def doc_example(note: str = NOTE) -> Example:
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     """The tiny backbone's tokenizer (no BOS added, no chat template)."""
-    cfg = BackboneConfig(
-        name="tiny",
-        kind="tiny",
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=64,
-        vocab_size=600,
-        max_length=512,
-    )
+    cfg = BackboneConfig(name="tiny", kind="tiny", max_length=512,
+        tiny=TinyBackboneConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=600))
     ex = doc_example()
     corpus = [NOTE, SYSTEM, ex.answer, *(m["content"] for m in ex.messages)] * 20
     return AutoTokenizer.from_pretrained(build_tiny(cfg, corpus, tmp_path_factory.mktemp("cache")))

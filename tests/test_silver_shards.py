@@ -18,8 +18,8 @@ from ccl.records import SpanPair
 from tests.test_silver import CODES, config, corpus
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["logger=none", "icd.download=false", "docs.n_train=16", "docs.n_val=4", "docs.n_test=6",
-        "docs.n_codes=12", "docs.corpus_size=60", "llm.progress=false"]
+FAST = ["logger=none", "icd.download=false", "docs.demo.n_train=16", "docs.n_val=4", "docs.demo.n_test=6",
+        "docs.demo.n_codes=12", "docs.demo.corpus_size=60", "llm.progress=false"]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ccl.config import DocsConfig
+from ccl.config import AciBenchDocsConfig, DocsConfig
 from ccl.data.sources import load_source
 from ccl.data.sources.aci_bench import FILES, PREDICT_ONLY, load_aci_bench
 from ccl.data.sources.common import DownloadError, MissingDataError
@@ -18,9 +18,10 @@ pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"ACI-Bench reference 
 
 
 def config(path=DATA, **extra):
-    cfg = DocsConfig(name="aci_bench", source="aci_bench", path=None if path is None else str(path))
-    for key, value in extra.items():
-        setattr(cfg, key, value)
+    cfg = DocsConfig(name="aci_bench", source="aci_bench", path=None if path is None else str(path),
+                     aci_bench=AciBenchDocsConfig())
+    for key, value in extra.items():  # the docs.aci_bench block's keys go there
+        setattr(cfg.aci_bench if hasattr(cfg.aci_bench, key) else cfg, key, value)
     return cfg
 
 
@@ -39,7 +40,7 @@ def test_predict_only_without_labels(tab, tmp_path):
 def test_dialogue_as_text(tab, tmp_path):
     data = load_aci_bench(config(text_field="dialogue"), tab, tmp_path)
     assert data.docs["val"][0].text.startswith("[doctor]")
-    with pytest.raises(ValueError, match="docs.text_field='summary'"):
+    with pytest.raises(ValueError, match="docs.aci_bench.text_field='summary'"):
         load_aci_bench(config(text_field="summary"), tab, tmp_path)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ccl.config import DocsConfig
+from ccl.config import CodiespDocsConfig, DocsConfig
 from ccl.data.sources import load_source
 from ccl.data.sources.codiesp import load_codiesp
 from ccl.data.sources.common import DownloadError, MissingDataError
@@ -19,9 +19,9 @@ CASE = "S1130-63432016000100009-1"  # obesity case: a discontinuous mention, a "
 
 
 def config(path=DATA, **extra):
-    cfg = DocsConfig(name="codiesp", source="codiesp", path=str(path), n_val=50)
-    for key, value in extra.items():
-        setattr(cfg, key, value)
+    cfg = DocsConfig(name="codiesp", source="codiesp", path=str(path), n_val=50, codiesp=CodiespDocsConfig())
+    for key, value in extra.items():  # the docs.codiesp block's keys go there
+        setattr(cfg.codiesp if hasattr(cfg.codiesp, key) else cfg, key, value)
     return cfg
 
 
@@ -101,7 +101,7 @@ def test_english_variant_is_code_only(tab, tmp_path):
     assert all(not d.spans for docs in data.docs.values() for d in docs)
     assert data.stats["evidence_spans"] == 0
     assert data.docs["test"][0].text.isascii()
-    with pytest.raises(ValueError, match="docs.language='fr'"):
+    with pytest.raises(ValueError, match="docs.codiesp.language='fr'"):
         load_codiesp(config(language="fr"), tab, tmp_path)
 
 

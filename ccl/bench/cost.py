@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ccl.bench.common import ratio, train_flops
-from ccl.config import compose_config
+from ccl.config import compose_config, tiny_settings
 from ccl.data.datamodule import MixDataModule
 from ccl.data.sft import build_examples, tokenize_examples
 from ccl.model.smollm2 import smollm2_dir
@@ -78,7 +78,8 @@ def cost_tokenizer(cfg: DictConfig, bundle: Any) -> tuple[Any, str]:
 
 def architecture(cfg: DictConfig) -> tuple[int | None, int | None]:
     if str(cfg.backbone.kind) == "tiny":
-        return int(cfg.backbone.num_layers), int(cfg.backbone.hidden_size)
+        tiny = tiny_settings(cfg.backbone)
+        return int(tiny.num_layers), int(tiny.hidden_size)
     return ARCHITECTURES.get(str(cfg.backbone.name), (None, None))
 
 

@@ -32,7 +32,7 @@ import torch
 
 from ccl.bench import gpu as bench_gpu
 from ccl.bench.gpu import pad_collate
-from ccl.config import DocsConfig, compose_config
+from ccl.config import DemoDocsConfig, DocsConfig, compose_config
 from ccl.data.demo import build_demo_world
 from ccl.data.packing import PACKED_SDPA, PackingCollator, use_packed_attention
 from ccl.generation.vllm_engine import vllm_unavailable_reason
@@ -68,8 +68,8 @@ def build_backbone(out_dir: Path, arch: dict[str, int], texts: list[str], vocab:
 def demo_texts(cache_dir: Path, small: bool = False) -> list[str]:
     """Notes of a demo world (the tokenizer's corpus), built offline."""
     tab = load_tabular(None, cache_dir)
-    docs = DocsConfig(name="demo", n_train=8, n_val=2, n_test=3, n_codes=8, corpus_size=20) if small else \
-        DocsConfig(name="demo")
+    docs = DocsConfig(name="demo", n_val=2, demo=DemoDocsConfig(n_train=8, n_test=3, n_codes=8, corpus_size=20)) \
+        if small else DocsConfig(name="demo")
     world = build_demo_world(docs, tab)
     return [d.text for d in [*world.train, *world.val, *world.test, *world.corpus]]
 
@@ -115,7 +115,8 @@ def run_pipeline(backbone: Path, run_dir: Path, cache_dir: Path, cpu: bool) -> d
         f"infer={engine}", "spans=[gold]",
     ]
     if cpu:
-        overrides += ["docs.n_train=8", "docs.n_val=2", "docs.n_test=3", "docs.n_codes=8", "docs.corpus_size=20",
+        overrides += ["docs.demo.n_train=8", "docs.n_val=2", "docs.demo.n_test=3", "docs.demo.n_codes=8",
+                      "docs.demo.corpus_size=20",
                       "train.max_epochs=1", "train.max_batch_tokens=2048", "train.accelerator=cpu",
                       "infer.max_new_tokens=12", "infer.batch_size=3"]
     else:

@@ -137,7 +137,7 @@ class TrlArm:
         self.name, self.cfg, self.settings = name, cfg, PEER_ARMS[name]
         model, tokenizer = load_model(cfg, bundle, Path(cfg.paths.cache_dir))
         self.tokenizer = tokenizer
-        config = lora_config(model, cfg.train, str(cfg.backbone.code_token_side))
+        config = lora_config(model, cfg.train)
         # TRL's fused LM head reads lm_head.weight/.bias itself, which peft's TrainableTokensWrapper
         # (CCL's trainable code-token rows of the output head) does not expose: "AttributeError:
         # 'TrainableTokensWrapper' object has no attribute 'bias'" at the first step (trl 1.16,

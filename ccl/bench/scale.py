@@ -195,7 +195,7 @@ def run_step(name: str, work: Path, extra: list[str], train_steps: int) -> dict[
 
     quiet = Console(quiet=True)
     if name in ("model", "train"):
-        cfg = compose_config(["docs=demo", "docs.n_train=200", f"paths.cache_dir={work / 'cache'}",
+        cfg = compose_config(["docs=demo", "docs.demo.n_train=200", f"paths.cache_dir={work / 'cache'}",
                               "icd.download=false", "logger=none", "backbone=tiny", "+experiment=ablation_row4",
                               "spans.gold.restrict=all", f"train.max_steps={train_steps}", "train.max_epochs=null",
                               *[e for e in extra if e.startswith("icd.")]])

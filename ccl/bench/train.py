@@ -41,7 +41,7 @@ def build_training_inputs(cfg: DictConfig, work_dir: Path) -> tuple[Any, Any, li
 
     bundle = build_data(cfg, work_dir, Console(quiet=True))
     model, tokenizer = load_model(cfg, bundle, Path(cfg.paths.cache_dir))
-    model = apply_training_mode(model, cfg.train, str(cfg.backbone.code_token_side))
+    model = apply_training_mode(model, cfg.train)
     doc_ex, span_ex, _ = build_examples(cfg, bundle)
     use_chat, max_len = bool(cfg.backbone.use_chat_template), int(cfg.backbone.max_length)
     docs, _ = tokenize_examples(tokenizer, doc_ex, use_chat, max_len)
@@ -160,15 +160,23 @@ def make_arms(names: Sequence[str], tokenizer: Any, budget: int, row_tokens: int
 
 # Arms that differ by config: the training step as the train stage runs it before and after
 # issue 12's fixes (code rows on both sides + logits everywhere vs output rows + answer logits).
-_AFTER = ("backbone.code_token_side=output", "train.loss_positions=answer")
 CONFIG_ARMS: dict[str, tuple[str, ...]] = {
-    "before": ("backbone.code_token_side=both", "train.loss_positions=all", "train.packing=false",
-               "train.frozen_prefix_cache=false"),
-    "after": (*_AFTER, "train.packing=false", "train.frozen_prefix_cache=false"),
-    "after_packed": (*_AFTER, "train.packing=true", "train.frozen_prefix_cache=false"),
+    "before": ("train.packing=false", "train.frozen_prefix_cache=false"),
+    "after": ("train.packing=false", "train.frozen_prefix_cache=false"),
+    "after_packed": ("train.packing=true", "train.frozen_prefix_cache=false"),
     # + the frozen lower layers run once per distinct example (see --repeat)
-    "after_prefix": (*_AFTER, "train.packing=false", "train.frozen_prefix_cache=true"),
+    "after_prefix": ("train.packing=false", "train.frozen_prefix_cache=true"),
 }
+# The old path's two settings are no config keys any more (ccl.config.RETIRED_KEYS): the bench
+# alone sets them, per arm; every other arm (and every run) trains as the defaults here say.
+OLD_PATH: dict[str, dict[str, str]] = {"before": {"code_token_side": "both", "loss_positions": "all"}}
+NEW_PATH = {"code_token_side": "output", "loss_positions": "answer"}
+
+
+def arm_settings(name: str) -> list[str]:
+    """Config overrides and bench-only settings (``bench.X=...``) of config arm ``name``, as recorded."""
+    path = OLD_PATH.get(name, NEW_PATH)
+    return [*(f"bench.{k}={v}" for k, v in path.items()), *CONFIG_ARMS[name]]
 
 
 class ConfigArm:
@@ -185,9 +193,10 @@ class ConfigArm:
         self.packing = bool(cfg.train.packing)
         if self.packing and model.config._attn_implementation == "sdpa":
             use_packed_attention(model)
-        self.model = apply_training_mode(model, cfg.train, str(cfg.backbone.code_token_side)).train()
+        path = OLD_PATH.get(name, NEW_PATH)
+        self.model = apply_training_mode(model, cfg.train, path["code_token_side"]).train()
         self.prefix = frozen_prefix(cfg, self.model, self.packing)
-        self.loss_positions = str(cfg.train.loss_positions)
+        self.loss_positions = path["loss_positions"]
         attn = self.model.get_base_model().config._attn_implementation
         self.collator = (PackingCollator(int(cfg.backbone.max_length), tokenizer.pad_token_id, attn_implementation=attn,
                                          loss_positions_only=self.loss_positions == "answer")
@@ -234,7 +243,7 @@ class ConfigArm:
     def summary(self) -> dict[str, Any]:
         mib = 2**20
         return {
-            "name": self.name, "trainer": "ccl", "overrides": list(CONFIG_ARMS[self.name]),
+            "name": self.name, "trainer": "ccl", "overrides": arm_settings(self.name),
             "attn_implementation": str(self.model.get_base_model().config._attn_implementation),
             "train_loss_per_round": [round(x, 4) for x in self.train_loss],
             "code_rows_trained": code_rows_changed(self.model, self.code_rows),

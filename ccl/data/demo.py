@@ -32,9 +32,11 @@ import random
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from types import SimpleNamespace
 from typing import Any, Protocol
 
+from ccl.config import DemoDocsConfig, source_settings
 from ccl.icd.codes import canonical_code
 from ccl.icd.terms import natural_phrase
 from ccl.records import Document, EvidenceSpan
@@ -167,23 +169,37 @@ def choose_phrases(
 # -- code universe and split assignment -----------------------------------------
 
 
+def _settings(cfg: Any) -> SimpleNamespace:
+    """The demo world's settings as one namespace: ``docs.seed``, ``docs.n_val``,
+    ``docs.code_pool`` and the ``docs.demo`` block (its defaults when null: a ``DocsConfig``
+    built in code)."""
+    demo = source_settings(cfg, "demo")
+    return SimpleNamespace(seed=cfg.seed, n_val=cfg.n_val, code_pool=cfg.code_pool,
+                           **{f.name: getattr(demo, f.name) for f in fields(DemoDocsConfig)})
+
+
+def _key(name: str) -> str:
+    """The config key of a demo setting (``docs.n_val``, ``docs.demo.n_train``)."""
+    return f"docs.{name}" if name == "n_val" else f"docs.demo.{name}"
+
+
 def _check_config(cfg: Any) -> None:
     problems = []
     for name in ("n_train", "n_val", "n_test", "corpus_size", "filler_sentences"):
         if getattr(cfg, name) < 0:
-            problems.append(f"docs.{name}={getattr(cfg, name)} must be >= 0")
+            problems.append(f"{_key(name)}={getattr(cfg, name)} must be >= 0")
     for name in ("n_codes", "phrases_per_code", "codes_per_note_min"):
         if getattr(cfg, name) < 1:
-            problems.append(f"docs.{name}={getattr(cfg, name)} must be >= 1")
+            problems.append(f"{_key(name)}={getattr(cfg, name)} must be >= 1")
     if cfg.codes_per_note_max < cfg.codes_per_note_min:
         problems.append(
-            f"docs.codes_per_note_max={cfg.codes_per_note_max} < "
-            f"docs.codes_per_note_min={cfg.codes_per_note_min}"
+            f"docs.demo.codes_per_note_max={cfg.codes_per_note_max} < "
+            f"docs.demo.codes_per_note_min={cfg.codes_per_note_min}"
         )
     if not 0.0 <= cfg.unseen_share < 1.0:
-        problems.append(f"docs.unseen_share={cfg.unseen_share} must be in [0, 1)")
+        problems.append(f"docs.demo.unseen_share={cfg.unseen_share} must be in [0, 1)")
     if cfg.distractor_rate < 0:
-        problems.append(f"docs.distractor_rate={cfg.distractor_rate} must be >= 0")
+        problems.append(f"docs.demo.distractor_rate={cfg.distractor_rate} must be >= 0")
     if problems:
         raise ValueError("demo world: " + "; ".join(problems))
 
@@ -214,11 +230,11 @@ def _universe(
     skipped = [c for c in DEFAULT_CODE_POOL if c not in pool]
     if cfg.n_codes > len(pool):
         raise ValueError(
-            f"demo world: docs.n_codes={cfg.n_codes} but the default pool has only {len(pool)} "
+            f"demo world: docs.demo.n_codes={cfg.n_codes} but the default pool has only {len(pool)} "
             f"billable codes; set docs.code_pool to a longer list"
         )
     if cfg.n_codes < 2:
-        raise ValueError("demo world: docs.n_codes must be >= 2")
+        raise ValueError("demo world: docs.demo.n_codes must be >= 2")
     candidates = [i for i, c in enumerate(pool) if c in ABBREVIATIONS]
     n_short = min(round(cfg.n_codes * SHORTHAND_SHARE), len(candidates))
     short = set(rng.sample(candidates, n_short))
@@ -265,7 +281,7 @@ def _assign_codes(
             raise ValueError(
                 f"demo world: {what}: {n_docs} notes of at most {k_max} codes cannot hold "
                 f"{len(required)} required code mentions; raise the number of notes or "
-                f"docs.codes_per_note_max, or lower docs.n_codes"
+                f"docs.demo.codes_per_note_max, or lower docs.demo.n_codes"
             )
     cum = []
     total = 0.0
@@ -728,6 +744,7 @@ def build_demo_world(
     pairs); codes it lacks fall back to Tabular descriptions and inclusion terms.
     Raises ValueError naming the config field when the request cannot be met.
     """
+    cfg = _settings(cfg)
     _check_config(cfg)
     seed = int(cfg.seed)
     codes, shorthand, skipped = _universe(cfg, tab, _stream(seed, "universe"))
@@ -757,8 +774,8 @@ def build_demo_world(
     repeats = min(MIN_TRAIN_OCCURRENCES, train_capacity // len(seen), cfg.n_train)
     if cfg.n_train and repeats < 1:
         raise ValueError(
-            f"demo world: docs.n_train={cfg.n_train} notes of at most {k_max} codes cannot "
-            f"hold the {len(seen)} seen codes once each; raise docs.n_train or lower docs.n_codes"
+            f"demo world: docs.demo.n_train={cfg.n_train} notes of at most {k_max} codes cannot "
+            f"hold the {len(seen)} seen codes once each; raise docs.demo.n_train or lower docs.demo.n_codes"
         )
     rng = _stream(seed, "required")
     train_required = [c for _ in range(repeats) for c in rng.sample(seen, len(seen))]

@@ -187,10 +187,11 @@ def code_token_targets(model: nn.Module, side: str) -> dict[str, list[int]] | No
     tied embeddings peft then gives ``lm_head`` its own delta, so the head rows differ
     from the (shared) input rows; merging must untie the head first (see
     :func:`ccl.model.code_tokens.merge_code_rows`).
-    ``side="both"``: input and output rows (one shared delta when tied): the old path.
+    ``side="both"``: input and output rows (one shared delta when tied): the old path, no
+    longer a config key, kept for ``ccl.bench``'s ``before`` arm to measure it.
     """
     if side not in CODE_TOKEN_SIDES:
-        raise ValueError(f"backbone.code_token_side: unknown side {side!r}; expected one of {CODE_TOKEN_SIDES}")
+        raise ValueError(f"code_token_side: unknown side {side!r}; expected one of {CODE_TOKEN_SIDES}")
     token_ids = code_token_ids(model)
     if not token_ids:
         return None
@@ -215,8 +216,8 @@ def apply_training_mode(
 ) -> nn.Module:
     """Wrap/freeze ``model`` for ``train_cfg.mode`` (lora | full | none) and return it.
 
-    ``code_token_side`` (``backbone.code_token_side``): which code-token rows train
-    under LoRA, see :func:`code_token_targets`.
+    ``code_token_side``: which code-token rows train under LoRA, see :func:`code_token_targets`
+    (every run: ``output``; ``both`` only in ``ccl.bench``'s ``before`` arm).
     """
     if train_cfg.mode not in TRAIN_MODES:
         raise ValueError(

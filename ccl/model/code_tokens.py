@@ -99,7 +99,7 @@ def code_head_parameters(model: nn.Module) -> list[nn.Parameter]:
 def merge_code_rows(model: nn.Module) -> PreTrainedModel:
     """A plain transformers model with the LoRA weights and the trained code rows merged in.
 
-    ``model`` is a peft model trained with ``backbone.code_token_side=output``: its
+    ``model`` is a peft model trained as every run trains it (only the output rows of its code tokens): its
     code tokens' output rows (``lm_head``) differ from their input rows. When the
     backbone ties input and output embeddings (SmolLM2), merging those rows into
     the shared matrix would also overwrite the input rows, so the head is untied

@@ -1,7 +1,7 @@
 """Reuse the frozen lower decoder layers' output across the epochs of a run.
 
 With LoRA on the top layers only (``train.lora.top_layers``) and code tokens trained on
-the output side (``backbone.code_token_side=output``), the embedding and every decoder
+the output side (every run; the both-sides path is the bench's ``before`` arm), the embedding and every decoder
 layer below the lowest LoRA layer are frozen, and (without dropout in the base model)
 the hidden state entering that layer is a fixed function of an example's token ids. The
 default CPU recipe shows each document three times and each span pair about as often

@@ -55,15 +55,16 @@ def answer_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def model_inputs(batch: dict[str, torch.Tensor], loss_positions: str = "answer") -> dict[str, torch.Tensor]:
-    """The keys of ``batch`` for :func:`causal_lm_forward` under ``train.loss_positions``.
+    """The keys of ``batch`` for :func:`causal_lm_forward`, the loss at ``loss_positions``.
 
-    ``answer``: the model inputs without ``labels`` plus ``loss_mask`` / ``loss_targets``
-    (:func:`answer_positions`; a packed batch may already carry them). ``all``: the model
-    inputs with ``labels`` (logits at every position, the old path, kept to measure it).
+    ``answer`` (every run's): the model inputs without ``labels`` plus ``loss_mask`` /
+    ``loss_targets`` (:func:`answer_positions`; a packed batch may already carry them).
+    ``all``: the model inputs with ``labels`` (logits at every position: the old path, no
+    longer a config key, kept for ``ccl.bench``'s ``before`` arm to measure it).
     Raises ``ValueError`` for another value.
     """
     if loss_positions not in LOSS_POSITIONS:
-        raise ValueError(f"train.loss_positions: unknown value {loss_positions!r}; expected one of {LOSS_POSITIONS}")
+        raise ValueError(f"loss_positions: unknown value {loss_positions!r}; expected one of {LOSS_POSITIONS}")
     inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
     if loss_positions == "answer" and "labels" in inputs:
         labels = inputs.pop("labels")
@@ -81,7 +82,7 @@ def output_head(model: nn.Module) -> nn.Module:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None:
         raise ValueError(f"{type(model).__name__} has no output embeddings (lm_head): "
-                         "train.loss_positions=answer needs a causal LM")
+                         "the answer-position loss needs a causal LM")
     return head
 
 
@@ -116,7 +117,7 @@ def head_only_at(model: nn.Module, keep: torch.Tensor) -> Iterator[None]:
 def causal_lm_forward(model: nn.Module, inputs: dict[str, torch.Tensor], prefix: Any = None) -> Any:
     """The model's output with ``.loss`` (mean next-token cross-entropy) for :func:`model_inputs`.
 
-    With ``loss_mask`` / ``loss_targets`` in ``inputs`` (``train.loss_positions=answer``),
+    With ``loss_mask`` / ``loss_targets`` in ``inputs`` (the answer-position loss, every run's),
     only the hidden states at ``loss_mask`` meet ``lm_head`` (:func:`head_only_at`): no
     full-vocabulary logits for prompt tokens; ``.logits`` is ``(loss_mask.sum(), vocab)``
     and the loss equals the full-logits loss on the labels. Otherwise the model computes
@@ -180,10 +181,12 @@ class SFTModule(pl.LightningModule):
         train_cfg: TrainConfig,
         tokenizer: PreTrainedTokenizerBase | None = None,
         seed: int = 0,
+        loss_positions: str = "answer",
     ) -> None:
         super().__init__()
         self.model = model
         self.train_cfg = train_cfg
+        self.loss_positions = loss_positions  # "all": the old path, measured by tests and the bench only
         self.tokenizer = tokenizer
         self.seed = seed
         self._last_step_end: float | None = None
@@ -196,7 +199,7 @@ class SFTModule(pl.LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:
         # use_cache=False: with a KV cache present transformers skips the packed-sequence
         # detection from position_ids, and packed rows would attend across examples.
-        inputs = model_inputs(batch, str(getattr(self.train_cfg, "loss_positions", "answer")))
+        inputs = model_inputs(batch, self.loss_positions)
         return causal_lm_forward(self.model, inputs, self.prefix if self.training else None)
 
     def _scales(self) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from ccl.config import BackboneConfig
+from ccl.config import BackboneConfig, tiny_settings
 from ccl.utils.atomic import atomic_dir
 from ccl.utils.verify import cached_folder, write_record
 
@@ -36,12 +36,14 @@ FALLBACK_CORPUS = (
 
 
 def _arch(cfg: BackboneConfig) -> dict[str, int]:
+    """The architecture: ``backbone.tiny.*`` (:func:`ccl.config.tiny_settings`) and ``max_length``."""
+    tiny = tiny_settings(cfg)
     return {
-        "vocab_size": int(cfg.vocab_size),
-        "hidden_size": int(cfg.hidden_size),
-        "num_layers": int(cfg.num_layers),
-        "num_heads": int(cfg.num_heads),
-        "intermediate_size": int(cfg.intermediate_size),
+        "vocab_size": int(tiny.vocab_size),
+        "hidden_size": int(tiny.hidden_size),
+        "num_layers": int(tiny.num_layers),
+        "num_heads": int(tiny.num_heads),
+        "intermediate_size": int(tiny.intermediate_size),
         "max_length": int(cfg.max_length),
     }
 
@@ -80,17 +82,19 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
 
 
 def _init_model(cfg: BackboneConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
-    if cfg.hidden_size % cfg.num_heads:
+    tiny = tiny_settings(cfg)
+    if tiny.hidden_size % tiny.num_heads:
         raise ValueError(
-            f"backbone {cfg.name!r}: hidden_size {cfg.hidden_size} is not divisible by num_heads {cfg.num_heads}"
+            f"backbone {cfg.name!r}: backbone.tiny.hidden_size {tiny.hidden_size} is not divisible by "
+            f"backbone.tiny.num_heads {tiny.num_heads}"
         )
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size,
+        hidden_size=tiny.hidden_size,
+        num_hidden_layers=tiny.num_layers,
+        num_attention_heads=tiny.num_heads,
+        num_key_value_heads=tiny.num_heads,
+        intermediate_size=tiny.intermediate_size,
         max_position_embeddings=cfg.max_length,
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
@@ -104,7 +108,7 @@ def _init_model(cfg: BackboneConfig, tokenizer: PreTrainedTokenizerFast) -> Llam
         # Rows of norm ~1 instead of ~0.02*sqrt(d): with the head tied and the final
         # norm frozen (LoRA), logits are bounded by |h|*|row|, and the default init
         # caps them near 0.3*sqrt(d) -- too flat for a LoRA run to fit its answers.
-        nn.init.normal_(model.get_input_embeddings().weight, std=cfg.hidden_size**-0.5)
+        nn.init.normal_(model.get_input_embeddings().weight, std=tiny.hidden_size**-0.5)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
 
@@ -116,7 +120,7 @@ def build_tiny(cfg: BackboneConfig, corpus: Iterable[str], cache_dir: Path) -> P
     if cached_folder(out, ("config.json", "tokenizer.json")):  # a damaged entry is rebuilt
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    tokenizer = train_tokenizer(texts, tiny_settings(cfg).vocab_size)
     model = _init_model(cfg, tokenizer)
     # A concurrent or killed build never leaves a half-written cache entry behind.
     with atomic_dir(out, done_marker="config.json") as tmp:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from ccl.config import trainer_mirrors
+from ccl.config import legacy_layout, trainer_mirrors
 from ccl.data.prompts import PROMPT_VERSION
 from ccl.generation.engine import guard_applies
 from ccl.generation.guards import GUARD_VERSION
@@ -25,7 +25,9 @@ def train_key(cfg: DictConfig, bundle: DataBundle) -> str:
     """Content key of the training stage: data key + everything that shapes the model."""
     parts = {}
     for group in ("backbone", "mix", "train"):
-        values = OmegaConf.to_container(cfg[group], resolve=True)
+        # In the layout keys were first written in (moved and retired keys as they were then):
+        # a key that moved under a block, or an option retired at its only value, keys nothing new.
+        values = legacy_layout(group, OmegaConf.to_container(cfg[group], resolve=True))
         parts[group] = {k: v for k, v in values.items() if k not in outside_stage_keys(group)}
     # A trainer argument that restates no train.* key (none today) shapes the fit on its own;
     # only then is the group keyed, so keys written before the group existed stay valid.
@@ -39,7 +41,7 @@ def train_key(cfg: DictConfig, bundle: DataBundle) -> str:
 
 def predict_key(cfg: DictConfig, tkey: str) -> str:
     """Content key of the run's own predictions: the model, inference settings, task, parser."""
-    infer = {k: v for k, v in OmegaConf.to_container(cfg.infer, resolve=True).items()
+    infer = {k: v for k, v in legacy_layout("infer", OmegaConf.to_container(cfg.infer, resolve=True)).items()
              if k not in outside_stage_keys("infer")}
     guard = GUARD_VERSION if guard_applies(cfg.infer) else None
     if guard is None:  # vLLM decodes without the guard: the switch does not shape its predictions

@@ -93,7 +93,7 @@ def train_stage(cfg: DictConfig, bundle: DataBundle, run_dir: Path, console: Con
     packing = bool(cfg.train.packing)
     if packing and model.config._attn_implementation == "sdpa":
         use_packed_attention(model)  # per-example causal SDPA inside a packed row
-    model = apply_training_mode(model, cfg.train, str(cfg.backbone.code_token_side))
+    model = apply_training_mode(model, cfg.train)
     trainable, total = count_parameters(model)
 
     use_chat = bool(cfg.backbone.use_chat_template)

@@ -26,7 +26,7 @@ import yaml
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from ccl.config import trainer_mirrors
+from ccl.config import current_key, legacy_config, trainer_mirrors
 from ccl.utils.atomic import write_json_atomic, write_text_atomic
 from ccl.utils.stages import STAGES, parse_stages
 from ccl.utils.verify import DamagedFile, check_folder, read_json
@@ -300,9 +300,11 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two resolved configs (free keys left out).
 
     A test set only in one of the two is no difference: adding one predicts it alone,
-    and a removed one keeps its results in ``test_sets/<name>/``.
+    and a removed one keeps its results in ``test_sets/<name>/``. Both are compared in the layout
+    run folders were first written in (:func:`ccl.config.legacy_config`): a key that moved, or an
+    option retired at its only value, is no difference.
     """
-    a, b = _flat(old), _flat(new)
+    a, b = _flat(legacy_config(old)), _flat(legacy_config(new))
     old_sets, new_sets = set(old.get("test_sets") or {}), set(new.get("test_sets") or {})
     shared_sets = old_sets & new_sets
 
@@ -343,8 +345,9 @@ def check_config(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     if not keys:
         return old
     if not bool(cfg.get("overwrite", False)):
-        a, b = _flat(old), _flat(new)
-        shown = "; ".join(f"{k}: {_show(a.get(k, '<unset>'))} -> {_show(b.get(k, '<unset>'))}" for k in keys[:10])
+        a, b = _flat(legacy_config(old)), _flat(legacy_config(new))
+        shown = "; ".join(f"{current_key(k)}: {_show(a.get(k, '<unset>'))} -> {_show(b.get(k, '<unset>'))}"
+                          for k in keys[:10])
         more = f" (+{len(keys) - 10} more)" if len(keys) > 10 else ""
         raise RunFolderConflict(
             f"{run_dir} holds the results of another config ({shown}{more}). "

@@ -5,7 +5,7 @@
 sets ``clinicalnlp_taskB_test1.csv``, ``clinicalnlp_taskC_test2.csv``,
 ``clef_taskC_test3.csv`` -> test (120). Left null, the files are downloaded once,
 at a pinned commit, from github.com/wyim/aci-bench (``data/challenge_data``).
-``docs.text_field`` picks the document text: ``note`` (default) or ``dialogue``.
+``docs.aci_bench.text_field`` picks the document text: ``note`` (default) or ``dialogue``.
 
 The release has no ICD codes. ``docs.labels_path`` points at a label file you
 write, in one of two formats (chosen by the file suffix):
@@ -191,7 +191,7 @@ def load_aci_bench(
     cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
 ) -> SourceData:
     """ACI-Bench encounters, labelled from ``docs.labels_path`` or predict-only."""
-    field_name = choice(cfg, "text_field", "note", TEXT_FIELDS, "ACI-Bench has")
+    field_name = choice(cfg, "aci_bench.text_field", "note", TEXT_FIELDS, "ACI-Bench has")
     root = aci_root(cfg, cache_dir)
     rows: dict[str, list[tuple[str, dict[str, str]]]] = {
         split: [r for name in names for r in read_encounters(root / name)]

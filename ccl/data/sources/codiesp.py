@@ -15,8 +15,8 @@ Per split folder:
 Conventions (fixed, so runs compare):
 
 - splits: ``train`` minus ``docs.n_val`` seeded picks is train, those picks are
-  val; ``docs.test_split=dev`` (default, as the paper's setting) makes ``dev`` the
-  test split; ``docs.test_split=test`` gives the three official splits: ``dev``
+  val; ``docs.codiesp.test_split=dev`` (default, as the paper's setting) makes ``dev`` the
+  test split; ``docs.codiesp.test_split=test`` gives the three official splits: ``dev``
   as the split ``dev`` and the official ``test`` folder as ``test`` (its
   unlabelled background documents, which the release mixes in, are skipped and
   counted);
@@ -41,7 +41,7 @@ Conventions (fixed, so runs compare):
   a disagreement is repaired by locating that text near the offsets, or the mention is
   dropped, counted in ``stats["offsets"]`` and warned about in one line naming the file
   (above ``docs.max_dropped_record_share`` dropped mentions the load stops);
-- ``docs.language``: ``es`` (default) gives Spanish documents with evidence and
+- ``docs.codiesp.language``: ``es`` (default) gives Spanish documents with evidence and
   a corpus of the English translations of the training documents (code-only);
   ``en`` gives the English translations, code-only, for every split (the
   document-level SFT baseline on public data) and the same corpus.
@@ -78,7 +78,7 @@ from ccl.records import Document, RecordError, document_from_dict
 
 ZENODO_URL = "https://zenodo.org/record/3837305/files/codiesp.zip?download=1"
 SPLITS = {"train": "train", "test": "dev"}  # our split -> CodiEsp folder (val is carved from train)
-# docs.test_split=test: the three official splits (val still carved from train).
+# docs.codiesp.test_split=test: the three official splits (val still carved from train).
 OFFICIAL_SPLITS = {"train": "train", "dev": "dev", "test": "test"}
 TEST_SPLITS = ("dev", "test")
 LANGUAGES = ("es", "en")
@@ -289,15 +289,15 @@ def load_codiesp(
     cfg: Any, tab: TabularList, cache_dir: Path, index: IndexHints | None = None
 ) -> SourceData:
     """CodiEsp documents (see the module doc for splits, spans and languages)."""
-    language = choice(cfg, "language", "es", LANGUAGES, "CodiEsp has")
-    test_split = choice(cfg, "test_split", "dev", TEST_SPLITS, "CodiEsp's test split is one of")
+    language = choice(cfg, "codiesp.language", "es", LANGUAGES, "CodiEsp has")
+    test_split = choice(cfg, "codiesp.test_split", "dev", TEST_SPLITS, "CodiEsp's test split is one of")
     root = codiesp_root(cfg, cache_dir)
     splits = SPLITS if test_split == "dev" else OFFICIAL_SPLITS
     if test_split == "test" and not (root / "test" / "testD.tsv").is_file():
         raise MissingDataError(
-            f"{root / 'test' / 'testD.tsv'}: docs.test_split=test needs the official CodiEsp test split "
+            f"{root / 'test' / 'testD.tsv'}: docs.codiesp.test_split=test needs the official CodiEsp test split "
             "(test/ with testD.tsv, testX.tsv and text_files/, as in the Zenodo release). "
-            "Set docs.test_split=dev to test on the dev split instead."
+            "Set docs.codiesp.test_split=dev to test on the dev split instead."
         )
     mapper = CodeMapper(tab, index)
     counts: Counter[str] = Counter()

@@ -122,12 +122,15 @@ class DownloadError(RuntimeError):
 
 
 def option(cfg: Any, name: str, default: Any) -> Any:
-    """``cfg.name`` when the config declares it, else ``default``.
+    """``cfg.name`` when the config declares it, else ``default``; ``name`` may be dotted
+    (``codiesp.language``: the source's own block; absent in a config older than the block).
 
-    Lets a loader read an optional knob (e.g. ``language``) from configs that
+    Lets a loader read an optional knob (e.g. ``codiesp.language``) from configs that
     predate it, whether ``cfg`` is a dataclass or an OmegaConf node.
     """
-    value = getattr(cfg, name, default)
+    value = cfg
+    for part in name.split("."):
+        value = getattr(value, part, None) if value is not None else None
     return default if value is None else value
 
 

@@ -5,7 +5,7 @@ Inputs:
 - ``docs.path``: the MDACE repository (``data/<subset>/ICD-10/1.0/<hadm>-ICD-10.json``
   and ``splits/<subset>/``); left null, the files are downloaded once, at a
   pinned commit, from github.com/3mcloud/MDACE into ``<cache_dir>/sources``;
-- ``docs.subset``: ``Inpatient`` (default; the paper's, 302 admissions) or
+- ``docs.mdace.subset``: ``Inpatient`` (default; the paper's, 302 admissions) or
   ``Profee`` (professional-fee coding, 52 admissions), each with its own split files;
 - ``docs.split_path``: the folder with ``MDace-ev-{train,val,test}.csv``
   (default ``<path>/splits/<subset>``): for Inpatient the paper's *Evidence*
@@ -23,7 +23,7 @@ Conventions:
 
 - one document per admission: its annotated notes, in the file's order,
   joined with :data:`NOTE_SEPARATOR`, offsets shifted accordingly
-  (``docs.note_categories``, when set, keeps only notes of those categories);
+  (``docs.mdace.note_categories``, when set, keeps only notes of those categories);
 - ICD-10-CM annotations only; ICD-10-PCS and ICD-9 ones are dropped and
   counted by code system;
 - span edges trimmed of whitespace and punctuation
@@ -66,17 +66,17 @@ from ccl.utils.hashing import hash_obj
 NOTE_SEPARATOR = "\n\n"
 COMMIT = "20eb8e50fafab6bf8b22a3a3cb45889c58abdfd1"  # 3mcloud/MDACE: data and splits as released
 RAW_URL = f"https://raw.githubusercontent.com/3mcloud/MDACE/{COMMIT}"
-SUBSETS = ("Inpatient", "Profee")  # docs.subset: MDACE's two annotation sets, each with its splits
+SUBSETS = ("Inpatient", "Profee")  # docs.mdace.subset: MDACE's two annotation sets, each with its splits
 ANNOTATION_DIR = "data/Inpatient/ICD-10/1.0"
 SPLIT_DIR = "splits/Inpatient"
 
 
 def subset_dirs(cfg: Any) -> tuple[str, str, str]:
-    """``(subset, annotation dir, split dir)`` of ``docs.subset`` (default Inpatient)."""
-    subset = str(option(cfg, "subset", "Inpatient"))
+    """``(subset, annotation dir, split dir)`` of ``docs.mdace.subset`` (default Inpatient)."""
+    subset = str(option(cfg, "mdace.subset", "Inpatient"))
     match = {s.lower(): s for s in SUBSETS}.get(subset.lower())
     if match is None:
-        raise ValueError(f"docs.subset={subset!r}: MDACE has the subsets {', '.join(SUBSETS)}")
+        raise ValueError(f"docs.mdace.subset={subset!r}: MDACE has the subsets {', '.join(SUBSETS)}")
     return match, f"data/{match}/ICD-10/1.0", f"splits/{match}"
 SPLIT_FILES = {
     "train": "MDace-ev-train.csv",
@@ -212,12 +212,12 @@ def read_charts(
     split_dir = Path(cfg.split_path) if cfg.split_path else root / subset_split_dir
     if not cfg.split_path and not split_dir.is_dir():
         raise MissingDataError(
-            f"{split_dir}: the MDACE {subset} splits are not in docs.path={root} (docs.subset={subset}); "
+            f"{split_dir}: the MDACE {subset} splits are not in docs.path={root} (docs.mdace.subset={subset}); "
             f"the MDACE repository has {', '.join(f'splits/{s}' for s in SUBSETS)}. Set docs.path to a full "
             "checkout (or null to download it), or docs.split_path to the split folder."
         )
     mapper, counts = CodeMapper(tab, index), Counter()
-    categories = {c.lower() for c in option(cfg, "note_categories", [])}
+    categories = {c.lower() for c in option(cfg, "mdace.note_categories", [])}
     charts = []
     for split, name in SPLIT_FILES.items():
         for hadm in _split_ids(split_dir / name):
