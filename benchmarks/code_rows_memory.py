@@ -122,7 +122,8 @@ def main() -> None:
         "max_abs_logit": float(logits.abs().max()),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
-    torch.save(logits, Path(args.cache) / f"code_rows_logits_{args.backbone}_{'peft' if args.peft_layers else 'ccl'}.pt")
+    torch.save(logits,
+               Path(args.cache) / f"code_rows_logits_{args.backbone}_{'peft' if args.peft_layers else 'ccl'}.pt")
     print(json.dumps(result))
     sys.stdout.flush()
 

@@ -76,7 +76,8 @@ def compare(old: Path, new: Path) -> None:
     a = [json.loads(line) for line in old.read_text().splitlines()]
     b = [json.loads(line) for line in new.read_text().splitlines()]
     assert [(r["data"], r["doc"], r["label"]) for r in a] == [(r["data"], r["doc"], r["label"]) for r in b]
-    print("| data | occurrences | not billable as written | mapping changed | of which now dropped (ambiguous) | distinct labels changed |")
+    print("| data | occurrences | not billable as written | mapping changed | of which now dropped (ambiguous) "
+          "| distinct labels changed |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     changes: Counter[tuple[str, str, str]] = Counter()
     for data in sorted({r["data"] for r in a}):

@@ -42,7 +42,8 @@ DESCRIPTIONS = {
 
 def tiny_cfg(**overrides) -> BackboneConfig:
     fields = dict(name="tiny", kind="tiny", dtype="float32", use_chat_template=False, max_length=64,
-        tiny=TinyBackboneConfig(hidden_size=HIDDEN, num_layers=LAYERS, num_heads=4, intermediate_size=INTER, vocab_size=300))
+        tiny=TinyBackboneConfig(hidden_size=HIDDEN, num_layers=LAYERS, num_heads=4, intermediate_size=INTER,
+                                vocab_size=300))
     return BackboneConfig(**{**fields, **overrides})
 
 
@@ -72,7 +73,8 @@ def test_build_tiny_is_cached_and_deterministic(tmp_path, monkeypatch):
 
     # The hash covers the corpus and the architecture.
     assert build_tiny(tiny_cfg(), CORPUS[:-1], tmp_path / "a").name != first.name
-    assert build_tiny(tiny_cfg(tiny=dataclasses.replace(tiny_cfg().tiny, hidden_size=32)), CORPUS, tmp_path / "a").name != first.name
+    assert (build_tiny(tiny_cfg(tiny=dataclasses.replace(tiny_cfg().tiny, hidden_size=32)), CORPUS, tmp_path / "a").name
+            != first.name)
 
 
 def test_build_tiny_timing_on_icd_descriptions(tmp_path):

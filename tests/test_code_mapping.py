@@ -24,7 +24,8 @@ from ccl.data.sources.common import (
 )
 from ccl.icd.index import parse_index_xml, validate_entries
 
-REAL_INDEX = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icd10cm" / "icd10cm-index-2025-rebuilt.xml"
+REAL_INDEX = (Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icd10cm"
+              / "icd10cm-index-2025-rebuilt.xml")
 
 FIXTURE_INDEX = """<?xml version="1.0" encoding="utf-8"?>
 <ICD10CM.index>

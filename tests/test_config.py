@@ -41,7 +41,8 @@ def test_ablation_rows_differ_as_in_the_paper():
     assert r5.spans.silver is not None and r5.spans.synthetic is not None
 
 
-@pytest.mark.parametrize("override", ["train.lrr=1", "docs.n_trian=3", "train.max_steps=many", "task=evidense", "train.mode=qlora"])
+@pytest.mark.parametrize(
+    "override", ["train.lrr=1", "docs.n_trian=3", "train.max_steps=many", "task=evidense", "train.mode=qlora"])
 def test_typos_and_bad_types_are_errors(override):
     with pytest.raises(ConfigCompositionException):
         _compose([override])
@@ -103,7 +104,8 @@ def test_no_default_is_written_twice(path, kind):
     from omegaconf import OmegaConf
 
     data = yaml.safe_load(path.read_text()) or {}
-    parents = [p for p in data.pop("defaults", []) if isinstance(p, str) and p not in ("_self_", "config", "ccl_schema")]
+    parents = [p for p in data.pop("defaults", [])
+               if isinstance(p, str) and p not in ("_self_", "config", "ccl_schema")]
     data.pop("hydra", None)
     base = OmegaConf.structured(kind)
     for parent in parents:  # an option that extends another of its group
@@ -214,7 +216,8 @@ def test_legacy_layout_flattens_blocks_and_restores_retired_options():
 
     hub = OmegaConf.to_container(_compose(["backbone=qwen3_4b"]).backbone, resolve=True)
     flat = legacy_layout("backbone", hub)  # a hub backbone's (unread) tiny block, as the flat keys had it
-    assert "tiny" not in flat and (flat["hidden_size"], flat["vocab_size"], flat["code_token_side"]) == (256, 4096, "output")
+    assert "tiny" not in flat and (
+        (flat["hidden_size"], flat["vocab_size"], flat["code_token_side"]) == (256, 4096, "output"))
     tiny_l = legacy_layout("backbone", OmegaConf.to_container(_compose(["backbone=tiny_l"]).backbone))
     assert (tiny_l["hidden_size"], tiny_l["num_layers"], tiny_l["vocab_size"]) == (384, 6, 4096)
     assert legacy_layout("backbone", flat) == flat  # the old layout comes back unchanged

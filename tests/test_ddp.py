@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = [
     "backbone=tiny", "logger=none", "icd.download=false", "docs.demo.n_train=12", "docs.n_val=2", "docs.demo.n_test=3",
-    "docs.demo.n_codes=8", "docs.demo.corpus_size=20", "train.max_steps=0", "train.max_epochs=1", "train.batch_size=4", "train.grad_accum=1",
-    "mix.span_warmup_steps=0", "infer.max_new_tokens=8", "infer.batch_size=3",
+    "docs.demo.n_codes=8", "docs.demo.corpus_size=20", "train.max_steps=0", "train.max_epochs=1", "train.batch_size=4",
+    "train.grad_accum=1", "mix.span_warmup_steps=0", "infer.max_new_tokens=8", "infer.batch_size=3",
     "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp", "train.save_every_n_steps=100",
 ]
 

@@ -65,7 +65,8 @@ def test_fetch_url_checks_the_hash_and_words_failures_in_one_line(tmp_path, web)
     web.serve = web.refuse
     with pytest.raises(DownloadFailed) as err:
         fetch_url("https://x.org/c.bin", tmp_path / "c.bin", 5)
-    assert err.value.reason == "network error (Failed to resolve 'host' ([Errno -3] Temporary failure in name resolution))"
+    assert err.value.reason == ("network error (Failed to resolve 'host' "
+                                "([Errno -3] Temporary failure in name resolution))")
 
 
 def test_fetch_url_copies_a_file_url_and_refuses_other_schemes(tmp_path):

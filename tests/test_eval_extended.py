@@ -251,8 +251,8 @@ def test_run_writes_the_extended_metrics(tmp_path):
     metrics = run(cfg, tmp_path / "run", Console(quiet=True))
     folder = tmp_path / "run"
     overall = metrics["codes"]["overall"]
-    for key in ("category_micro_f1", "chapter_micro_f1", "precision_at_5", "recall_at_15", "map_label_space", "map_trec",
-                "tuned_micro_f1"):
+    for key in ("category_micro_f1", "chapter_micro_f1", "precision_at_5", "recall_at_15", "map_label_space",
+                "map_trec", "tuned_micro_f1"):
         assert 0.0 <= overall[key] <= 1.0, key
     assert set(metrics["intervals"]) >= {"micro_f1", "macro_f1", "map_label_space", "map_trec", "precision_at_8"}
     assert metrics["invalid_codes"]["invalid_code_rate"] == 0.0

@@ -169,7 +169,8 @@ def test_nfd_note_against_nfc_output_scores_one() -> None:
     gold = []
     for phrase in phrases:
         at = note.find(unicodedata.normalize("NFD", phrase))
-        gold.append((at, at + len(unicodedata.normalize("NFD", phrase)), note[at: at + len(unicodedata.normalize("NFD", phrase))]))
+        gold.append((at, at + len(unicodedata.normalize("NFD", phrase)),
+                     note[at: at + len(unicodedata.normalize("NFD", phrase))]))
     m = evidence_metrics([(note, gold, phrases)])
     assert (m["exact_f1"], m["overlap_f1"]) == (1.0, 1.0)
     # Located ranges are the note's own (NFD) offsets: the whole decomposed phrase.

@@ -132,7 +132,8 @@ def test_a_full_disk_while_checkpointing_keeps_the_last_good_checkpoint(trained,
         run(cfg_for(trained, "stage=data+train"), folder, console())
     monkeypatch.undo()
     message = str(err.value)
-    assert str(last) in message and "no space left on device" in message and re.search(r"needs about 2\d MB", message), message
+    assert (str(last) in message and "no space left on device" in message
+            and re.search(r"needs about 2\d MB", message)), message
     assert checkpoint_problem(last) is None  # the first checkpoint is whole; no temporary file is left
     assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
     con = console()
@@ -272,7 +273,8 @@ def test_a_full_disk_in_the_tabular_cache_names_the_file_and_leaves_nothing(tmp_
     with pytest.raises(SystemExit), cli_errors("ccl.run"):
         tabular.load_tabular(xml_path, tmp_path)
     line = one_line_error(capsys.readouterr().err, "ccl.run")
-    assert f"{tmp_path}/tabular/tabular-" in line and "no space left on device (this step needs about 50 kB" in line, line
+    assert (f"{tmp_path}/tabular/tabular-" in line
+            and "no space left on device (this step needs about 50 kB" in line), line
     assert not [p for p in (tmp_path / "tabular").iterdir()]  # nothing a rerun would trust
     tabular._load_memo.cache_clear()
 
@@ -487,8 +489,9 @@ def test_a_busy_folder_in_a_multirun_and_a_refused_run_leave_one_line_and_the_wi
 @pytest.mark.slow
 def test_the_hydra_snapshot_is_written_by_the_run_under_its_lock(trained, tmp_path):
     done = cli("ccl.run", *QUICK, "stage=data", "backbone=tiny", "logger=none", "icd.download=false",
-               "docs.demo.n_train=16", "docs.n_val=4", "docs.demo.n_test=6", "docs.demo.n_codes=12", "docs.demo.corpus_size=30",
-               f"paths.cache_dir={trained['base'] / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}")
+               "docs.demo.n_train=16", "docs.n_val=4", "docs.demo.n_test=6", "docs.demo.n_codes=12",
+               "docs.demo.corpus_size=30", f"paths.cache_dir={trained['base'] / 'cache'}",
+               f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 0, done.stderr[-2000:]
     hydra = tmp_path / "run" / ".hydra"
     assert sorted(p.name for p in hydra.iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
@@ -597,8 +600,8 @@ def small_disk(tmp_path):
 @pytest.mark.slow
 def test_a_real_full_disk_is_one_line_and_leaves_nothing_a_rerun_would_trust(tmp_path, small_disk):
     base = ("+experiment=ablation_row4", "backbone=tiny", "logger=none", "icd.download=false", "docs.demo.n_train=16",
-            "docs.n_val=4", "docs.demo.n_test=6", "docs.demo.n_codes=12", "docs.demo.corpus_size=30", "train.max_steps=2",
-            "train.save_every_n_steps=1", "mix.span_warmup_steps=1", "infer.max_new_tokens=8")
+            "docs.n_val=4", "docs.demo.n_test=6", "docs.demo.n_codes=12", "docs.demo.corpus_size=30",
+            "train.max_steps=2", "train.save_every_n_steps=1", "mix.span_warmup_steps=1", "infer.max_new_tokens=8")
     # The run folder on the small disk: the 20 MB checkpoint does not fit.
     done = cli("ccl.run", *base, f"paths.output_dir={small_disk}", f"paths.cache_dir={tmp_path / 'cache'}")
     assert done.returncode == 1

@@ -296,7 +296,8 @@ def test_vllm_decodes_each_conversation_under_its_grammar(monkeypatch):
     backend = make_backend(LLMConfig(backend="vllm", model="/models/llama"))
     assert backend.supports_grammar
     backend.generate([_conv("a"), _conv("b")], GenerationParams(), grammars=['start: "x"', None])
-    assert [p["structured_outputs"] and p["structured_outputs"].kwargs for p in sent] == [{"grammar": 'start: "x"'}, None]
+    assert ([p["structured_outputs"] and p["structured_outputs"].kwargs for p in sent]
+            == [{"grammar": 'start: "x"'}, None])
     plain = make_backend(LLMConfig(backend="vllm", model="/models/llama", structured=False))
     assert not plain.supports_grammar and "structured_outputs_config" not in plain.engine_args
 

@@ -13,7 +13,8 @@ from ccl.expansion.llm.parse import parse_code_spans, parse_json, parse_string_l
          {"I10": ["HTN", "hypertension"]}),
         ('{"I10": ["HTN",], "e119": "T2DM",}', {"I10": ["HTN"], "E11.9": ["T2DM"]}),  # trailing commas, bare string
         ("{'N17.9': ['AKI']}", {"N17.9": ["AKI"]}),  # Python-style quotes
-        ('The evidence is {"J18.9": ["pneumonia {left lower lobe}"]} as requested', {"J18.9": ["pneumonia {left lower lobe}"]}),
+        ('The evidence is {"J18.9": ["pneumonia {left lower lobe}"]} as requested',
+         {"J18.9": ["pneumonia {left lower lobe}"]}),
         ('{"I10": [], "E78.5": ["  high   cholesterol "]}', {"I10": [], "E78.5": ["high cholesterol"]}),
         ("{}", {}),
     ],

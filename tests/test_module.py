@@ -36,7 +36,8 @@ CORPUS = [f"{text}. {code}" for code, text in PAIRS.items()] * 20
 
 def backbone_cfg(hidden: int = 64) -> BackboneConfig:
     return BackboneConfig(name="tiny", kind="tiny", dtype="float32", use_chat_template=False, max_length=128,
-        tiny=TinyBackboneConfig(hidden_size=hidden, num_layers=2, num_heads=4, intermediate_size=2 * hidden, vocab_size=512))
+        tiny=TinyBackboneConfig(hidden_size=hidden, num_layers=2, num_heads=4, intermediate_size=2 * hidden,
+                                vocab_size=512))
 
 
 def collate(tokenizer, examples: list[tuple[str, str]]) -> dict[str, torch.Tensor]:

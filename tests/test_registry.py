@@ -28,7 +28,8 @@ def load(cfg, tab, cache_dir, index=None):
     text = open(cfg.path, encoding="utf-8").read().strip()
     start = text.index("hypertension")
     def doc(i):
-        return Document(f"my-{i}", text, ["I10"], [EvidenceSpan(start, start + 12, "hypertension", "I10")], source=cfg.source)
+        return Document(f"my-{i}", text, ["I10"], [EvidenceSpan(start, start + 12, "hypertension", "I10")],
+                        source=cfg.source)
     return SourceData({"train": [doc(0), doc(1)], "val": [], "test": [doc(2)]}, [], {"notes": 3})
 '''
 

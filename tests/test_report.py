@@ -287,7 +287,8 @@ def test_scaling_table_and_plot_over_the_tiny_family(runs, tmp_path):
     out = tmp_path / "out"
     assert report_main([str(runs["sweep"]), str(runs["scaling"]), "--out", str(out)]) == 0
     rows = md_rows(out / "tables" / "table6_scaling.md")
-    tiny = float(yaml.safe_load((CONF / "backbone" / "tiny.yaml").read_text())["n_params"])  # "3.4e6" is text to YAML 1.1
+    # "3.4e6" is text to YAML 1.1
+    tiny = float(yaml.safe_load((CONF / "backbone" / "tiny.yaml").read_text())["n_params"])
     assert tiny > 920192, "tiny must be larger than tiny_s"
     assert [(r[1], r[2]) for r in rows] == [("tiny_s", "0.92M"), ("tiny", f"{tiny / 1e6:.3g}M")]
     assert {r[3] for r in rows} == {"doc SFT (evidence) + gold"}
@@ -515,7 +516,8 @@ def test_seed_summary_and_unseen_codes_by_wording_coverage(runs, tmp_path):
             folder = folders[name, seed]
             preds = read_jsonl(folder / "predictions.jsonl")
             write_jsonl(folder / "predictions.jsonl", [
-                {**p, "codes": [c for c in p["codes"] if c != code] + ([code] if right and code in p["gold_codes"] else [])}
+                {**p,
+                 "codes": [c for c in p["codes"] if c != code] + ([code] if right and code in p["gold_codes"] else [])}
                 for p in preds])
     out = tmp_path / "out"
     assert report_main([str(sweep), "--out", str(out)]) == 0

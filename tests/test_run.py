@@ -87,7 +87,8 @@ def test_stage_data_only_writes_manifest_with_index(tmp_path):
 def test_human_evidence_mode_prefixes_gold_evidence(tmp_path):
     cfg = compose_cfg(tmp_path, "+experiment=ablation_row4", "infer.human_evidence=true")
     run(cfg, tmp_path / "run", quiet())
-    test_docs = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "run" / "data" / "test.jsonl").read_text().splitlines()}
+    test_docs = {json.loads(x)["id"]: json.loads(x)
+                 for x in (tmp_path / "run" / "data" / "test.jsonl").read_text().splitlines()}
     for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines():
         row = json.loads(line)
         gold_evidence = [" ".join(s["text"].split()) for s in test_docs[row["id"]]["spans"]]
@@ -131,7 +132,8 @@ def test_interrupted_run_resumes_to_identical_weights_and_metrics(tmp_path, monk
     monkeypatch.setattr(SFTModule, "training_step", original)
     resumed = run(compose_cfg(tmp_path, *overrides), tmp_path / "resumed", quiet())
 
-    weights = [load_file(next((tmp_path / r / "model").glob("adapter_model.safetensors"))) for r in ("whole", "resumed")]
+    weights = [load_file(next((tmp_path / r / "model").glob("adapter_model.safetensors")))
+               for r in ("whole", "resumed")]
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:
         assert torch.equal(weights[0][key], weights[1][key]), key

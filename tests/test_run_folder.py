@@ -240,9 +240,11 @@ def test_run_folder_names_the_layout_once():
 
     folder = RunFolder("/r")
     assert RunFolder.metrics == "metrics.json" and folder.metrics == Path("/r/metrics.json")
-    assert folder.test_set("mdace").human_evidence().predictions == Path("/r/test_sets/mdace/human_evidence/predictions.jsonl")
+    assert (folder.test_set("mdace").human_evidence().predictions
+            == Path("/r/test_sets/mdace/human_evidence/predictions.jsonl"))
     assert folder.tuning().metrics == Path("/r/val/metrics.json")
-    assert folder.model_meta == Path("/r/model/ccl_model.json") and folder.spans("gold") == Path("/r/data/spans_gold.jsonl")
+    assert (folder.model_meta == Path("/r/model/ccl_model.json")
+            and folder.spans("gold") == Path("/r/data/spans_gold.jsonl"))
     # One record of the keys no stage key covers: the free ones are exactly those marked free.
     assert {k for k, free in OUTSIDE_STAGE_KEYS.items() if free} <= set(FREE_KEYS)
     assert "train.val_docs" not in FREE_KEYS and "backbone.n_params" not in FREE_KEYS

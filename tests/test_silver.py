@@ -26,7 +26,8 @@ def gold(tab):
 def corpus():
     return [
         Document("c1", "PMH: HTN. Admitted for pneumonia.", ["I10", "J18.9"], source="demo"),
-        Document("c2", "History of HTN and type 2 diabetes. Denies pneumonia.", ["I10", "E11.9", "J18.9"], source="demo"),
+        Document("c2", "History of HTN and type 2 diabetes. Denies pneumonia.", ["I10", "E11.9", "J18.9"],
+                 source="demo"),
         Document("c3", "Essential hypertension, T2DM. Mother had pneumonia.", ["I10", "E11.9", "J18.9"], source="demo"),
         Document("c4", "Hypertension.", ["I10"], source="demo"),
     ]

@@ -229,7 +229,8 @@ def test_line_ends_bom_and_unicode_form_load_the_same_spans(tab, tmp_path, varia
     got, stats, warned = _loaded(copy, tab, tmp_path)
     assert sum(len(v[2]) for v in want.values()) > 20
     assert got == want
-    assert stats["offsets"] == want_stats["offsets"] == {"offsets_agree": stats["offsets"]["offsets_agree"], "files": {}}
+    assert (stats["offsets"] == want_stats["offsets"]
+            == {"offsets_agree": stats["offsets"]["offsets_agree"], "files": {}})
     assert not warned
 
 

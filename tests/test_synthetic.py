@@ -36,7 +36,8 @@ from ccl.records import Document, SpanPair
         # with/without: a trailing qualifier of the main clause is added ...
         ("E11.9", "E11.65", "type 2 diabetes", "type 2 diabetes with hyperglycemia"),
         # ... or replaced, casing of the evidence kept
-        ("E11.9", "E11.65", "Type 2 diabetes mellitus without complications", "Type 2 diabetes mellitus with hyperglycemia"),
+        ("E11.9", "E11.65", "Type 2 diabetes mellitus without complications",
+         "Type 2 diabetes mellitus with hyperglycemia"),
         # with exacerbation -> unspecified: the qualifier goes
         ("J44.1", "J44.9", "COPD with exacerbation", "COPD"),
         # stage numbers
@@ -90,7 +91,8 @@ def test_synthesize_covers_uncovered_billable_targets_with_provenance(tab):
     ]  # S72.001A is covered already, S72.001 is not billable
     assert {p.tier for p in result.pairs} == {"synthetic"}
     first = result.provenance[0]
-    assert first["neighbour"] == "S72.001A" and first["distance"] == 2 and first["from"] == "fracture of neck of right femur"
+    assert (first["neighbour"] == "S72.001A" and first["distance"] == 2
+            and first["from"] == "fracture of neck of right femur")
     assert result.uncovered == [] and parse == {}
 
 

@@ -208,7 +208,8 @@ def test_table1_configs_smoke_run_on_the_demo_world(tmp_path):
     human = results["table1_ccl"]["human_evidence"]
     assert list(human) == ["test_sets"] and human["test_sets"]["mdace"]["n_docs"] == 3
     he_preds = _rows(tmp_path / "ccl" / "test_sets" / "mdace" / "human_evidence" / "predictions.jsonl")
-    test_docs = {d.id: d for d in read_documents(tmp_path / "ccl" / "data" / "test_sets" / "mdace.jsonl", need_text=False)}
+    test_docs = {d.id: d
+                 for d in read_documents(tmp_path / "ccl" / "data" / "test_sets" / "mdace.jsonl", need_text=False)}
     for row in he_preds:  # the gold evidence is the prompt's
         assert row["evidence"] == [" ".join(s.text.split()) for s in test_docs[row["id"]].spans]
 

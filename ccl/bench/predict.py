@@ -30,8 +30,10 @@ def bench_predict(args: argparse.Namespace, overrides: list[str], console: Conso
         model, tokenizer = load_model(cfg, bundle, Path(cfg.paths.cache_dir))
     model.eval()
     docs = bundle.docs[str(cfg.infer.split)][: args.docs]
-    prompts = build_prompts(tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), False,
-                            limits_from_config(cfg, answer_tokens=int(args.max_new_tokens or cfg.infer.max_new_tokens or 160))).prompts
+    prompts = build_prompts(
+        tokenizer, docs, str(cfg.task), bool(cfg.backbone.use_chat_template), False,
+        limits_from_config(cfg, answer_tokens=int(args.max_new_tokens or cfg.infer.max_new_tokens or 160)),
+    ).prompts
     sizes = [int(x) for x in str(args.batch_sizes or cfg.infer.batch_size).split(",")]
     guard = bool(cfg.infer.stop_repeated_lines)
 
@@ -39,7 +41,8 @@ def bench_predict(args: argparse.Namespace, overrides: list[str], console: Conso
         return HFEngine(model, tokenizer, batch, repeat_guard=guard, **kw)
 
     engines = {f"batched_{k}": (f"batched (batch {k}, sorted, shared prefix once, rows prefilled "
-                                f"{'alone' if engine(k).row_prefill else 'padded'}, static KV)", engine(k)) for k in sizes}
+                                f"{'alone' if engine(k).row_prefill else 'padded'}, static KV)", engine(k))
+               for k in sizes}
     size = max(sizes)
     engines[f"batched_{size}_padded_prefill"] = (
         f"batched (batch {size}, sorted, padded batch prefill, static KV: before)",

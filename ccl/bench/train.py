@@ -337,9 +337,10 @@ def bench_train_configs(args: argparse.Namespace, overrides: list[str], console:
     }
     if "before" in summaries:
         base = summaries["before"]
-        result["vs_before"] = {n: {"real_tokens_per_s": ratio(s["real_tokens_per_s"], base["real_tokens_per_s"]),
-                                   "peak_rss_increase": ratio(s["peak_rss_increase_mib"], base["peak_rss_increase_mib"])}
-                               for n, s in summaries.items() if n != "before"}
+        result["vs_before"] = {
+            n: {"real_tokens_per_s": ratio(s["real_tokens_per_s"], base["real_tokens_per_s"]),
+                "peak_rss_increase": ratio(s["peak_rss_increase_mib"], base["peak_rss_increase_mib"])}
+            for n, s in summaries.items() if n != "before"}
     peers = [n for n in summaries if n in PEER_ARMS]
     if peers:
         best = max(peers, key=lambda n: summaries[n]["real_tokens_per_cpu_s"])

@@ -287,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     spans = [EvidenceSpan(0, 0, p, "") for p in phrases] if phrases else []
     bound = stage.answer_bound(cfg, args.run_dir)
     # one engine for the note and for tying its evidence to codes (None: predict_documents builds one)
-    engine = stage.engines.make_engine(cfg.infer, model, tokenizer) if model is not None and tokenizer is not None else None
+    engine = (stage.engines.make_engine(cfg.infer, model, tokenizer)
+              if model is not None and tokenizer is not None else None)
     # --json: stdout is the JSON object alone; progress lines go to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         [row] = stage.predict_documents(cfg, model, tokenizer, [Document(id="note", text=text, codes=[], spans=spans)],

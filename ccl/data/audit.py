@@ -200,7 +200,9 @@ def _pair(test_key: tuple[str, str], test: np.ndarray, other_key: tuple[str, str
     }
 
 
-def _training_side(others: Mapping[str, Sequence[Document]]) -> tuple[list[tuple[str, Document]], dict[tuple[str, str], tuple[str, str]]]:
+def _training_side(
+    others: Mapping[str, Sequence[Document]],
+) -> tuple[list[tuple[str, Document]], dict[tuple[str, str], tuple[str, str]]]:
     """Training-side documents to compare, each once: a corpus document that is a training or
     validation document (``docs=mimic4`` mines its own training split) is compared as the
     latter; returns the documents and ``(corpus, id) -> (split, id)`` for those aliases."""
@@ -330,7 +332,9 @@ def copied_spans(
     return sorted(found, key=lambda f: (-f["contained"], f["tier"], f["index"])), short, book
 
 
-def test_groups(docs: Mapping[str, Sequence[Document]], test_sets: Mapping[str, Sequence[Document]]) -> dict[str, list[Document]]:
+def test_groups(
+    docs: Mapping[str, Sequence[Document]], test_sets: Mapping[str, Sequence[Document]]
+) -> dict[str, list[Document]]:
     """Held-out documents: every split other than train and val, and every extra test set."""
     out = {split: list(d) for split, d in docs.items() if split not in TRAIN_SIDE and d}
     out.update({f"test_set:{name}": list(d) for name, d in test_sets.items() if d})

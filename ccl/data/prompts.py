@@ -105,7 +105,9 @@ def span_answer(code: str, describe: Describe) -> str:
     return code_line(code, describe)
 
 
-def document_example(task: str, note: str, evidence: Sequence[str], codes: Sequence[str], describe: Describe) -> Example:
+def document_example(
+    task: str, note: str, evidence: Sequence[str], codes: Sequence[str], describe: Describe
+) -> Example:
     return Example(document_prompt(task, note), document_answer(task, evidence, codes, describe), "doc", len(codes))
 
 

@@ -7,7 +7,8 @@ phrase are matched at most once):
   strings are equal. Normalisation: Unicode NFC (a note stored with decomposed
   accents, NFD, matches the composed text a tokenizer writes), lower case,
   whitespace runs collapsed to one space, leading and trailing punctuation
-  (Unicode category P*) and whitespace stripped. Within a document, ``tp = sum over strings s of min(#pred s, #gold s)``.
+  (Unicode category P*) and whitespace stripped. Within a document,
+  ``tp = sum over strings s of min(#pred s, #gold s)``.
 * **overlap** - each predicted phrase is first located in the note: its
   normalised string is searched in the note put in NFC (each base character with
   its combining marks composed, mapped back to the note's offsets), lower-cased

@@ -169,7 +169,8 @@ class DocStats:
 
     def paired_with(self, other: DocStats) -> DocStats:
         """This run's documents 0..n-1, then ``other``'s as n..2n-1 (for a paired test)."""
-        if other.n_docs != self.n_docs or set(other.levels) != set(self.levels) or set(other.ranking) != set(self.ranking):
+        if (other.n_docs != self.n_docs or set(other.levels) != set(self.levels)
+                or set(other.ranking) != set(self.ranking)):
             raise ValueError("paired runs must have the same documents and the same metrics")
         levels = {k: ev.joined(other.levels[k].shifted(self.n_docs)) for k, ev in self.levels.items()}
         ranking = {k: np.concatenate([v, other.ranking[k]]) for k, v in self.ranking.items()}

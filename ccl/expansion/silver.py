@@ -58,7 +58,10 @@ CORPUS_NAMES = ("demo_corpus", "corpus")
 SYSTEM = "You are an expert clinical coder. You cite evidence exactly as it is written in the note."
 EXTRACTION = """Below is a clinical note and the ICD-10-CM codes assigned to it.
 
-For each code, copy the evidence from the note: the shortest verbatim phrases (usually 1 to 8 words) that show the condition was documented for this patient. Copy the words exactly as they are written, including abbreviations and spelling. Do not paraphrase or add words. Leave out mentions that are negated, ruled out, hypothetical or about family members. Give an empty list for a code without evidence.
+For each code, copy the evidence from the note: the shortest verbatim phrases (usually 1 to 8 words) that show the \
+condition was documented for this patient. Copy the words exactly as they are written, including abbreviations and \
+spelling. Do not paraphrase or add words. Leave out mentions that are negated, ruled out, hypothetical or about family \
+members. Give an empty list for a code without evidence.
 
 Codes:
 {codes}
@@ -80,7 +83,9 @@ Evidence phrases already collected for this code:
 Candidate phrases found in clinical notes, with the number of notes each came from:
 {candidates}
 
-Choose at most {k} candidate phrases that together represent how clinicians document this diagnosis: keep distinct wordings (abbreviations, synonyms, specific qualifiers), and drop near-duplicates, phrases that do not support this code, and phrases already collected. Copy the chosen phrases exactly. Answer with a JSON list of strings only."""
+Choose at most {k} candidate phrases that together represent how clinicians document this diagnosis: keep distinct \
+wordings (abbreviations, synonyms, specific qualifiers), and drop near-duplicates, phrases that do not support this \
+code, and phrases already collected. Copy the chosen phrases exactly. Answer with a JSON list of strings only."""
 
 
 def extraction_prompt(

@@ -78,7 +78,10 @@ The closest code with examples is {neighbour}: {neighbour_description}
 Evidence phrases written for {neighbour}:
 {evidence}
 
-Write up to {k} short evidence phrases (2 to 25 words each) that a clinician could write in a note to document {target}. Keep the style of the examples, and change exactly what distinguishes the target from {neighbour} (for example laterality, episode of care, type, stage, with or without a complication). Never write ICD-10-CM codes. Answer with a JSON list of strings only."""
+Write up to {k} short evidence phrases (2 to 25 words each) that a clinician could write in a note to document \
+{target}. Keep the style of the examples, and change exactly what distinguishes the target from {neighbour} (for \
+example laterality, episode of care, type, stage, with or without a complication). Never write ICD-10-CM codes. Answer \
+with a JSON list of strings only."""
 
 
 def _tokens(text: str) -> list[str]:

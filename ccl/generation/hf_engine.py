@@ -32,9 +32,9 @@ reaches its codes.
 Decoding settings are explicit, so HF and vLLM runs decode alike: the
 ``repetition_penalty`` given here (1.0: none) is passed to every ``generate`` call and
 overrides the one a model ships in its ``generation_config`` (some instruct models
-ship 1.05, which vLLM would not apply); ``None`` leaves the model's own in force. :meth:`HFEngine.complete` also says per prompt
-whether decoding ended at a stop token or at ``max_new_tokens`` (``finish_reason``
-``"length"``, as vLLM reports it).
+ship 1.05, which vLLM would not apply); ``None`` leaves the model's own in force.
+:meth:`HFEngine.complete` also says per prompt whether decoding ended at a stop token or
+at ``max_new_tokens`` (``finish_reason`` ``"length"``, as vLLM reports it).
 """
 
 from __future__ import annotations
@@ -273,7 +273,8 @@ class HFEngine:
                         mask[row, :shared] = 1
                         mask[row, width - len(r) + shared :] = 1
                     guard = self._guard(width, [starts_in_codes(prompts[i]) for i in batch])
-                    processors = self.extra_processors([prompts[i] for i in batch], width) if self.extra_processors else []
+                    processors = (self.extra_processors([prompts[i] for i in batch], width)
+                                  if self.extra_processors else [])
                     processors += [guard] if guard else []
                     recorder = TokenLogprobRecorder(len(batch), width) if self.record_logprobs else None
                     processors += [recorder] if recorder else []

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 
 # The paper extracts codes with "a letter, then digits, then the rest of the code".
-# ICD-10-CM: letter, digit, digit or letter (or, since 2026, letter-letter-digit as in QA0), then up to four alphanumerics
-# (after an optional dot). Word boundaries keep us off words like "B12vitamin".
+# ICD-10-CM: letter, digit, digit or letter (or, since 2026, letter-letter-digit as in QA0), then up to four
+# alphanumerics (after an optional dot). Word boundaries keep us off words like "B12vitamin".
 CODE_PATTERN = re.compile(
     r"(?<![A-Za-z0-9])([A-Za-z](?:[0-9][0-9A-Za-z]|[A-Za-z][0-9]))(?:\.([0-9A-Za-z]{1,4}))?"
     r"(?:([0-9A-Za-z]{1,4}))?(?![A-Za-z0-9])"

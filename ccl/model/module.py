@@ -167,9 +167,9 @@ class SFTModule(pl.LightningModule):
     same examples on one device (tested), so the CPU default (micro-batches of 4, 2 per
     step) and the GPU preset (one packed batch per step) optimise the same objective.
     Under DeepSpeed, whose ``DeepSpeedEngine.backward`` also divides by the accumulation
-    steps, the gradient carries that constant factor on top (not tested here). A batch without :data:`NUM_ITEMS` (a plain
-    DataLoader) counts as equal to its step's other micro-batches: the step's loss is then
-    the mean of the micro-batch means, as before.
+    steps, the gradient carries that constant factor on top (not tested here). A batch
+    without :data:`NUM_ITEMS` (a plain DataLoader) counts as equal to its step's other
+    micro-batches: the step's loss is then the mean of the micro-batch means, as before.
 
     ``step_loss`` (0-dim tensor, summed over ranks) is the per-token mean loss of the last
     completed optimiser step; it is also logged as ``train/loss``, once per step.

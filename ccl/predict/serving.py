@@ -164,10 +164,10 @@ def vllm_serving(cfg: DictConfig, bundle: Any, run_dir: Path, console: Console |
 
     A full fine-tune: ``model/`` itself. A LoRA adapter with LoRA matrices only: the base
     the adapter was trained on (``base_dir`` in ``ccl_model.json``) with the run's tokenizer
-    beside it (:func:`served_base`, ``model/served_base/``) and ``model/`` as the LoRA request. An adapter with other tensors (code tokens:
-    vLLM rejects ``trainable_tokens_delta`` and serves the base tokenizer, which has no
-    code tokens): merged into ``model/merged/`` once (:func:`merge_adapter`), served
-    without LoRA. Zero-shot: the backbone's directory (or hub id).
+    beside it (:func:`served_base`, ``model/served_base/``) and ``model/`` as the LoRA request.
+    An adapter with other tensors (code tokens: vLLM rejects ``trainable_tokens_delta`` and
+    serves the base tokenizer, which has no code tokens): merged into ``model/merged/`` once
+    (:func:`merge_adapter`), served without LoRA. Zero-shot: the backbone's directory (or hub id).
     """
     model_dir = RunFolder(run_dir).model
     if str(cfg.train.mode) == "none":

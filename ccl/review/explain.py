@@ -30,9 +30,9 @@ def _ref_text(refs: Sequence[Any]) -> str:
 
 
 def flag_texts(checker: GuidelineChecker, codes: Sequence[str]) -> dict[str, list[dict[str, str]]]:
-    """``code -> [{"kind", "label", "text"}]`` (``label``: :meth:`DocFlags.per_code`'s): each guideline flag of :meth:`GuidelineChecker.check` in
-    words, naming the other code: ``excludes1`` (the code it excludes), ``code_first_missing`` /
-    ``use_additional_code_missing`` (the codes the Tabular List's note asks for, ``one of``
+    """``code -> [{"kind", "label", "text"}]`` (``label``: :meth:`DocFlags.per_code`'s): each guideline flag of
+    :meth:`GuidelineChecker.check` in words, naming the other code: ``excludes1`` (the code it excludes),
+    ``code_first_missing`` / ``use_additional_code_missing`` (the codes the Tabular List's note asks for, ``one of``
     its alternatives) and ``missing_7th_character``."""
     flags = checker.check(codes)
     out: dict[str, list[dict[str, str]]] = {}
@@ -132,7 +132,8 @@ def model_reach(run_dir: Path) -> dict[str, Any]:
 
 
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(["a", "an", "and", "the", "of", "with", "without", "in", "on", "to", "for", "or", "by", "as", "at", "from", "not", "due", "other", "unspecified"])
+_STOP = frozenset(["a", "an", "and", "the", "of", "with", "without", "in", "on", "to", "for", "or", "by", "as", "at",
+                   "from", "not", "due", "other", "unspecified"])
 
 
 def _words(text: str) -> set[str]:

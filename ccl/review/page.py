@@ -29,7 +29,8 @@ section.note{display:flex;gap:16px;padding:12px 18px;border-bottom:1px solid #dd
 .text{flex:3;white-space:pre-wrap;font:13px/1.5 ui-monospace,monospace;margin:0;max-height:80vh;overflow:auto}
 .side{flex:2;min-width:300px}h2{font-size:15px;margin:0 0 6px}
 mark{border-radius:3px;padding:0 1px;cursor:pointer}mark.dim{opacity:.25}mark.on{outline:2px solid #d32f2f}
-td:first-child{white-space:nowrap}table{border-collapse:collapse;width:100%;font-size:13px}td,th{border-bottom:1px solid #eee;padding:3px 4px;
+td:first-child{white-space:nowrap}table{border-collapse:collapse;width:100%;font-size:13px}\
+td,th{border-bottom:1px solid #eee;padding:3px 4px;
 text-align:left;vertical-align:top}tr.code{cursor:pointer}tr.code:hover{background:#f5f5f5}
 .sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
 .flag{color:#b71c1c;font-size:12px}.miss{color:#b71c1c;font-weight:600}.extra{color:#e65100;font-weight:600}
@@ -101,9 +102,10 @@ def section(rec: dict[str, Any], anchor: str) -> str:
     """One note's block of the page."""
     codes = {c["code"] for c in rec["codes"]}
     loose = [e for e in rec["evidence"] if not e.get("code") or e["code"] not in codes or not e["found"]]
-    loose_html = "".join(f'<li>"{_e(e["text"])}" {_offsets(e)}'
-                         f'{" &rarr; " + _e(e["code"]) + " (not in the answer)" if e.get("code") and e["code"] not in codes else ""}'
-                         "</li>" for e in loose)
+    loose_html = "".join(
+        f'<li>"{_e(e["text"])}" {_offsets(e)}'
+        f'{" &rarr; " + _e(e["code"]) + " (not in the answer)" if e.get("code") and e["code"] not in codes else ""}'
+        "</li>" for e in loose)
     gold_html = ""
     if rec.get("gold") is not None:
         items = "".join(f'<li>{_e(g["code"])} {_e(g["description"] or "")} '

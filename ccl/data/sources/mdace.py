@@ -16,8 +16,8 @@ Inputs:
   ``inject-note-text.py`` reads them (``csv`` module, universal newlines), so
   offsets agree (:func:`ccl.data.sources.common.normalise_text` with ``form=None``:
   LF line ends, no BOM, code points as stored). MDACE gives no evidence text beside
-  its offsets, so they cannot be checked against one (CodiEsp's are); the annotated notes are cached under ``<cache_dir>/sources``
-  so later runs skip the 4 GB scan.
+  its offsets, so they cannot be checked against one (CodiEsp's are); the annotated notes
+  are cached under ``<cache_dir>/sources`` so later runs skip the 4 GB scan.
 
 Conventions:
 

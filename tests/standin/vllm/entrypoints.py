@@ -86,7 +86,8 @@ class LLM:
 
         cfg = json.loads((Path(path) / "adapter_config.json").read_text())
         if int(cfg["r"]) > int(self.kwargs.get("max_lora_rank", 16)):
-            raise ValueError(f"LoRA rank {cfg['r']} is greater than max_lora_rank {self.kwargs.get('max_lora_rank', 16)}.")
+            raise ValueError(f"LoRA rank {cfg['r']} is greater than "
+                             f"max_lora_rank {self.kwargs.get('max_lora_rank', 16)}.")
         with safe_open(str(Path(path) / "adapter_model.safetensors"), framework="pt") as f:
             for name in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
                 if not name.endswith(LORA_SUFFIXES):
