@@ -69,7 +69,8 @@ def main() -> None:
     ]
     notes = (notes * 4)[: a.n]
     plan = build_document_prompts(tok, notes, str(cfg.task), True, PromptLimits(None))
-    eng = HFEngine(model, tok, batch_size=16, repeat_guard=bool(a.guard), record_logprobs=True, static_cache=bool(a.static))
+    eng = HFEngine(model, tok, batch_size=16, repeat_guard=bool(a.guard), record_logprobs=True,
+                   static_cache=bool(a.static))
     calls = {"n": 0}
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     inner.register_forward_hook(lambda m, i, o: calls.__setitem__("n", calls["n"] + 1))
@@ -89,7 +90,8 @@ def main() -> None:
     if ctx:
         ctx.__exit__(None, None, None)
         print(ctx.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
-    print(json.dumps({"tf": transformers.__version__, "mode": a.mode, "old": a.old, "n": a.n, "new": a.new, "static": a.static,
+    print(json.dumps({"tf": transformers.__version__, "mode": a.mode, "old": a.old, "n": a.n, "new": a.new,
+                      "static": a.static,
                       "load_s": round(load, 1), "gen_s": round(dt, 2), "forwards": calls["n"],
                       "threads": torch.get_num_threads(), "head": [t[:60] for t in texts[:2]]}))
 
