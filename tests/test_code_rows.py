@@ -9,12 +9,11 @@ import copy
 import pytest
 import torch
 from peft import get_peft_model
-from test_train_perf import CORPUS, DESCRIPTIONS, code_model, lora_cfg, tiny_cfg
+from test_train_perf import CORPUS, DESCRIPTIONS, code_model, lora_cfg, save_and_fresh_base, tiny_cfg
 
 from ccl.model.backbone import load_backbone, lora_config
 from ccl.model.code_rows import CodeRowsLayer, code_row_storage, load_adapter, store_code_rows_once
 from ccl.model.code_tokens import add_code_tokens, code_head_parameters, merge_code_rows
-from ccl.model.module import save_trained
 
 WIDTH = 64
 
@@ -76,14 +75,7 @@ def test_trained_round_trip_keeps_the_rows_once(cache, tmp_path):
     with torch.no_grad():
         trained = model(input_ids=probe).logits
 
-    class Holder:
-        pass
-
-    holder = Holder()
-    holder.model, holder.tokenizer = model, tok
-    out = save_trained(holder, tmp_path / "model")
-    base, tok2 = load_backbone(tiny_cfg(), cache, CORPUS)
-    add_code_tokens(base, tok2, list(DESCRIPTIONS), DESCRIPTIONS.__getitem__)
+    out, base = save_and_fresh_base(model, tok, tmp_path / "model", cache)
     reloaded = load_adapter(base, out).eval()
     assert code_row_storage(reloaded)["original_copies"] == 0
     (head2,) = [p for n, p in reloaded.named_parameters() if "trainable_tokens_delta" in n]

@@ -46,6 +46,21 @@ def code_model(cache: Path, side: str, top_layers: int | None = 2):
     return apply_training_mode(model, lora_cfg(top_layers), code_token_side=side), tok, ids
 
 
+def save_and_fresh_base(model, tok, out_dir: Path, cache: Path):
+    """Save a trained code-token model as the train stage does; return its folder and a fresh
+    tiny base with the same code tokens added (what a reload puts the adapter on)."""
+
+    class Holder:
+        pass
+
+    holder = Holder()
+    holder.model, holder.tokenizer = model, tok
+    out = save_trained(holder, out_dir)
+    base, tok2 = load_backbone(tiny_cfg(), cache, CORPUS)
+    add_code_tokens(base, tok2, list(DESCRIPTIONS), DESCRIPTIONS.__getitem__)
+    return out, base
+
+
 def layers_reached(model, batch: torch.Tensor) -> set[int]:
     reached: set[int] = set()
     layers = model.get_base_model().model.layers
@@ -95,14 +110,7 @@ def test_code_rows_train_save_and_reload(cache, tmp_path):
     # The input rows stay at their description-mean start.
     assert torch.equal(model.get_input_embeddings().weight[ids], embed_before)
 
-    class Holder:
-        pass
-
-    holder = Holder()
-    holder.model, holder.tokenizer = model, tok
-    out = save_trained(holder, tmp_path / "model")
-    base, tok2 = load_backbone(tiny_cfg(), cache, CORPUS)
-    add_code_tokens(base, tok2, list(DESCRIPTIONS), DESCRIPTIONS.__getitem__)
+    out, base = save_and_fresh_base(model, tok, tmp_path / "model", cache)
     reloaded = PeftModel.from_pretrained(base, out).eval()
     with torch.no_grad():
         again = reloaded(input_ids=probe).logits[0, -1, ids]
