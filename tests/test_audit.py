@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 
 import pytest
 
@@ -89,6 +90,13 @@ def test_span_pairs_copied_from_test_notes(world):
     kept, report = audit_spans(docs, {}, tiers, AuditSettings())
     assert [(f["tier"], f["index"], f["test_id"]) for f in report["spans"]] == [("silver", 1, world.test[4].id)]
     assert report["span_pairs_too_short_to_audit"] == {"silver": 1, "gold": 1}
+    assert report["span_pairs_flagged"] == report["span_pair_matches"] == 1
+    # The same copied sentence in a second test note: still one flagged pair, two matches.
+    twin = replace(world.test[5], text=world.test[5].text + " " + sentence)
+    docs2 = {**docs, "test": [*world.test[:5], twin, *world.test[6:]]}
+    _, report2 = audit_spans(docs2, {}, tiers, AuditSettings())
+    assert (report2["span_pairs_flagged"], report2["span_pair_matches"]) == (1, 2)
+    assert report2["span_pairs_by_tier"] == {"silver": 1}
     assert kept is tiers
     kept, report = audit_spans(docs, {}, tiers, AuditSettings(drop=True))
     assert [p.evidence for p in kept["silver"]] == [tiers["silver"][0].evidence, tiers["silver"][2].evidence]

@@ -381,9 +381,13 @@ def audit_spans(
 ) -> tuple[dict[str, list[SpanPair]], dict[str, Any]]:
     """Span tiers (less flagged pairs with ``drop``) and the span part of the report."""
     found, short, book = copied_spans(test_groups(docs, test_sets), spans, s)
+    flagged_pairs = {(f["tier"], f["index"]) for f in found}
     report: dict[str, Any] = {
-        "span_pairs_flagged": len(found),
-        "span_pairs_by_tier": dict(Counter(f["tier"] for f in found)),
+        # distinct pairs (a pair copied from a sentence many test notes share is one pair, as
+        # test_documents_flagged counts documents), then the (pair, test note) matches
+        "span_pairs_flagged": len(flagged_pairs),
+        "span_pairs_by_tier": dict(Counter(tier for tier, _ in flagged_pairs)),
+        "span_pair_matches": len(found),
         "span_pairs_too_short_to_audit": dict(short),
         "span_pairs_book_text": dict(book),
         "spans": found[: s.max_listed],
