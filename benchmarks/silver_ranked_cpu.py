@@ -9,7 +9,7 @@ import os
 import random
 import time
 
-from ccl.expansion.silver import Candidates
+from ccl.spans.silver import Candidates
 
 
 def scan_ranked(c: Candidates, code: str):  # the code before issue 24

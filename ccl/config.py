@@ -205,9 +205,9 @@ class DocsConfig:
 
 @dataclass
 class GoldSpansConfig:
-    # The tier's builder, ``build(ctx) -> TierResult`` (ccl/expansion/tiers.py); like every
+    # The tier's builder, ``build(ctx) -> TierResult`` (ccl/spans/tiers.py); like every
     # ``_target_``, outside the content keys (a tier's cache key is what it builds from).
-    _target_: str = "ccl.expansion.gold.build"
+    _target_: str = "ccl.spans.gold.build"
     sources: list[str] = field(default_factory=lambda: ["index", "description", "inclusion", "short"])
     restrict: str = "docs"  # docs: the documents' label space and its neighbours | all
     neighbours: int = 0  # nearest codes added per label-space code when restrict=docs
@@ -216,7 +216,7 @@ class GoldSpansConfig:
 
 @dataclass
 class ShardConfig:
-    """Silver stage 1 split over workers by note id (ccl/expansion/silver.py, README "Mining
+    """Silver stage 1 split over workers by note id (ccl/spans/silver.py, README "Mining
     over workers"): ``index`` set: extract that shard only; ``index`` null and ``count > 1``:
     merge the shards' spans and refine once."""
 
@@ -226,7 +226,7 @@ class ShardConfig:
 
 @dataclass
 class SilverSpansConfig:
-    _target_: str = "ccl.expansion.silver.build"
+    _target_: str = "ccl.spans.silver.build"
     method: str = "lexical"  # lexical | llm
     corpus: str = "demo_corpus"
     max_pairs_per_code: int | None = 10
@@ -235,7 +235,7 @@ class SilverSpansConfig:
 
 @dataclass
 class SyntheticSpansConfig:
-    _target_: str = "ccl.expansion.synthetic.build"
+    _target_: str = "ccl.spans.synthetic.build"
     method: str = "template"  # template | llm
     max_pairs_per_code: int | None = 3
     targets: str = "docs"  # docs: billable codes of every document split | all: every billable code
@@ -450,7 +450,7 @@ class PathsConfig:
     output_dir: str = "${paths.root_dir}/outputs"
     cache_dir: str = "${oc.env:CCL_CACHE,${paths.root_dir}/.cache/ccl}"
 
-# Expansion LLMs (``conf/llm/*.yaml``). ``lexical`` generates no text: it mines spans directly.
+# Span-tier LLMs (``conf/llm/*.yaml``). ``lexical`` generates no text: it mines spans directly.
 LLM_BACKENDS = ("lexical", "hf", "openai", "vllm")
 
 
@@ -478,7 +478,7 @@ class BackendConfig:
     gpu_memory_utilization: float = 0.9  # vllm
     max_model_len: int | None = None  # vllm
     allow_credentialed_remote: bool = False  # send MIMIC/MDACE text to a non-local endpoint
-    # Decode silver answers under a grammar (ccl/expansion/llm/grammar.py): hf with llguidance,
+    # Decode silver answers under a grammar (ccl/spans/llm/grammar.py): hf with llguidance,
     # vllm as structured outputs (guidance backend), openai as vLLM's `structured_outputs`
     # request field (a served vLLM only; other APIs refuse it, so conf/llm/openai.yaml: false).
     structured: bool = True

@@ -116,10 +116,10 @@ def random_tiny_llm() -> Callable[[Path, Sequence[str], Sequence[Any]], tuple[An
 
 @pytest.fixture
 def stand_in_llm() -> Callable[..., Any]:
-    """A factory of stand-in expansion LLMs: ``stand_in_llm(name, model_id, answer)`` is an
-    :class:`ccl.expansion.llm.base.LLMBackend` whose reply to each conversation is
+    """A factory of stand-in span-tier LLMs: ``stand_in_llm(name, model_id, answer)`` is an
+    :class:`ccl.spans.llm.base.LLMBackend` whose reply to each conversation is
     ``answer(last message's content, params)``; it records those messages in ``.prompts``."""
-    from ccl.expansion.llm.base import LLMBackend
+    from ccl.spans.llm.base import LLMBackend
 
     class StandIn(LLMBackend):
         def __init__(self, name: str, model_id: str, answer: Callable[[str, Any], str]) -> None:

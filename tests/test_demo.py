@@ -338,9 +338,9 @@ def test_shorthand_is_no_gold_term_and_the_lexical_miner_finds_it(tab):
     """The premise of Table 3 row 5 on the demo world: gold pairs never spell a shorthand form,
     the lexical silver miner recovers it from a labelled note."""
     from ccl.data.pairs import gold_pairs
-    from ccl.expansion.lexical import LexicalMiner
-    from ccl.expansion.silver import lexical_terms
     from ccl.records import phrase_key as normalise
+    from ccl.spans.lexical import LexicalMiner
+    from ccl.spans.silver import lexical_terms
 
     pairs = gold_pairs(tab, [], codes=set(ABBREVIATIONS))
     for code, form in ABBREVIATIONS.items():

@@ -1,4 +1,4 @@
-"""Generation progress (ccl.generation.progress): one tracker for prediction and expansion,
+"""Generation progress (ccl.generation.progress): one tracker for prediction and the span tiers,
 a rich bar on a terminal and log lines in a log file."""
 
 import io

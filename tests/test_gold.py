@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import ccl.expansion.gold as gold
+import ccl.spans.gold as gold
 from ccl.config import ICDConfig
 from ccl.data.pairs import SOURCE_PRIORITY, gold_pairs
-from ccl.expansion.gold import build_gold_tier
 from ccl.icd.index import IndexEntry, load_valid_entries, parse_index_xml, validate_entries
 from ccl.records import SpanPair, read_span_pairs
+from ccl.spans.gold import build_gold_tier
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "icd10cm"
 FILES = {

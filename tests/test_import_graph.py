@@ -26,7 +26,7 @@ def _module(path: Path) -> str:
 
 
 def _package(module: str) -> str:
-    """``ccl.expansion.llm.base`` -> ``ccl.expansion``; a top-level module is its own package."""
+    """``ccl.spans.llm.base`` -> ``ccl.spans``; a top-level module is its own package."""
     return ".".join(module.split(".")[:2])
 
 

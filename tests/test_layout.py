@@ -34,7 +34,7 @@ def _within(module: str, prefixes: tuple[str, ...]) -> bool:
 
 
 def _package(module: str) -> str:
-    """``ccl.expansion.llm.base`` -> ``ccl.expansion``; a top-level module is its own package."""
+    """``ccl.spans.llm.base`` -> ``ccl.spans``; a top-level module is its own package."""
     return ".".join(module.split(".")[:2])
 
 
@@ -58,9 +58,9 @@ def test_the_checks_see_the_imports():
 
 def test_the_data_floor_imports_no_span_tier():
     """Documents come before span tiers: ``ccl.data`` (every source, the demo one included)
-    never imports ``ccl.expansion``; what both need (gold pairs from the ICD books) lives in ``ccl.data.pairs``."""
+    never imports ``ccl.spans``; what both need (gold pairs from the ICD books) lives in ``ccl.data.pairs``."""
     upward = [f"{here}:{line} imports {target}" for here, target, _, line in _imports()
-              if _within(here, ("ccl.data",)) and _within(target, ("ccl.expansion",))]
+              if _within(here, ("ccl.data",)) and _within(target, ("ccl.spans",))]
     assert not upward, "\n".join(upward)
 
 
@@ -85,12 +85,12 @@ def test_one_has_chat_template():
 
 
 def test_the_expansion_llm_package_starts_without_deep_learning_libraries():
-    """An OpenAI-only expansion run (``ccl/expansion/llm/__init__.py``: "imports here stay
+    """An OpenAI-only span-tier run (``ccl/spans/llm/__init__.py``: "imports here stay
     light") must not load torch, transformers or Lightning just to import its backends."""
     import subprocess
     import sys
 
-    code = ("import sys, ccl.expansion.llm, ccl.expansion.llm.cache, ccl.generation.progress; "
+    code = ("import sys, ccl.spans.llm, ccl.spans.llm.cache, ccl.generation.progress; "
             "print(sorted(m for m in ('torch', 'transformers', 'pytorch_lightning') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=PACKAGE.parent)

@@ -1,4 +1,4 @@
-"""Expansion-LLM backends behind one interface: openai (real HTTP), hf (tiny model), vllm, guard."""
+"""Span-tier LLM backends behind one interface: openai (real HTTP), hf (tiny model), vllm, guard."""
 
 import json
 import sys
@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ccl.expansion.llm.base import (
+from ccl.spans.llm.base import (
     GenerationParams,
     LLMBackend,
     LLMBackendError,
@@ -19,8 +19,8 @@ from ccl.expansion.llm.base import (
     is_local_url,
     make_backend,
 )
-from ccl.expansion.llm.cache import CachedLLM
-from ccl.expansion.llm.openai_backend import OpenAIBackend, RateLimiter
+from ccl.spans.llm.cache import CachedLLM
+from ccl.spans.llm.openai_backend import OpenAIBackend, RateLimiter
 
 # ----------------------------------------------------------------------------- openai
 

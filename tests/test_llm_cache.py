@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ccl.expansion.llm.base import GenerationParams, LLMError
-from ccl.expansion.llm.cache import CachedLLM, CallCache, call_key
+from ccl.spans.llm.base import GenerationParams, LLMError
+from ccl.spans.llm.cache import CachedLLM, CallCache, call_key
 
 ROOT = Path(__file__).resolve().parents[1]
 N_PROMPTS = 20
@@ -24,8 +24,8 @@ N_PROMPTS = 20
 SCRIPT = textwrap.dedent(
     """
     import json, os, sys, time
-    from ccl.expansion.llm.base import GenerationParams, LLMBackend, LLMError
-    from ccl.expansion.llm.cache import CachedLLM
+    from ccl.spans.llm.base import GenerationParams, LLMBackend, LLMError
+    from ccl.spans.llm.cache import CachedLLM
 
     db, log, out, delay, n = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5])
     if len(sys.argv) > 6:  # a start barrier: wait until every worker has started

@@ -12,17 +12,17 @@ import random
 import pytest
 import torch
 
-from ccl.expansion import silver
-from ccl.expansion.llm import cache as llm_cache
-from ccl.expansion.llm.base import GenerationParams
-from ccl.expansion.llm.cache import call_key
-from ccl.expansion.llm.grammar import (
+from ccl.spans import silver
+from ccl.spans.llm import cache as llm_cache
+from ccl.spans.llm.base import GenerationParams
+from ccl.spans.llm.cache import call_key
+from ccl.spans.llm.grammar import (
     extraction_grammar,
     json_safe,
     locate_copy,
     refinement_grammar,
 )
-from ccl.expansion.tiers import TierContext
+from ccl.spans.tiers import TierContext
 from tests.test_silver import config, corpus
 
 pytest.importorskip("llguidance")
@@ -47,7 +47,7 @@ def byte_tokenizer():
 
 def _decode(tokenizer, grammar, seed, steps=600):
     """Greedy decoding of random logits under ``grammar``; returns the text."""
-    from ccl.expansion.llm.hf_backend import GrammarProcessor, grammar_tokenizer
+    from ccl.spans.llm.hf_backend import GrammarProcessor, grammar_tokenizer
 
     vocab = len(tokenizer)
     proc = GrammarProcessor(grammar_tokenizer(tokenizer, vocab), [grammar], 3, [tokenizer.eos_token_id])
@@ -161,7 +161,7 @@ def test_vllm_guidance_backend_accepts_the_grammars(byte_tokenizer):
     from vllm.sampling_params import StructuredOutputsParams
     from vllm.v1.structured_output.backend_guidance import validate_guidance_grammar
 
-    from ccl.expansion.llm.hf_backend import grammar_tokenizer
+    from ccl.spans.llm.hf_backend import grammar_tokenizer
 
     lltok = grammar_tokenizer(byte_tokenizer, len(byte_tokenizer))
     for grammar in (extraction_grammar(NOTE, ["I10", "E11.9"]), refinement_grammar(["HTN", 'a "b"'], 2)):

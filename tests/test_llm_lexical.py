@@ -6,8 +6,8 @@ import pytest
 from ccl.config import DemoDocsConfig, DocsConfig
 from ccl.data.demo import DEFAULT_CODE_POOL, build_demo_world
 from ccl.data.pairs import gold_pairs
-from ccl.expansion.lexical import LexicalMiner, locate, term_variants
-from ccl.expansion.silver import lexical_terms
+from ccl.spans.lexical import LexicalMiner, locate, term_variants
+from ccl.spans.silver import lexical_terms
 
 TERMS = {
     "I10": ["Essential (primary) hypertension", "hypertension"],
@@ -155,7 +155,7 @@ def test_miner_recovers_demo_evidence_spans(world):
     ],
 )
 def test_token_similarity_allows_typos_not_other_words(a, b, same):
-    from ccl.expansion.lexical import similar
+    from ccl.spans.lexical import similar
 
     assert similar(a, b, 1) is same
     assert similar(a, b, 0) is (a == b)
@@ -164,10 +164,10 @@ def test_token_similarity_allows_typos_not_other_words(a, b, same):
 def test_lexical_is_a_choice_of_llm_but_no_generating_backend():
     """``llm=lexical`` mines without generating: make_backend refuses it and lists only the
     backends it builds."""
-    from ccl.expansion.llm.base import BACKENDS, LLMBackendError, LLMConfig, make_backend
+    from ccl.spans.llm.base import BACKENDS, LLMBackendError, LLMConfig, make_backend
 
     assert BACKENDS == ("hf", "openai", "vllm")
-    with pytest.raises(LLMBackendError, match=r"ccl\.expansion\.lexical\.LexicalMiner.*llm=hf, llm=openai, llm=vllm"):
+    with pytest.raises(LLMBackendError, match=r"ccl\.spans\.lexical\.LexicalMiner.*llm=hf, llm=openai, llm=vllm"):
         make_backend(LLMConfig(backend="lexical"))
     with pytest.raises(LLMBackendError) as err:
         make_backend(LLMConfig(backend="gpt"))

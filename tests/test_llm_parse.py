@@ -2,7 +2,7 @@
 
 import pytest
 
-from ccl.expansion.llm.parse import parse_code_spans, parse_json, parse_string_list
+from ccl.spans.llm.parse import parse_code_spans, parse_json, parse_string_list
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from rich.console import Console
 
 from ccl.config import DocsConfig, check_closed, register_configs
 from ccl.data.sources import SOURCES, load_source, source_loader
-from ccl.expansion.tiers import TierContext, TierResult, build_tiers, resolve_tier
 from ccl.records import SpanPair
+from ccl.spans.tiers import TierContext, TierResult, build_tiers, resolve_tier
 from ccl.utils.run_folder import config_diff
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -35,7 +35,7 @@ def load(cfg, tab, cache_dir, index=None):
 
 TIER_MODULE = '''
 from ccl.records import SpanPair
-from ccl.expansion.tiers import TierResult
+from ccl.spans.tiers import TierResult
 
 SEEN = []
 
@@ -137,13 +137,13 @@ def test_tiers_run_in_order_through_their_targets(user_code, tab, tmp_path):
 
 
 def test_a_tier_without_target_takes_the_schema_default_and_a_bad_one_is_one_line():
-    from ccl.expansion import gold, silver, synthetic
+    from ccl.spans import gold, silver, synthetic
 
     assert resolve_tier("gold", OmegaConf.create({"restrict": "docs"})) is gold.build
     assert resolve_tier("silver", {}) is silver.build and resolve_tier("synthetic", None) is synthetic.build
-    with pytest.raises(ValueError, match=r"^spans\.silver\._target_='ccl\.expansion\.silver\.nope' cannot be "
+    with pytest.raises(ValueError, match=r"^spans\.silver\._target_='ccl\.spans\.silver\.nope' cannot be "
                                          r"imported .*build\(ctx: TierContext\) -> TierResult"):
-        resolve_tier("silver", OmegaConf.create({"_target_": "ccl.expansion.silver.nope"}))
+        resolve_tier("silver", OmegaConf.create({"_target_": "ccl.spans.silver.nope"}))
     with pytest.raises(ValueError, match="spans.bronze: not a span tier"):
         resolve_tier("bronze", {})
 
@@ -152,6 +152,6 @@ def test_targets_are_outside_the_run_folder_config_check():
     """A run folder written before sources and tiers were registered stays valid."""
     old = {"docs": {"name": "demo", "source": "demo"}, "spans": {"gold": {"restrict": "docs"}}}
     new = {"docs": {"name": "demo", "source": "demo", "_target_": "ccl.data.sources.demo.load_demo"},
-           "spans": {"gold": {"restrict": "docs", "_target_": "ccl.expansion.gold.build"}}}
+           "spans": {"gold": {"restrict": "docs", "_target_": "ccl.spans.gold.build"}}}
     assert config_diff(old, new) == []
     assert config_diff(old, {**new, "docs": {**new["docs"], "source": "mdace"}}) == ["docs.source"]

@@ -7,11 +7,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from ccl.data.pairs import gold_pairs
-from ccl.expansion import silver
-from ccl.expansion.llm import cache as llm_cache
-from ccl.expansion.llm.base import PrivacyError
-from ccl.expansion.tiers import TierContext
 from ccl.records import Document, SpanPair
+from ccl.spans import silver
+from ccl.spans.llm import cache as llm_cache
+from ccl.spans.llm.base import PrivacyError
+from ccl.spans.tiers import TierContext
 
 CODES = {"I10", "E11.9", "J18.9"}
 
@@ -163,9 +163,9 @@ def test_method_llm_needs_a_generating_backend(tab, gold, tmp_path):
 
 
 def test_refinement_of_credentialed_candidates_is_guarded_too(tab, tmp_path):
-    from ccl.expansion.llm.base import GenerationParams
-    from ccl.expansion.llm.cache import CachedLLM
-    from ccl.expansion.llm.openai_backend import OpenAIBackend
+    from ccl.spans.llm.base import GenerationParams
+    from ccl.spans.llm.cache import CachedLLM
+    from ccl.spans.llm.openai_backend import OpenAIBackend
 
     cands = silver.Candidates()
     cands.add(["I10"], {"I10": ["HTN"]})

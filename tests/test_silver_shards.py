@@ -11,10 +11,10 @@ import pytest
 from ccl.cli.mine import mine, prepare
 from ccl.config import compose_config
 from ccl.data.pairs import gold_pairs
-from ccl.expansion import silver
-from ccl.expansion.tier_cache import PAIRS
-from ccl.expansion.tiers import TierContext
 from ccl.records import SpanPair
+from ccl.spans import silver
+from ccl.spans.tier_cache import PAIRS
+from ccl.spans.tiers import TierContext
 from tests.test_silver import CODES, config, corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_shard_of_is_a_stable_partition():
 def test_two_shards_and_a_merge_equal_one_worker(tab, gold, tmp_path, monkeypatch, stand_in_llm, method):
     docs = corpus() + [d.__class__(f"x{i}", d.text, d.codes, source="demo") for i, d in enumerate(corpus())]
     if method == "llm":
-        from ccl.expansion.llm import cache as llm_cache
+        from ccl.spans.llm import cache as llm_cache
         from tests.test_silver import Scripted
 
         backend = stand_in_llm("hf", "scripted", Scripted.answer)

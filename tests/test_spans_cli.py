@@ -6,10 +6,10 @@ import pytest
 from rich.console import Console
 
 from ccl.cli import spans as cli
-from ccl.expansion import silver, synthetic
-from ccl.expansion.coverage import coverage_report
 from ccl.icd.tabular import load_tabular
 from ccl.records import SpanPair
+from ccl.spans import silver, synthetic
+from ccl.spans.coverage import coverage_report
 
 
 def small(tmp_path):

@@ -5,17 +5,17 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from ccl.expansion import synthetic
-from ccl.expansion.llm import cache as llm_cache
-from ccl.expansion.synthetic import (
+from ccl.records import Document, SpanPair
+from ccl.spans import synthetic
+from ccl.spans.llm import cache as llm_cache
+from ccl.spans.synthetic import (
     EvidenceFilter,
     description_changes,
     synthesize,
     target_codes,
     template_evidence,
 )
-from ccl.expansion.tiers import TierContext
-from ccl.records import Document, SpanPair
+from ccl.spans.tiers import TierContext
 
 
 @pytest.mark.parametrize(
@@ -175,8 +175,8 @@ def test_llm_synthesis_filters_answers_and_falls_back_to_templates(tab, tmp_path
 def test_covered_index_ranks_exactly_like_nearest_covered(tab, share):
     import random
 
-    from ccl.expansion.synthetic import CoveredIndex
     from ccl.icd.nearest import nearest_covered
+    from ccl.spans.synthetic import CoveredIndex
 
     rnd = random.Random(7)
     billable = tab.billable_codes()
@@ -188,7 +188,7 @@ def test_covered_index_ranks_exactly_like_nearest_covered(tab, share):
 
 
 def test_llm_synthesis_from_credentialed_silver_phrases_is_guarded(tab, tmp_path):
-    from ccl.expansion.llm.base import PrivacyError
+    from ccl.spans.llm.base import PrivacyError
 
     spans = {"gold": [SpanPair("type 2 diabetes", "E11.9", "gold", "index:main")],
              "silver": [SpanPair("T2DM", "E11.9", "silver", "silver:lexical")]}

@@ -181,8 +181,8 @@ def test_smollm2_code_token_model_is_merged_and_served_on_a_few_notes(tmp_path, 
 
 def test_expansion_vllm_backend_generates_on_this_platform(tmp_path, real_vllm):
     """llm=vllm (the expansion's backend) runs here: LLM.chat with the model's chat template."""
-    from ccl.expansion.llm.base import GenerationParams
-    from ccl.expansion.llm.vllm_backend import VLLMBackend
+    from ccl.spans.llm.base import GenerationParams
+    from ccl.spans.llm.vllm_backend import VLLMBackend
 
     folder, tok = script_model(tmp_path / "chat", CODES_ANSWER)
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"

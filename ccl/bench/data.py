@@ -15,10 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ccl.bench.common import machine_info
-from ccl.expansion.gold import build_gold_tier
 from ccl.icd.download import find_index_files
 from ccl.icd.index import parse_index_xml
 from ccl.icd.tabular import load_tabular
+from ccl.spans.gold import build_gold_tier
 
 _TABULAR_TIMER = (
     "import sys, time; t = time.perf_counter(); from ccl.icd.tabular import load_tabular; "

@@ -53,8 +53,8 @@ from ccl.bench.common import machine_info
 from ccl.config import compose_config
 from ccl.data.audit import AuditSettings, audit_documents
 from ccl.data.sources import load_source
-from ccl.expansion.tiers import TierContext, build_tiers
 from ccl.icd.tabular import load_tabular
+from ccl.spans.tiers import TierContext, build_tiers
 from ccl.stages.data import build_data, load_index_entries
 
 SPLIT_SHARE = {"train": 1.0, "val": 13_378 / 89_099, "test": 19_802 / 89_099}

@@ -1,7 +1,7 @@
 """``python -m ccl.cli.mine``: silver mining as a Hydra app, so it spreads over workers.
 
 Stage 1 (extraction) of the silver tier splits the corpus into ``spans.silver.shard.count``
-shards by a hash of the note id (:func:`ccl.expansion.silver.shard_of`); each Hydra job of a
+shards by a hash of the note id (:func:`ccl.spans.silver.shard_of`); each Hydra job of a
 multirun extracts one shard into the shared cache, and the merge (``shard.index`` null)
 refines once over every shard's candidates and caches the tier that ``ccl.run`` and
 ``ccl.cli.spans`` read. Any Hydra launcher runs the shards: ``hydra/launcher=local_parallel``
@@ -15,7 +15,7 @@ array task per shard; ``paths.cache_dir`` must be on a filesystem every node sha
 The config is ``conf/mine.yaml`` (the run config with ``spans: [gold, silver]``); as in
 ``ccl.cli.spans``, a generating ``llm`` switches ``spans.silver.method`` to ``llm`` unless the
 command line sets it. The LLM call cache is shared safely by concurrent shards
-(:class:`ccl.expansion.llm.cache.CallCache`: a call is claimed before it is generated).
+(:class:`ccl.spans.llm.cache.CallCache`: a call is claimed before it is generated).
 Each job prints one JSON line: the shard's (or the merge's) silver report without
 ``per_code``.
 """

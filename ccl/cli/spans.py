@@ -27,7 +27,7 @@ from rich.console import Console
 
 from ccl.cli.errors import cli_main
 from ccl.config import check_closed, compose_config, llm_config, register_configs
-from ccl.expansion.coverage import coverage_report, print_coverage
+from ccl.spans.coverage import coverage_report, print_coverage
 from ccl.stages.data import build_data
 from ccl.utils.run_folder import RunFolder
 

@@ -17,7 +17,7 @@ Coverage is honest, as on real notes: a share of the universe (*shorthand codes*
 "AFib", "CKD stage 3"), a form no Tabular List term spells, so the gold tier
 never shows the model how these codes are written; the lexical silver miner
 recovers the form from the code-labelled corpus (it expands gold terms into
-such abbreviations, ``ccl.expansion.lexical``). Unseen codes are drawn from
+such abbreviations, ``ccl.spans.lexical``). Unseen codes are drawn from
 shorthand and from plain codes alike, so some unseen test codes are taught only
 by silver pairs (Table 3 row 5) and the others by gold pairs (row 4). Everything is driven by ``random.Random`` streams
 seeded from ``cfg.seed`` and a stream name, never by set iteration order, so a

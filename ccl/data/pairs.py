@@ -18,7 +18,7 @@ keeps the description and the most generic phrases).
 
 On the bottom floor: it reads only the Tabular List and Index entries, so the
 demo document source (:mod:`ccl.data.sources.demo`) and the gold span tier
-(:mod:`ccl.expansion.gold`, which caches these pairs) both use it.
+(:mod:`ccl.spans.gold`, which caches these pairs) both use it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One generation layer for prediction and for the expansion LLMs.
+"""One generation layer for prediction and for the span-tier LLMs.
 
 - :mod:`~ccl.generation.chat`: messages -> prompt text -> prompt ids (one ``has_chat_template``).
 - :mod:`~ccl.generation.record`: the :class:`~ccl.generation.record.Generation` record and the

@@ -16,7 +16,7 @@ Two renderings, one per use:
       ### Assistant:
       <answer><eos>
 
-* :func:`render_chat` (the expansion LLMs): the chat template when the tokenizer has one,
+* :func:`render_chat` (the span-tier LLMs): the chat template when the tokenizer has one,
   else :func:`render_plain`'s ``role: content`` turns ending in ``assistant:``.
 
 Prompt ids. :func:`encode_prompts` tokenises prompt text without special tokens and then
@@ -65,13 +65,13 @@ def render_prompt(tokenizer: Any, messages: Sequence[Message], use_chat_template
 
 
 def render_plain(conversation: Conversation) -> str:
-    """The expansion LLMs' rendering for tokenizers without a template: ``role: content`` turns."""
+    """The span-tier LLMs' rendering for tokenizers without a template: ``role: content`` turns."""
     turns = [f"{m['role']}: {m['content']}" for m in conversation]
     return "\n\n".join(turns) + "\n\nassistant:"
 
 
 def render_chat(tokenizer: Any, conversation: Conversation) -> str:
-    """An expansion conversation as prompt text: the tokenizer's chat template (which writes
+    """An span-tier conversation as prompt text: the tokenizer's chat template (which writes
     the special tokens; :func:`encode_prompts` adds no second BOS), else :func:`render_plain`."""
     if has_chat_template(tokenizer):
         return tokenizer.apply_chat_template(

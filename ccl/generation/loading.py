@@ -6,7 +6,7 @@ device HF generate runs on. vLLM serves a saved directory; :func:`load_tokenizer
 :func:`stop_token_ids` read the tokenizer and the stop tokens of that directory, so vLLM stops
 where HF generate would.
 
-The expansion LLM of ``llm=hf`` is any causal LM (:func:`load_causal_lm`), in the dtype
+The span-tier LLM of ``llm=hf`` is any causal LM (:func:`load_causal_lm`), in the dtype
 ``llm.dtype`` names (:func:`generation_dtype`: ``auto`` is float32 on a CPU and the
 checkpoint's own dtype on a GPU) on the device ``llm.device`` names (:func:`generation_device`).
 """
@@ -85,7 +85,7 @@ def generation_device(name: str) -> str:
 
 
 def generation_dtype(name: str, device: str) -> Any:
-    """The ``dtype`` to load an expansion LLM with: the torch dtype ``name`` names
+    """The ``dtype`` to load an span-tier LLM with: the torch dtype ``name`` names
     (:data:`DTYPE_NAMES`), else float32 on a CPU, else ``"auto"`` (the checkpoint's dtype)."""
     if name in DTYPE_NAMES:
         return getattr(torch, DTYPE_NAMES[name])

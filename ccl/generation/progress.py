@@ -1,6 +1,6 @@
-"""Generation progress, one implementation for prediction and expansion.
+"""Generation progress, one implementation for prediction and the span tiers.
 
-:func:`track` counts items done (and, for the expansion tiers, cache hits). On a terminal it
+:func:`track` counts items done (and, for the span tiers, cache hits). On a terminal it
 shows a rich bar with count, rate, elapsed time and ETA; when stdout (or the console given) is
 no terminal (``> run.log``, ``nohup``, a batch scheduler) it prints throttled log lines
 (:class:`ccl.utils.progress.LogLines`: every ``CCL_PROGRESS_SECONDS``, 30 s by default, and

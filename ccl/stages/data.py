@@ -22,10 +22,10 @@ from rich.table import Table
 from ccl.data.audit import AuditSettings, audit_documents, audit_spans
 from ccl.data.prompts import PROMPT_VERSION
 from ccl.data.sources import load_source
-from ccl.expansion.tiers import TierContext, build_tiers
 from ccl.icd.index import load_valid_entries
 from ccl.icd.tabular import TabularList, load_tabular
 from ccl.records import TIERS, Document, SpanPair, document_reference, write_jsonl
+from ccl.spans.tiers import TierContext, build_tiers
 from ccl.utils.atomic import atomic_dir, write_json_atomic
 from ccl.utils.hashing import hash_obj, hash_records
 from ccl.utils.run_folder import RunFolder
@@ -151,7 +151,7 @@ def build_data(cfg: DictConfig, run_dir: Path, console: Console, write: bool = T
             info["seen"], info["unseen"] = len(codes & seen_codes), len(codes - seen_codes)
     label_space = _label_space(docs, cfg.infer.split)
 
-    # The span tiers (ccl/expansion/tiers.py): spans.<tier>._target_, in order gold, silver,
+    # The span tiers (ccl/spans/tiers.py): spans.<tier>._target_, in order gold, silver,
     # synthetic; each sees the pairs of the tiers before it.
     spans, tier_reports = build_tiers(TierContext(cfg, tab, docs, corpus, cache_dir=cache_dir, entries=entries))
 

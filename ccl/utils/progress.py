@@ -12,7 +12,7 @@ changes it, 0 prints every step), plus one at the end:
 
 :class:`ccl.model.train_progress.TrainProgress` (the training's Lightning callback) and
 :mod:`ccl.generation.progress` write their lines with the helpers here, which import no
-deep-learning library, so an OpenAI-only expansion run starts without torch.
+deep-learning library, so an OpenAI-only span-tier run starts without torch.
 """
 
 from __future__ import annotations

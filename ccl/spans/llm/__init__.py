@@ -1,12 +1,12 @@
-"""Expansion LLMs: one batched interface (hf, openai, vllm), a persistent call cache.
+"""Span-tier LLMs: one batched interface (hf, openai, vllm), a persistent call cache.
 
-The lexical miner, which generates no text, sits beside the tiers (:mod:`ccl.expansion.lexical`).
+The lexical miner, which generates no text, sits beside the tiers (:mod:`ccl.spans.lexical`).
 
 Imports here stay light (no torch, no vllm): backends load their heavy
 dependencies when first used.
 """
 
-from ccl.expansion.llm.base import (
+from ccl.spans.llm.base import (
     BACKENDS,
     CREDENTIALED_SOURCES,
     GenerationParams,
@@ -21,7 +21,7 @@ from ccl.expansion.llm.base import (
     llm_config,
     make_backend,
 )
-from ccl.expansion.llm.cache import CachedLLM, CallCache, CallStats, call_key
+from ccl.spans.llm.cache import CachedLLM, CallCache, CallStats, call_key
 
 __all__ = [
     "BACKENDS",

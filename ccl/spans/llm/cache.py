@@ -34,7 +34,8 @@ from typing import Any
 from rich.console import Console
 
 from ccl.config import LLMConfig
-from ccl.expansion.llm.base import (
+from ccl.generation.progress import track
+from ccl.spans.llm.base import (
     Conversation,
     GenerationParams,
     LLMBackend,
@@ -42,7 +43,6 @@ from ccl.expansion.llm.base import (
     check_privacy,
     make_backend,
 )
-from ccl.generation.progress import track
 from ccl.utils.hashing import stable_json
 
 CACHE_VERSION = 1
@@ -229,7 +229,7 @@ class CachedLLM:
     ) -> list[str]:
         """One output per conversation, from the cache where possible, else from the backend.
 
-        ``grammars``: one grammar per conversation (:mod:`ccl.expansion.llm.grammar`; ``None``:
+        ``grammars``: one grammar per conversation (:mod:`ccl.spans.llm.grammar`; ``None``:
         free) for a backend that decodes under one (``backend.supports_grammar``); ignored
         otherwise. A call another worker is generating (:meth:`CallCache.claim`) is waited
         for, never generated twice.
@@ -308,7 +308,7 @@ class CachedLLM:
 
 
 def tier_llm(llm_cfg: LLMConfig, cache_dir: str | Path, switch: str, console: Console | None = None) -> CachedLLM:
-    """The cached expansion LLM a tier generates with (``cache_dir/llm/calls.sqlite``).
+    """The cached span-tier LLM a tier generates with (``cache_dir/llm/calls.sqlite``).
 
     ``switch`` names the setting that asked for it (``spans.silver.method=llm``): under
     ``llm=lexical``, which generates no text, the ``ValueError`` says which backends to pick.

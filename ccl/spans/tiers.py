@@ -2,11 +2,11 @@
 
 A tier is a callable ``build(ctx: TierContext) -> TierResult`` named by the ``_target_``
 of its config node (``conf/spans/<tier>.yaml``, e.g. ``spans.gold._target_:
-ccl.expansion.gold.build``) and resolved with :func:`hydra.utils.get_method`, as the
+ccl.spans.gold.build``) and resolved with :func:`hydra.utils.get_method`, as the
 lightning-hydra-template instantiates its objects. :func:`build_tiers` runs the
 configured tiers in :data:`ccl.records.TIERS` order (gold, silver, synthetic):
 each sees the pairs of the tiers before it in ``ctx.spans``. Every tier caches its
-entry with :mod:`ccl.expansion.tier_cache` (``pairs.jsonl`` + ``report.json``).
+entry with :mod:`ccl.spans.tier_cache` (``pairs.jsonl`` + ``report.json``).
 
 A new tier is a module with a ``build`` function, a ``conf/spans/<name>.yaml`` naming
 it, its name in ``TIERS`` and a dataclass in :mod:`ccl.config` (the closed schema).
@@ -75,7 +75,7 @@ def resolve_tier(name: str, node: Any) -> Tier:
     """The callable ``spans.<name>._target_`` names. Raises ``ValueError`` (one line, naming
     the key) when it cannot be imported or is not callable."""
     return resolve_target(tier_target(name, node), f"spans.{name}._target_",
-                          "build(ctx: TierContext) -> TierResult, e.g. ccl.expansion.gold.build")
+                          "build(ctx: TierContext) -> TierResult, e.g. ccl.spans.gold.build")
 
 
 def build_tiers(ctx: TierContext) -> tuple[dict[str, list[SpanPair]], dict[str, dict[str, Any]]]:

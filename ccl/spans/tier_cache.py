@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ccl.expansion.tiers import TierResult
 from ccl.records import SpanPair, read_span_pairs, write_jsonl
+from ccl.spans.tiers import TierResult
 from ccl.utils.atomic import write_text_atomic
 from ccl.utils.hashing import hash_file
 

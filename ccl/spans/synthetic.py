@@ -35,22 +35,22 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ccl.config import LLMConfig, SyntheticSpansConfig, llm_config
-from ccl.expansion.llm.base import (
-    GenerationParams,
-    Message,
-    generation_settings,
-    is_credentialed,
-)
-from ccl.expansion.llm.cache import CachedLLM, tier_llm
-from ccl.expansion.llm.parse import parse_string_list
-from ccl.expansion.tier_cache import open_entry, save_tier
-from ccl.expansion.tiers import TierContext, TierResult
 from ccl.generation.progress import track
 from ccl.icd.codes import CODE_PATTERN, canonical_code
 from ccl.icd.nearest import hierarchy_levels
 from ccl.icd.tabular import TabularList
 from ccl.icd.terms import strip_modifiers
 from ccl.records import EDGE_PUNCT, Document, SpanPair, phrase_key
+from ccl.spans.llm.base import (
+    GenerationParams,
+    Message,
+    generation_settings,
+    is_credentialed,
+)
+from ccl.spans.llm.cache import CachedLLM, tier_llm
+from ccl.spans.llm.parse import parse_string_list
+from ccl.spans.tier_cache import open_entry, save_tier
+from ccl.spans.tiers import TierContext, TierResult
 from ccl.utils.hashing import hash_obj, hash_records
 
 # Bump when synthesis or filtering changes, so cached tiers are rebuilt.

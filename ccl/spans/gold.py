@@ -4,7 +4,7 @@
 :mod:`ccl.data.pairs`), ``restrict`` (``docs``: the codes of every document split, plus
 ``neighbours`` nearest codes each; ``all``: every billable code) and
 ``max_pairs_per_code``. The tier is cached under ``cache_dir/gold/<hash>``
-(:mod:`ccl.expansion.tier_cache`: ``pairs.jsonl`` + ``report.json``); the hash, which the
+(:mod:`ccl.spans.tier_cache`: ``pairs.jsonl`` + ``report.json``); the hash, which the
 data manifest reports as the tier's ``content_hash``, covers the Tabular List, the index
 files (or entries), the sources, the code subset, the maximum and :data:`GOLD_VERSION`.
 """
@@ -24,12 +24,12 @@ from omegaconf import OmegaConf
 
 from ccl.config import GoldSpansConfig
 from ccl.data.pairs import canonical_codes, expand_sources, gold_pairs
-from ccl.expansion.tier_cache import PAIRS, open_entry, save_tier
-from ccl.expansion.tiers import TierContext, TierResult
 from ccl.icd.index import IndexEntry, IndexParse, validate_entries
 from ccl.icd.nearest import nearest_codes
 from ccl.icd.tabular import TabularList
 from ccl.records import SpanPair
+from ccl.spans.tier_cache import PAIRS, open_entry, save_tier
+from ccl.spans.tiers import TierContext, TierResult
 from ccl.utils.gc_pause import gc_paused
 
 # Bump when pair building changes, so cached tiers are rebuilt.
@@ -99,7 +99,7 @@ def build_gold_tier(
     seventh: str | None = "A",
 ) -> GoldTier:
     """Build the gold tier, or load it from ``cache_dir/gold/<hash>`` when built before
-    (``pairs.jsonl`` + ``report.json``, :mod:`ccl.expansion.tier_cache`).
+    (``pairs.jsonl`` + ``report.json``, :mod:`ccl.spans.tier_cache`).
 
     ``index_parse_or_entries`` is raw :class:`IndexParse` objects (validated here
     with ``seventh``: ``"A"``, initial encounter, completes codes that need a

@@ -3,7 +3,7 @@
 Stage 1, per labelled document: extract verbatim minimal spans per code
 (``method: llm``: the extraction prompt, answers kept only where the span
 really occurs in the note, located fuzzily; ``method: lexical``: the
-:class:`~ccl.expansion.lexical.LexicalMiner`). Unique phrases are
+:class:`~ccl.spans.lexical.LexicalMiner`). Unique phrases are
 aggregated per code with the number of documents and mentions they come from.
 
 Stage 2, per code: the frequency-ranked candidates, minus phrases the code
@@ -30,22 +30,22 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ccl.config import LLMConfig, SilverSpansConfig, llm_config
-from ccl.expansion.lexical import LexicalMiner, locate
-from ccl.expansion.llm.base import (
+from ccl.generation.progress import track
+from ccl.icd.codes import canonical_code
+from ccl.icd.tabular import TabularList
+from ccl.records import Document, SpanPair, phrase_key
+from ccl.spans.lexical import LexicalMiner, locate
+from ccl.spans.llm.base import (
     GenerationParams,
     Message,
     generation_settings,
     is_credentialed,
 )
-from ccl.expansion.llm.cache import CachedLLM, tier_llm
-from ccl.expansion.llm.grammar import extraction_grammar, locate_copy, refinement_grammar
-from ccl.expansion.llm.parse import parse_code_spans, parse_string_list
-from ccl.expansion.tier_cache import open_entry, save_tier
-from ccl.expansion.tiers import TierContext, TierResult
-from ccl.generation.progress import track
-from ccl.icd.codes import canonical_code
-from ccl.icd.tabular import TabularList
-from ccl.records import Document, SpanPair, phrase_key
+from ccl.spans.llm.cache import CachedLLM, tier_llm
+from ccl.spans.llm.grammar import extraction_grammar, locate_copy, refinement_grammar
+from ccl.spans.llm.parse import parse_code_spans, parse_string_list
+from ccl.spans.tier_cache import open_entry, save_tier
+from ccl.spans.tiers import TierContext, TierResult
 from ccl.utils.atomic import write_text_atomic
 from ccl.utils.hashing import hash_obj, hash_records
 

@@ -3,7 +3,7 @@
 The grammars are written in llguidance's Lark dialect
 (https://github.com/guidance-ai/llguidance/blob/main/docs/syntax.md), which both
 generating backends that run on this machine understand: ``llm=hf`` applies them with
-llguidance as a logits processor (:class:`ccl.expansion.llm.hf_backend.GrammarProcessor`),
+llguidance as a logits processor (:class:`ccl.spans.llm.hf_backend.GrammarProcessor`),
 ``llm=vllm`` passes them as structured outputs (``StructuredOutputsParams(grammar=...)``
 on vLLM's ``guidance`` backend, the same library).
 
