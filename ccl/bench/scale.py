@@ -236,6 +236,7 @@ def run_step(name: str, work: Path, extra: list[str], train_steps: int) -> dict[
 
         # local import: Lightning + the model code (~3 s, ~200 MB) only in the train step's process,
         # whose time and peak memory this measures (the other steps' processes never load them)
+        from ccl.predict.serving import load_model  # local import: as above
         from ccl.stages import train as train_step
 
         torch.set_num_threads(1)
@@ -244,7 +245,7 @@ def run_step(name: str, work: Path, extra: list[str], train_steps: int) -> dict[
             out["pairs"] = {k: v["pairs"] for k, v in bundle.manifest["span_tiers"].items()}
             out["code_vocabulary"] = len(bundle.code_vocabulary())
             if name == "model":
-                model, _ = train_step.load_model(cfg, bundle, cache)
+                model, _ = load_model(cfg, bundle, cache)
                 out["parameters"] = sum(p.numel() for p in model.parameters())
             else:
                 train_step.train_stage(cfg, bundle, Path(run_dir), quiet)
