@@ -139,6 +139,38 @@ def test_two_concurrent_workers_never_generate_a_call_twice(tmp_path):
         assert conn.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0  # all released
 
 
+def _open_at_once(path, barrier, errors):
+    barrier.wait()
+    try:
+        CallCache(path).close()
+    except Exception as err:  # noqa: BLE001 - any failure to open is what the test counts
+        errors.put(f"{type(err).__name__}: {err}")
+
+
+def test_workers_opening_one_new_cache_at_once_all_open_it(tmp_path):
+    """Shards started together open the same new cache file at the same moment. SQLite does not
+    wait for the lock that switching a new file to WAL takes, so without serialising the opening
+    some workers failed with "database is locked" (13 of 120 opens, 8 processes at a time)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # children share the imported modules: a fast start
+    errors = ctx.Queue()
+    n_workers, rounds = 8, 40
+    for r in range(rounds):
+        path = tmp_path / f"round{r}" / "calls.sqlite"
+        barrier = ctx.Barrier(n_workers)
+        procs = [ctx.Process(target=_open_at_once, args=(path, barrier, errors)) for _ in range(n_workers)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(timeout=120)
+        assert all(proc.exitcode == 0 for proc in procs)
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert failures == []
+
+
 def test_claims_skip_live_workers_and_take_over_dead_or_stale_ones(tmp_path):
     cache = CallCache(tmp_path / "c.sqlite")
     me, live = "me", f"{socket.gethostname()}:{os.getpid()}:x"
