@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ccl.config import current_key, legacy_config, trainer_mirrors
 from ccl.utils.atomic import write_json_atomic, write_text_atomic
+from ccl.utils.processes import process_alive
 from ccl.utils.stages import STAGES, parse_stages
 from ccl.utils.verify import DamagedFile, check_folder, read_json
 
@@ -253,7 +254,7 @@ class RunLock:
                 f"{self.run_dir}: {who} is writing into this run folder (lock {self.path}). "
                 "Wait for it to finish, or give this run another folder (name=OTHER)."
             ) from None
-        if previous and previous != os.getpid() and not _alive(previous):
+        if previous and previous != os.getpid() and not process_alive(previous):
             self.took_over = previous
         self.pid_path.write_text(f"{os.getpid()}\n")
         return self
@@ -268,16 +269,6 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
 
 
 def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -50,6 +50,7 @@ from ccl.spans.llm.base import (
     make_backend,
 )
 from ccl.utils.hashing import stable_json
+from ccl.utils.processes import process_alive
 
 CACHE_VERSION = 1
 _SQL_CHUNK = 500  # keys per SELECT, under SQLite's variable limit
@@ -79,13 +80,7 @@ def _alive(owner: str) -> bool:
     pid = rest.partition(":")[0]
     if host != socket.gethostname() or not pid.isdigit():
         return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(int(pid))
 
 
 class CallCache:
