@@ -1,6 +1,7 @@
 """The persistent call cache: keys, dedup, and a real kill -9 in the middle of a run."""
 
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -151,8 +152,6 @@ def test_workers_opening_one_new_cache_at_once_all_open_it(tmp_path):
     """Shards started together open the same new cache file at the same moment. SQLite does not
     wait for the lock that switching a new file to WAL takes, so without serialising the opening
     some workers failed with "database is locked" (13 of 120 opens, 8 processes at a time)."""
-    import multiprocessing
-
     ctx = multiprocessing.get_context("fork")  # children share the imported modules: a fast start
     errors = ctx.Queue()
     n_workers, rounds = 8, 40
